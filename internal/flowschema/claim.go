@@ -1,0 +1,163 @@
+package flowschema
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// Claim is the content of one heartbeat record: Owner held Address during
+// [Start, End], as observed by Source.
+type Claim struct {
+	Address netip.Addr
+	Owner   intervalstore.Owner
+	Start   time.Time
+	End     time.Time
+	Source  string
+}
+
+// ParseAddr parses a textual IP address into its canonical form: IPv4-mapped
+// IPv6 addresses are unmapped and zones dropped, so that one host never
+// appears as two keys.
+func ParseAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return CanonicalAddr(a), nil
+}
+
+// CanonicalAddr returns a with IPv4-mapped IPv6 unmapped and any zone dropped.
+func CanonicalAddr(a netip.Addr) netip.Addr {
+	return a.Unmap().WithZone("")
+}
+
+// PutOwner writes o into attrs as prefix+"id" and one prefix+name attribute per
+// owner attribute.
+func PutOwner(attrs pcommon.Map, prefix string, o intervalstore.Owner) {
+	attrs.PutStr(prefix+OwnerIDSuffix, o.ID)
+	for _, a := range o.Attributes {
+		attrs.PutStr(prefix+a.Name, a.Value)
+	}
+}
+
+// ReadOwner reads the owner written under prefix by PutOwner. ok is false when
+// there is no non-empty string ID attribute. The returned owner is canonical.
+func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool) {
+	idKey := prefix + OwnerIDSuffix
+	id, found := attrs.Get(idKey)
+	if !found || id.Type() != pcommon.ValueTypeStr || id.Str() == "" {
+		return intervalstore.Owner{}, false
+	}
+	o.ID = id.Str()
+	for k, v := range attrs.All() {
+		if k == idKey || !strings.HasPrefix(k, prefix) || len(k) == len(prefix) {
+			continue
+		}
+		o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: k[len(prefix):], Value: v.AsString()})
+	}
+	return o.Canonical(), true
+}
+
+// PutClaim turns lr into the heartbeat record for c. The record's Timestamp is
+// the claim's end.
+func PutClaim(lr plog.LogRecord, c Claim) {
+	lr.SetEventName(EventHeartbeat)
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
+	attrs := lr.Attributes()
+	attrs.PutStr(AttrClaimAddress, CanonicalAddr(c.Address).String())
+	attrs.PutInt(AttrClaimStartTime, c.Start.UnixNano())
+	attrs.PutInt(AttrClaimEndTime, c.End.UnixNano())
+	if c.Source != "" {
+		attrs.PutStr(AttrClaimSource, c.Source)
+	}
+	PutOwner(attrs, PrefixClaimOwner, c.Owner)
+}
+
+// RejectReason says why a heartbeat record was rejected. Its values are used as
+// a telemetry attribute.
+type RejectReason string
+
+// Reasons for rejecting a heartbeat record.
+const (
+	RejectMissingAddress RejectReason = "missing_address"
+	RejectBadAddress     RejectReason = "bad_address"
+	RejectMissingOwner   RejectReason = "missing_owner"
+	RejectMissingTime    RejectReason = "missing_time"
+	RejectEndBeforeStart RejectReason = "end_before_start"
+)
+
+// ClaimError is returned by ParseClaim for a record that is not a valid claim.
+type ClaimError struct {
+	Reason RejectReason
+	Detail string
+}
+
+func (e *ClaimError) Error() string {
+	return fmt.Sprintf("invalid heartbeat (%s): %s", e.Reason, e.Detail)
+}
+
+// ReasonOf returns the RejectReason carried by err, or "" if err is not a
+// *ClaimError.
+func ReasonOf(err error) RejectReason {
+	var ce *ClaimError
+	if errors.As(err, &ce) {
+		return ce.Reason
+	}
+	return ""
+}
+
+// IsHeartbeat reports whether lr is a heartbeat record.
+func IsHeartbeat(lr plog.LogRecord) bool { return lr.EventName() == EventHeartbeat }
+
+// ParseClaim reads the claim in a heartbeat record. It checks the record's
+// own consistency; whether the claim is plausible (not in the future, from a
+// source allowed to claim the address) is the consumer's decision.
+func ParseClaim(lr plog.LogRecord) (Claim, error) {
+	attrs := lr.Attributes()
+	var c Claim
+	av, ok := attrs.Get(AttrClaimAddress)
+	if !ok || av.Type() != pcommon.ValueTypeStr {
+		return Claim{}, &ClaimError{RejectMissingAddress, "no string attribute " + AttrClaimAddress}
+	}
+	addr, err := ParseAddr(av.Str())
+	if err != nil {
+		return Claim{}, &ClaimError{RejectBadAddress, err.Error()}
+	}
+	c.Address = addr
+	if c.Owner, ok = ReadOwner(attrs, PrefixClaimOwner); !ok {
+		return Claim{}, &ClaimError{RejectMissingOwner, "no non-empty string attribute " + PrefixClaimOwner + OwnerIDSuffix}
+	}
+	start, ok := IntTime(attrs, AttrClaimStartTime)
+	if !ok {
+		return Claim{}, &ClaimError{RejectMissingTime, "no positive int attribute " + AttrClaimStartTime}
+	}
+	end, ok := IntTime(attrs, AttrClaimEndTime)
+	if !ok {
+		return Claim{}, &ClaimError{RejectMissingTime, "no positive int attribute " + AttrClaimEndTime}
+	}
+	if end.Before(start) {
+		return Claim{}, &ClaimError{RejectEndBeforeStart, fmt.Sprintf("end %s before start %s", end.Format(time.RFC3339Nano), start.Format(time.RFC3339Nano))}
+	}
+	c.Start, c.End = start, end
+	if sv, ok := attrs.Get(AttrClaimSource); ok {
+		c.Source = sv.AsString()
+	}
+	return c, nil
+}
+
+// IntTime reads a time stored as positive int Unix nanoseconds under key.
+func IntTime(attrs pcommon.Map, key string) (time.Time, bool) {
+	v, ok := attrs.Get(key)
+	if !ok || v.Type() != pcommon.ValueTypeInt || v.Int() <= 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, v.Int()), true
+}

@@ -1,0 +1,125 @@
+// Package flowschema defines the log records that flowattr's components
+// exchange: flow records, emitted by the ebpfflow receiver and attributed by
+// the ownership processor, and heartbeat (claim) records, emitted by the
+// receiver and consumed by the processor. It is the one definition both sides
+// use; docs/schema.md documents it for users.
+//
+// Records are told apart by their LogRecord EventName. Attribute names follow
+// the OpenTelemetry semantic conventions where one exists (network.*,
+// client.*, server.*, process.*) and live under the flowattr.* namespace
+// otherwise.
+package flowschema
+
+// Event names of the two record kinds.
+const (
+	// EventFlow marks a flow record: one TCP connection, closed or (for
+	// interim reports of long-lived connections) still open.
+	EventFlow = "flowattr.flow"
+	// EventHeartbeat marks a heartbeat record: a claim that an owner held an
+	// address during a time range.
+	EventHeartbeat = "flowattr.heartbeat"
+)
+
+// Flow record attributes taken from the semantic conventions.
+const (
+	AttrNetworkTransport      = "network.transport"       // always "tcp"
+	AttrNetworkType           = "network.type"            // "ipv4" or "ipv6"
+	AttrNetworkLocalAddress   = "network.local.address"   // canonical text form, IPv4 unmapped
+	AttrNetworkLocalPort      = "network.local.port"      // int
+	AttrNetworkPeerAddress    = "network.peer.address"    // canonical text form, IPv4 unmapped
+	AttrNetworkPeerPort       = "network.peer.port"       // int
+	AttrClientAddress         = "client.address"          // the side that sent the SYN
+	AttrClientPort            = "client.port"             // int
+	AttrServerAddress         = "server.address"          // the side that accepted
+	AttrServerPort            = "server.port"             // int
+	AttrProcessPID            = "process.pid"             // int, taken in process context
+	AttrProcessExecutableName = "process.executable.name" // the task's comm
+)
+
+// Flow record attributes in the flowattr namespace.
+const (
+	// AttrFlowRole is RoleClient or RoleServer: which side of the connection
+	// this host is.
+	AttrFlowRole = "flowattr.flow.role"
+	// AttrFlowState is one of the FlowState* values.
+	AttrFlowState = "flowattr.flow.state"
+	// AttrFlowStartTime is when the connection was born (SYN sent or
+	// received), as int Unix nanoseconds. The record's Timestamp is the close
+	// time, or the observation time of an interim record.
+	AttrFlowStartTime = "flowattr.flow.start_time_unix_nano"
+	// AttrFlowBytesSent and AttrFlowBytesReceived count TCP payload bytes:
+	// bytes sent and acknowledged by the peer, and bytes received in order,
+	// excluding the sequence numbers consumed by SYN and FIN.
+	AttrFlowBytesSent     = "flowattr.flow.bytes_sent"
+	AttrFlowBytesReceived = "flowattr.flow.bytes_received"
+	// AttrFlowSegmentsSent and AttrFlowSegmentsReceived count TCP segments,
+	// including pure ACKs and retransmissions.
+	AttrFlowSegmentsSent     = "flowattr.flow.segments_sent"
+	AttrFlowSegmentsReceived = "flowattr.flow.segments_received"
+	// AttrFlowRetransmits counts retransmitted segments (total_retrans).
+	AttrFlowRetransmits = "flowattr.flow.retransmits"
+	// AttrFlowSRTT is the smoothed round-trip time in microseconds.
+	AttrFlowSRTT = "flowattr.flow.srtt_us"
+	// AttrFlowError is the socket error at close, as an errno name such as
+	// "ECONNREFUSED"; absent when the connection closed cleanly.
+	AttrFlowError = "flowattr.flow.error"
+	// AttrCgroupID is the cgroup v2 ID of the process that opened or accepted
+	// the connection.
+	AttrCgroupID = "flowattr.process.cgroup_id"
+	// AttrNetnsInode is the inode number of the connection's network namespace.
+	AttrNetnsInode = "flowattr.netns.inode"
+)
+
+// Values of AttrFlowRole.
+const (
+	RoleClient = "client"
+	RoleServer = "server"
+)
+
+// Values of AttrFlowState.
+const (
+	FlowStateClosed = "closed" // the connection closed; the record is final
+	FlowStateFailed = "failed" // a connect that never reached ESTABLISHED
+	FlowStateActive = "active" // interim report of a connection still open
+)
+
+// Owner attribute prefixes. An owner is written as <prefix>id plus one
+// attribute <prefix><name> per owner attribute, for example
+// flowattr.peer.owner.id and flowattr.peer.owner.service.name.
+const (
+	// PrefixLocalOwner holds the owner of the flow's local address, known at
+	// capture time.
+	PrefixLocalOwner = "flowattr.local.owner."
+	// PrefixPeerOwner holds the owner of the flow's peer address, added by
+	// the ownership processor.
+	PrefixPeerOwner = "flowattr.peer.owner."
+	// PrefixClaimOwner holds the owner named by a heartbeat.
+	PrefixClaimOwner = "flowattr.claim.owner."
+)
+
+// OwnerIDSuffix completes an owner prefix into the owner's ID attribute.
+const OwnerIDSuffix = "id"
+
+// Attribution results written by the ownership processor on flow records.
+const (
+	// AttrPeerAttributionStatus is "attributed", "unattributed", "conflict"
+	// or "uncertain".
+	AttrPeerAttributionStatus = "flowattr.peer.attribution.status"
+	// AttrPeerAttributionReason says why a record is not attributed, for
+	// example "no_heartbeat_yet", "gap", "expired", "overlapping_claims",
+	// "near_owner_change", "missing_key", "outside_workload_cidrs".
+	AttrPeerAttributionReason = "flowattr.peer.attribution.reason"
+)
+
+// Heartbeat record attributes.
+const (
+	// AttrClaimAddress is the claimed address, canonical text form.
+	AttrClaimAddress = "flowattr.claim.address"
+	// AttrClaimStartTime and AttrClaimEndTime bound the claimed time range,
+	// inclusive, as int Unix nanoseconds.
+	AttrClaimStartTime = "flowattr.claim.start_time_unix_nano"
+	AttrClaimEndTime   = "flowattr.claim.end_time_unix_nano"
+	// AttrClaimSource names who observed the claim (the emitting host), so
+	// that a receiver of heartbeats can check the source may claim the address.
+	AttrClaimSource = "flowattr.claim.source"
+)
