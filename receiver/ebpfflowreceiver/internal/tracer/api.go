@@ -1,0 +1,155 @@
+// Package tracer observes TCP connections with eBPF and reports each one as
+// an Event: once when it closes (or fails to connect), and on demand while it
+// is open (Active). It is the kernel-facing half of the ebpfflow receiver; the
+// receiver turns Events into flow log records.
+//
+// The BPF programs hook the inet_sock_set_state tracepoint (tp_btf, or the
+// classic tracepoint where tp_btf does not load) to record each socket's
+// birth (4-tuple, role, start time, owning process) and to emit a record to a
+// ring buffer on close. An iter/tcp socket iterator reports open connections,
+// including those opened before the tracer started, which it seeds so that
+// their close is reported too.
+package tracer
+
+import (
+	"errors"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// ErrUnsupported is wrapped by New's error when the kernel or the process
+// cannot run the tracer: no BPF, no BTF, missing privileges (CAP_BPF and
+// CAP_PERFMON, or root) or memlock limits. The wrapping error says which.
+var ErrUnsupported = errors.New("ebpf flow tracing unsupported")
+
+// Kind says what an Event reports.
+type Kind uint8
+
+const (
+	// KindClosed is a connection that was established and has closed.
+	KindClosed Kind = iota + 1
+	// KindFailed is an outgoing connection that never got established
+	// (SYN_SENT -> CLOSE); Err says why, typically ECONNREFUSED or ETIMEDOUT.
+	KindFailed
+	// KindActive is an interim report of a connection that is still open;
+	// counters are the values at End.
+	KindActive
+)
+
+// String returns "closed", "failed" or "active".
+func (k Kind) String() string {
+	switch k {
+	case KindClosed:
+		return "closed"
+	case KindFailed:
+		return "failed"
+	case KindActive:
+		return "active"
+	}
+	return "unknown"
+}
+
+// Role says which side of the connection this host is.
+type Role uint8
+
+const (
+	// RoleUnknown is a socket whose birth was not seen and whose role
+	// cannot be inferred.
+	RoleUnknown Role = iota
+	// RoleClient is the side that sent the SYN (went through SYN_SENT).
+	RoleClient
+	// RoleServer is the side that accepted (went through SYN_RECV).
+	RoleServer
+)
+
+// String returns "client", "server" or "unknown".
+func (r Role) String() string {
+	switch r {
+	case RoleClient:
+		return "client"
+	case RoleServer:
+		return "server"
+	}
+	return "unknown"
+}
+
+// Event is one TCP connection as seen from this host.
+type Event struct {
+	Kind Kind
+	Role Role
+
+	// LocalAddr and PeerAddr are canonical: IPv4 peers of dual-stack IPv6
+	// sockets are unmapped to plain IPv4.
+	LocalAddr, PeerAddr netip.Addr
+	LocalPort, PeerPort uint16
+
+	// Start is when the connection was born (SYN sent or received). When
+	// StartKnown is false the socket predates the tracer and Start is when
+	// the tracer first saw it.
+	Start      time.Time
+	StartKnown bool
+	// End is the close time; for KindActive the observation time.
+	End time.Time
+
+	// BytesSent is payload bytes sent and acknowledged by the peer,
+	// BytesReceived payload bytes received in order; neither counts the
+	// sequence numbers consumed by SYN and FIN.
+	BytesSent, BytesReceived uint64
+	// SegmentsSent and SegmentsReceived count TCP segments, including pure
+	// ACKs and retransmissions.
+	SegmentsSent, SegmentsReceived uint32
+	// Retransmits counts retransmitted segments.
+	Retransmits uint32
+	// SRTT is the smoothed round-trip time.
+	SRTT time.Duration
+
+	// Err is the socket error (sk_err, else sk_err_soft); 0 when clean.
+	Err syscall.Errno
+
+	// PID, Comm and CgroupID identify the process that connected (client) or
+	// accepted (server), taken in process context. They are zero when no
+	// process was seen: a server socket closed before accept(), or a socket
+	// that predates the tracer and whose owner the iterator could not tell.
+	PID      uint32
+	Comm     string
+	CgroupID uint64
+	// NetnsInode is the inode number of the socket's network namespace.
+	NetnsInode uint32
+
+	// Cookie is the socket cookie: it links the interim reports and the final
+	// record of one connection.
+	Cookie uint64
+}
+
+// Options configure a Tracer. Zero fields take the defaults.
+type Options struct {
+	// RingBufferSize is the ring buffer size in bytes: a power of two and a
+	// multiple of the page size. Default DefaultRingBufferSize.
+	RingBufferSize int
+	// MaxConnections bounds the number of connections tracked at once (the
+	// birth map). Births beyond it are counted in Stats.BirthMapFull and
+	// their close is not reported. Default DefaultMaxConnections.
+	MaxConnections int
+}
+
+// Defaults and bounds of Options.
+const (
+	DefaultRingBufferSize = 4 << 20
+	DefaultMaxConnections = 1 << 16
+	MaxMaxConnections     = 1 << 24
+	MaxRingBufferSize     = 1 << 30
+)
+
+// Stats are the tracer's loss counters and ring buffer fill.
+type Stats struct {
+	// LostEvents counts records dropped because the ring buffer was full,
+	// summed over CPUs.
+	LostEvents uint64
+	// BirthMapFull counts connections not tracked because the birth map was
+	// full.
+	BirthMapFull uint64
+	// RingBytesUsed is the number of unread bytes in the ring buffer,
+	// RingBytesSize its size.
+	RingBytesUsed, RingBytesSize int
+}
