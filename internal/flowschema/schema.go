@@ -47,6 +47,15 @@ const (
 	// received), as int Unix nanoseconds. The record's Timestamp is the close
 	// time, or the observation time of an interim record.
 	AttrFlowStartTime = "flowattr.flow.start_time_unix_nano"
+	// AttrFlowStartPredatesCapture is true when the connection was open
+	// before capture started: AttrFlowStartTime is then when capture first
+	// saw it (the connection was open at that time, but may be older). It is
+	// absent otherwise.
+	AttrFlowStartPredatesCapture = "flowattr.flow.start_predates_capture"
+	// AttrFlowSocketCookie is the kernel's socket cookie, an int that links
+	// the interim (active) records of one connection to its final record on
+	// the same host.
+	AttrFlowSocketCookie = "flowattr.flow.socket_cookie"
 	// AttrFlowBytesSent and AttrFlowBytesReceived count TCP payload bytes:
 	// bytes sent and acknowledged by the peer, and bytes received in order,
 	// excluding the sequence numbers consumed by SYN and FIN.
