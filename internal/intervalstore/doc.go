@@ -1,0 +1,66 @@
+// Package intervalstore keeps heartbeat-based ownership: for every key
+// (normally an IP address, but the store is generic over any comparable key)
+// a sorted list of non-overlapping time ranges, each held by one owner or, where
+// claims of different owners overlap, marked as a conflict.
+//
+// # Definition
+//
+// The state of a key is defined declaratively by the set of claims applied to
+// it, independent of their order. Times are nanoseconds since the Unix epoch
+// and ranges are inclusive: [start, end] covers every nanosecond t with
+// start <= t <= end.
+//
+//   - Coverage. Owners are identified by Owner.ID. The coverage of an owner is
+//     the union of its claims, where two claims are joined into one component
+//     when they overlap, touch, or the gap between them is at most
+//     Config.MergeGap. Time is discrete (nanoseconds), so the gap is the
+//     number of nanoseconds neither covers, next.start-prev.end-1, and
+//     [a, b] touches [b+1, c]. Joining is transitive (gap closure). Claims
+//     of other owners do not prevent joining: A, B, A within MergeGap makes B's
+//     claim a conflict rather than splitting A.
+//   - Attributes. All of a component's time carries the attributes of the claim
+//     that ends last in it; if several end at the same time, the greatest one
+//     by (Name, Value) lexicographic order wins. So a workload whose labels
+//     change keeps one range and reports its newest labels.
+//   - Ranges. The stored list of a key is the partition of all covered time into
+//     maximal ranges over which the set of covering owners (with their
+//     attributes) is constant. A range covered by one owner is an owner range;
+//     a range covered by two or more is a conflict range remembering every
+//     owner in it.
+//   - Lookup(key, t):
+//     t in a conflict range: Conflict, ReasonOverlappingClaims;
+//     t in an owner range of owner o: Uncertain, ReasonNearOwnerChange when a
+//     point u with |u-t| <= ClockSkew is covered by an owner other than o
+//     (another owner's range or a conflict range), otherwise Attributed to o;
+//     t not covered: Unattributed with, in this order, ReasonExpired if
+//     t < now-Retention; ReasonNoClaim if the key is unknown;
+//     ReasonAfterLastClaim if t is after the last range; ReasonGap if t is
+//     between two ranges or before the first one after earlier ranges were
+//     pruned; else ReasonBeforeFirstClaim.
+//     Covered times are answered from the ranges held even when older than
+//     now-Retention (until Prune drops them): they are still true, and the
+//     common attributed lookup then needs no clock read.
+//
+// Because the definition only depends on the set of claims, applying the same
+// claims in any order yields the same ranges, and re-applying a claim changes
+// nothing. Apply maintains the definition incrementally: it only touches the
+// ranges within the new claim's component.
+//
+// # Retention and limits
+//
+// Apply refuses claims that end before now-Retention (ErrExpired). Prune drops
+// ranges that end before now-Retention and keys left without ranges; history is
+// forgotten there, so the definition above holds for the retained claims (near
+// the retention horizon, within MergeGap or ClockSkew of pruned ranges, answers
+// may differ from what the full history would give; lookups that old already
+// report ReasonExpired). When a new key would exceed Config.MaxKeys, the key
+// that was least recently the subject of an Apply is evicted first.
+//
+// # Concurrency and memory
+//
+// All methods are safe for concurrent use. Lookups take only a per-shard read
+// lock; writers (Apply, Prune) are serialised by one writer mutex and take a
+// shard's write lock only while changing it. A range is 24 bytes: start and end
+// as int64 nanoseconds and a pointer to an interned owner or owner set.
+// Interned owners and owner sets no longer referenced are swept by Prune.
+package intervalstore

@@ -1,0 +1,166 @@
+package intervalstore
+
+import (
+	"encoding/binary"
+	"slices"
+	"strings"
+)
+
+// group is what a range points at: either one interned owner (owner != nil)
+// or an interned conflict set (owner == nil, members sorted by owner ID, one
+// per ID, at least two). Groups are immutable once interned, so pointer
+// equality is set equality.
+type group struct {
+	owner   *Owner
+	members []*group
+	num     uint64 // interning number of a single owner; names it in set keys
+	key     string // key of a conflict set in interner.sets
+	mark    uint64 // Prune epoch that last saw the group referenced
+}
+
+// member returns g's owner with the given ID, or nil.
+func (g *group) member(id string) *group {
+	if g.owner != nil {
+		if g.owner.ID == id {
+			return g
+		}
+		return nil
+	}
+	for _, m := range g.members {
+		if m.owner.ID == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// hasOther reports whether g holds an owner whose ID is not id.
+func (g *group) hasOther(id string) bool {
+	return g.owner == nil || g.owner.ID != id
+}
+
+// interner deduplicates owners and owner sets. It is guarded by Store.wmu.
+type interner struct {
+	owners  map[string][]*group // by owner ID; one entry per distinct attribute set
+	sets    map[string]*group
+	nOwners int
+	nextNum uint64
+	buf     []byte
+	mbuf    []*group
+}
+
+func newInterner() interner {
+	return interner{owners: make(map[string][]*group), sets: make(map[string]*group)}
+}
+
+// owner returns the interned single-owner group for o, canonicalising it.
+func (in *interner) owner(o Owner) *group {
+	if !isCanonical(o.Attributes) {
+		o = o.Canonical()
+	}
+	list := in.owners[o.ID]
+	for _, g := range list {
+		if slices.Equal(g.owner.Attributes, o.Attributes) {
+			return g
+		}
+	}
+	in.nextNum++
+	g := &group{owner: &Owner{ID: o.ID, Attributes: slices.Clip(slices.Clone(o.Attributes))}, num: in.nextNum}
+	in.owners[o.ID] = append(list, g)
+	in.nOwners++
+	return g
+}
+
+// with returns the group holding g's owners plus o, where o replaces an owner
+// of g with the same ID.
+func (in *interner) with(g, o *group) *group {
+	id := o.owner.ID
+	if g.owner != nil {
+		switch c := strings.Compare(g.owner.ID, id); {
+		case c == 0:
+			return o
+		case c < 0:
+			return in.set(append(in.mbuf[:0], g, o))
+		default:
+			return in.set(append(in.mbuf[:0], o, g))
+		}
+	}
+	ms := in.mbuf[:0]
+	added := false
+	for _, m := range g.members {
+		c := strings.Compare(m.owner.ID, id)
+		switch {
+		case c == 0:
+			m, added = o, true
+		case c > 0 && !added:
+			ms, added = append(ms, o), true
+		}
+		ms = append(ms, m)
+	}
+	if !added {
+		ms = append(ms, o)
+	}
+	return in.set(ms)
+}
+
+// set interns the conflict set of members (sorted by ID, IDs unique).
+func (in *interner) set(members []*group) *group {
+	in.mbuf = members[:0]
+	b := in.buf[:0]
+	for _, m := range members {
+		b = binary.LittleEndian.AppendUint64(b, m.num)
+	}
+	in.buf = b
+	if g, ok := in.sets[string(b)]; ok {
+		return g
+	}
+	g := &group{members: slices.Clone(members), key: string(b)}
+	in.sets[g.key] = g
+	return g
+}
+
+// markLive records that a range referencing g survived Prune's epoch.
+func markLive(g *group, epoch uint64) {
+	g.mark = epoch
+	for _, m := range g.members {
+		m.mark = epoch
+	}
+}
+
+// sweep forgets owners and sets not marked in epoch.
+func (in *interner) sweep(epoch uint64) {
+	for k, g := range in.sets {
+		if g.mark != epoch {
+			delete(in.sets, k)
+		}
+	}
+	for id, list := range in.owners {
+		live := slices.DeleteFunc(list, func(g *group) bool { return g.mark != epoch })
+		in.nOwners -= len(list) - len(live)
+		clear(list[len(live):])
+		if len(live) == 0 {
+			delete(in.owners, id)
+		} else {
+			in.owners[id] = live
+		}
+	}
+}
+
+func isCanonical(attrs []Attribute) bool {
+	for i := 1; i < len(attrs); i++ {
+		if attrs[i-1].Name >= attrs[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// cmpAttrs orders attribute lists lexicographically by (Name, Value).
+func cmpAttrs(a, b []Attribute) int {
+	return slices.CompareFunc(a, b, func(x, y Attribute) int {
+		if c := strings.Compare(x.Name, y.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Value, y.Value)
+	})
+}

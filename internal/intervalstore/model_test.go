@@ -1,0 +1,244 @@
+package intervalstore
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// This file holds the brute-force reference model: the package doc's
+// declarative definition evaluated directly over the raw set of claims.
+
+var base = time.Unix(1_700_000_000, 0)
+
+// at returns base + n nanoseconds: the small time domain of the model tests.
+func at(n int64) time.Time { return base.Add(time.Duration(n)) }
+
+type claim struct {
+	key   int
+	owner Owner
+	s, e  int64 // offsets from base, ns
+}
+
+type comp struct {
+	id   string
+	s, e int64
+	own  Owner // attributes of the claim ending last (ties: greatest)
+}
+
+// components returns, per owner ID, the gap closure of the key's claims.
+func components(claims []claim, key int, gap int64) []comp {
+	byID := map[string][]claim{}
+	for _, c := range claims {
+		if c.key == key {
+			byID[c.owner.ID] = append(byID[c.owner.ID], c)
+		}
+	}
+	var out []comp
+	for id, cs := range byID {
+		slices.SortFunc(cs, func(a, b claim) int { return cmpInt(a.s, b.s) })
+		var cur *comp
+		for _, c := range cs {
+			o := c.owner.Canonical()
+			if cur != nil && c.s-cur.e-1 <= gap {
+				if c.e > cur.e || (c.e == cur.e && cmpAttrs(o.Attributes, cur.own.Attributes) > 0) {
+					cur.own = o
+				}
+				cur.e = max(cur.e, c.e)
+				continue
+			}
+			out = append(out, comp{id: id, s: c.s, e: c.e, own: o})
+			cur = &out[len(out)-1]
+		}
+	}
+	return out
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// seg is a range in a comparable form: owners sorted by ID.
+type seg struct {
+	s, e   int64
+	owners string
+}
+
+func ownersString(os []Owner) string {
+	var b strings.Builder
+	for _, o := range os {
+		fmt.Fprintf(&b, "%s%v;", o.ID, o.Attributes)
+	}
+	return b.String()
+}
+
+// modelSegments is the partition of covered time into maximal ranges with a
+// constant set of covering owners.
+func modelSegments(comps []comp) []seg {
+	var pts []int64
+	for _, c := range comps {
+		pts = append(pts, c.s, c.e+1)
+	}
+	slices.Sort(pts)
+	pts = slices.Compact(pts)
+	var out []seg
+	for i := 0; i+1 < len(pts); i++ {
+		var os []Owner
+		for _, c := range comps {
+			if c.s <= pts[i] && pts[i] <= c.e {
+				os = append(os, c.own)
+			}
+		}
+		if len(os) == 0 {
+			continue
+		}
+		slices.SortFunc(os, func(a, b Owner) int { return strings.Compare(a.ID, b.ID) })
+		sg := seg{pts[i], pts[i+1] - 1, ownersString(os)}
+		if n := len(out); n > 0 && out[n-1].owners == sg.owners && out[n-1].e+1 == sg.s {
+			out[n-1].e = sg.e
+			continue
+		}
+		out = append(out, sg)
+	}
+	return out
+}
+
+// modelLookup evaluates Lookup's definition at t (offset from base) with no
+// pruning; cutoff is now-Retention as an offset.
+func modelLookup(comps []comp, t, skew, cutoff int64) (Status, Reason, *Owner) {
+	var cover []comp
+	for _, c := range comps {
+		if c.s <= t && t <= c.e {
+			cover = append(cover, c)
+		}
+	}
+	switch len(cover) {
+	case 0:
+	case 1:
+		for _, c := range comps {
+			if c.id != cover[0].id && c.s <= t+skew && c.e >= t-skew {
+				return Uncertain, ReasonNearOwnerChange, nil
+			}
+		}
+		return Attributed, ReasonNone, &cover[0].own
+	default:
+		return Conflict, ReasonOverlappingClaims, nil
+	}
+	if t < cutoff {
+		return Unattributed, ReasonExpired, nil
+	}
+	if len(comps) == 0 {
+		return Unattributed, ReasonNoClaim, nil
+	}
+	first, last := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, c := range comps {
+		first, last = min(first, c.s), max(last, c.e)
+	}
+	switch {
+	case t > last:
+		return Unattributed, ReasonAfterLastClaim, nil
+	case t < first:
+		return Unattributed, ReasonBeforeFirstClaim, nil
+	}
+	return Unattributed, ReasonGap, nil
+}
+
+// storeSegments dumps a key's stored ranges in the model's form.
+func storeSegments[K comparable](s *Store[K], key K) []seg {
+	sh := s.shardFor(key)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	var out []seg
+	for _, r := range sh.m[key].rs {
+		var os []Owner
+		if r.g.owner != nil {
+			os = []Owner{*r.g.owner}
+		}
+		for _, m := range r.g.members {
+			os = append(os, *m.owner)
+		}
+		out = append(out, seg{r.s(), r.e(), ownersString(os)})
+	}
+	return out
+}
+
+func (r rng) s() int64 { return r.start - base.UnixNano() }
+func (r rng) e() int64 { return r.end - base.UnixNano() }
+
+// checkInvariants verifies the structural invariants of every key and the
+// size counters.
+func checkInvariants[K comparable](t testing.TB, s *Store[K]) {
+	t.Helper()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	keys, ranges, confl := 0, 0, 0
+	for i := range s.shards {
+		for k, sl := range s.shards[i].m {
+			keys++
+			ranges += len(sl.rs)
+			if len(sl.rs) == 0 {
+				t.Fatalf("key %v: empty range list", k)
+			}
+			for j, r := range sl.rs {
+				if r.start > r.end {
+					t.Fatalf("key %v: empty range %d: %+v", k, j, r)
+				}
+				if j > 0 && sl.rs[j-1].end >= r.start {
+					t.Fatalf("key %v: ranges %d and %d overlap or are unsorted", k, j-1, j)
+				}
+				if j > 0 && sl.rs[j-1].end+1 == r.start && sl.rs[j-1].g == r.g {
+					t.Fatalf("key %v: ranges %d and %d should be one", k, j-1, j)
+				}
+				if r.g.owner == nil {
+					confl++
+					if len(r.g.members) < 2 {
+						t.Fatalf("key %v: conflict range with %d owners", k, len(r.g.members))
+					}
+					for x := 1; x < len(r.g.members); x++ {
+						if r.g.members[x-1].owner.ID >= r.g.members[x].owner.ID {
+							t.Fatalf("key %v: conflict owners unsorted or repeated", k)
+						}
+					}
+				}
+			}
+		}
+	}
+	if keys != s.keys || ranges != s.ranges || confl != s.nConfl {
+		t.Fatalf("counters: keys %d/%d ranges %d/%d conflicts %d/%d", s.keys, keys, s.ranges, ranges, s.nConfl, confl)
+	}
+	if len(s.lru.h) != keys {
+		t.Fatalf("eviction heap has %d entries for %d keys", len(s.lru.h), keys)
+	}
+}
+
+// checkAgainstModel compares every key's ranges and every lookup in
+// [lo, hi] with the model.
+func checkAgainstModel(t testing.TB, s *Store[int], claims []claim, nKeys int, lo, hi, cutoff int64) {
+	t.Helper()
+	for k := range nKeys {
+		comps := components(claims, k, s.gap)
+		if got, want := storeSegments(s, k), modelSegments(comps); !slices.Equal(got, want) {
+			t.Fatalf("key %d ranges:\n got  %v\n want %v\nclaims %v", k, got, want, claims)
+		}
+		for x := lo; x <= hi; x++ {
+			got := s.Lookup(k, at(x))
+			st, re, o := modelLookup(comps, x, s.skew, cutoff)
+			if got.Status != st || got.Reason != re || (o == nil) != (got.Owner == nil) ||
+				(o != nil && !o.Equal(*got.Owner)) {
+				t.Fatalf("key %d t=%d: got %v/%v/%v want %v/%v/%v\nclaims %v", k, x, got.Status, got.Reason, got.Owner, st, re, o, claims)
+			}
+			if got.Status == Conflict && got.Owner != nil {
+				t.Fatalf("conflict returned an owner")
+			}
+		}
+	}
+}
