@@ -1,0 +1,149 @@
+package ownershipprocessor // import "github.com/flowattr/flowattr/processor/ownershipprocessor"
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"go.opentelemetry.io/collector/confmap"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+)
+
+// Config configures the ownership processor. Every pipeline that lists the
+// same processor ID shares one store built from this configuration.
+type Config struct {
+	// KeyAttribute names the flow record attribute holding the address to
+	// attribute.
+	KeyAttribute string `mapstructure:"key_attribute"`
+	// TimeAttribute names the flow record attribute holding the lookup time
+	// (int Unix nanoseconds). When it is absent the record Timestamp is used.
+	TimeAttribute string `mapstructure:"time_attribute"`
+	// OwnerPrefix is the attribute prefix under which the owner is written.
+	OwnerPrefix string `mapstructure:"owner_prefix"`
+	// KeepHeartbeats passes heartbeat records on after applying them instead
+	// of removing them from the stream.
+	KeepHeartbeats bool `mapstructure:"keep_heartbeats"`
+	// ApplyLocalClaims applies the local side of every flow record (local
+	// address held by the local owner from flow start to record time) as a
+	// claim.
+	ApplyLocalClaims bool `mapstructure:"apply_local_claims"`
+	// MaxFuture is how far past the processor's clock a claim may end.
+	MaxFuture time.Duration `mapstructure:"max_future"`
+	// MaxWait is how long a flow record whose peer is not covered yet is held
+	// waiting for a heartbeat. Zero disables holding.
+	MaxWait time.Duration `mapstructure:"max_wait"`
+	// MaxPending bounds the number of held flow records per pipeline.
+	MaxPending int `mapstructure:"max_pending"`
+	// WorkloadCIDRs are the ranges whose addresses send heartbeats. Empty
+	// means every address.
+	WorkloadCIDRs []string `mapstructure:"workload_cidrs"`
+	// StaticOwners name owners for addresses outside WorkloadCIDRs.
+	StaticOwners []StaticOwner `mapstructure:"static_owners"`
+	// Sources, when set, lists who may send heartbeats (the claim's source
+	// attribute) and which addresses each may claim.
+	Sources map[string][]string `mapstructure:"sources"`
+	// MergeGap, ClockSkew, Retention and MaxKeys configure the store.
+	MergeGap  time.Duration `mapstructure:"merge_gap"`
+	ClockSkew time.Duration `mapstructure:"clock_skew"`
+	Retention time.Duration `mapstructure:"retention"`
+	MaxKeys   int           `mapstructure:"max_keys"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// StaticOwner names the owner of every address in CIDR.
+type StaticOwner struct {
+	CIDR       string            `mapstructure:"cidr"`
+	ID         string            `mapstructure:"id"`
+	Attributes map[string]string `mapstructure:"attributes"`
+}
+
+var _ confmap.Validator = (*Config)(nil)
+
+func createDefaultConfig() *Config {
+	return &Config{
+		KeyAttribute:     flowschema.AttrNetworkPeerAddress,
+		TimeAttribute:    flowschema.AttrFlowStartTime,
+		OwnerPrefix:      flowschema.PrefixPeerOwner,
+		ApplyLocalClaims: true,
+		MaxFuture:        time.Minute,
+		MaxWait:          30 * time.Second,
+		MaxPending:       100_000,
+		MergeGap:         30 * time.Second,
+		ClockSkew:        time.Second,
+		Retention:        15 * time.Minute,
+		MaxKeys:          1_000_000,
+	}
+}
+
+// Validate checks the configuration and says what to change.
+func (cfg *Config) Validate() error {
+	var errs []error
+	if cfg.KeyAttribute == "" {
+		errs = append(errs, errors.New("key_attribute must not be empty: name the attribute holding the peer address, e.g. "+flowschema.AttrNetworkPeerAddress))
+	}
+	if cfg.TimeAttribute == "" {
+		errs = append(errs, errors.New("time_attribute must not be empty: name the attribute holding the flow start time, e.g. "+flowschema.AttrFlowStartTime))
+	}
+	if cfg.OwnerPrefix == "" {
+		errs = append(errs, errors.New("owner_prefix must not be empty, e.g. "+flowschema.PrefixPeerOwner))
+	}
+	if cfg.MaxFuture < 0 {
+		errs = append(errs, fmt.Errorf("max_future must not be negative, got %s", cfg.MaxFuture))
+	}
+	if cfg.MaxWait < 0 {
+		errs = append(errs, fmt.Errorf("max_wait must not be negative, got %s (use 0 to disable holding)", cfg.MaxWait))
+	}
+	if cfg.MaxWait > 0 && cfg.MaxPending <= 0 {
+		errs = append(errs, fmt.Errorf("max_pending must be positive when max_wait is set, got %d (set max_wait: 0 to disable holding)", cfg.MaxPending))
+	}
+	if cfg.MergeGap < 0 {
+		errs = append(errs, fmt.Errorf("merge_gap must not be negative, got %s", cfg.MergeGap))
+	}
+	if cfg.ClockSkew < 0 {
+		errs = append(errs, fmt.Errorf("clock_skew must not be negative, got %s", cfg.ClockSkew))
+	}
+	if cfg.Retention <= 0 {
+		errs = append(errs, fmt.Errorf("retention must be positive, got %s", cfg.Retention))
+	} else if cfg.Retention <= cfg.MaxWait {
+		errs = append(errs, fmt.Errorf("retention (%s) must be longer than max_wait (%s): a held record must still be within retention when its heartbeat arrives", cfg.Retention, cfg.MaxWait))
+	}
+	if cfg.MaxKeys <= 0 {
+		errs = append(errs, fmt.Errorf("max_keys must be positive, got %d", cfg.MaxKeys))
+	}
+	if _, err := cfg.tables(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// parsePrefix parses a CIDR prefix and refuses one with host bits set, which
+// is almost always a typo for a different range.
+func parsePrefix(field, s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%s: %q is not a CIDR prefix (want e.g. 10.0.0.0/8 or fd00::/8)", field, s)
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%s: %q is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead", field, s)
+	}
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("%s: %q has host bits set; did you mean %s?", field, s, m)
+	}
+	return p, nil
+}
+
+// sortedKeys returns m's keys in order, so that errors and tables do not
+// depend on map iteration order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

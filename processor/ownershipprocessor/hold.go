@@ -1,0 +1,268 @@
+package ownershipprocessor // import "github.com/flowattr/flowattr/processor/ownershipprocessor"
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// Outcomes of a held record, the values of the outcome telemetry attribute.
+const (
+	outcomeAttributed = "attributed" // a claim arrived and attributed it
+	outcomeDecided    = "decided"    // a claim arrived and settled it otherwise (conflict, uncertain)
+	outcomeTimeout    = "timeout"    // max_wait passed
+	outcomeOverflow   = "overflow"   // pushed out by a newer record at max_pending
+	outcomeShutdown   = "shutdown"   // flushed at shutdown
+)
+
+// reasonHoldOverflow is written on a record sent on unattributed because the
+// hold was full, before its wait was over.
+const reasonHoldOverflow = "hold_overflow"
+
+// waitsForClaim reports whether a later claim can turn r into an attribution:
+// the key is unknown, or the time is after, before or between its ranges.
+// Expired times, conflicts and near-owner-change uncertainty stay as they are
+// whatever arrives later, so records with those results are not held.
+func waitsForClaim(r intervalstore.Result) bool {
+	if r.Status != intervalstore.Unattributed {
+		return false
+	}
+	switch r.Reason {
+	case intervalstore.ReasonNoClaim, intervalstore.ReasonAfterLastClaim,
+		intervalstore.ReasonBeforeFirstClaim, intervalstore.ReasonGap:
+		return true
+	}
+	return false
+}
+
+// resourceGroup and scopeGroup keep the Resource and Scope that held records
+// came with, so that they are re-emitted under them.
+type resourceGroup struct {
+	resource  pcommon.Resource
+	schemaURL string
+}
+
+type scopeGroup struct {
+	resource  *resourceGroup
+	scope     pcommon.InstrumentationScope
+	schemaURL string
+}
+
+func newResourceGroup(rl plog.ResourceLogs) *resourceGroup {
+	g := &resourceGroup{resource: pcommon.NewResource(), schemaURL: rl.SchemaUrl()}
+	rl.Resource().CopyTo(g.resource)
+	return g
+}
+
+func newScopeGroup(rg *resourceGroup, sl plog.ScopeLogs) *scopeGroup {
+	g := &scopeGroup{resource: rg, scope: pcommon.NewInstrumentationScope(), schemaURL: sl.SchemaUrl()}
+	sl.Scope().CopyTo(g.scope)
+	return g
+}
+
+// heldRecord is a flow record waiting for a claim covering key at time at.
+type heldRecord struct {
+	record    plog.LogRecord // owned by the hold, detached from its batch
+	group     *scopeGroup
+	key       netip.Addr
+	at        time.Time
+	fallback  bool // at came from the record Timestamp
+	since     time.Time
+	prev, nxt *heldRecord
+}
+
+// releasedRecord is a record leaving the hold with its final lookup.
+type releasedRecord struct {
+	*heldRecord
+	result  intervalstore.Result
+	outcome string
+}
+
+// hold keeps waiting records in arrival order (which is deadline order, as
+// every record waits max_wait) and indexed by key.
+type hold struct {
+	maxWait    time.Duration
+	maxPending int
+
+	mu         sync.Mutex
+	head, tail *heldRecord
+	byKey      map[netip.Addr][]*heldRecord
+	count      int
+	closed     bool // drained at shutdown; holds nothing more
+
+	// active counts held records plus adds in progress. An add counts itself
+	// before its lookup, so a claim applied before a recheck that reads zero
+	// here is visible to every add that has not looked up yet.
+	active atomic.Int64
+}
+
+func newHold(maxWait time.Duration, maxPending int) *hold {
+	return &hold{maxWait: maxWait, maxPending: maxPending, byKey: make(map[netip.Addr][]*heldRecord)}
+}
+
+// add moves lr into r and holds it if lookup, run under the hold's lock so
+// that a claim applied concurrently is either seen here or rechecks r, still
+// waits for a claim. Otherwise lr stays where it is and add returns false
+// with the lookup's result. overflow lists the records pushed out to stay
+// within max_pending.
+func (h *hold) add(r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, time.Time) intervalstore.Result) (held bool, res intervalstore.Result, overflow []releasedRecord) {
+	h.active.Add(1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if res = lookup(r.key, r.at); h.closed || !waitsForClaim(res) {
+		h.active.Add(-1)
+		return false, res, nil
+	}
+	r.record = plog.NewLogRecord()
+	lr.MoveTo(r.record)
+	for h.count >= h.maxPending {
+		oldest := h.head
+		h.remove(oldest)
+		overflow = append(overflow, releasedRecord{
+			heldRecord: oldest,
+			result:     intervalstore.Result{Status: intervalstore.Unattributed},
+			outcome:    outcomeOverflow,
+		})
+	}
+	r.prev = h.tail
+	if h.tail != nil {
+		h.tail.nxt = r
+	} else {
+		h.head = r
+	}
+	h.tail = r
+	h.byKey[r.key] = append(h.byKey[r.key], r)
+	h.count++
+	return true, res, overflow
+}
+
+// remove unlinks r; the caller holds mu.
+func (h *hold) remove(r *heldRecord) {
+	if r.prev != nil {
+		r.prev.nxt = r.nxt
+	} else {
+		h.head = r.nxt
+	}
+	if r.nxt != nil {
+		r.nxt.prev = r.prev
+	} else {
+		h.tail = r.prev
+	}
+	r.prev, r.nxt = nil, nil
+	list := h.byKey[r.key]
+	if i := slices.Index(list, r); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(h.byKey, r.key)
+	} else {
+		h.byKey[r.key] = list
+	}
+	h.count--
+	h.active.Add(-1)
+}
+
+// recheck looks up again the records held for keys and releases those that
+// no longer wait for a claim.
+func (h *hold) recheck(keys []netip.Addr, lookup func(netip.Addr, time.Time) intervalstore.Result) []releasedRecord {
+	if h.active.Load() == 0 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []releasedRecord
+	for _, k := range keys {
+		list := h.byKey[k]
+		if len(list) == 0 {
+			continue
+		}
+		// remove edits byKey[k]; iterate over a snapshot.
+		for _, r := range slices.Clone(list) {
+			res := lookup(r.key, r.at)
+			if waitsForClaim(res) {
+				continue
+			}
+			h.remove(r)
+			outcome := outcomeDecided
+			if res.Status == intervalstore.Attributed {
+				outcome = outcomeAttributed
+			}
+			out = append(out, releasedRecord{heldRecord: r, result: res, outcome: outcome})
+		}
+	}
+	return out
+}
+
+// expire releases the records held since before now-max_wait, with their
+// final lookup.
+func (h *hold) expire(now time.Time, lookup func(netip.Addr, time.Time) intervalstore.Result) []releasedRecord {
+	if h.active.Load() == 0 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []releasedRecord
+	for h.head != nil && !now.Before(h.head.since.Add(h.maxWait)) {
+		r := h.head
+		h.remove(r)
+		out = append(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeTimeout})
+	}
+	return out
+}
+
+// drain releases every held record, with its final lookup, and closes the
+// hold.
+func (h *hold) drain(lookup func(netip.Addr, time.Time) intervalstore.Result) []releasedRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	var out []releasedRecord
+	for h.head != nil {
+		r := h.head
+		h.remove(r)
+		out = append(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeShutdown})
+	}
+	return out
+}
+
+// regrouper appends released records to a plog.Logs under copies of their
+// original Resource and Scope, one ResourceLogs/ScopeLogs per group.
+type regrouper struct {
+	ld        plog.Logs
+	resources map[*resourceGroup]plog.ResourceLogs
+	scopes    map[*scopeGroup]plog.LogRecordSlice
+}
+
+func newRegrouper(ld plog.Logs) *regrouper {
+	return &regrouper{
+		ld:        ld,
+		resources: make(map[*resourceGroup]plog.ResourceLogs),
+		scopes:    make(map[*scopeGroup]plog.LogRecordSlice),
+	}
+}
+
+func (g *regrouper) add(r *heldRecord) {
+	records, ok := g.scopes[r.group]
+	if !ok {
+		rl, ok := g.resources[r.group.resource]
+		if !ok {
+			rl = g.ld.ResourceLogs().AppendEmpty()
+			r.group.resource.resource.CopyTo(rl.Resource())
+			rl.SetSchemaUrl(r.group.resource.schemaURL)
+			g.resources[r.group.resource] = rl
+		}
+		sl := rl.ScopeLogs().AppendEmpty()
+		r.group.scope.CopyTo(sl.Scope())
+		sl.SetSchemaUrl(r.group.schemaURL)
+		records = sl.LogRecords()
+		g.scopes[r.group] = records
+	}
+	r.record.MoveTo(records.AppendEmpty())
+}

@@ -1,0 +1,459 @@
+package ownershipprocessor // import "github.com/flowattr/flowattr/processor/ownershipprocessor"
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/processorhelper"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+)
+
+// Claim origins, the values of the origin telemetry attribute.
+const (
+	originHeartbeat = iota // a heartbeat record
+	originFlow             // the local side of a flow record
+)
+
+var originNames = [...]string{originHeartbeat: "heartbeat", originFlow: "flow"}
+
+// Reasons written on flow records or counted for claims, besides the
+// intervalstore reasons and flowschema.RejectReason.
+const (
+	reasonMissingKey      = "missing_key"            // no key attribute
+	reasonBadKey          = "bad_key"                // key attribute not a string IP address
+	reasonBadTime         = "bad_time"               // time attribute present but not positive int nanoseconds
+	reasonMissingTime     = "missing_time"           // neither time attribute nor Timestamp
+	reasonStatic          = "static"                 // attributed from static_owners
+	reasonOutsideWorkload = "outside_workload_cidrs" // no heartbeats for this address, no static owner
+	reasonTimestampUsed   = "timestamp_fallback"     // attributed, at the record Timestamp
+	reasonEndInFuture     = "end_in_future"          // claim ends past now+max_future
+	reasonUnauthorized    = "unauthorized_source"    // source may not claim the address
+	reasonExpired         = "expired"                // claim ends before now-retention
+	reasonStoreError      = "store_error"            // the store refused the claim otherwise
+)
+
+type ownershipProcessor struct {
+	cfg    *Config
+	shared *sharedStore
+	store  *intervalstore.Store[netip.Addr]
+	tables *addressTables
+	clock  clock
+	next   consumer.Logs
+	logger *zap.Logger
+	tel    *metadata.TelemetryBuilder
+	hold   *hold // nil when max_wait is 0
+
+	originAttrs  [len(originNames)]metric.MeasurementOption
+	statusAttrs  [4]metric.MeasurementOption // by intervalstore.Status
+	outcomeAttrs map[string]metric.MeasurementOption
+
+	shutdownOnce sync.Once
+}
+
+func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedStore, next consumer.Logs) (*ownershipProcessor, error) {
+	tel, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	p := &ownershipProcessor{
+		cfg:          cfg,
+		shared:       shared,
+		store:        shared.store,
+		tables:       shared.tables,
+		clock:        shared.clock,
+		next:         next,
+		logger:       set.Logger,
+		tel:          tel,
+		outcomeAttrs: make(map[string]metric.MeasurementOption),
+	}
+	if cfg.MaxWait > 0 {
+		p.hold = newHold(cfg.MaxWait, cfg.MaxPending)
+	}
+	for o, name := range originNames {
+		p.originAttrs[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("origin", name)))
+	}
+	for s := range p.statusAttrs {
+		p.statusAttrs[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("status", intervalstore.Status(s).String())))
+	}
+	for _, o := range []string{outcomeAttributed, outcomeDecided, outcomeTimeout, outcomeOverflow, outcomeShutdown} {
+		p.outcomeAttrs[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o)))
+	}
+	shared.subscribe(p)
+	return p, nil
+}
+
+// batchStats accumulates one batch's telemetry, recorded once per batch.
+type batchStats struct {
+	applied    [len(originNames)]int64
+	rejected   []rejection
+	conflicts  int64
+	evictions  int64
+	lookups    [4]int64 // by intervalstore.Status
+	heldChange int64
+}
+
+type rejection struct {
+	origin int
+	reason string
+	n      int64
+}
+
+func (st *batchStats) reject(origin int, reason string) {
+	for i := range st.rejected {
+		if st.rejected[i].origin == origin && st.rejected[i].reason == reason {
+			st.rejected[i].n++
+			return
+		}
+	}
+	st.rejected = append(st.rejected, rejection{origin: origin, reason: reason, n: 1})
+}
+
+func (st *batchStats) lookup(s intervalstore.Status) {
+	if int(s) < len(st.lookups) {
+		st.lookups[s]++
+	}
+}
+
+func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plog.Logs, error) {
+	now := p.clock.Now()
+	var st batchStats
+	// Claims first, so that flows in the same batch see them.
+	p.shared.claimsApplied(p.applyClaims(ld, now, &st))
+	if overflow := p.attributeFlows(ld, &st); len(overflow) > 0 {
+		p.emit(ctx, overflow, ld, &st)
+	}
+	p.report(ctx, &st)
+	removeEmpty(ld)
+	if ld.LogRecordCount() == 0 {
+		return ld, processorhelper.ErrSkipProcessingData
+	}
+	return ld, nil
+}
+
+// applyClaims applies heartbeat records and, when configured, the local side
+// of flow records to the store, removes heartbeat records unless kept, and
+// returns the keys that got claims.
+func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchStats) []netip.Addr {
+	var touched []netip.Addr
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		sls := rls.At(i).ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			sls.At(j).LogRecords().RemoveIf(func(lr plog.LogRecord) bool {
+				switch lr.EventName() {
+				case flowschema.EventHeartbeat:
+					c, err := flowschema.ParseClaim(lr)
+					if err != nil {
+						reason := string(flowschema.ReasonOf(err))
+						if reason == "" {
+							reason = "invalid"
+						}
+						st.reject(originHeartbeat, reason)
+					} else if p.applyClaim(c, originHeartbeat, now, st) {
+						touched = append(touched, c.Address)
+					}
+					return !p.cfg.KeepHeartbeats
+				case flowschema.EventFlow:
+					if !p.cfg.ApplyLocalClaims {
+						return false
+					}
+					if c, reason := p.localClaim(lr); reason != "" {
+						st.reject(originFlow, reason)
+					} else if p.applyClaim(c, originFlow, now, st) {
+						touched = append(touched, c.Address)
+					}
+				}
+				return false
+			})
+		}
+	}
+	return touched
+}
+
+// localClaim reads the claim made by a flow record's local side: the local
+// owner held the local address from the flow start (the time attribute, or
+// the record Timestamp when absent) to the record Timestamp.
+func (p *ownershipProcessor) localClaim(lr plog.LogRecord) (flowschema.Claim, string) {
+	attrs := lr.Attributes()
+	av, ok := attrs.Get(flowschema.AttrNetworkLocalAddress)
+	if !ok || av.Type() != pcommon.ValueTypeStr {
+		return flowschema.Claim{}, string(flowschema.RejectMissingAddress)
+	}
+	addr, err := flowschema.ParseAddr(av.Str())
+	if err != nil {
+		return flowschema.Claim{}, string(flowschema.RejectBadAddress)
+	}
+	owner, ok := flowschema.ReadOwner(attrs, flowschema.PrefixLocalOwner)
+	if !ok {
+		return flowschema.Claim{}, string(flowschema.RejectMissingOwner)
+	}
+	if lr.Timestamp() == 0 {
+		return flowschema.Claim{}, string(flowschema.RejectMissingTime)
+	}
+	end := lr.Timestamp().AsTime()
+	start, ok := flowschema.IntTime(attrs, p.cfg.TimeAttribute)
+	if !ok {
+		start = end
+	}
+	if end.Before(start) {
+		return flowschema.Claim{}, string(flowschema.RejectEndBeforeStart)
+	}
+	return flowschema.Claim{Address: addr, Owner: owner, Start: start, End: end}, ""
+}
+
+// applyClaim checks c's plausibility and applies it; a rejected claim is
+// counted and never touches the store.
+func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, now time.Time, st *batchStats) bool {
+	switch {
+	case c.End.After(now.Add(p.cfg.MaxFuture)):
+		st.reject(origin, reasonEndInFuture)
+		return false
+	case origin == originHeartbeat && !p.tables.mayClaim(c.Source, c.Address):
+		st.reject(origin, reasonUnauthorized)
+		return false
+	case !p.tables.isWorkload(c.Address):
+		st.reject(origin, reasonOutsideWorkload)
+		return false
+	}
+	res, err := p.store.Apply(c.Address, c.Owner, c.Start, c.End)
+	if err != nil {
+		switch {
+		case errors.Is(err, intervalstore.ErrExpired):
+			st.reject(origin, reasonExpired)
+		case errors.Is(err, intervalstore.ErrEndBeforeStart):
+			st.reject(origin, string(flowschema.RejectEndBeforeStart))
+		case errors.Is(err, intervalstore.ErrEmptyOwner):
+			st.reject(origin, string(flowschema.RejectMissingOwner))
+		default:
+			st.reject(origin, reasonStoreError)
+		}
+		return false
+	}
+	st.applied[origin]++
+	if res.Conflict {
+		st.conflicts++
+	}
+	st.evictions += int64(res.Evicted)
+	return true
+}
+
+// attributeFlows writes the peer attribution on every flow record, holding
+// those that wait for a claim. It returns the held records that the new ones
+// pushed out of a full hold.
+func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []releasedRecord {
+	var overflow []releasedRecord
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		rl := rls.At(i)
+		var rg *resourceGroup
+		sls := rl.ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			sl := sls.At(j)
+			var sg *scopeGroup
+			sl.LogRecords().RemoveIf(func(lr plog.LogRecord) bool {
+				if lr.EventName() != flowschema.EventFlow {
+					return false
+				}
+				attrs := lr.Attributes()
+				key, at, fallback, reason := p.flowQuery(lr)
+				if reason != "" {
+					p.writeResult(attrs, intervalstore.Unattributed, nil, reason)
+					st.lookup(intervalstore.Unattributed)
+					return false
+				}
+				if !p.tables.isWorkload(key) {
+					if o, ok := p.tables.static.Lookup(key); ok {
+						p.writeResult(attrs, intervalstore.Attributed, o, reasonStatic)
+						st.lookup(intervalstore.Attributed)
+					} else {
+						p.writeResult(attrs, intervalstore.Unattributed, nil, reasonOutsideWorkload)
+						st.lookup(intervalstore.Unattributed)
+					}
+					return false
+				}
+				res := p.store.Lookup(key, at)
+				if p.hold != nil && waitsForClaim(res) {
+					if sg == nil {
+						if rg == nil {
+							rg = newResourceGroup(rl)
+						}
+						sg = newScopeGroup(rg, sl)
+					}
+					r := &heldRecord{group: sg, key: key, at: at, fallback: fallback, since: p.clock.Now()}
+					var held bool
+					var pushed []releasedRecord
+					if held, res, pushed = p.hold.add(r, lr, p.store.Lookup); held {
+						st.heldChange++
+						overflow = append(overflow, pushed...)
+						return true
+					}
+				}
+				p.writeLookup(attrs, res, fallback)
+				st.lookup(res.Status)
+				return false
+			})
+		}
+	}
+	return overflow
+}
+
+// flowQuery reads the key and lookup time of a flow record. reason is set
+// when the record cannot be looked up.
+func (p *ownershipProcessor) flowQuery(lr plog.LogRecord) (key netip.Addr, at time.Time, fallback bool, reason string) {
+	attrs := lr.Attributes()
+	kv, ok := attrs.Get(p.cfg.KeyAttribute)
+	if !ok {
+		return key, at, false, reasonMissingKey
+	}
+	if kv.Type() != pcommon.ValueTypeStr {
+		return key, at, false, reasonBadKey
+	}
+	key, err := flowschema.ParseAddr(kv.Str())
+	if err != nil {
+		return key, at, false, reasonBadKey
+	}
+	if at, ok = flowschema.IntTime(attrs, p.cfg.TimeAttribute); ok {
+		return key, at, false, ""
+	}
+	if _, present := attrs.Get(p.cfg.TimeAttribute); present {
+		return key, at, false, reasonBadTime
+	}
+	if lr.Timestamp() == 0 {
+		return key, at, false, reasonMissingTime
+	}
+	return key, lr.Timestamp().AsTime(), true, ""
+}
+
+func (p *ownershipProcessor) writeLookup(attrs pcommon.Map, res intervalstore.Result, fallback bool) {
+	reason := res.Reason.String()
+	if res.Status == intervalstore.Attributed && fallback {
+		reason = reasonTimestampUsed
+	}
+	p.writeResult(attrs, res.Status, res.Owner, reason)
+}
+
+// writeResult replaces whatever the record carried under the owner prefix,
+// so that a stale or forged owner never survives an unattributed result.
+func (p *ownershipProcessor) writeResult(attrs pcommon.Map, status intervalstore.Status, owner *intervalstore.Owner, reason string) {
+	prefix := p.cfg.OwnerPrefix
+	attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return strings.HasPrefix(k, prefix) })
+	if owner != nil {
+		flowschema.PutOwner(attrs, prefix, *owner)
+	}
+	attrs.PutStr(flowschema.AttrPeerAttributionStatus, status.String())
+	if reason != "" {
+		attrs.PutStr(flowschema.AttrPeerAttributionReason, reason)
+	} else {
+		attrs.Remove(flowschema.AttrPeerAttributionReason)
+	}
+}
+
+// emit writes the final attribution on released records and appends them to
+// ld under their original Resource and Scope.
+func (p *ownershipProcessor) emit(ctx context.Context, released []releasedRecord, ld plog.Logs, st *batchStats) {
+	now := p.clock.Now()
+	g := newRegrouper(ld)
+	for _, r := range released {
+		attrs := r.record.Attributes()
+		if r.outcome == outcomeOverflow {
+			p.writeResult(attrs, intervalstore.Unattributed, nil, reasonHoldOverflow)
+		} else {
+			p.writeLookup(attrs, r.result, r.fallback)
+		}
+		st.lookup(r.result.Status)
+		st.heldChange--
+		p.tel.ProcessorOwnershipRecordsReleased.Add(ctx, 1, p.outcomeAttrs[r.outcome])
+		p.tel.ProcessorOwnershipHoldDuration.Record(ctx, now.Sub(r.since).Seconds())
+		g.add(r.heldRecord)
+	}
+}
+
+// send emits released records in a batch of their own, for releases that
+// happen outside this pipeline's consume path.
+func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord) {
+	if len(released) == 0 {
+		return
+	}
+	var st batchStats
+	ld := plog.NewLogs()
+	p.emit(ctx, released, ld, &st)
+	p.report(ctx, &st)
+	if err := p.next.ConsumeLogs(ctx, ld); err != nil {
+		n := ld.LogRecordCount()
+		p.tel.ProcessorOwnershipReleaseFailures.Add(ctx, int64(n))
+		p.logger.Warn("Next consumer refused released flow records", zap.Int("records", n), zap.Error(err))
+	}
+}
+
+func (p *ownershipProcessor) recheck(ctx context.Context, keys []netip.Addr) {
+	if p.hold != nil {
+		p.send(ctx, p.hold.recheck(keys, p.store.Lookup))
+	}
+}
+
+func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) {
+	if p.hold != nil {
+		p.send(ctx, p.hold.expire(now, p.store.Lookup))
+	}
+}
+
+// shutdown flushes every held record downstream, then releases the shared
+// store through release. It runs once however often it is called.
+func (p *ownershipProcessor) shutdown(ctx context.Context, release func()) {
+	p.shutdownOnce.Do(func() {
+		p.shared.unsubscribe(p)
+		if p.hold != nil {
+			p.send(ctx, p.hold.drain(p.store.Lookup))
+		}
+		p.tel.Shutdown()
+		release()
+	})
+}
+
+func (p *ownershipProcessor) report(ctx context.Context, st *batchStats) {
+	for o, n := range st.applied {
+		if n > 0 {
+			p.tel.ProcessorOwnershipHeartbeatsApplied.Add(ctx, n, p.originAttrs[o])
+		}
+	}
+	for _, r := range st.rejected {
+		p.tel.ProcessorOwnershipHeartbeatsRejected.Add(ctx, r.n, metric.WithAttributes(
+			attribute.String("origin", originNames[r.origin]), attribute.String("reason", r.reason)))
+	}
+	if st.conflicts > 0 {
+		p.tel.ProcessorOwnershipConflicts.Add(ctx, st.conflicts)
+	}
+	if st.evictions > 0 {
+		p.tel.ProcessorOwnershipEvictions.Add(ctx, st.evictions)
+	}
+	for s, n := range st.lookups {
+		if n > 0 {
+			p.tel.ProcessorOwnershipLookups.Add(ctx, n, p.statusAttrs[s])
+		}
+	}
+	if st.heldChange != 0 {
+		p.tel.ProcessorOwnershipRecordsHeld.Add(ctx, st.heldChange)
+	}
+}
+
+// removeEmpty drops the scopes and resources left without records.
+func removeEmpty(ld plog.Logs) {
+	ld.ResourceLogs().RemoveIf(func(rl plog.ResourceLogs) bool {
+		rl.ScopeLogs().RemoveIf(func(sl plog.ScopeLogs) bool { return sl.LogRecords().Len() == 0 })
+		return rl.ScopeLogs().Len() == 0
+	})
+}

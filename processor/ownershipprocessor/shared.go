@@ -1,0 +1,177 @@
+package ownershipprocessor // import "github.com/flowattr/flowattr/processor/ownershipprocessor"
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"go.opentelemetry.io/collector/processor"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+)
+
+// sharedStore is the state shared by every pipeline's instance of one
+// processor ID: the interval store, the CIDR tables, and the single goroutine
+// that prunes the store and releases held records whose wait is over.
+type sharedStore struct {
+	cfg    *Config
+	tables *addressTables
+	store  *intervalstore.Store[netip.Addr]
+	clock  clock
+	logger *zap.Logger
+	// gauges observes the store's size; registered once per store, with the
+	// telemetry settings of the pipeline that created it.
+	gauges *metadata.TelemetryBuilder
+
+	// refs, running, done and quit are guarded by factory.mu.
+	refs    int
+	running bool
+	quit    chan struct{}
+	done    chan struct{}
+
+	subsMu sync.RWMutex
+	subs   map[*ownershipProcessor]struct{}
+}
+
+func newSharedStore(set processor.Settings, cfg *Config, c clock) (*sharedStore, error) {
+	tables, err := cfg.tables()
+	if err != nil {
+		return nil, err
+	}
+	store, err := intervalstore.New[netip.Addr](intervalstore.Config{
+		MergeGap:  cfg.MergeGap,
+		ClockSkew: cfg.ClockSkew,
+		Retention: cfg.Retention,
+		MaxKeys:   cfg.MaxKeys,
+		Now:       c.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	gauges, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	s := &sharedStore{
+		cfg:    cfg,
+		tables: tables,
+		store:  store,
+		clock:  c,
+		logger: set.Logger,
+		gauges: gauges,
+		subs:   make(map[*ownershipProcessor]struct{}),
+	}
+	err = gauges.RegisterProcessorOwnershipKeysCallback(func(_ context.Context, o metric.Int64Observer) error {
+		o.Observe(int64(s.store.Stats().Keys))
+		return nil
+	})
+	if err == nil {
+		err = gauges.RegisterProcessorOwnershipRangesCallback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(s.store.Stats().Ranges))
+			return nil
+		})
+	}
+	if err != nil {
+		gauges.Shutdown()
+		return nil, err
+	}
+	return s, nil
+}
+
+// start launches the background goroutine unless it runs already.
+func (s *sharedStore) start() {
+	if s.running {
+		return
+	}
+	s.running = true
+	s.quit = make(chan struct{})
+	s.done = make(chan struct{})
+	go s.run(pruneInterval(s.cfg.Retention), holdCheckInterval(s.cfg.MaxWait))
+}
+
+// stop ends the background goroutine, if any, and unregisters the gauges.
+func (s *sharedStore) stop() {
+	if s.running {
+		close(s.quit)
+		<-s.done
+		s.running = false
+	}
+	s.gauges.Shutdown()
+}
+
+func (s *sharedStore) run(pruneEvery, holdEvery time.Duration) {
+	defer close(s.done)
+	prune := s.clock.NewTicker(pruneEvery)
+	defer prune.Stop()
+	var holdTick <-chan time.Time
+	if s.cfg.MaxWait > 0 {
+		hold := s.clock.NewTicker(holdEvery)
+		defer hold.Stop()
+		holdTick = hold.C()
+	}
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-prune.C():
+			ranges, keys := s.store.Prune()
+			if ranges > 0 || keys > 0 {
+				s.logger.Debug("Pruned ownership store", zap.Int("ranges", ranges), zap.Int("keys", keys))
+			}
+		case <-holdTick:
+			now := s.clock.Now()
+			for _, p := range s.subscribers() {
+				p.releaseExpired(context.Background(), now)
+			}
+		}
+	}
+}
+
+// pruneInterval prunes often enough that the store holds at most about 10%
+// more history than retention, and at least every minute.
+func pruneInterval(retention time.Duration) time.Duration {
+	return min(max(retention/10, time.Second), time.Minute)
+}
+
+// holdCheckInterval bounds how long past max_wait a held record can stay.
+func holdCheckInterval(maxWait time.Duration) time.Duration {
+	return min(max(maxWait/10, 10*time.Millisecond), time.Second)
+}
+
+func (s *sharedStore) subscribe(p *ownershipProcessor) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	s.subs[p] = struct{}{}
+}
+
+func (s *sharedStore) unsubscribe(p *ownershipProcessor) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	delete(s.subs, p)
+}
+
+func (s *sharedStore) subscribers() []*ownershipProcessor {
+	s.subsMu.RLock()
+	defer s.subsMu.RUnlock()
+	out := make([]*ownershipProcessor, 0, len(s.subs))
+	for p := range s.subs {
+		out = append(out, p)
+	}
+	return out
+}
+
+// claimsApplied tells every pipeline's hold that keys got new claims, so
+// records waiting for them are looked up again.
+func (s *sharedStore) claimsApplied(keys []netip.Addr) {
+	if len(keys) == 0 {
+		return
+	}
+	for _, p := range s.subscribers() {
+		p.recheck(context.Background(), keys)
+	}
+}
