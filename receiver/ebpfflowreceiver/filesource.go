@@ -1,0 +1,251 @@
+package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpfflowreceiver"
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// maxOwnershipFileSize bounds what one reload reads, so that a runaway writer
+// cannot exhaust memory.
+const maxOwnershipFileSize = 64 << 20
+
+// parseOwnershipFile parses an ownership file: a YAML (or JSON, a subset of
+// YAML) mapping from IP address or CIDR prefix to owner. An owner is either
+// its ID as a string or a mapping with "id" and optional "attributes":
+//
+//	10.0.1.7: checkout-7f9c
+//	10.0.2.0/24: {id: batch-pool, attributes: {service.name: batch}}
+//
+// Keys are canonicalised (IPv4-mapped IPv6 unmapped); a key that names the
+// same prefix as another is an error, as is an empty document, which is more
+// likely a file caught mid-write than a deliberately empty map ({}).
+func parseOwnershipFile(data []byte) (map[netip.Prefix]intervalstore.Owner, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, errors.New("file is empty; write {} for an empty map")
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("line %d: top level must be a mapping from address or CIDR prefix to owner", root.Line)
+	}
+	out := make(map[netip.Prefix]intervalstore.Owner, len(root.Content)/2)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return nil, fmt.Errorf("line %d: key must be an address or CIDR prefix", k.Line)
+		}
+		p, err := parsePrefix(k.Value)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", k.Line, err)
+		}
+		if _, dup := out[p]; dup {
+			return nil, fmt.Errorf("line %d: %q names prefix %s a second time", k.Line, k.Value, p)
+		}
+		o, err := parseOwnerNode(v)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: owner of %s: %w", v.Line, p, err)
+		}
+		out[p] = o
+	}
+	return out, nil
+}
+
+func parseOwnerNode(n *yaml.Node) (intervalstore.Owner, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" || n.Value == "" {
+			return intervalstore.Owner{}, errors.New("owner ID must not be empty")
+		}
+		return intervalstore.Owner{ID: n.Value}, nil
+	case yaml.MappingNode:
+	default:
+		return intervalstore.Owner{}, errors.New("must be an owner ID or a mapping with id and attributes")
+	}
+	var o intervalstore.Owner
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "id":
+			if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
+				return intervalstore.Owner{}, errors.New("id must be a non-empty string")
+			}
+			o.ID = v.Value
+		case "attributes":
+			if v.Kind != yaml.MappingNode {
+				return intervalstore.Owner{}, errors.New("attributes must be a mapping from name to value")
+			}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				an, av := v.Content[j], v.Content[j+1]
+				if an.Kind != yaml.ScalarNode || av.Kind != yaml.ScalarNode || av.Tag == "!!null" {
+					return intervalstore.Owner{}, fmt.Errorf("line %d: attribute names and values must be scalars", an.Line)
+				}
+				if err := checkOwnerAttributeName(an.Value); err != nil {
+					return intervalstore.Owner{}, fmt.Errorf("line %d: %w", an.Line, err)
+				}
+				o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: an.Value, Value: av.Value})
+			}
+		default:
+			return intervalstore.Owner{}, fmt.Errorf("line %d: unknown field %q (want id, attributes)", k.Line, k.Value)
+		}
+	}
+	if o.ID == "" {
+		return intervalstore.Owner{}, errors.New("id is missing")
+	}
+	return o.Canonical(), nil
+}
+
+// Results of an ownership file load, the "result" attribute of
+// ebpfflow_ownership_file_reloads.
+const (
+	reloadSuccess = "success"
+	reloadError   = "error"
+)
+
+// fileSource is an ownership map that another program writes to a file. It is
+// polled rather than watched: polling sees atomic rename-replace, edits in
+// place and files on any filesystem alike, and a poll costs one read of a
+// small file. A file that cannot be read or parsed leaves the last good map
+// in use; the failure is logged and counted once per distinct content.
+type fileSource struct {
+	path     string
+	interval time.Duration
+	logger   *zap.Logger
+	// recordReload counts a load by result.
+	recordReload func(result string)
+
+	mu      sync.RWMutex
+	entries map[netip.Prefix]intervalstore.Owner
+
+	// Reload state, used by one goroutine at a time (Start, then the poller):
+	// digests of the content in use and of the last content that failed to
+	// parse, and the last read error, so each failure is counted once.
+	goodDigest, badDigest [sha256.Size]byte
+	lastReadErr         string
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+func newFileSource(cfg FileSourceConfig, logger *zap.Logger, recordReload func(string)) *fileSource {
+	return &fileSource{
+		path:         cfg.Path,
+		interval:     cfg.PollInterval,
+		logger:       logger.With(zap.String("path", cfg.Path)),
+		recordReload: recordReload,
+		entries:      map[netip.Prefix]intervalstore.Owner{},
+	}
+}
+
+func (*fileSource) Name() string { return sourceFile }
+
+func (s *fileSource) Entries() map[netip.Prefix]intervalstore.Owner {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.entries
+}
+
+// Start loads the file once and polls it. A file that is missing or bad at
+// start does not fail the receiver: orchestrators often write it after the
+// agents start. Flows then carry no owner from this source until it loads.
+func (s *fileSource) Start(_ context.Context, onChange func()) error {
+	s.reload()
+	s.stop = make(chan struct{})
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		t := time.NewTicker(s.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if s.reload() {
+					onChange()
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (s *fileSource) Shutdown() error {
+	if s.stop != nil {
+		close(s.stop)
+		s.done.Wait()
+		s.stop = nil
+	}
+	return nil
+}
+
+// reload reads the file and, when its content changed and parses, replaces
+// the map. It reports whether the map changed.
+func (s *fileSource) reload() bool {
+	data, err := readLimited(s.path, maxOwnershipFileSize)
+	if err != nil {
+		// A file missing for an hour is one warning, not one per poll.
+		if msg := err.Error(); msg != s.lastReadErr {
+			s.lastReadErr = msg
+			s.fail(err)
+		}
+		return false
+	}
+	s.lastReadErr = ""
+	digest := sha256.Sum256(data)
+	if digest == s.goodDigest || digest == s.badDigest {
+		return false
+	}
+	entries, err := parseOwnershipFile(data)
+	if err != nil {
+		s.badDigest = digest
+		s.fail(err)
+		return false
+	}
+	s.goodDigest = digest
+	s.mu.Lock()
+	s.entries = entries
+	s.mu.Unlock()
+	s.recordReload(reloadSuccess)
+	s.logger.Info("Loaded ownership file", zap.Int("entries", len(entries)))
+	return true
+}
+
+func (s *fileSource) fail(err error) {
+	s.recordReload(reloadError)
+	s.mu.RLock()
+	n := len(s.entries)
+	s.mu.RUnlock()
+	s.logger.Warn("Cannot load ownership file; keeping the last good map", zap.Error(err), zap.Int("entries_kept", n))
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(f, limit+1)); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("file is larger than %d bytes", limit)
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,215 @@
+package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpfflowreceiver"
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gaissmai/bart"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// ownershipSource maps local addresses to owners. It is the one interface the
+// receiver needs from where ownership comes from: static configuration, a
+// file, and later kubelet pods or cgroups.
+type ownershipSource interface {
+	// Name is the source's name in ownership.precedence.
+	Name() string
+	// Start begins watching for changes; onChange is called (from any
+	// goroutine) after Entries changed.
+	Start(ctx context.Context, onChange func()) error
+	// Shutdown stops watching and waits for the source's goroutines.
+	Shutdown() error
+	// Entries returns the current map from prefix to canonical owner. The
+	// caller must not modify it.
+	Entries() map[netip.Prefix]intervalstore.Owner
+}
+
+// staticSource is a map fixed at start: configured entries plus, optionally,
+// the host's own addresses.
+type staticSource struct {
+	entries map[netip.Prefix]intervalstore.Owner
+}
+
+// newStaticSource builds the static map. Configured entries win over the
+// host's addresses for the same prefix, as they are explicit.
+func newStaticSource(cfg StaticSourceConfig, host hostIdentity, hostAddrs []netip.Addr) (*staticSource, error) {
+	entries := map[netip.Prefix]intervalstore.Owner{}
+	if cfg.HostAddresses {
+		for _, a := range hostAddrs {
+			entries[netip.PrefixFrom(a, a.BitLen())] = host.owner()
+		}
+	}
+	for _, e := range cfg.Entries {
+		prefixes, err := e.prefixes()
+		if err != nil {
+			return nil, err
+		}
+		o := intervalstore.Owner{ID: e.Owner}
+		for name, value := range e.Attributes {
+			o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: name, Value: value})
+		}
+		o = o.Canonical()
+		for _, p := range prefixes {
+			entries[p] = o
+		}
+	}
+	return &staticSource{entries: entries}, nil
+}
+
+func (*staticSource) Name() string                                    { return sourceStatic }
+func (*staticSource) Start(context.Context, func()) error             { return nil }
+func (*staticSource) Shutdown() error                                 { return nil }
+func (s *staticSource) Entries() map[netip.Prefix]intervalstore.Owner { return s.entries }
+
+// hostUnicastAddrs returns the host's addresses that can identify it to
+// peers: not loopback, link-local, multicast or unspecified, as every host
+// has those and claiming them would collide with every other host's claims.
+func hostUnicastAddrs() ([]netip.Addr, error) {
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, ia := range ifAddrs {
+		ipNet, ok := ia.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(ipNet.IP)
+		if !ok {
+			continue
+		}
+		a = flowschema.CanonicalAddr(a)
+		if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// ownerEntry is a resolved owner of a prefix. Entries are immutable and
+// shared by all lookups of one snapshot.
+type ownerEntry struct {
+	owner intervalstore.Owner
+	// key identifies the owner (ID and attributes) for grouping heartbeats.
+	key string
+	// since is when this receiver started to know the prefix as this
+	// owner's: claims for the prefix never start earlier.
+	since time.Time
+}
+
+func ownerKey(o intervalstore.Owner) string {
+	var b strings.Builder
+	b.WriteString(o.ID)
+	for _, a := range o.Attributes {
+		b.WriteByte(0)
+		b.WriteString(a.Name)
+		b.WriteByte(0)
+		b.WriteString(a.Value)
+	}
+	return b.String()
+}
+
+// ownershipSnapshot is the merged map of all sources at one moment.
+type ownershipSnapshot struct {
+	table    bart.Table[*ownerEntry]
+	byPrefix map[netip.Prefix]*ownerEntry
+	// addresses are the single-address prefixes: heartbeats claim them
+	// periodically even when they see no traffic.
+	addresses map[netip.Addr]*ownerEntry
+}
+
+// lookup returns the owner of addr by longest-prefix match.
+func (s *ownershipSnapshot) lookup(addr netip.Addr) (*ownerEntry, bool) {
+	return s.table.Lookup(addr)
+}
+
+// ownership merges the sources into snapshots that readers load without
+// locking.
+type ownership struct {
+	sources []ownershipSource // highest precedence first
+	now     func() time.Time
+
+	mu      sync.Mutex // serializes rebuilds
+	current atomic.Pointer[ownershipSnapshot]
+}
+
+func newOwnership(sources []ownershipSource, now func() time.Time) *ownership {
+	o := &ownership{sources: sources, now: now}
+	o.rebuild()
+	return o
+}
+
+// snapshot returns the current merged map.
+func (o *ownership) snapshot() *ownershipSnapshot { return o.current.Load() }
+
+// rebuild merges the sources' current entries. For a prefix named by several
+// sources the first in precedence wins; lookups then prefer the longest
+// prefix whatever its source. A prefix that keeps its owner keeps its since
+// time, so that reloading an unchanged file does not shorten claims.
+func (o *ownership) rebuild() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	prev := o.current.Load()
+	now := o.now()
+	next := &ownershipSnapshot{
+		byPrefix:  map[netip.Prefix]*ownerEntry{},
+		addresses: map[netip.Addr]*ownerEntry{},
+	}
+	for _, src := range o.sources {
+		for p, owner := range src.Entries() {
+			if _, taken := next.byPrefix[p]; taken {
+				continue
+			}
+			key := ownerKey(owner)
+			var e *ownerEntry
+			if prev != nil {
+				if old, ok := prev.byPrefix[p]; ok && old.key == key {
+					e = old
+				}
+			}
+			if e == nil {
+				e = &ownerEntry{owner: owner, key: key, since: now}
+			}
+			next.byPrefix[p] = e
+			next.table.Insert(p, e)
+			if p.IsSingleIP() {
+				next.addresses[p.Addr()] = e
+			}
+		}
+	}
+	o.current.Store(next)
+}
+
+// start starts every source, rebuilding the merged map when one changes.
+func (o *ownership) start(ctx context.Context) error {
+	for i, src := range o.sources {
+		if err := src.Start(ctx, o.rebuild); err != nil {
+			for _, started := range slices.Backward(o.sources[:i]) {
+				_ = started.Shutdown()
+			}
+			return err
+		}
+	}
+	o.rebuild()
+	return nil
+}
+
+func (o *ownership) shutdown() error {
+	var firstErr error
+	for _, src := range o.sources {
+		if err := src.Shutdown(); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,463 @@
+package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpfflowreceiver"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
+)
+
+// flowTracer is what the receiver needs from the kernel side. It is
+// *tracer.Tracer in production and a fake in unit tests.
+type flowTracer interface {
+	Read(ctx context.Context, handle func(*tracer.Event)) error
+	Active(ctx context.Context, handle func(*tracer.Event)) error
+	Stats() (tracer.Stats, error)
+	Close() error
+}
+
+// environment is what the receiver takes from the host, replaceable in tests.
+type environment struct {
+	newTracer     func(tracer.Options) (flowTracer, error)
+	now           func() time.Time
+	machineIDFile string
+	hostAddrs     func() ([]netip.Addr, error)
+}
+
+func hostEnvironment() environment {
+	return environment{
+		newTracer: func(o tracer.Options) (flowTracer, error) {
+			t, err := tracer.New(o)
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		},
+		now:           time.Now,
+		machineIDFile: machineIDPath,
+		hostAddrs:     hostUnicastAddrs,
+	}
+}
+
+// flowReceiver reads flow events from the tracer and emits flow and heartbeat
+// records. Three goroutines run while it is started:
+//
+//   - the reader drains the kernel ring buffer into a bounded queue and never
+//     waits: when the queue is full the event is dropped and counted, so a
+//     slow pipeline costs counted records here rather than silent loss in
+//     the kernel;
+//   - the active reporter periodically lists open connections into the same
+//     queue, waiting for room (it does not hold up the ring);
+//   - the emitter owns the batch and the heartbeat state: it converts queued
+//     events to records, flushes batches, and emits heartbeats.
+type flowReceiver struct {
+	cfg      *Config
+	settings receiver.Settings
+	next     consumer.Logs
+	env      environment
+
+	obsrecv   *receiverhelper.ObsReport
+	telemetry *metadata.TelemetryBuilder
+	filter    *flowFilter
+
+	// Set by Start.
+	host      hostIdentity
+	resource  pcommon.Resource
+	ownership *ownership
+	tracer    flowTracer
+	queue     chan tracer.Event
+	hb        *heartbeats
+	batch     batch
+
+	stopIngest context.CancelFunc
+	ingest     sync.WaitGroup
+	stopEmit   context.CancelFunc
+	emit       sync.WaitGroup
+
+	// Precomputed metric attribute options.
+	stateAttrs  map[string]metric.AddOption
+	originAttrs map[string]metric.AddOption
+}
+
+func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs, env environment) (*flowReceiver, error) {
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             settings.ID,
+		Transport:              "ebpf",
+		ReceiverCreateSettings: settings,
+	})
+	if err != nil {
+		return nil, err
+	}
+	telemetry, err := metadata.NewTelemetryBuilder(settings.TelemetrySettings)
+	if err != nil {
+		return nil, err
+	}
+	filter, err := newFlowFilter(cfg.Filter)
+	if err != nil {
+		return nil, err
+	}
+	attrOptions := func(key string, values ...string) map[string]metric.AddOption {
+		m := make(map[string]metric.AddOption, len(values))
+		for _, v := range values {
+			m[v] = metric.WithAttributeSet(attribute.NewSet(attribute.String(key, v)))
+		}
+		return m
+	}
+	return &flowReceiver{
+		cfg:         cfg,
+		settings:    settings,
+		next:        next,
+		env:         env,
+		obsrecv:     obsrecv,
+		telemetry:   telemetry,
+		filter:      filter,
+		stateAttrs:  attrOptions("state", flowschema.FlowStateClosed, flowschema.FlowStateFailed, flowschema.FlowStateActive),
+		originAttrs: attrOptions("origin", originFlow, originSource),
+	}, nil
+}
+
+// Start loads the tracer and starts the goroutines. Its errors say what the
+// host lacks and how to fix it.
+func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
+	id, err := readHostIdentity(r.env.machineIDFile)
+	if err != nil {
+		return err
+	}
+	r.host = id
+	sources, err := r.buildSources()
+	if err != nil {
+		return err
+	}
+	r.ownership = newOwnership(sources, r.env.now)
+	if err := r.ownership.start(ctx); err != nil {
+		return fmt.Errorf("starting ownership sources: %w", err)
+	}
+
+	tr, err := r.env.newTracer(tracer.Options{RingBufferSize: r.cfg.RingBufferSize, MaxConnections: r.cfg.MaxConnections})
+	if err != nil {
+		_ = r.ownership.shutdown()
+		if errors.Is(err, tracer.ErrUnsupported) {
+			return fmt.Errorf("the ebpfflow receiver cannot trace TCP connections on this host: %w "+
+				"(it needs Linux 5.8 or later with BTF at /sys/kernel/btf/vmlinux, and must run as root "+
+				"or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; see the receiver's README)", err)
+		}
+		return fmt.Errorf("the ebpfflow receiver cannot load its eBPF programs: %w", err)
+	}
+	r.tracer = tr
+	if err := r.registerStatsCallbacks(); err != nil {
+		_ = tr.Close()
+		_ = r.ownership.shutdown()
+		return err
+	}
+
+	rb := metadata.NewResourceBuilder(r.cfg.ResourceAttributes)
+	rb.SetHostName(id.name)
+	if id.id != "" {
+		rb.SetHostID(id.id)
+	}
+	rb.SetOsType("linux")
+	r.resource = rb.Emit()
+	source := r.cfg.Source
+	if source == "" {
+		source = id.name
+	}
+	r.hb = newHeartbeats(source, r.env.now())
+	r.queue = make(chan tracer.Event, r.cfg.QueueSize)
+	r.batch = newBatch(r.resource, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
+
+	// The goroutines must outlive Start's context.
+	emitCtx, stopEmit := context.WithCancel(context.WithoutCancel(ctx))
+	r.stopEmit = stopEmit
+	r.emit.Add(1)
+	go func() {
+		defer r.emit.Done()
+		r.emitLoop(emitCtx)
+	}()
+
+	ingestCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
+	r.stopIngest = stopIngest
+	r.ingest.Add(1)
+	go func() {
+		defer r.ingest.Done()
+		if err := tr.Read(ingestCtx, r.enqueueFromRing); err != nil && ingestCtx.Err() == nil {
+			r.settings.Logger.Error("Reading flow events failed; no more flow records will be emitted", zap.Error(err))
+			componentstatus.ReportStatus(host, componentstatus.NewFatalErrorEvent(err))
+		}
+	}()
+	if r.cfg.ActiveInterval > 0 {
+		r.ingest.Add(1)
+		go func() {
+			defer r.ingest.Done()
+			r.activeLoop(ingestCtx)
+		}()
+	}
+	return nil
+}
+
+// Shutdown stops reading, closes the tracer, then lets the emitter hand over
+// what is queued and the last heartbeats before it stops.
+func (r *flowReceiver) Shutdown(context.Context) error {
+	var errs []error
+	if r.stopIngest != nil {
+		r.stopIngest()
+	}
+	if r.tracer != nil {
+		errs = append(errs, r.tracer.Close())
+	}
+	r.ingest.Wait()
+	if r.stopEmit != nil {
+		r.stopEmit()
+	}
+	r.emit.Wait()
+	if r.ownership != nil {
+		errs = append(errs, r.ownership.shutdown())
+	}
+	r.telemetry.Shutdown()
+	return errors.Join(errs...)
+}
+
+func (r *flowReceiver) buildSources() ([]ownershipSource, error) {
+	var hostAddrs []netip.Addr
+	if r.cfg.Ownership.Static.HostAddresses {
+		var err error
+		if hostAddrs, err = r.env.hostAddrs(); err != nil {
+			return nil, fmt.Errorf("listing the host's addresses for ownership.static.host_addresses: %w", err)
+		}
+	}
+	var sources []ownershipSource
+	for _, name := range r.cfg.Ownership.sourceOrder() {
+		switch name {
+		case sourceStatic:
+			s, err := newStaticSource(r.cfg.Ownership.Static, r.host, hostAddrs)
+			if err != nil {
+				return nil, err
+			}
+			sources = append(sources, s)
+		case sourceFile:
+			sources = append(sources, newFileSource(r.cfg.Ownership.File, r.settings.Logger, r.recordReload))
+		}
+	}
+	return sources, nil
+}
+
+func (r *flowReceiver) recordReload(result string) {
+	r.telemetry.EbpfflowOwnershipFileReloads.Add(context.Background(), 1,
+		metric.WithAttributeSet(attribute.NewSet(attribute.String("result", result))))
+}
+
+func (r *flowReceiver) registerStatsCallbacks() error {
+	return errors.Join(
+		r.telemetry.RegisterEbpfflowKernelEventsLostCallback(func(_ context.Context, o metric.Int64Observer) error {
+			if st, err := r.tracer.Stats(); err == nil {
+				o.Observe(int64(st.LostEvents))
+			}
+			return nil
+		}),
+		r.telemetry.RegisterEbpfflowKernelBirthMapFullCallback(func(_ context.Context, o metric.Int64Observer) error {
+			if st, err := r.tracer.Stats(); err == nil {
+				o.Observe(int64(st.BirthMapFull))
+			}
+			return nil
+		}),
+		r.telemetry.RegisterEbpfflowRingFillRatioCallback(func(_ context.Context, o metric.Float64Observer) error {
+			if st, err := r.tracer.Stats(); err == nil && st.RingBytesSize > 0 {
+				o.Observe(float64(st.RingBytesUsed) / float64(st.RingBytesSize))
+			}
+			return nil
+		}),
+	)
+}
+
+// enqueueFromRing runs on the ring reader's goroutine: it must not wait.
+func (r *flowReceiver) enqueueFromRing(ev *tracer.Event) {
+	if !r.filter.keep(ev) {
+		r.telemetry.EbpfflowFlowsFiltered.Add(context.Background(), 1)
+		return
+	}
+	select {
+	case r.queue <- *ev:
+	default:
+		r.telemetry.EbpfflowQueueDropped.Add(context.Background(), 1)
+	}
+}
+
+func (r *flowReceiver) activeLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.ActiveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := r.tracer.Active(ctx, func(ev *tracer.Event) {
+			if !r.filter.keep(ev) {
+				r.telemetry.EbpfflowFlowsFiltered.Add(ctx, 1)
+				return
+			}
+			// The active pass is not the ring reader: waiting for room
+			// here delays only the interim reports.
+			select {
+			case r.queue <- *ev:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			r.settings.Logger.Warn("Listing open connections failed; interim records for this pass are missing", zap.Error(err))
+		}
+	}
+}
+
+func (r *flowReceiver) emitLoop(ctx context.Context) {
+	flush := time.NewTicker(r.cfg.FlushInterval)
+	defer flush.Stop()
+	heartbeat := time.NewTicker(r.cfg.HeartbeatInterval)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case ev := <-r.queue:
+			r.addFlow(ctx, &ev)
+		case <-flush.C:
+			r.flush(ctx)
+		case <-heartbeat.C:
+			r.addHeartbeats(ctx)
+			r.flush(ctx)
+		case <-ctx.Done():
+			// Ingest has stopped: hand over what is queued and claim
+			// the last partial interval.
+			out := context.WithoutCancel(ctx)
+			r.drain(out)
+			r.addHeartbeats(out)
+			r.flush(out)
+			return
+		}
+	}
+}
+
+// drain adds every queued event to the batch.
+func (r *flowReceiver) drain(ctx context.Context) {
+	for {
+		select {
+		case ev := <-r.queue:
+			r.addFlow(ctx, &ev)
+		default:
+			return
+		}
+	}
+}
+
+// addFlow converts ev into a record, notes its local address for heartbeats
+// and flushes a full batch.
+func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
+	entry, owned := r.ownership.snapshot().lookup(ev.LocalAddr)
+	if owned {
+		r.hb.observe(ev.LocalAddr, entry, ev.Start, ev.End)
+	} else {
+		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1)
+	}
+	putFlow(r.batch.append(), ev, entry, r.env.now())
+	r.batch.flows[flowState(ev.Kind)]++
+	if r.batch.full() {
+		r.flush(ctx)
+	}
+}
+
+// addHeartbeats closes the heartbeat interval and adds its claims.
+func (r *flowReceiver) addHeartbeats(ctx context.Context) {
+	now := r.env.now()
+	observed := pcommon.NewTimestampFromTime(now)
+	for _, c := range r.hb.claims(now, r.ownership.snapshot()) {
+		lr := r.batch.append()
+		flowschema.PutClaim(lr, c.Claim)
+		lr.SetObservedTimestamp(observed)
+		r.batch.heartbeats[c.origin]++
+		if r.batch.full() {
+			r.flush(ctx)
+		}
+	}
+}
+
+// flush hands the batch to the pipeline. A refused batch is counted by the
+// standard receiver metrics (refused log records) and logged; it is not
+// retried, as the pipeline's exporters own retries.
+func (r *flowReceiver) flush(ctx context.Context) {
+	if r.batch.len() == 0 {
+		return
+	}
+	logs, flows, heartbeats := r.batch.take()
+	n := logs.LogRecordCount()
+	opCtx := r.obsrecv.StartLogsOp(ctx)
+	err := r.next.ConsumeLogs(opCtx, logs)
+	r.obsrecv.EndLogsOp(opCtx, metadata.Type.String(), n, err)
+	if err != nil {
+		r.settings.Logger.Warn("The pipeline refused flow records", zap.Int("records", n), zap.Error(err))
+	}
+	for state, count := range flows {
+		if count > 0 {
+			r.telemetry.EbpfflowFlowsEmitted.Add(ctx, int64(count), r.stateAttrs[state])
+		}
+	}
+	for origin, count := range heartbeats {
+		if count > 0 {
+			r.telemetry.EbpfflowHeartbeatsEmitted.Add(ctx, int64(count), r.originAttrs[origin])
+		}
+	}
+}
+
+// batch accumulates records under one resource and scope.
+type batch struct {
+	resource pcommon.Resource
+	version  string
+	max      int
+
+	logs    plog.Logs
+	records plog.LogRecordSlice
+	// Counts by flow state and heartbeat origin, for telemetry.
+	flows, heartbeats map[string]int
+}
+
+func newBatch(resource pcommon.Resource, version string, maxSize int) batch {
+	b := batch{resource: resource, version: version, max: maxSize}
+	b.reset()
+	return b
+}
+
+func (b *batch) reset() {
+	b.logs = plog.NewLogs()
+	rl := b.logs.ResourceLogs().AppendEmpty()
+	b.resource.CopyTo(rl.Resource())
+	sl := rl.ScopeLogs().AppendEmpty()
+	sl.Scope().SetName(metadata.ScopeName)
+	sl.Scope().SetVersion(b.version)
+	b.records = sl.LogRecords()
+	b.flows = map[string]int{}
+	b.heartbeats = map[string]int{}
+}
+
+func (b *batch) append() plog.LogRecord { return b.records.AppendEmpty() }
+func (b *batch) len() int               { return b.records.Len() }
+func (b *batch) full() bool             { return b.records.Len() >= b.max }
+
+// take returns the batch and its counts and starts a new one.
+func (b *batch) take() (plog.Logs, map[string]int, map[string]int) {
+	logs, flows, heartbeats := b.logs, b.flows, b.heartbeats
+	b.reset()
+	return logs, flows, heartbeats
+}
