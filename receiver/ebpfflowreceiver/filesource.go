@@ -136,7 +136,7 @@ type fileSource struct {
 	// digests of the content in use and of the last content that failed to
 	// parse, and the last read error, so each failure is counted once.
 	goodDigest, badDigest [sha256.Size]byte
-	lastReadErr         string
+	lastReadErr           string
 
 	stop chan struct{}
 	done sync.WaitGroup
