@@ -131,6 +131,9 @@ type Options struct {
 	// birth map). Births beyond it are counted in Stats.BirthMapFull and
 	// their close is not reported. Default DefaultMaxConnections.
 	MaxConnections int
+
+	// classicTracepoint skips tp_btf, so tests can exercise the fallback.
+	classicTracepoint bool
 }
 
 // Defaults and bounds of Options.

@@ -1,0 +1,54 @@
+package tracer
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// bootClock converts bpf_ktime_get_boot_ns timestamps (CLOCK_BOOTTIME, which
+// unlike CLOCK_MONOTONIC keeps counting across suspend) to wall-clock time.
+// The offset between the two clocks changes when the wall clock is stepped
+// or slewed, so Active refreshes it on every pass.
+type bootClock struct {
+	offsetNanos atomic.Int64 // wall clock minus CLOCK_BOOTTIME
+}
+
+func newBootClock() (*bootClock, error) {
+	c := &bootClock{}
+	if err := c.refresh(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// refresh samples the wall clock between two CLOCK_BOOTTIME reads and keeps
+// the tightest of a few samples, so the offset is exact to about a
+// microsecond.
+func (c *bootClock) refresh() error {
+	best, bestWidth := int64(0), int64(math.MaxInt64)
+	for range 5 {
+		var before, after unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &before); err != nil {
+			return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+		}
+		wall := time.Now().UnixNano()
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &after); err != nil {
+			return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+		}
+		b, a := before.Nano(), after.Nano()
+		if width := a - b; width < bestWidth {
+			best, bestWidth = wall-(b+(a-b)/2), width
+		}
+	}
+	c.offsetNanos.Store(best)
+	return nil
+}
+
+// wall converts a CLOCK_BOOTTIME reading in nanoseconds to wall-clock time.
+func (c *bootClock) wall(bootNanos uint64) time.Time {
+	return time.Unix(0, int64(bootNanos)+c.offsetNanos.Load())
+}
