@@ -1,0 +1,510 @@
+package intervalstore
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+func sec(n int64) time.Time { return base.Add(time.Duration(n) * time.Second) }
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+type step struct {
+	key    string
+	owner  string
+	s, e   int64 // seconds from base
+	result ApplyResult
+}
+
+type probe struct {
+	key    string
+	t      int64 // seconds from base
+	status Status
+	reason Reason
+	owner  string
+}
+
+var (
+	ownA = Owner{ID: "a", Attributes: []Attribute{{"service.name", "alpha"}}}
+	ownB = Owner{ID: "b"}
+	ownC = Owner{ID: "c"}
+)
+
+func ownerByID(id string) Owner {
+	return map[string]Owner{"a": ownA, "b": ownB, "c": ownC}[id]
+}
+
+func TestRules(t *testing.T) {
+	tests := []struct {
+		name         string
+		gap, skew    time.Duration
+		steps        []step
+		probes       []probe
+		ranges       int
+		conflictRngs int
+		conflicts    uint64
+	}{
+		{
+			name:   "merge overlapping claims",
+			steps:  []step{{"k", "a", 0, 10, ApplyResult{NewKey: true}}, {"k", "a", 5, 20, ApplyResult{}}},
+			probes: []probe{{"k", 15, Attributed, ReasonNone, "a"}},
+			ranges: 1,
+		},
+		{
+			name:   "touching claims join with no gap allowed",
+			steps:  []step{{"k", "a", 0, 10, ApplyResult{NewKey: true}}, {"k", "a", 10, 20, ApplyResult{}}},
+			ranges: 1,
+		},
+		{
+			name:   "gap within MergeGap is closed",
+			gap:    5 * time.Second,
+			steps:  []step{{"k", "a", 0, 10, ApplyResult{NewKey: true}}, {"k", "a", 15, 20, ApplyResult{}}},
+			probes: []probe{{"k", 12, Attributed, ReasonNone, "a"}},
+			ranges: 1,
+		},
+		{
+			name:  "gap beyond MergeGap stays a gap",
+			gap:   5 * time.Second,
+			steps: []step{{"k", "a", 0, 10, ApplyResult{NewKey: true}}, {"k", "a", 16, 20, ApplyResult{}}},
+			probes: []probe{
+				{"k", 13, Unattributed, ReasonGap, ""},
+				{"k", 17, Attributed, ReasonNone, "a"},
+			},
+			ranges: 2,
+		},
+		{
+			name: "gap closure is transitive",
+			gap:  5 * time.Second,
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "a", 20, 30, ApplyResult{}},
+				{"k", "a", 14, 16, ApplyResult{}},
+			},
+			probes: []probe{{"k", 12, Attributed, ReasonNone, "a"}, {"k", 18, Attributed, ReasonNone, "a"}},
+			ranges: 1,
+		},
+		{
+			name: "overlap of two owners creates a conflict range",
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "b", 5, 15, ApplyResult{Conflict: true}},
+			},
+			probes: []probe{
+				{"k", 2, Attributed, ReasonNone, "a"},
+				{"k", 5, Conflict, ReasonOverlappingClaims, ""},
+				{"k", 10, Conflict, ReasonOverlappingClaims, ""},
+				{"k", 12, Attributed, ReasonNone, "b"},
+			},
+			ranges: 3, conflictRngs: 1, conflicts: 1,
+		},
+		{
+			name: "extending into a conflict widens it; re-applying does not",
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "b", 5, 15, ApplyResult{Conflict: true}},
+				{"k", "a", 8, 12, ApplyResult{Conflict: true}},
+				{"k", "a", 8, 12, ApplyResult{}},
+				{"k", "b", 5, 15, ApplyResult{}},
+			},
+			probes: []probe{
+				{"k", 12, Conflict, ReasonOverlappingClaims, ""},
+				{"k", 13, Attributed, ReasonNone, "b"},
+			},
+			ranges: 3, conflictRngs: 1, conflicts: 2,
+		},
+		{
+			name: "a third owner joins a conflict and gets its own set",
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "b", 0, 10, ApplyResult{Conflict: true}},
+				{"k", "c", 5, 5, ApplyResult{Conflict: true}},
+			},
+			probes: []probe{{"k", 5, Conflict, ReasonOverlappingClaims, ""}},
+			ranges: 3, conflictRngs: 3, conflicts: 2,
+		},
+		{
+			name: "A-B-A within MergeGap is a conflict, never A",
+			gap:  10 * time.Second,
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "b", 12, 14, ApplyResult{}},
+				{"k", "a", 16, 20, ApplyResult{Conflict: true}},
+			},
+			probes: []probe{{"k", 13, Conflict, ReasonOverlappingClaims, ""}, {"k", 11, Attributed, ReasonNone, "a"}},
+			ranges: 3, conflictRngs: 1, conflicts: 1,
+		},
+		{
+			name: "another owner within ClockSkew makes it uncertain",
+			skew: 3 * time.Second,
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "b", 13, 20, ApplyResult{}},
+			},
+			probes: []probe{
+				{"k", 6, Attributed, ReasonNone, "a"},
+				{"k", 7, Attributed, ReasonNone, "a"},
+				{"k", 10, Uncertain, ReasonNearOwnerChange, ""},
+				{"k", 12, Unattributed, ReasonGap, ""},
+				{"k", 13, Uncertain, ReasonNearOwnerChange, ""},
+				{"k", 14, Attributed, ReasonNone, "b"},
+			},
+			ranges: 2,
+		},
+		{
+			name: "own ranges within ClockSkew stay attributed",
+			skew: 3 * time.Second,
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "a", 12, 20, ApplyResult{}},
+			},
+			probes: []probe{{"k", 10, Attributed, ReasonNone, "a"}, {"k", 12, Attributed, ReasonNone, "a"}},
+			ranges: 2,
+		},
+		{
+			name: "conflict range within ClockSkew makes it uncertain",
+			skew: 2 * time.Second,
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "b", 8, 10, ApplyResult{Conflict: true}},
+			},
+			probes: []probe{{"k", 6, Uncertain, ReasonNearOwnerChange, ""}, {"k", 5, Attributed, ReasonNone, "a"}},
+			ranges: 2, conflictRngs: 1, conflicts: 1,
+		},
+		{
+			name:  "reasons for unattributed lookups",
+			steps: []step{{"k", "a", 10, 20, ApplyResult{NewKey: true}}, {"k", "a", 30, 40, ApplyResult{}}},
+			probes: []probe{
+				{"unknown", 15, Unattributed, ReasonNoClaim, ""},
+				{"k", 5, Unattributed, ReasonBeforeFirstClaim, ""},
+				{"k", 25, Unattributed, ReasonGap, ""},
+				{"k", 41, Unattributed, ReasonAfterLastClaim, ""},
+				{"k", -4000, Unattributed, ReasonExpired, ""},
+				{"unknown", -4000, Unattributed, ReasonExpired, ""},
+			},
+			ranges: 2,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New[string](Config{MergeGap: tc.gap, ClockSkew: tc.skew, Retention: time.Hour, MaxKeys: 10, Now: fixedClock(sec(100))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range tc.steps {
+				res, err := s.Apply(st.key, ownerByID(st.owner), sec(st.s), sec(st.e))
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				if res != st.result {
+					t.Errorf("step %d: got %+v want %+v", i, res, st.result)
+				}
+				checkInvariants(t, s)
+			}
+			for _, p := range tc.probes {
+				got := s.Lookup(p.key, sec(p.t))
+				if got.Status != p.status || got.Reason != p.reason {
+					t.Errorf("Lookup(%s, %d) = %v/%q, want %v/%q", p.key, p.t, got.Status, got.Reason, p.status, p.reason)
+				}
+				if (got.Owner != nil) != (p.owner != "") || (got.Owner != nil && got.Owner.ID != p.owner) {
+					t.Errorf("Lookup(%s, %d) owner = %v, want %q", p.key, p.t, got.Owner, p.owner)
+				}
+			}
+			st := s.Stats()
+			if st.Ranges != tc.ranges || st.ConflictRanges != tc.conflictRngs || st.Conflicts != tc.conflicts {
+				t.Errorf("stats %+v, want ranges %d conflict ranges %d conflicts %d", st, tc.ranges, tc.conflictRngs, tc.conflicts)
+			}
+		})
+	}
+}
+
+func TestAttributesOfLatestClaimWin(t *testing.T) {
+	s, _ := New[string](Config{Retention: time.Hour, MaxKeys: 10, Now: fixedClock(sec(100))})
+	v1 := Owner{ID: "a", Attributes: []Attribute{{"version", "1"}, {"app", "x"}}}
+	v2 := Owner{ID: "a", Attributes: []Attribute{{"app", "x"}, {"version", "2"}}}
+	for _, c := range []struct {
+		o    Owner
+		s, e int64
+	}{{v2, 10, 20}, {v1, 0, 12}, {v1, 5, 6}} {
+		res, err := s.Apply("k", c.o, sec(c.s), sec(c.e))
+		if err != nil || res.Conflict {
+			t.Fatalf("apply: %+v %v", res, err)
+		}
+	}
+	got := s.Lookup("k", sec(1))
+	if got.Status != Attributed || !got.Owner.Equal(v2.Canonical()) {
+		t.Fatalf("got %+v, want the attributes of the claim ending last", got)
+	}
+	if st := s.Stats(); st.Ranges != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestOwnersAreCanonicalAndInterned(t *testing.T) {
+	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 100, Now: fixedClock(sec(100))})
+	unsorted := Owner{ID: "w", Attributes: []Attribute{{"z", "1"}, {"a", "0"}, {"a", "2"}}}
+	for k := range 10 {
+		if _, err := s.Apply(k, unsorted, sec(0), sec(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unsorted.Attributes[0].Value = "changed by caller"
+	first := s.Lookup(0, sec(0)).Owner
+	want := Owner{ID: "w", Attributes: []Attribute{{"a", "2"}, {"z", "1"}}}
+	if first == nil || !first.Equal(want) {
+		t.Fatalf("owner %+v, want %+v", first, want)
+	}
+	for k := 1; k < 10; k++ {
+		if o := s.Lookup(k, sec(0)).Owner; o != first {
+			t.Fatalf("key %d: owner not interned (%p vs %p)", k, o, first)
+		}
+	}
+	if st := s.Stats(); st.Owners != 1 {
+		t.Fatalf("owners = %d, want 1", st.Owners)
+	}
+}
+
+func TestRetentionAndPrune(t *testing.T) {
+	clk := &clock{t: sec(0)}
+	s, _ := New[string](Config{Retention: 100 * time.Second, MaxKeys: 10, Now: clk.Now})
+	apply := func(key string, o Owner, a, b int64) {
+		t.Helper()
+		if _, err := s.Apply(key, o, sec(a), sec(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply("old", ownA, 0, 10)
+	apply("k", ownB, 0, 10)
+	apply("k", ownC, 150, 160)
+	apply("k", ownA, 140, 145)
+
+	clk.Set(sec(200)) // cutoff 100
+	if _, err := s.Apply("k", ownB, sec(50), sec(99)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired claim: err = %v", err)
+	}
+	// Not yet pruned: covered history is still answered.
+	if got := s.Lookup("k", sec(5)); got.Status != Attributed {
+		t.Fatalf("before prune: %+v", got)
+	}
+	if got := s.Lookup("k", sec(20)); got.Reason != ReasonExpired {
+		t.Fatalf("uncovered old time: %+v", got)
+	}
+	ranges, keys := s.Prune()
+	if ranges != 2 || keys != 1 {
+		t.Fatalf("Prune() = %d, %d; want 2, 1", ranges, keys)
+	}
+	checkInvariants(t, s)
+	for _, p := range []probe{
+		{"k", 5, Unattributed, ReasonExpired, ""},
+		{"old", 5, Unattributed, ReasonExpired, ""},
+		{"old", 150, Unattributed, ReasonNoClaim, ""},
+		{"k", 120, Unattributed, ReasonGap, ""}, // before the first retained range, after pruned ones
+		{"k", 146, Unattributed, ReasonGap, ""},
+		{"k", 155, Attributed, ReasonNone, "c"},
+	} {
+		got := s.Lookup(p.key, sec(p.t))
+		if got.Status != p.status || got.Reason != p.reason {
+			t.Errorf("Lookup(%s, %d) = %v/%v, want %v/%v", p.key, p.t, got.Status, got.Reason, p.status, p.reason)
+		}
+	}
+	st := s.Stats()
+	want := Stats{Keys: 1, Ranges: 2, Owners: 2, PrunedRanges: 2}
+	if st != want {
+		t.Fatalf("stats %+v, want %+v (owner b swept)", st, want)
+	}
+}
+
+func TestEvictionOrder(t *testing.T) {
+	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 3, Now: fixedClock(sec(100))})
+	apply := func(k int) ApplyResult {
+		t.Helper()
+		res, err := s.Apply(k, ownA, sec(int64(k)), sec(int64(k)+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	apply(1)
+	apply(2)
+	apply(3)
+	apply(1) // key 1 is now the most recent
+	if res := apply(4); res.Evicted != 1 || !res.NewKey {
+		t.Fatalf("apply 4: %+v", res)
+	}
+	apply(3)
+	apply(5)
+	for k, want := range map[int]bool{1: false, 2: false, 3: true, 4: true, 5: true} {
+		if got := s.Lookup(k, sec(int64(k))).Status == Attributed; got != want {
+			t.Errorf("key %d present = %v, want %v", k, got, want)
+		}
+	}
+	checkInvariants(t, s)
+	if st := s.Stats(); st.Evictions != 2 || st.Keys != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Eviction still follows claim order after Prune rebuilt the heap.
+	s.Prune()
+	apply(6)
+	if s.Lookup(4, sec(4)).Status == Attributed {
+		t.Fatal("key 4 should have been evicted after prune")
+	}
+}
+
+func TestIdempotentAndOrderIndependent(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	cs := make([]claim, 200)
+	for i := range cs {
+		s := r.Int64N(500)
+		cs[i] = claim{key: r.IntN(5), owner: testOwners[r.IntN(len(testOwners))], s: s, e: s + r.Int64N(40)}
+	}
+	a, b := newModelStore(t, 3, 2), newModelStore(t, 3, 2)
+	applyAll(t, a, cs)
+	before := a.Stats()
+	applyAll(t, a, cs)
+	if after := a.Stats(); after.Ranges != before.Ranges || after.Conflicts != before.Conflicts {
+		t.Fatalf("re-applying changed the store: %+v -> %+v", before, after)
+	}
+	slices.Reverse(cs)
+	applyAll(t, b, cs)
+	for k := range 5 {
+		if !slices.Equal(storeSegments(a, k), storeSegments(b, k)) {
+			t.Fatalf("key %d differs between orders", k)
+		}
+	}
+}
+
+func TestValidation(t *testing.T) {
+	ok := Config{Retention: time.Hour, MaxKeys: 1}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"negative MergeGap", func(c *Config) { c.MergeGap = -1 }},
+		{"negative ClockSkew", func(c *Config) { c.ClockSkew = -1 }},
+		{"zero Retention", func(c *Config) { c.Retention = 0 }},
+		{"zero MaxKeys", func(c *Config) { c.MaxKeys = 0 }},
+	} {
+		c := ok
+		tc.mod(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: Validate() = nil", tc.name)
+		}
+		if _, err := New[int](c); err == nil {
+			t.Errorf("%s: New succeeded", tc.name)
+		}
+	}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 1, Now: fixedClock(sec(0))})
+	for _, tc := range []struct {
+		o    Owner
+		a, b int64
+		want error
+	}{
+		{Owner{}, 0, 1, ErrEmptyOwner},
+		{ownA, 2, 1, ErrEndBeforeStart},
+		{ownA, -7200, -3601, ErrExpired},
+	} {
+		if _, err := s.Apply(1, tc.o, sec(tc.a), sec(tc.b)); !errors.Is(err, tc.want) {
+			t.Errorf("Apply(%v, %d, %d) = %v, want %v", tc.o, tc.a, tc.b, err, tc.want)
+		}
+	}
+	if st := s.Stats(); st.Keys != 0 || st.Owners != 0 {
+		t.Fatalf("failed claims stored something: %+v", st)
+	}
+}
+
+func TestStrings(t *testing.T) {
+	want := map[fmt.Stringer]string{
+		Unattributed: "unattributed", Attributed: "attributed", Conflict: "conflict", Uncertain: "uncertain",
+		ReasonNone: "", ReasonNoClaim: "no_heartbeat_yet", ReasonAfterLastClaim: "not_yet_covered",
+		ReasonBeforeFirstClaim: "before_first_claim", ReasonGap: "gap", ReasonExpired: "expired",
+		ReasonOverlappingClaims: "overlapping_claims", ReasonNearOwnerChange: "near_owner_change",
+		Status(99): "unknown", Reason(99): "unknown",
+	}
+	for v, w := range want {
+		if v.String() != w {
+			t.Errorf("%#v.String() = %q, want %q", v, v.String(), w)
+		}
+	}
+}
+
+func TestExtremeTimes(t *testing.T) {
+	s, _ := New[int](Config{MergeGap: time.Second, ClockSkew: time.Second, Retention: time.Hour, MaxKeys: 4, Now: fixedClock(sec(0))})
+	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := s.Apply(1, ownA, sec(0), far); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(1, ownB, far, far); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, s)
+	if got := s.Lookup(1, far); got.Status != Conflict {
+		t.Fatalf("got %+v", got)
+	}
+	if got := s.Lookup(1, sec(5)); got.Status != Attributed {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// TestConcurrent runs writers, readers and Prune in parallel; run with -race.
+func TestConcurrent(t *testing.T) {
+	clk := &clock{t: sec(0)}
+	s, _ := New[int](Config{MergeGap: time.Second, ClockSkew: time.Second, Retention: time.Minute, MaxKeys: 50, Now: clk.Now})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := range 2000 {
+				ts := int64(i / 20)
+				if _, err := s.Apply(r.IntN(80), testOwners[r.IntN(len(testOwners))], sec(ts), sec(ts+r.Int64N(3))); err != nil && !errors.Is(err, ErrExpired) {
+					t.Error(err)
+					return
+				}
+				if i%100 == 0 {
+					clk.Set(sec(ts))
+				}
+			}
+		})
+	}
+	for rd := range 4 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(rd), 2))
+			for range 4000 {
+				res := s.Lookup(r.IntN(80), sec(r.Int64N(100)))
+				if (res.Owner != nil) != (res.Status == Attributed) {
+					t.Errorf("inconsistent result %+v", res)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 20 {
+			s.Prune()
+			_ = s.Stats()
+		}
+	})
+	wg.Wait()
+	checkInvariants(t, s)
+}
