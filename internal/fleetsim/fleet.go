@@ -1,0 +1,174 @@
+package fleetsim
+
+import (
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// Epoch is simulated time zero; the simulation works in int64 nanoseconds
+// since Epoch.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// segment is one workload's tenure on one address: it owned ip during
+// [start, end] of true time, on host.
+type segment struct {
+	id         int64
+	owner      intervalstore.Owner
+	ip         int32
+	host       int32
+	start, end int64
+}
+
+// address is the state of one pool address.
+type address struct {
+	addr netip.Addr
+	text string
+	cur  *segment // nil while the address is free between two workloads
+}
+
+// host is a machine: a fixed clock offset, a heartbeat phase, and the
+// segments it must still heartbeat for.
+type host struct {
+	name  string
+	skew  int64 // host clock = true time + skew
+	phase int64 // host-frame offset of its heartbeat intervals
+	next  int64 // index of the next heartbeat interval to emit
+	segs  []*segment
+}
+
+// fleet is the ownership ground truth, generated lazily in time order.
+type fleet struct {
+	sc       *Scenario
+	rng      *rand.Rand
+	addrs    []address
+	hosts    []host
+	services []string
+	nextID   int64
+}
+
+func newFleet(sc *Scenario) *fleet {
+	f := &fleet{
+		sc:       sc,
+		rng:      rand.New(rand.NewPCG(sc.Seed, 1)),
+		addrs:    make([]address, sc.IPs),
+		hosts:    make([]host, sc.Hosts),
+		services: make([]string, sc.Services),
+	}
+	for i := range f.services {
+		f.services[i] = "svc-" + strconv.Itoa(i)
+	}
+	interval := int64(sc.HeartbeatInterval)
+	for i := range f.hosts {
+		h := &f.hosts[i]
+		h.name = "host-" + strconv.Itoa(i)
+		if sc.MaxHostSkew > 0 {
+			h.skew = f.rng.Int64N(2*int64(sc.MaxHostSkew)+1) - int64(sc.MaxHostSkew)
+		}
+		h.phase = f.rng.Int64N(interval)
+		// The first interval whose end, on the host's clock, is at or after
+		// true time zero.
+		for h.phase+(h.next+1)*interval-h.skew < 0 {
+			h.next++
+		}
+	}
+	for i := range f.addrs {
+		a := &f.addrs[i]
+		a.addr = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		a.text = a.addr.String()
+	}
+	return f
+}
+
+// exp draws an exponential duration with the given mean, at least 1ns.
+func (f *fleet) exp(mean time.Duration) int64 {
+	return max(1, int64(f.rng.ExpFloat64()*float64(mean)))
+}
+
+// startSegment puts a new workload on ip at time at, on a random host; it
+// returns the segment, whose end is already drawn.
+func (f *fleet) startSegment(ip int32, at, end int64) *segment {
+	f.nextID++
+	hostIdx := int32(f.rng.IntN(len(f.hosts)))
+	id := "wl-" + strconv.FormatInt(f.nextID, 10)
+	s := &segment{
+		id: f.nextID,
+		owner: intervalstore.Owner{ID: id, Attributes: []intervalstore.Attribute{
+			{Name: "host.name", Value: f.hosts[hostIdx].name},
+			{Name: "service.name", Value: f.services[f.rng.IntN(len(f.services))]},
+		}},
+		ip:    ip,
+		host:  hostIdx,
+		start: at,
+		end:   end,
+	}
+	f.addrs[ip].cur = s
+	f.hosts[hostIdx].segs = append(f.hosts[hostIdx].segs, s)
+	return s
+}
+
+// reuseGap draws how long a freed address stays free.
+func (f *fleet) reuseGap() int64 {
+	if f.sc.MaxReuseGap <= 0 {
+		return 0
+	}
+	return f.rng.Int64N(int64(f.sc.MaxReuseGap))
+}
+
+// hostClaim is what one heartbeat says: seg's owner held seg.ip over [s, e]
+// of the emitting host's clock.
+type hostClaim struct {
+	seg  *segment
+	s, e int64
+}
+
+// heartbeatInterval returns the host-frame bounds of host h's next interval
+// and the true time at which the host emits its heartbeats.
+func (f *fleet) heartbeatInterval(h *host) (from, to, emitAt int64) {
+	interval := int64(f.sc.HeartbeatInterval)
+	from = h.phase + h.next*interval
+	to = from + interval
+	return from, to, to - h.skew
+}
+
+// emitHeartbeats returns the claims host h makes at the end of its current
+// interval, one per address it owned during it, and moves to the next
+// interval. Segments that ended within the interval are forgotten after
+// their last claim.
+func (f *fleet) emitHeartbeats(h *host, out []hostClaim) []hostClaim {
+	from, to, _ := f.heartbeatInterval(h)
+	kept := h.segs[:0]
+	for _, seg := range h.segs {
+		s, e := max(from, seg.start+h.skew), min(to, seg.end+h.skew)
+		if s <= e {
+			out = append(out, hostClaim{seg: seg, s: s, e: e})
+		}
+		if seg.end+h.skew > to {
+			kept = append(kept, seg)
+		}
+	}
+	clear(h.segs[len(kept):])
+	h.segs = kept
+	h.next++
+	return out
+}
+
+// sampleDuration draws a flow duration: mostly short RPCs, some requests of
+// seconds, and a few long-lived connections up to MaxFlowDuration.
+func sampleDuration(rng *rand.Rand, maxDuration time.Duration) int64 {
+	var d float64
+	switch u := rng.Float64(); {
+	case u < 0.70: // RPCs: median 20ms
+		d = 0.020 * math.Exp(rng.NormFloat64())
+	case u < 0.95: // requests and small transfers: median 3s
+		d = 3 * math.Exp(rng.NormFloat64())
+	default: // long-lived: log-uniform from one minute to the maximum
+		lo, hi := math.Log(60), math.Log(max(60, maxDuration.Seconds()))
+		d = math.Exp(lo + rng.Float64()*(hi-lo))
+	}
+	return min(int64(d*float64(time.Second)), int64(maxDuration))
+}

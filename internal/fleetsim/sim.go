@@ -1,0 +1,447 @@
+package fleetsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+)
+
+// Clock is the virtual clock the simulation advances; it is the processor's
+// time source. Safe for concurrent reads.
+type Clock struct{ ns atomic.Int64 }
+
+// Now returns the simulated time.
+func (c *Clock) Now() time.Time { return Epoch.Add(time.Duration(c.ns.Load())) }
+
+func (c *Clock) set(ns int64) { c.ns.Store(ns) }
+
+// Attribution is the heartbeat path under test, fed through its ConsumeLogs
+// path at the Clock's current time. It sends every flow record on to the
+// consumer it was built with.
+type Attribution interface {
+	// ConsumeLogs hands over the records delivered by now.
+	ConsumeLogs(ctx context.Context, ld plog.Logs) error
+	// Advance tells it the clock has moved, so that it sends on held
+	// records whose wait is over.
+	Advance(ctx context.Context) error
+	// Shutdown sends on everything still held and stops it.
+	Shutdown(ctx context.Context) error
+}
+
+// NewAttribution builds the attribution under test for sc, reading time from
+// clock and sending output to next.
+type NewAttribution func(sc Scenario, clock *Clock, next *consumertest.LogsSink) (Attribution, error)
+
+// Result is the score of one run.
+type Result struct {
+	Scenario Scenario
+	// Flows is the number of flow records handed to both paths.
+	Flows int
+	// Heartbeat scores the processor's output; Baseline the event-based
+	// current-owner map on the same flows.
+	Heartbeat Counts
+	Baseline  Counts
+	// Lost counts flows that never came out of the processor, Duplicated
+	// output records of an already scored flow, Unknown output records that
+	// match no flow.
+	Lost, Duplicated, Unknown int
+	// Heartbeat records sent by hosts, dropped and duplicated in transit.
+	HeartbeatsSent, HeartbeatsLost, HeartbeatsDuplicated int
+	// Simulated is the simulated time the run covered; Elapsed the wall
+	// time it took.
+	Simulated time.Duration
+	Elapsed   time.Duration
+}
+
+// Kinds of generation event.
+const (
+	evOwnership uint8 = iota // an address's workload ends, or a new one starts
+	evHeartbeat              // a host emits its heartbeats
+	evFlowStart              // the next flow starts
+	evFlowEnd                // a flow ends and its record is emitted
+)
+
+type genEvent struct {
+	at   int64
+	seq  uint64
+	kind uint8
+	idx  int32 // address or host
+	flow *flow
+}
+
+// flow is one connection, recorded by one of its two ends (the local side).
+type flow struct {
+	id         uint64
+	local      *segment
+	peer       *segment // the truth: who owned the peer address at start
+	start, end int64    // true time
+	skew       int64    // the recording host's clock offset
+	client     bool     // the recording side opened the connection
+	localPort  int64
+	peerPort   int64
+	arrived    int64 // when the processor got the record
+}
+
+type deferredRecord struct {
+	at  int64 // the record's deadline: arrival + max_wait
+	seq uint64
+	f   *flow
+}
+
+// runner is the state of one run.
+type runner struct {
+	sc      Scenario
+	clock   *Clock
+	fleet   *fleet
+	net     *network
+	flowRNG *rand.Rand
+	gen     timedHeap[genEvent]
+	genSeq  uint64
+	oracle  *coverageOracle
+	// baseline is the event-based map: address -> workload ID, 0 if none.
+	baseline []int64
+
+	started, active int
+	nextFlowID      uint64
+	pending         map[uint64]*flow
+	deferred        timedHeap[deferredRecord]
+	deferSeq        uint64
+	res             Result
+}
+
+// Run simulates sc, drives the attribution built by newAttr, and scores it
+// and the baseline.
+func Run(ctx context.Context, sc Scenario, newAttr NewAttribution) (Result, error) {
+	if err := sc.Validate(); err != nil {
+		return Result{}, fmt.Errorf("scenario %q: %w", sc.Name, err)
+	}
+	began := time.Now()
+	r := &runner{
+		sc:       sc,
+		clock:    &Clock{},
+		fleet:    newFleet(&sc),
+		net:      newNetwork(&sc),
+		flowRNG:  rand.New(rand.NewPCG(sc.Seed, 3)),
+		gen:      timedHeap[genEvent]{key: func(e *genEvent) (int64, uint64) { return e.at, e.seq }},
+		baseline: make([]int64, sc.IPs),
+		pending:  make(map[uint64]*flow),
+		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
+		res:      Result{Scenario: sc},
+	}
+	// The oracle remembers claims as long as a flow record could still refer
+	// to them, longer than the processor's retention, so that a claim the
+	// processor forgot counts as unused rather than as never known.
+	r.oracle = newCoverageOracle(sc.IPs, int64(sc.Processor.Retention+sc.MaxFlowDuration+sc.Processor.MaxWait))
+	sink := new(consumertest.LogsSink)
+	attr, err := newAttr(sc, r.clock, sink)
+	if err != nil {
+		return Result{}, fmt.Errorf("scenario %q: creating the attribution: %w", sc.Name, err)
+	}
+	runErr := r.loop(ctx, attr, sink)
+	if err := attr.Shutdown(ctx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("shutdown: %w", err))
+	}
+	if err := r.score(sink); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	r.classifyDeferred(1<<63 - 1)
+	r.res.Lost = len(r.pending)
+	r.res.HeartbeatsSent, r.res.HeartbeatsLost, r.res.HeartbeatsDuplicated = r.net.sent, r.net.lost, r.net.duplicated
+	r.res.Simulated = time.Duration(r.clock.ns.Load())
+	r.res.Elapsed = time.Since(began)
+	if runErr != nil {
+		return r.res, fmt.Errorf("scenario %q: %w", sc.Name, runErr)
+	}
+	return r.res, nil
+}
+
+func (r *runner) schedule(e genEvent) {
+	r.genSeq++
+	e.seq = r.genSeq
+	r.gen.push(e)
+}
+
+func (r *runner) loop(ctx context.Context, attr Attribution, sink *consumertest.LogsSink) error {
+	sc := &r.sc
+	for ip := range r.fleet.addrs {
+		// Every address starts occupied by a workload of random age.
+		seg := r.fleet.startSegment(int32(ip), -r.fleet.exp(sc.MeanLifetime), r.fleet.exp(sc.MeanLifetime))
+		r.baseline[ip] = seg.id
+		r.schedule(genEvent{at: seg.end, kind: evOwnership, idx: int32(ip)})
+	}
+	for i := range r.fleet.hosts {
+		_, _, emitAt := r.fleet.heartbeatInterval(&r.fleet.hosts[i])
+		r.schedule(genEvent{at: emitAt, kind: evHeartbeat, idx: int32(i)})
+	}
+	if sc.Flows > 0 {
+		r.schedule(genEvent{at: int64(sc.Warmup) + r.nextArrival(), kind: evFlowStart})
+	}
+	// Past this, something is stuck: stop and let Shutdown flush.
+	limit := int64(sc.Warmup+2*sc.Duration+sc.MaxFlowDuration+sc.Claims.Delay+sc.Claims.Jitter+
+		sc.Claims.ReorderSpan+sc.FlowJitter+sc.Processor.MaxWait) + int64(time.Hour)
+	tick := int64(sc.Tick)
+	var claims []hostClaim
+	for now := tick; ; now += tick {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r.clock.set(now)
+		var err error
+		if claims, err = r.generate(now, claims); err != nil {
+			return err
+		}
+		if ld := r.deliver(now); ld.LogRecordCount() > 0 {
+			if err := attr.ConsumeLogs(ctx, ld); err != nil {
+				return fmt.Errorf("ConsumeLogs at %s: %w", time.Duration(now), err)
+			}
+		}
+		if err := attr.Advance(ctx); err != nil {
+			return fmt.Errorf("advancing to %s: %w", time.Duration(now), err)
+		}
+		if err := r.score(sink); err != nil {
+			return err
+		}
+		r.classifyDeferred(now)
+		if r.started == sc.Flows && r.active == 0 && r.net.flows == 0 && len(r.pending) == 0 && r.deferred.Len() == 0 {
+			return nil
+		}
+		if now > limit {
+			return nil
+		}
+	}
+}
+
+func (r *runner) nextArrival() int64 {
+	rate := float64(r.sc.Flows) / r.sc.Duration.Seconds()
+	return max(1, int64(r.flowRNG.ExpFloat64()/rate*float64(time.Second)))
+}
+
+// generate runs the fleet up to now: ownership changes, heartbeats, flow
+// starts and ends, each sent on its way in true-time order.
+func (r *runner) generate(now int64, claims []hostClaim) ([]hostClaim, error) {
+	for r.gen.Len() > 0 && r.gen.peekAt() <= now {
+		e := r.gen.pop()
+		switch e.kind {
+		case evOwnership:
+			a := &r.fleet.addrs[e.idx]
+			if seg := a.cur; seg != nil {
+				a.cur = nil
+				r.net.sendClaim(e.at, message{kind: msgUnassign, seg: seg})
+				r.schedule(genEvent{at: e.at + r.fleet.reuseGap(), kind: evOwnership, idx: e.idx})
+				continue
+			}
+			seg := r.fleet.startSegment(e.idx, e.at, e.at+r.fleet.exp(r.sc.MeanLifetime))
+			r.net.sendClaim(e.at, message{kind: msgAssign, seg: seg})
+			r.schedule(genEvent{at: seg.end, kind: evOwnership, idx: e.idx})
+		case evHeartbeat:
+			h := &r.fleet.hosts[e.idx]
+			claims = r.fleet.emitHeartbeats(h, claims[:0])
+			for _, c := range claims {
+				r.net.sendClaim(e.at, message{kind: msgHeartbeat, seg: c.seg, s: c.s, e: c.e})
+			}
+			_, _, next := r.fleet.heartbeatInterval(h)
+			r.schedule(genEvent{at: next, kind: evHeartbeat, idx: e.idx})
+		case evFlowStart:
+			f, err := r.startFlow(e.at)
+			if err != nil {
+				return claims, err
+			}
+			r.active++
+			r.schedule(genEvent{at: f.end, kind: evFlowEnd, flow: f})
+			if r.started < r.sc.Flows {
+				r.schedule(genEvent{at: e.at + r.nextArrival(), kind: evFlowStart})
+			}
+		case evFlowEnd:
+			r.active--
+			r.net.sendFlow(e.at, e.flow)
+		}
+	}
+	return claims, nil
+}
+
+// pickOccupied returns the workload on a random occupied address other than
+// exclude.
+func (r *runner) pickOccupied(exclude int32) (*segment, error) {
+	for range 1000 {
+		ip := int32(r.flowRNG.IntN(len(r.fleet.addrs)))
+		if seg := r.fleet.addrs[ip].cur; ip != exclude && seg != nil {
+			return seg, nil
+		}
+	}
+	return nil, errors.New("no occupied address found in 1000 draws: MaxReuseGap is too long for MeanLifetime")
+}
+
+func (r *runner) startFlow(at int64) (*flow, error) {
+	local, err := r.pickOccupied(-1)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := r.pickOccupied(local.ip)
+	if err != nil {
+		return nil, err
+	}
+	r.started++
+	r.nextFlowID++
+	// A connection dies with either workload.
+	end := min(at+sampleDuration(r.flowRNG, r.sc.MaxFlowDuration), local.end, peer.end)
+	f := &flow{
+		id:     r.nextFlowID,
+		local:  local,
+		peer:   peer,
+		start:  at,
+		end:    end,
+		skew:   r.fleet.hosts[local.host].skew,
+		client: r.flowRNG.IntN(2) == 0,
+	}
+	ephemeral, service := 32768+r.flowRNG.Int64N(28232), 8000+r.flowRNG.Int64N(100)
+	if f.client {
+		f.localPort, f.peerPort = ephemeral, service
+	} else {
+		f.localPort, f.peerPort = service, ephemeral
+	}
+	return f, nil
+}
+
+// deliver hands everything due by now to the baseline and the oracle, and
+// returns the batch for the processor.
+func (r *runner) deliver(now int64) plog.Logs {
+	ld := plog.NewLogs()
+	records := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for {
+		m, ok := r.net.due(now)
+		if !ok {
+			return ld
+		}
+		switch m.kind {
+		case msgHeartbeat:
+			seg := m.seg
+			flowschema.PutClaim(records.AppendEmpty(), flowschema.Claim{
+				Address: r.fleet.addrs[seg.ip].addr,
+				Owner:   seg.owner,
+				Start:   Epoch.Add(time.Duration(m.s)),
+				End:     Epoch.Add(time.Duration(m.e)),
+				Source:  r.fleet.hosts[seg.host].name,
+			})
+			r.oracle.add(seg.ip, seg.id, m.s, m.e, now)
+		case msgFlow:
+			f := m.flow
+			f.arrived = now
+			r.pending[f.id] = f
+			r.res.Flows++
+			r.putFlow(records.AppendEmpty(), f)
+			r.res.Baseline.add(r.baselineOutcome(f))
+			r.oracle.add(f.local.ip, f.local.id, f.start+f.skew, f.end+f.skew, now)
+		case msgAssign:
+			r.baseline[m.seg.ip] = m.seg.id
+		case msgUnassign:
+			// A careful baseline: an unassign only clears its own workload.
+			if r.baseline[m.seg.ip] == m.seg.id {
+				r.baseline[m.seg.ip] = 0
+			}
+		}
+	}
+}
+
+// baselineOutcome attributes f to whatever the event-based map says when
+// the record arrives.
+func (r *runner) baselineOutcome(f *flow) Outcome {
+	switch cur := r.baseline[f.peer.ip]; cur {
+	case 0:
+		return OutcomeUnattributed
+	case f.peer.id:
+		return OutcomeCorrect
+	default:
+		return OutcomeMisattributed
+	}
+}
+
+// putFlow writes the record the recording host's receiver would emit for f,
+// times on that host's clock.
+func (r *runner) putFlow(lr plog.LogRecord, f *flow) {
+	lr.SetEventName(flowschema.EventFlow)
+	lr.SetTimestamp(pcommon.Timestamp(Epoch.UnixNano() + f.end + f.skew))
+	attrs := lr.Attributes()
+	attrs.EnsureCapacity(14)
+	local, peer := &r.fleet.addrs[f.local.ip], &r.fleet.addrs[f.peer.ip]
+	attrs.PutStr(flowschema.AttrNetworkTransport, "tcp")
+	attrs.PutStr(flowschema.AttrNetworkType, "ipv4")
+	attrs.PutStr(flowschema.AttrNetworkLocalAddress, local.text)
+	attrs.PutInt(flowschema.AttrNetworkLocalPort, f.localPort)
+	attrs.PutStr(flowschema.AttrNetworkPeerAddress, peer.text)
+	attrs.PutInt(flowschema.AttrNetworkPeerPort, f.peerPort)
+	role := flowschema.RoleServer
+	if f.client {
+		role = flowschema.RoleClient
+	}
+	attrs.PutStr(flowschema.AttrFlowRole, role)
+	attrs.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
+	attrs.PutInt(flowschema.AttrFlowStartTime, Epoch.UnixNano()+f.start+f.skew)
+	attrs.PutInt(AttrFlowID, int64(f.id))
+	flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, f.local.owner)
+}
+
+// score takes the processor's output from sink and scores each record.
+func (r *runner) score(sink *consumertest.LogsSink) error {
+	if sink.LogRecordCount() == 0 {
+		return nil
+	}
+	batches := sink.AllLogs()
+	sink.Reset()
+	var errs []error
+	for _, ld := range batches {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					if lr.EventName() != flowschema.EventFlow {
+						continue
+					}
+					id, status, ownerID, err := readAttribution(lr)
+					if err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					r.scoreRecord(id, status, ownerID)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *runner) scoreRecord(id uint64, status, ownerID string) {
+	f, ok := r.pending[id]
+	if !ok {
+		if id >= 1 && id <= r.nextFlowID {
+			r.res.Duplicated++
+		} else {
+			r.res.Unknown++
+		}
+		return
+	}
+	delete(r.pending, id)
+	o := classifyAttribution(status, ownerID, f.peer.owner.ID)
+	if o != OutcomeUnattributed {
+		r.res.Heartbeat.add(o)
+		return
+	}
+	r.deferSeq++
+	r.deferred.push(deferredRecord{at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f})
+}
+
+// classifyDeferred splits the unattributed records whose deadline has passed:
+// was a claim of the true owner covering the recorded start delivered in time?
+func (r *runner) classifyDeferred(now int64) {
+	for r.deferred.Len() > 0 && r.deferred.peekAt() <= now {
+		f := r.deferred.pop().f
+		r.res.Heartbeat.add(splitUnattributed(r.oracle.covered(f.peer.ip, f.peer.id, f.start+f.skew)))
+	}
+}
