@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/confmap"
@@ -91,6 +92,13 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.OwnerPrefix == "" {
 		errs = append(errs, errors.New("owner_prefix must not be empty, e.g. "+flowschema.PrefixPeerOwner))
+	} else {
+		// Attributes under owner_prefix are replaced on every flow record.
+		for _, kept := range []string{cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner, flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason} {
+			if strings.HasPrefix(kept, cfg.OwnerPrefix) {
+				errs = append(errs, fmt.Errorf("owner_prefix %q would replace %q: every attribute under owner_prefix is rewritten on flow records; choose a prefix used only for the peer owner, e.g. %s", cfg.OwnerPrefix, kept, flowschema.PrefixPeerOwner))
+			}
+		}
 	}
 	if cfg.MaxFuture < 0 {
 		errs = append(errs, fmt.Errorf("max_future must not be negative, got %s", cfg.MaxFuture))

@@ -1,0 +1,217 @@
+package ownershipprocessor
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/processor"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+// fakeClock is a manual clock; Advance fires the tickers that are due.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	tickers []*fakeTicker
+}
+
+type fakeTicker struct {
+	c      chan time.Time
+	period time.Duration
+	next   time.Time
+	clock  *fakeClock
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTicker(d time.Duration) ticker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTicker{c: make(chan time.Time, 1), period: d, next: c.now.Add(d), clock: c}
+	c.tickers = append(c.tickers, t)
+	return t
+}
+
+func (c *fakeClock) tickerCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.tickers)
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.tickers {
+		if c.now.Before(t.next) {
+			continue
+		}
+		select {
+		case t.c <- c.now:
+		default:
+		}
+		for !c.now.Before(t.next) {
+			t.next = t.next.Add(t.period)
+		}
+	}
+}
+
+func (t *fakeTicker) C() <-chan time.Time { return t.c }
+
+func (t *fakeTicker) Stop() {
+	c := t.clock
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, x := range c.tickers {
+		if x == t {
+			c.tickers = append(c.tickers[:i], c.tickers[i+1:]...)
+			return
+		}
+	}
+}
+
+// harness is one pipeline's processor with its sink and telemetry.
+type harness struct {
+	t     *testing.T
+	clock *fakeClock
+	tel   *componenttest.Telemetry
+	sink  *consumertest.LogsSink
+	proc  processor.Logs
+}
+
+func newHarness(t *testing.T, cfg *Config) *harness {
+	t.Helper()
+	clk := newFakeClock()
+	return newHarnessWith(t, newFactory(clk), clk, cfg, component.NewID(metadata.Type))
+}
+
+func newHarnessWith(t *testing.T, f processor.Factory, clk *fakeClock, cfg *Config, id component.ID) *harness {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	set := metadatatest.NewSettings(tel)
+	set.ID = id
+	sink := new(consumertest.LogsSink)
+	proc, err := f.CreateLogs(context.Background(), set, cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, proc.Start(context.Background(), componenttest.NewNopHost()))
+	h := &harness{t: t, clock: clk, tel: tel, sink: sink, proc: proc}
+	t.Cleanup(func() { require.NoError(t, proc.Shutdown(context.Background())) })
+	return h
+}
+
+func (h *harness) consume(recs ...func(plog.LogRecord)) {
+	h.t.Helper()
+	require.NoError(h.t, h.proc.ConsumeLogs(context.Background(), logsOf(recs...)))
+}
+
+// records returns every record the sink received, in order.
+func (h *harness) records() []plog.LogRecord {
+	var out []plog.LogRecord
+	for _, ld := range h.sink.AllLogs() {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					out = append(out, lr)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (h *harness) waitRecords(n int) []plog.LogRecord {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool { return h.sink.LogRecordCount() >= n }, 5*time.Second, time.Millisecond)
+	recs := h.records()
+	require.Len(h.t, recs, n)
+	return recs
+}
+
+func logsOf(recs ...func(plog.LogRecord)) plog.Logs {
+	ld := plog.NewLogs()
+	rl := ld.ResourceLogs().AppendEmpty()
+	rl.Resource().Attributes().PutStr("host.name", "node-a")
+	sl := rl.ScopeLogs().AppendEmpty()
+	sl.Scope().SetName("ebpfflow")
+	for _, r := range recs {
+		r(sl.LogRecords().AppendEmpty())
+	}
+	return ld
+}
+
+func heartbeat(addr, owner string, start, end time.Time, source string) func(plog.LogRecord) {
+	return func(lr plog.LogRecord) {
+		flowschema.PutClaim(lr, flowschema.Claim{
+			Address: flowschema.CanonicalAddr(mustAddr(addr)),
+			Owner:   intervalstore.Owner{ID: owner, Attributes: []intervalstore.Attribute{{Name: "service.name", Value: owner + "-svc"}}},
+			Start:   start,
+			End:     end,
+			Source:  source,
+		})
+	}
+}
+
+// flow is a flow record from local to peer, started at start and closed at
+// end, with no local owner.
+func flow(local, peer string, start, end time.Time) func(plog.LogRecord) {
+	return func(lr plog.LogRecord) {
+		lr.SetEventName(flowschema.EventFlow)
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(end))
+		attrs := lr.Attributes()
+		attrs.PutStr(flowschema.AttrNetworkLocalAddress, local)
+		attrs.PutStr(flowschema.AttrNetworkPeerAddress, peer)
+		attrs.PutInt(flowschema.AttrFlowStartTime, start.UnixNano())
+	}
+}
+
+// ownedFlow is a flow record whose local side names its owner.
+func ownedFlow(local, localOwner, peer string, start, end time.Time) func(plog.LogRecord) {
+	return func(lr plog.LogRecord) {
+		flow(local, peer, start, end)(lr)
+		flowschema.PutOwner(lr.Attributes(), flowschema.PrefixLocalOwner, intervalstore.Owner{ID: localOwner})
+	}
+}
+
+func with(base func(plog.LogRecord), edit func(plog.LogRecord)) func(plog.LogRecord) {
+	return func(lr plog.LogRecord) {
+		base(lr)
+		edit(lr)
+	}
+}
+
+func str(lr plog.LogRecord, key string) string {
+	v, ok := lr.Attributes().Get(key)
+	if !ok {
+		return "<absent>"
+	}
+	return v.AsString()
+}
+
+// attribution returns status, reason and peer owner ID of a flow record.
+func attribution(lr plog.LogRecord) (status, reason, owner string) {
+	return str(lr, flowschema.AttrPeerAttributionStatus), str(lr, flowschema.AttrPeerAttributionReason), str(lr, flowschema.PrefixPeerOwner+"id")
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

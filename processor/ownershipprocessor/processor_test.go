@@ -1,0 +1,279 @@
+package ownershipprocessor
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+)
+
+// noHoldConfig sends every record on at once, for rules that do not involve
+// the hold.
+func noHoldConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.MaxWait = 0
+	return cfg
+}
+
+func TestHeartbeatAttributesLaterFlow(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	assert.Equal(t, 0, h.sink.LogRecordCount(), "heartbeats are removed from the stream")
+
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	recs := h.records()
+	require.Len(t, recs, 1)
+	status, reason, owner := attribution(recs[0])
+	assert.Equal(t, "attributed", status)
+	assert.Equal(t, "<absent>", reason)
+	assert.Equal(t, "checkout", owner)
+	assert.Equal(t, "checkout-svc", str(recs[0], flowschema.PrefixPeerOwner+"service.name"))
+}
+
+func TestHeartbeatInSameBatchAsFlow(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
+		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
+	)
+	recs := h.records()
+	require.Len(t, recs, 1)
+	status, _, owner := attribution(recs[0])
+	assert.Equal(t, "attributed", status)
+	assert.Equal(t, "checkout", owner)
+}
+
+func TestKeepHeartbeats(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.KeepHeartbeats = true
+	h := newHarness(t, cfg)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	recs := h.records()
+	require.Len(t, recs, 1)
+	assert.Equal(t, flowschema.EventHeartbeat, recs[0].EventName())
+	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
+}
+
+func TestFlowBeforeHeartbeatWithoutHold(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	status, reason, owner := attribution(h.records()[0])
+	assert.Equal(t, "unattributed", status)
+	assert.Equal(t, "no_heartbeat_yet", reason)
+	assert.Equal(t, "<absent>", owner)
+}
+
+func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
+	base := heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a")
+	tests := []struct {
+		name   string
+		cfg    func(*Config)
+		record func(plog.LogRecord)
+		reason string
+	}{
+		{"missing address", nil, with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.AttrClaimAddress) }), "missing_address"},
+		{"bad address", nil, with(base, func(lr plog.LogRecord) { lr.Attributes().PutStr(flowschema.AttrClaimAddress, "10.0.0.300") }), "bad_address"},
+		{"missing owner", nil, with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.PrefixClaimOwner + "id") }), "missing_owner"},
+		{"missing time", nil, with(base, func(lr plog.LogRecord) { lr.Attributes().PutStr(flowschema.AttrClaimStartTime, "yesterday") }), "missing_time"},
+		{"end before start", nil, with(base, func(lr plog.LogRecord) {
+			lr.Attributes().PutInt(flowschema.AttrClaimStartTime, t0.Add(time.Hour).UnixNano())
+		}), "end_before_start"},
+		{"end in future", nil, heartbeat("10.0.0.2", "checkout", t0, t0.Add(2*time.Minute), ""), "end_in_future"},
+		{"expired", nil, heartbeat("10.0.0.2", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), ""), "expired"},
+		{"unknown source", func(c *Config) { c.Sources = map[string][]string{"node-b": {"10.0.0.0/8"}} }, base, "unauthorized_source"},
+		{"no source", func(c *Config) { c.Sources = map[string][]string{"node-a": {"10.0.0.0/8"}} },
+			heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_source"},
+		{"address outside source CIDRs", func(c *Config) { c.Sources = map[string][]string{"node-a": {"10.1.0.0/16"}} }, base, "unauthorized_source"},
+		{"outside workload", func(c *Config) { c.WorkloadCIDRs = []string{"10.1.0.0/16"} }, base, "outside_workload_cidrs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := noHoldConfig()
+			if tt.cfg != nil {
+				tt.cfg(cfg)
+			}
+			require.NoError(t, cfg.Validate())
+			h := newHarness(t, cfg)
+			h.consume(tt.record)
+			assert.Equal(t, 0, h.sink.LogRecordCount(), "rejected heartbeats are removed too")
+			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
+				map[string]string{"origin": "heartbeat", "reason": tt.reason}, 1)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 0)
+
+			h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+			_, _, owner := attribution(h.records()[0])
+			assert.Equal(t, "<absent>", owner)
+		})
+	}
+}
+
+func TestAuthorizedSourceApplies(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
+	h := newHarness(t, cfg)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"))
+	// node-b stealing node-a's address is refused.
+	h.consume(heartbeat("10.0.0.2", "rogue", t0.Add(-time.Minute), t0, "node-b"))
+	h.consume(flow("10.0.1.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	status, _, owner := attribution(h.records()[0])
+	assert.Equal(t, "attributed", status)
+	assert.Equal(t, "checkout", owner)
+}
+
+func TestLocalClaims(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	// Host 10.0.0.2 reports its own flow: its local side is a claim.
+	h.consume(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 1)
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	recs := h.records()
+	require.Len(t, recs, 2)
+	status, _, owner := attribution(recs[1])
+	assert.Equal(t, "attributed", status)
+	assert.Equal(t, "checkout", owner)
+	// The local owner of a flow record is left as it came.
+	assert.Equal(t, "checkout", str(recs[0], flowschema.PrefixLocalOwner+"id"))
+}
+
+func TestLocalClaimsDisabled(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.ApplyLocalClaims = false
+	h := newHarness(t, cfg)
+	h.consume(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0))
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	status, reason, _ := attribution(h.records()[1])
+	assert.Equal(t, "unattributed", status)
+	assert.Equal(t, "no_heartbeat_yet", reason)
+}
+
+func TestLocalClaimRejections(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(
+		flow("10.0.0.2", "10.0.0.9", t0.Add(-time.Minute), t0), // no local owner
+		with(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0), func(lr plog.LogRecord) {
+			lr.Attributes().PutStr(flowschema.AttrNetworkLocalAddress, "not-an-ip")
+		}),
+		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0.Add(time.Hour)),
+	)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "missing_owner"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "bad_address"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
+	assert.Equal(t, 3, h.sink.LogRecordCount(), "flow records pass whatever their local side")
+}
+
+func TestFlowKeyAndTimeProblems(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	base := flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0)
+	tests := []struct {
+		name           string
+		record         func(plog.LogRecord)
+		status, reason string
+	}{
+		{"missing key", with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.AttrNetworkPeerAddress) }), "unattributed", "missing_key"},
+		{"key not a string", with(base, func(lr plog.LogRecord) { lr.Attributes().PutInt(flowschema.AttrNetworkPeerAddress, 10) }), "unattributed", "bad_key"},
+		{"key not an address", with(base, func(lr plog.LogRecord) { lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "10.0.0") }), "unattributed", "bad_key"},
+		{"time not an int", with(base, func(lr plog.LogRecord) { lr.Attributes().PutStr(flowschema.AttrFlowStartTime, "x") }), "unattributed", "bad_time"},
+		{"no time at all", with(base, func(lr plog.LogRecord) {
+			lr.Attributes().Remove(flowschema.AttrFlowStartTime)
+			lr.SetTimestamp(0)
+		}), "unattributed", "missing_time"},
+		{"timestamp fallback", with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.AttrFlowStartTime) }), "attributed", "timestamp_fallback"},
+		{"mapped IPv4 peer", with(base, func(lr plog.LogRecord) {
+			lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "::ffff:10.0.0.2")
+		}), "attributed", "<absent>"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.consume(tt.record)
+			recs := h.records()
+			require.Len(t, recs, i+1)
+			status, reason, _ := attribution(recs[i])
+			assert.Equal(t, tt.status, status)
+			assert.Equal(t, tt.reason, reason)
+		})
+	}
+}
+
+func TestCustomAttributes(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.KeyAttribute = flowschema.AttrServerAddress
+	cfg.TimeAttribute = "custom.start"
+	cfg.OwnerPrefix = "server.owner."
+	h := newHarness(t, cfg)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(with(flow("10.0.0.1", "10.0.0.7", t0, t0), func(lr plog.LogRecord) {
+		lr.Attributes().PutStr(flowschema.AttrServerAddress, "10.0.0.2")
+		lr.Attributes().PutInt("custom.start", t0.Add(-10*time.Second).UnixNano())
+	}))
+	rec := h.records()[0]
+	assert.Equal(t, "checkout", str(rec, "server.owner.id"))
+	assert.Equal(t, "attributed", str(rec, flowschema.AttrPeerAttributionStatus))
+	assert.Equal(t, "<absent>", str(rec, flowschema.PrefixPeerOwner+"id"))
+}
+
+func TestForgedOwnerIsReplaced(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(with(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0), func(lr plog.LogRecord) {
+		lr.Attributes().PutStr(flowschema.PrefixPeerOwner+"id", "forged")
+		lr.Attributes().PutStr(flowschema.PrefixPeerOwner+"service.name", "forged")
+	}))
+	rec := h.records()[0]
+	status, _, owner := attribution(rec)
+	assert.Equal(t, "unattributed", status)
+	assert.Equal(t, "<absent>", owner)
+	assert.Equal(t, "<absent>", str(rec, flowschema.PrefixPeerOwner+"service.name"))
+}
+
+func TestOtherRecordsUntouched(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	h.consume(func(lr plog.LogRecord) {
+		lr.Body().SetStr("hello")
+		lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "10.0.0.2")
+	})
+	recs := h.records()
+	require.Len(t, recs, 1)
+	assert.Equal(t, "hello", recs[0].Body().Str())
+	assert.Equal(t, 1, recs[0].Attributes().Len())
+}
+
+func TestWorkloadCIDRsAndStaticOwners(t *testing.T) {
+	cfg := createDefaultConfig() // holding on: outside addresses must not wait
+	cfg.WorkloadCIDRs = []string{"10.0.0.0/8"}
+	cfg.StaticOwners = []StaticOwner{
+		{CIDR: "203.0.113.0/24", ID: "edge-lb", Attributes: map[string]string{"service.name": "edge"}},
+		{CIDR: "203.0.113.128/25", ID: "edge-lb-v2"},
+	}
+	h := newHarness(t, cfg)
+	h.consume(
+		flow("10.0.0.1", "203.0.113.7", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "203.0.113.200", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "198.51.100.1", t0.Add(-time.Second), t0),
+	)
+	recs := h.records()
+	require.Len(t, recs, 3, "records outside workload_cidrs are never held")
+
+	status, reason, owner := attribution(recs[0])
+	assert.Equal(t, []string{"attributed", "static", "edge-lb"}, []string{status, reason, owner})
+	assert.Equal(t, "edge", str(recs[0], flowschema.PrefixPeerOwner+"service.name"))
+
+	_, _, owner = attribution(recs[1])
+	assert.Equal(t, "edge-lb-v2", owner, "longest prefix wins")
+
+	status, reason, owner = attribution(recs[2])
+	assert.Equal(t, []string{"unattributed", "outside_workload_cidrs", "<absent>"}, []string{status, reason, owner})
+}
+
+func TestConflictCounted(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(heartbeat("10.0.0.2", "a", t0.Add(-time.Minute), t0, ""))
+	h.consume(heartbeat("10.0.0.2", "b", t0.Add(-time.Minute), t0, ""))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_conflicts", nil, 1)
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	status, reason, owner := attribution(h.records()[0])
+	assert.Equal(t, []string{"conflict", "overlapping_claims", "<absent>"}, []string{status, reason, owner})
+}
