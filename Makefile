@@ -1,0 +1,97 @@
+# flowattr: build, run, test and benchmark the otelcol-flowattr collector.
+#
+# Tools (ocb, mdatagen, bpf2go, benchstat) are pinned in tools/go.mod and run
+# with `go tool -modfile=tools/go.mod`, so nothing is installed globally.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+GO ?= go
+GOTOOL := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
+
+DIST_NAME := otelcol-flowattr
+DIST_DIR := _build/$(DIST_NAME)
+BINARY := bin/$(DIST_NAME)
+CONFIG ?= config/default.yaml
+
+TEST_TIMEOUT ?= 20m
+BENCH_COUNT ?= 6
+BENCH_OUT ?= bench.out
+
+# Every Go file outside the generated distribution, for gofmt and for deciding
+# whether the binary is stale.
+GO_FILES := $(shell find . -name '*.go' -not -path './_build/*' -not -path './.git/*')
+# The binary is built from the non-test sources of the root module.
+BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/%,$(GO_FILES))
+
+# Commands run as root in CI; elsewhere apt-get goes through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# apt_install_missing installs the Debian packages collected in $$missing, if
+# any, refreshing the package lists first.
+define apt_install_missing
+if [ -n "$$missing" ]; then \
+	echo "installing Debian packages:$$missing"; \
+	$(SUDO) apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
+
+.PHONY: build run test bench generate lint test-deps generate-deps clean
+
+## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
+build: $(BINARY)
+
+$(BINARY): $(BUILD_INPUTS)
+	@mkdir -p _build bin
+	$(GOTOOL) builder --config=builder-config.yaml
+	install -m 0755 $(DIST_DIR)/$(DIST_NAME) $@
+
+## run: build and run the collector on config/default.yaml (needs root for eBPF).
+run: $(BINARY)
+	$(BINARY) --config=$(CONFIG)
+
+## test: go test -race over the module; the e2e tests run the built binary.
+test: test-deps $(BINARY)
+	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+## bench: run every benchmark $(BENCH_COUNT) times into $(BENCH_OUT) (benchstat input).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee $(BENCH_OUT)
+	@echo "wrote $(BENCH_OUT); compare runs with: $(GOTOOL) benchstat old.out $(BENCH_OUT)"
+
+## generate: regenerate mdatagen code for every metadata.yaml and bpf2go objects.
+generate: generate-deps
+	@for md in $$(find . -name metadata.yaml -not -path './_build/*' -not -path './.git/*'); do \
+		echo "mdatagen $$md"; \
+		(cd "$$(dirname "$$md")" && $(GOTOOL) mdatagen metadata.yaml); \
+	done
+	$(GO) generate ./...
+
+## lint: fail on unformatted files, then go vet.
+lint:
+	@unformatted="$$(gofmt -l $(GO_FILES))"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# iproute2 for tests that build hosts in network namespaces; gcc for -race.
+test-deps:
+	@missing=""; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	$(apt_install_missing)
+
+# clang/llvm compile the eBPF C code, bpftool dumps vmlinux.h, libbpf-dev has
+# the bpf_helpers.h family.
+generate-deps:
+	@missing=""; \
+	command -v clang >/dev/null || missing="$$missing clang"; \
+	command -v llvm-strip >/dev/null || missing="$$missing llvm"; \
+	command -v bpftool >/dev/null || missing="$$missing bpftool"; \
+	[ -f /usr/include/bpf/bpf_helpers.h ] || missing="$$missing libbpf-dev"; \
+	$(apt_install_missing)
+
+## clean: remove the built binary and the generated distribution.
+clean:
+	rm -rf bin _build

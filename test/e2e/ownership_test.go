@@ -1,0 +1,296 @@
+package e2e
+
+import (
+	"context"
+	"maps"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// maxWait is the ownership processor's max_wait in the test configuration.
+const maxWait = 3 * time.Second
+
+// caseAttr tags each flow record with the name of its test case, so that the
+// records can be matched up at the sink.
+const caseAttr = "e2e.case"
+
+// flow is a flow record to send and the attribution expected on it.
+type flow struct {
+	name       string
+	local      string
+	localOwner intervalstore.Owner // zero: the frontend owner
+	peer       string
+	start      time.Time
+	wantOwner  *intervalstore.Owner // nil: expect no owner written
+	// wantStatus and wantReason are the attribution status and, when not
+	// empty, reason expected on the record.
+	wantStatus string
+	wantReason string
+}
+
+func owner(id, service string) intervalstore.Owner {
+	return intervalstore.Owner{ID: id, Attributes: []intervalstore.Attribute{{Name: "service.name", Value: service}}}
+}
+
+// TestOwnershipPipeline drives the built collector with heartbeats and flow
+// records over OTLP/gRPC and checks the attributions that come out: known
+// peers attributed, an address reused by a second owner attributed by flow
+// start time and never to the wrong owner, a flow sent before its heartbeat
+// held and then attributed, and a peer that never sends a heartbeat left
+// unattributed once max_wait has passed. Heartbeats are consumed, not
+// forwarded.
+func TestOwnershipPipeline(t *testing.T) {
+	sink := startSink(t)
+	otlpPort, healthPort, metricsPort := freePort(t), freePort(t), freePort(t)
+	col := startCollector(t, "../../testdata/e2e-ownership.yaml", map[string]string{
+		"FLOWATTR_E2E_OTLP_PORT":    strconv.Itoa(otlpPort),
+		"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(healthPort),
+		"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metricsPort),
+		"FLOWATTR_E2E_SINK_PORT":    strconv.Itoa(sink.port),
+	})
+	col.waitReady(t, healthPort)
+
+	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := plogotlp.NewGRPCClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	now := time.Now()
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	frontend := owner("frontend", "frontend")
+	checkout := owner("checkout", "checkout")
+	inventory := owner("inventory", "inventory")
+	oldBatch := owner("batch-7f9c", "batch")
+	newAPI := owner("api-2d41", "api")
+	payments := owner("payments", "payments")
+	reporting := owner("reporting", "reporting")
+	edgeLB := owner("edge-lb", "edge-load-balancer")
+
+	// 10.2.0.5 belonged to a batch job, then after a gap to an API pod.
+	heartbeats := []flowschema.Claim{
+		{Address: netip.MustParseAddr("10.2.0.1"), Owner: checkout, Start: ago(60 * time.Second), End: ago(time.Second), Source: "node-a"},
+		{Address: netip.MustParseAddr("fd00::2"), Owner: inventory, Start: ago(60 * time.Second), End: ago(time.Second), Source: "node-a"},
+		{Address: netip.MustParseAddr("10.2.0.5"), Owner: oldBatch, Start: ago(60 * time.Second), End: ago(40 * time.Second), Source: "node-b"},
+		{Address: netip.MustParseAddr("10.2.0.5"), Owner: newAPI, Start: ago(30 * time.Second), End: ago(time.Second), Source: "node-b"},
+	}
+	attributed, unattributed := "attributed", "unattributed"
+	// Sent after the heartbeats above; the last two wait for max_wait.
+	flows := []flow{
+		{name: "known_peer", local: "10.1.0.1", peer: "10.2.0.1", start: ago(30 * time.Second), wantOwner: &checkout, wantStatus: attributed},
+		{name: "ipv6_peer", local: "fd00::1", peer: "fd00::2", start: ago(30 * time.Second), wantOwner: &inventory, wantStatus: attributed},
+		{name: "reused_address_first_owner", local: "10.1.0.1", peer: "10.2.0.5", start: ago(50 * time.Second), wantOwner: &oldBatch, wantStatus: attributed},
+		{name: "reused_address_second_owner", local: "10.1.0.1", peer: "10.2.0.5", start: ago(10 * time.Second), wantOwner: &newAPI, wantStatus: attributed},
+		{name: "static_owner", local: "10.1.0.1", peer: "192.0.2.10", start: ago(30 * time.Second), wantOwner: &edgeLB, wantStatus: attributed},
+		{name: "outside_workload_cidrs", local: "10.1.0.1", peer: "198.51.100.7", start: ago(30 * time.Second), wantStatus: unattributed, wantReason: "outside_workload_cidrs"},
+		{name: "reused_address_gap", local: "10.1.0.1", peer: "10.2.0.5", start: ago(35 * time.Second), wantStatus: unattributed, wantReason: "gap"},
+		{name: "never_claimed", local: "10.1.0.1", peer: "10.2.0.9", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_heartbeat_yet"},
+	}
+	// Sent after flows: the flow is held until its heartbeat, sent next.
+	heldFlow := flow{name: "held_until_heartbeat", local: "10.1.0.1", peer: "10.2.0.7", start: ago(10 * time.Second), wantOwner: &payments, wantStatus: attributed}
+	lateHeartbeat := flowschema.Claim{Address: netip.MustParseAddr("10.2.0.7"), Owner: payments, Start: ago(20 * time.Second), End: ago(time.Second), Source: "node-c"}
+	// Sent last: the peer is an IPv4-mapped form of a claimed address, and an
+	// address that only ever appeared as the local side of earlier flows,
+	// claimed by those flows themselves (apply_local_claims).
+	lastFlows := []flow{
+		{name: "ipv4_mapped_peer", local: "10.1.0.1", peer: "::ffff:10.2.0.1", start: ago(25 * time.Second), wantOwner: &checkout, wantStatus: attributed},
+		{name: "local_side_claim", local: "10.1.0.9", localOwner: reporting, peer: "10.1.0.1", start: ago(25 * time.Second), wantOwner: &frontend, wantStatus: attributed},
+	}
+
+	send := func(fill func(plog.LogRecordSlice)) {
+		t.Helper()
+		ld := plog.NewLogs()
+		rl := ld.ResourceLogs().AppendEmpty()
+		rl.Resource().Attributes().PutStr("service.name", "flowattr-e2e")
+		fill(rl.ScopeLogs().AppendEmpty().LogRecords())
+		resp, err := client.Export(ctx, plogotlp.NewExportRequestFromLogs(ld))
+		if err != nil {
+			t.Fatalf("export: %v", err)
+		}
+		if ps := resp.PartialSuccess(); ps.RejectedLogRecords() != 0 {
+			t.Fatalf("collector rejected %d records: %s", ps.RejectedLogRecords(), ps.ErrorMessage())
+		}
+	}
+	putFlows := func(lrs plog.LogRecordSlice, fs []flow) {
+		for _, f := range fs {
+			if f.localOwner.ID == "" {
+				f.localOwner = frontend
+			}
+			putFlow(lrs.AppendEmpty(), f)
+		}
+	}
+
+	send(func(lrs plog.LogRecordSlice) {
+		for _, c := range heartbeats {
+			flowschema.PutClaim(lrs.AppendEmpty(), c)
+		}
+	})
+	flowsSent := time.Now()
+	send(func(lrs plog.LogRecordSlice) { putFlows(lrs, flows) })
+	send(func(lrs plog.LogRecordSlice) { putFlows(lrs, []flow{heldFlow}) })
+	send(func(lrs plog.LogRecordSlice) { flowschema.PutClaim(lrs.AppendEmpty(), lateHeartbeat) })
+	send(func(lrs plog.LogRecordSlice) { putFlows(lrs, lastFlows) })
+
+	all := slices.Concat(flows, []flow{heldFlow}, lastFlows)
+	want := map[string]flow{}
+	for _, f := range all {
+		want[f.name] = f
+	}
+	got := map[string]receivedRecord{}
+	wait := time.NewTimer(maxWait + 30*time.Second)
+	defer wait.Stop()
+	for len(got) < len(want) {
+		select {
+		case rec := <-sink.records:
+			checkForwarded(t, rec, got)
+		case <-wait.C:
+			t.Fatalf("received %d of %d flow records; missing %v", len(got), len(want), missing(want, got))
+		}
+	}
+	// Every record is in; any heartbeat forwarded would have arrived before
+	// the held flows were released.
+	for drained := false; !drained; {
+		select {
+		case rec := <-sink.records:
+			checkForwarded(t, rec, got)
+		default:
+			drained = true
+		}
+	}
+
+	for _, f := range all {
+		t.Run(f.name, func(t *testing.T) { checkAttribution(t, f, got[f.name]) })
+	}
+	if waited := got["never_claimed"].at.Sub(flowsSent); waited < maxWait {
+		t.Errorf("never_claimed came out %s after it was sent, before max_wait (%s)", waited, maxWait)
+	}
+
+	metrics, err := scrapeMetrics(ctx, metricsPort)
+	if err != nil {
+		t.Fatalf("scraping the collector's metrics: %v", err)
+	}
+	for outcome, want := range map[string]float64{"attributed": 1, "timeout": 2} {
+		if n := metricValue(metrics, "otelcol_processor_ownership_records_released", "outcome", outcome); n != want {
+			t.Errorf("records_released{outcome=%q} = %v, want %v", outcome, n, want)
+		}
+	}
+
+	col.stop(t)
+}
+
+// putFlow writes f as a closed client flow record lasting ten seconds from
+// f.start.
+func putFlow(lr plog.LogRecord, f flow) {
+	lr.SetEventName(flowschema.EventFlow)
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(f.start.Add(10 * time.Second)))
+	attrs := lr.Attributes()
+	attrs.PutStr(caseAttr, f.name)
+	attrs.PutStr(flowschema.AttrNetworkTransport, "tcp")
+	netType := "ipv4"
+	if netip.MustParseAddr(f.local).Is6() {
+		netType = "ipv6"
+	}
+	attrs.PutStr(flowschema.AttrNetworkType, netType)
+	attrs.PutStr(flowschema.AttrNetworkLocalAddress, f.local)
+	attrs.PutInt(flowschema.AttrNetworkLocalPort, 40000)
+	attrs.PutStr(flowschema.AttrNetworkPeerAddress, f.peer)
+	attrs.PutInt(flowschema.AttrNetworkPeerPort, 443)
+	attrs.PutStr(flowschema.AttrFlowRole, flowschema.RoleClient)
+	attrs.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
+	attrs.PutInt(flowschema.AttrFlowStartTime, f.start.UnixNano())
+	flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, f.localOwner)
+}
+
+// checkForwarded files a record received by the sink under its case name,
+// failing on anything that is not a flow record of a known case or that
+// arrives twice.
+func checkForwarded(t *testing.T, rec receivedRecord, got map[string]receivedRecord) {
+	t.Helper()
+	if rec.eventName != flowschema.EventFlow {
+		t.Errorf("forwarded a record with event name %q, want only flow records (keep_heartbeats is false): %v", rec.eventName, rec.attrs)
+		return
+	}
+	name, _ := rec.attrs[caseAttr].(string)
+	if _, dup := got[name]; dup {
+		t.Errorf("flow record %q forwarded twice", name)
+		return
+	}
+	got[name] = rec
+}
+
+func checkAttribution(t *testing.T, f flow, rec receivedRecord) {
+	t.Helper()
+	if s := rec.attrs[flowschema.AttrPeerAttributionStatus]; s != f.wantStatus {
+		t.Errorf("status = %v, want %q (reason %v)", s, f.wantStatus, rec.attrs[flowschema.AttrPeerAttributionReason])
+	}
+	if f.wantReason != "" {
+		if r := rec.attrs[flowschema.AttrPeerAttributionReason]; r != f.wantReason {
+			t.Errorf("reason = %v, want %q", r, f.wantReason)
+		}
+	}
+	if f.wantOwner == nil {
+		for k, v := range rec.attrs {
+			if strings.HasPrefix(k, flowschema.PrefixPeerOwner) {
+				t.Errorf("unattributed record carries peer owner attribute %s=%v", k, v)
+			}
+		}
+		return
+	}
+	want := map[string]any{flowschema.PrefixPeerOwner + flowschema.OwnerIDSuffix: f.wantOwner.ID}
+	for _, a := range f.wantOwner.Attributes {
+		want[flowschema.PrefixPeerOwner+a.Name] = a.Value
+	}
+	gotOwner := map[string]any{}
+	for k, v := range rec.attrs {
+		if strings.HasPrefix(k, flowschema.PrefixPeerOwner) {
+			gotOwner[k] = v
+		}
+	}
+	if !maps.Equal(gotOwner, want) {
+		t.Errorf("peer owner = %v, want %v", gotOwner, want)
+	}
+}
+
+func missing(want map[string]flow, got map[string]receivedRecord) []string {
+	var names []string
+	for name := range want {
+		if _, ok := got[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// metricValue sums the samples of the Prometheus counter family name whose
+// label label has value value.
+func metricValue(exposition, name, label, value string) float64 {
+	sample := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `(?:_total)?\{([^}]*)\} (\S+)$`)
+	var sum float64
+	for _, line := range strings.Split(exposition, "\n") {
+		m := sample.FindStringSubmatch(line)
+		if m == nil || !strings.Contains(m[1], label+`="`+value+`"`) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(m[2], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
