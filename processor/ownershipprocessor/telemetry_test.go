@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 )
 
 // metricValue returns the value of the int sum or gauge data point of name
@@ -46,4 +47,10 @@ func metricValue(t *testing.T, tel *componenttest.Telemetry, name string, want m
 func assertCounter(t *testing.T, tel *componenttest.Telemetry, name string, attrs map[string]string, want int64) {
 	t.Helper()
 	require.Equal(t, want, metricValue(t, tel, name, attrs), "%s%v", name, attrs)
+}
+
+// metricdataIgnore ignores what varies between runs and the component
+// attributes added by the telemetry settings.
+func metricdataIgnore() []metricdatatest.Option {
+	return []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
 }

@@ -1,0 +1,85 @@
+package ownershipprocessor
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+)
+
+// Two pipelines list the same processor ID: heartbeats arrive through one,
+// flows through the other, and both see one store.
+func TestPipelinesShareOneStore(t *testing.T) {
+	clk := newFakeClock()
+	f := newFactory(clk)
+	cfg := createDefaultConfig()
+	id := component.NewID(metadata.Type)
+	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	flows := newHarnessWith(t, f, clk, cfg, id)
+	// One goroutine for the shared store: one prune and one hold ticker.
+	require.Eventually(t, func() bool { return clk.tickerCount() == 2 }, 5*time.Second, time.Millisecond)
+
+	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	require.Equal(t, 0, flows.sink.LogRecordCount(), "held in the flow pipeline")
+
+	heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	assert.Equal(t, 0, heartbeats.sink.LogRecordCount())
+	recs := flows.records()
+	require.Len(t, recs, 1, "the heartbeat pipeline releases the flow pipeline's record to the flow pipeline")
+	_, _, owner := attribution(recs[0])
+	assert.Equal(t, "checkout", owner)
+
+	// Shutting one pipeline down keeps the store for the other.
+	require.NoError(t, heartbeats.proc.Shutdown(context.Background()))
+	assert.Equal(t, 2, clk.tickerCount(), "still running for the flow pipeline")
+	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
+	_, _, owner = attribution(flows.records()[1])
+	assert.Equal(t, "checkout", owner)
+
+	// The last shutdown stops the shared goroutine and forgets the store.
+	require.NoError(t, flows.proc.Shutdown(context.Background()))
+	assert.Equal(t, 0, clk.tickerCount())
+	again := newHarnessWith(t, f, clk, noHoldConfig(), id)
+	again.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
+	_, reason, _ := attribution(again.records()[0])
+	assert.Equal(t, "no_heartbeat_yet", reason, "a new store after every user shut down")
+}
+
+func TestDistinctIDsHaveDistinctStores(t *testing.T) {
+	clk := newFakeClock()
+	f := newFactory(clk)
+	a := newHarnessWith(t, f, clk, noHoldConfig(), component.NewIDWithName(metadata.Type, "a"))
+	b := newHarnessWith(t, f, clk, noHoldConfig(), component.NewIDWithName(metadata.Type, "b"))
+	a.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	b.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
+	_, reason, _ := attribution(b.records()[0])
+	assert.Equal(t, "no_heartbeat_yet", reason)
+}
+
+func TestStoreGauges(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(
+		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
+		heartbeat("10.0.0.3", "cart", t0.Add(-10*time.Minute), t0.Add(-9*time.Minute), ""),
+		heartbeat("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""),
+	)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_ranges", nil, 3)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 3)
+}
+
+func TestPruneRunsOnTicker(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	require.Eventually(t, func() bool { return h.clock.tickerCount() == 1 }, 5*time.Second, time.Millisecond)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 1)
+	h.clock.Advance(20 * time.Minute) // past retention and a prune tick
+	require.Eventually(t, func() bool {
+		return metricValue(t, h.tel, "otelcol_processor_ownership_keys", nil) == 0
+	}, 5*time.Second, time.Millisecond)
+}
