@@ -1,0 +1,155 @@
+package intervalstore
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+const benchKeys = 1 << 20
+
+func benchAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+var benchOwners = func() []Owner {
+	os := make([]Owner, 1000)
+	for i := range os {
+		os[i] = Owner{ID: fmt.Sprintf("workload-%d", i), Attributes: []Attribute{{"k8s.namespace.name", "shop"}, {"service.name", fmt.Sprintf("svc-%d", i)}}}
+	}
+	return os
+}()
+
+// benchStore builds a store of n IPv4 keys, each with rangesPerKey ranges of
+// alternating owners (an IP reused by workloads over time), each range 60 s
+// long with 10 s gaps.
+func benchStore(b *testing.B, n, rangesPerKey int) *Store[netip.Addr] {
+	b.Helper()
+	s, err := New[netip.Addr](Config{
+		MergeGap: time.Second, ClockSkew: 100 * time.Millisecond, Retention: 24 * time.Hour,
+		MaxKeys: n, Now: fixedClock(base.Add(time.Hour)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		k := benchAddr(i)
+		for r := range rangesPerKey {
+			st := base.Add(time.Duration(r) * 70 * time.Second)
+			if _, err := s.Apply(k, benchOwners[(i+r)%len(benchOwners)], st, st.Add(60*time.Second)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return s
+}
+
+// lookupPlan is a shuffled sequence of (key, time) lookups: uniform over the
+// keys, so most of them miss the CPU caches.
+func lookupPlan(n int) ([]netip.Addr, []time.Time) {
+	r := rand.New(rand.NewPCG(1, 1))
+	keys, times := make([]netip.Addr, 1<<16), make([]time.Time, 1<<16)
+	for i := range keys {
+		keys[i] = benchAddr(r.IntN(n))
+		times[i] = base.Add(time.Duration(r.IntN(3))*70*time.Second + 30*time.Second)
+	}
+	return keys, times
+}
+
+func BenchmarkLookup(b *testing.B) {
+	s := benchStore(b, benchKeys, 3)
+	keys, times := lookupPlan(benchKeys)
+	b.ReportAllocs()
+	runtime.GC()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		j := i & (len(keys) - 1)
+		if s.Lookup(keys[j], times[j]).Status != Attributed {
+			b.Fatal("not attributed")
+		}
+	}
+}
+
+func BenchmarkLookupParallel(b *testing.B) {
+	s := benchStore(b, benchKeys, 3)
+	keys, times := lookupPlan(benchKeys)
+	b.ReportAllocs()
+	runtime.GC()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := rand.IntN(len(keys))
+		for pb.Next() {
+			j := i & (len(keys) - 1)
+			if s.Lookup(keys[j], times[j]).Status != Attributed {
+				panic("not attributed")
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkApply measures heartbeats: each Apply extends a key's trailing
+// range by one second, round-robin over 1M keys in shuffled order.
+func BenchmarkApply(b *testing.B) {
+	s := benchStore(b, benchKeys, 1)
+	r := rand.New(rand.NewPCG(2, 2))
+	order := r.Perm(benchKeys)
+	b.ReportAllocs()
+	runtime.GC()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		k := order[i%benchKeys]
+		end := base.Add(60*time.Second + time.Duration(i/benchKeys+1)*time.Second)
+		if _, err := s.Apply(benchAddr(k), benchOwners[k%len(benchOwners)], end.Add(-time.Second), end); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMemory reports the live heap per stored range of a store with 1M
+// IPv4 keys and 4 ranges each.
+func BenchmarkMemory(b *testing.B) {
+	const rangesPerKey = 4
+	var perRange float64
+	for b.Loop() {
+		before := heapInUse()
+		s := benchStore(b, benchKeys, rangesPerKey)
+		after := heapInUse()
+		if st := s.Stats(); st.Ranges != benchKeys*rangesPerKey {
+			b.Fatalf("ranges = %d", st.Ranges)
+		}
+		perRange = float64(after-before) / float64(benchKeys*rangesPerKey)
+		runtime.KeepAlive(s)
+	}
+	b.ReportMetric(perRange, "B/range")
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkLookupMapBaseline is a plain Go map lookup over the same keys and
+// plan as BenchmarkLookup: the floor set by cache misses on this machine,
+// to read BenchmarkLookup against (only ratios within one run mean much).
+func BenchmarkLookupMapBaseline(b *testing.B) {
+	m := make(map[netip.Addr]uint64, benchKeys)
+	for i := range benchKeys {
+		m[benchAddr(i)] = uint64(i)
+	}
+	keys, _ := lookupPlan(benchKeys)
+	var sum uint64
+	b.ReportAllocs()
+	runtime.GC()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		sum += m[keys[i&(len(keys)-1)]]
+	}
+	runtime.KeepAlive(sum)
+}
