@@ -280,10 +280,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if p != p.Masked() {
 		return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
 	}
+	// A masked prefix with an IPv4-mapped address keeps all of ::ffff:0:0/96.
 	if a := p.Addr(); a.Is4In6() {
-		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("%q mixes IPv4-mapped and plain IPv6 addresses", s)
-		}
 		return netip.PrefixFrom(a.Unmap(), p.Bits()-96), nil
 	}
 	return p, nil

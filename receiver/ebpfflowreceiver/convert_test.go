@@ -1,0 +1,116 @@
+package ebpfflowreceiver
+
+import (
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
+)
+
+func TestPutFlowClient(t *testing.T) {
+	ev := tracer.Event{
+		Kind: tracer.KindClosed, Role: tracer.RoleClient,
+		LocalAddr: netip.MustParseAddr("10.0.0.1"), PeerAddr: netip.MustParseAddr("10.0.0.2"),
+		LocalPort: 40000, PeerPort: 443,
+		Start: at(1), StartKnown: true, End: at(3),
+		BytesSent: 123456, BytesReceived: 789,
+		SegmentsSent: 90, SegmentsReceived: 45, Retransmits: 2,
+		SRTT: 1500 * time.Microsecond,
+		PID:  4242, Comm: "curl", CgroupID: 7, NetnsInode: 4026531840,
+		Cookie: 99,
+	}
+	owner := &ownerEntry{owner: intervalstore.Owner{ID: "web-1", Attributes: []intervalstore.Attribute{{Name: "service.name", Value: "web"}}}}
+	lr := plog.NewLogRecord()
+	putFlow(lr, &ev, owner, at(4))
+
+	assert.Equal(t, flowschema.EventFlow, lr.EventName())
+	assert.Equal(t, pcommon.NewTimestampFromTime(at(3)), lr.Timestamp())
+	assert.Equal(t, pcommon.NewTimestampFromTime(at(4)), lr.ObservedTimestamp())
+	assert.Equal(t, map[string]any{
+		"network.transport":                  "tcp",
+		"network.type":                       "ipv4",
+		"network.local.address":              "10.0.0.1",
+		"network.local.port":                 int64(40000),
+		"network.peer.address":               "10.0.0.2",
+		"network.peer.port":                  int64(443),
+		"client.address":                     "10.0.0.1",
+		"client.port":                        int64(40000),
+		"server.address":                     "10.0.0.2",
+		"server.port":                        int64(443),
+		"flowattr.flow.role":                 "client",
+		"flowattr.flow.state":                "closed",
+		"flowattr.flow.start_time_unix_nano": at(1).UnixNano(),
+		"flowattr.flow.bytes_sent":           int64(123456),
+		"flowattr.flow.bytes_received":       int64(789),
+		"flowattr.flow.segments_sent":        int64(90),
+		"flowattr.flow.segments_received":    int64(45),
+		"flowattr.flow.retransmits":          int64(2),
+		"flowattr.flow.srtt_us":              int64(1500),
+		"process.pid":                        int64(4242),
+		"process.executable.name":            "curl",
+		"flowattr.process.cgroup_id":         int64(7),
+		"flowattr.netns.inode":               int64(4026531840),
+		"flowattr.flow.socket_cookie":        int64(99),
+		"flowattr.local.owner.id":            "web-1",
+		"flowattr.local.owner.service.name":  "web",
+	}, lr.Attributes().AsRaw())
+}
+
+func TestPutFlowServerFailedUnowned(t *testing.T) {
+	ev := tracer.Event{
+		Kind: tracer.KindFailed, Role: tracer.RoleServer,
+		LocalAddr: netip.MustParseAddr("2001:db8::1"), PeerAddr: netip.MustParseAddr("2001:db8::2"),
+		LocalPort: 8080, PeerPort: 51000,
+		Start: at(5), StartKnown: false, End: at(6),
+		Err: syscall.ECONNREFUSED,
+	}
+	lr := plog.NewLogRecord()
+	putFlow(lr, &ev, nil, at(7))
+	assert.Equal(t, map[string]any{
+		"network.transport":                    "tcp",
+		"network.type":                         "ipv6",
+		"network.local.address":                "2001:db8::1",
+		"network.local.port":                   int64(8080),
+		"network.peer.address":                 "2001:db8::2",
+		"network.peer.port":                    int64(51000),
+		"client.address":                       "2001:db8::2",
+		"client.port":                          int64(51000),
+		"server.address":                       "2001:db8::1",
+		"server.port":                          int64(8080),
+		"flowattr.flow.role":                   "server",
+		"flowattr.flow.state":                  "failed",
+		"flowattr.flow.start_time_unix_nano":   at(5).UnixNano(),
+		"flowattr.flow.start_predates_capture": true,
+		"flowattr.flow.bytes_sent":             int64(0),
+		"flowattr.flow.bytes_received":         int64(0),
+		"flowattr.flow.segments_sent":          int64(0),
+		"flowattr.flow.segments_received":      int64(0),
+		"flowattr.flow.retransmits":            int64(0),
+		"flowattr.flow.srtt_us":                int64(0),
+		"flowattr.flow.error":                  "ECONNREFUSED",
+	}, lr.Attributes().AsRaw())
+}
+
+func TestPutFlowActiveUnknownRole(t *testing.T) {
+	ev := tracer.Event{
+		Kind: tracer.KindActive, Role: tracer.RoleUnknown,
+		LocalAddr: netip.MustParseAddr("10.0.0.1"), PeerAddr: netip.MustParseAddr("10.0.0.2"),
+		LocalPort: 1, PeerPort: 2, Start: at(1), StartKnown: true, End: at(2),
+	}
+	lr := plog.NewLogRecord()
+	putFlow(lr, &ev, nil, at(2))
+	attrs := lr.Attributes().AsRaw()
+	assert.Equal(t, "active", attrs["flowattr.flow.state"])
+	for _, k := range []string{"flowattr.flow.role", "client.address", "client.port", "server.address", "server.port"} {
+		assert.NotContains(t, attrs, k, "no role, no client/server")
+	}
+	assert.Equal(t, pcommon.NewTimestampFromTime(at(2)), lr.Timestamp(), "active records are stamped with the observation time")
+}

@@ -1,0 +1,165 @@
+package ebpfflowreceiver
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// mapSource is an ownership source whose map the test replaces.
+type mapSource struct {
+	name string
+	mu   sync.Mutex
+	m    map[netip.Prefix]intervalstore.Owner
+}
+
+func newMapSource(name string, kv ...string) *mapSource {
+	s := &mapSource{name: name}
+	s.set(kv...)
+	return s
+}
+
+// set replaces the map with prefix, owner ID pairs.
+func (s *mapSource) set(kv ...string) {
+	m := map[netip.Prefix]intervalstore.Owner{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		p, err := parsePrefix(kv[i])
+		if err != nil {
+			panic(err)
+		}
+		m[p] = intervalstore.Owner{ID: kv[i+1]}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = m
+}
+
+func (s *mapSource) Name() string                      { return s.name }
+func (*mapSource) Start(context.Context, func()) error { return nil }
+func (*mapSource) Shutdown() error                     { return nil }
+func (s *mapSource) Entries() map[netip.Prefix]intervalstore.Owner {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m
+}
+
+func span(c claim) [2]time.Time { return [2]time.Time{c.Start, c.End} }
+
+func TestHeartbeatsPeriodicClaimsTouch(t *testing.T) {
+	clock := newManualClock(at(0))
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now)
+	hb := newHeartbeats("node-1", at(0))
+
+	first := hb.claims(at(10), own.snapshot())
+	require.Len(t, first, 1, "only the single address is claimed without traffic, not the /24")
+	assert.Equal(t, flowschema.Claim{Address: netip.MustParseAddr("10.0.0.1"), Owner: intervalstore.Owner{ID: "a"}, Start: at(0), End: at(10), Source: "node-1"}, first[0].Claim)
+	assert.Equal(t, originSource, first[0].origin)
+
+	second := hb.claims(at(20), own.snapshot())
+	require.Len(t, second, 1)
+	assert.Equal(t, [2]time.Time{at(10), at(20)}, span(second[0]), "consecutive claims touch")
+}
+
+func TestHeartbeatsAggregateFlows(t *testing.T) {
+	clock := newManualClock(at(0))
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now)
+	snap := own.snapshot()
+	hb := newHeartbeats("node-1", at(0))
+	hb.claims(at(10), snap) // the interval is now [10, 20]
+
+	observe := func(addr string, start, end float64) {
+		a := netip.MustParseAddr(addr)
+		e, ok := snap.lookup(a)
+		require.True(t, ok)
+		hb.observe(a, e, at(start), at(end))
+	}
+	observe("10.0.1.5", 12, 13)
+	observe("10.0.1.5", 14, 18)
+	observe("10.0.1.5", 11.5, 12) // earliest start
+	observe("10.0.1.6", 3, 15)    // started before the interval: clamped
+	observe("10.0.0.1", 12, 13)   // covered by the periodic claim
+
+	got := hb.claims(at(20), snap)
+	require.Len(t, got, 3, "one claim per (address, owner), not one per flow")
+	assert.Equal(t, "10.0.0.1", got[0].Address.String())
+	assert.Equal(t, originSource, got[0].origin)
+	assert.Equal(t, [2]time.Time{at(10), at(20)}, span(got[0]))
+
+	assert.Equal(t, "10.0.1.5", got[1].Address.String())
+	assert.Equal(t, originFlow, got[1].origin)
+	assert.Equal(t, "pool", got[1].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(11.5), at(18)}, span(got[1]))
+
+	assert.Equal(t, "10.0.1.6", got[2].Address.String())
+	assert.Equal(t, [2]time.Time{at(10), at(15)}, span(got[2]), "bounded to the interval")
+
+	assert.Len(t, hb.claims(at(30), snap), 1, "flows are forgotten once claimed")
+}
+
+func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
+	own := newOwnership([]ownershipSource{src}, clock.Now)
+	hb := newHeartbeats("node-1", at(0))
+	a1 := netip.MustParseAddr("10.0.0.1")
+	eA, _ := own.snapshot().lookup(a1)
+	hb.observe(a1, eA, at(1), at(2))
+
+	clock.Set(at(4))
+	src.set("10.0.0.1", "c", "10.0.0.2", "b")
+	own.rebuild()
+	eC, _ := own.snapshot().lookup(a1)
+	hb.observe(a1, eC, at(3), at(6)) // started before the change was known
+
+	got := hb.claims(at(10), own.snapshot())
+	require.Len(t, got, 3)
+	// 10.0.0.1: a's flow claim, then c from the moment the change was loaded.
+	assert.Equal(t, "a", got[0].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(1), at(2)}, span(got[0]))
+	assert.Equal(t, "c", got[1].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(4), at(10)}, span(got[1]), "never claims before the owner was known")
+	// 10.0.0.2 did not change: its since is kept across the rebuild.
+	assert.Equal(t, "b", got[2].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(0), at(10)}, span(got[2]))
+}
+
+func TestHeartbeatsClockStepsBack(t *testing.T) {
+	clock := newManualClock(at(0))
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a")}, clock.Now)
+	hb := newHeartbeats("n", at(10))
+	assert.Empty(t, hb.claims(at(5), own.snapshot()), "no claim that ends before it starts")
+	got := hb.claims(at(15), own.snapshot())
+	require.Len(t, got, 1)
+	assert.Equal(t, [2]time.Time{at(5), at(15)}, span(got[0]))
+}
+
+func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
+	clock := newManualClock(at(0))
+	file := newMapSource(sourceFile, "10.0.0.1", "from-file", "10.0.0.0/8", "file-wide")
+	static := newMapSource(sourceStatic, "10.0.0.1", "from-static", "10.1.2.0/24", "static-narrow", "10.9.9.9", "static-only")
+	own := newOwnership([]ownershipSource{file, static}, clock.Now)
+	lookup := func(s string) string {
+		e, ok := own.snapshot().lookup(netip.MustParseAddr(s))
+		if !ok {
+			return ""
+		}
+		return e.owner.ID
+	}
+	assert.Equal(t, "from-file", lookup("10.0.0.1"), "same prefix: first in precedence wins")
+	assert.Equal(t, "static-narrow", lookup("10.1.2.3"), "longest prefix wins whatever the source")
+	assert.Equal(t, "file-wide", lookup("10.200.0.1"))
+	assert.Equal(t, "static-only", lookup("10.9.9.9"))
+	assert.Empty(t, lookup("192.0.2.1"))
+
+	own = newOwnership([]ownershipSource{static, file}, clock.Now)
+	e, _ := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
+	assert.Equal(t, "from-static", e.owner.ID)
+}

@@ -1,0 +1,110 @@
+package ebpfflowreceiver
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
+)
+
+// manualClock is a clock that moves only when told to.
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newManualClock(t time.Time) *manualClock { return &manualClock{t: t} }
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *manualClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// fakeTracer delivers preloaded events from Read, then waits for the context
+// or Close, like the real ring reader.
+type fakeTracer struct {
+	events []tracer.Event
+	// beforeEvent, if set, runs before Read delivers event i.
+	beforeEvent func(i int)
+	// delivered is closed once Read has handed over every event.
+	delivered chan struct{}
+
+	active       []tracer.Event
+	activeCalled chan struct{}
+	activeOnce   sync.Once
+
+	stats tracer.Stats
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func newFakeTracer(events ...tracer.Event) *fakeTracer {
+	return &fakeTracer{
+		events:       events,
+		delivered:    make(chan struct{}),
+		activeCalled: make(chan struct{}),
+		closed:       make(chan struct{}),
+	}
+}
+
+func (f *fakeTracer) Read(ctx context.Context, handle func(*tracer.Event)) error {
+	var ev tracer.Event // reused, as the real tracer does
+	for i := range f.events {
+		if f.beforeEvent != nil {
+			f.beforeEvent(i)
+		}
+		ev = f.events[i]
+		handle(&ev)
+	}
+	close(f.delivered)
+	select {
+	case <-ctx.Done():
+	case <-f.closed:
+	}
+	return nil
+}
+
+func (f *fakeTracer) Active(_ context.Context, handle func(*tracer.Event)) error {
+	for i := range f.active {
+		ev := f.active[i]
+		handle(&ev)
+	}
+	f.activeOnce.Do(func() { close(f.activeCalled) })
+	return nil
+}
+
+func (f *fakeTracer) Stats() (tracer.Stats, error) { return f.stats, nil }
+
+func (f *fakeTracer) Close() error {
+	f.closeOnce.Do(func() { close(f.closed) })
+	return nil
+}
+
+func testEnvironment(ft *fakeTracer, clock *manualClock, machineIDFile string, hostAddrs ...string) environment {
+	return environment{
+		newTracer: func(tracer.Options) (flowTracer, error) { return ft, nil },
+		now:       clock.Now,
+		hostAddrs: func() ([]netip.Addr, error) {
+			out := make([]netip.Addr, len(hostAddrs))
+			for i, s := range hostAddrs {
+				out[i] = netip.MustParseAddr(s)
+			}
+			return out, nil
+		},
+		machineIDFile: machineIDFile,
+	}
+}
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func at(seconds float64) time.Time { return t0.Add(time.Duration(seconds * float64(time.Second))) }

@@ -1,0 +1,191 @@
+package ebpfflowreceiver
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+func TestStaticSourceDefaultIsHostIdentity(t *testing.T) {
+	idFile := filepath.Join(t.TempDir(), "machine-id")
+	require.NoError(t, os.WriteFile(idFile, []byte("0123456789abcdef\n"), 0o600))
+	host, err := readHostIdentity(idFile)
+	require.NoError(t, err)
+	name, _ := os.Hostname()
+	assert.Equal(t, hostIdentity{name: name, id: "0123456789abcdef"}, host)
+
+	src, err := newStaticSource(createDefaultConfig().Ownership.Static, host,
+		[]netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")})
+	require.NoError(t, err)
+	want := intervalstore.Owner{ID: name, Attributes: []intervalstore.Attribute{{Name: "host.id", Value: "0123456789abcdef"}, {Name: "host.name", Value: name}}}
+	assert.Equal(t, map[netip.Prefix]intervalstore.Owner{
+		netip.MustParsePrefix("192.0.2.10/32"):    want,
+		netip.MustParsePrefix("2001:db8::10/128"): want,
+	}, src.Entries())
+}
+
+func TestStaticSourceEntriesWinOverHostAddresses(t *testing.T) {
+	cfg := StaticSourceConfig{HostAddresses: true, Entries: []StaticEntry{{
+		Prefixes: []string{"192.0.2.10", "10.0.0.0/24"}, Owner: "svc", Attributes: map[string]string{"service.name": "svc", "a": "1"},
+	}}}
+	src, err := newStaticSource(cfg, hostIdentity{name: "h"}, []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")})
+	require.NoError(t, err)
+	svc := intervalstore.Owner{ID: "svc", Attributes: []intervalstore.Attribute{{Name: "a", Value: "1"}, {Name: "service.name", Value: "svc"}}}
+	assert.Equal(t, svc, src.Entries()[netip.MustParsePrefix("192.0.2.10/32")])
+	assert.Equal(t, svc, src.Entries()[netip.MustParsePrefix("10.0.0.0/24")])
+	assert.Equal(t, "h", src.Entries()[netip.MustParsePrefix("192.0.2.11/32")].ID)
+}
+
+func TestHostUnicastAddrsSkipsLoopback(t *testing.T) {
+	addrs, err := hostUnicastAddrs()
+	require.NoError(t, err)
+	for _, a := range addrs {
+		assert.False(t, a.IsLoopback() || a.IsLinkLocalUnicast() || a.Is4In6(), a.String())
+	}
+}
+
+// reloadCounter counts file source loads by result.
+type reloadCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *reloadCounter) record(result string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[result]++
+}
+
+func (c *reloadCounter) get() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
+}
+
+// replaceFile writes data to path the way orchestrators do: a temporary file
+// in the same directory renamed over the target.
+func replaceFile(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, []byte(data), 0o600))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+func ownerIDs(m map[netip.Prefix]intervalstore.Owner) map[string]string {
+	out := map[string]string{}
+	for p, o := range m {
+		out[p.String()] = o.ID
+	}
+	return out
+}
+
+func TestFileSourceReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	core, logs := observer.New(zap.WarnLevel)
+	var counts reloadCounter
+	src := newFileSource(FileSourceConfig{Path: path, PollInterval: time.Hour}, zap.New(core), counts.record)
+
+	// Missing at start: an empty map, one counted error however often polled.
+	assert.False(t, src.reload())
+	assert.False(t, src.reload())
+	assert.Empty(t, src.Entries())
+	assert.Equal(t, map[string]int{reloadError: 1}, counts.get())
+	assert.Equal(t, 1, logs.Len())
+
+	replaceFile(t, path, "10.0.0.1: a\n10.0.1.0/24: {id: pool, attributes: {service.name: batch}}\n")
+	assert.True(t, src.reload())
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "a", "10.0.1.0/24": "pool"}, ownerIDs(src.Entries()))
+	assert.Equal(t, []intervalstore.Attribute{{Name: "service.name", Value: "batch"}}, src.Entries()[netip.MustParsePrefix("10.0.1.0/24")].Attributes)
+	assert.False(t, src.reload(), "unchanged content is not a change")
+	assert.Equal(t, map[string]int{reloadError: 1, reloadSuccess: 1}, counts.get())
+
+	// Atomic replace with new content.
+	replaceFile(t, path, `{"10.0.0.1": "b", "::ffff:10.0.0.2": {"id": "c"}}`)
+	assert.True(t, src.reload())
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
+
+	// A corrupt file keeps the last good map, counted and logged once.
+	require.NoError(t, os.WriteFile(path, []byte("10.0.0.1: [oops\n"), 0o600))
+	assert.False(t, src.reload())
+	assert.False(t, src.reload())
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
+	assert.Equal(t, map[string]int{reloadError: 2, reloadSuccess: 2}, counts.get())
+	assert.Equal(t, 2, logs.Len())
+	assert.Equal(t, int64(2), logs.All()[1].ContextMap()["entries_kept"])
+
+	// Truncated mid-write: also an error, not an empty map.
+	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	assert.False(t, src.reload())
+	assert.Len(t, src.Entries(), 2)
+	assert.Equal(t, map[string]int{reloadError: 3, reloadSuccess: 2}, counts.get())
+
+	// Deliberately empty.
+	replaceFile(t, path, "{}")
+	assert.True(t, src.reload())
+	assert.Empty(t, src.Entries())
+}
+
+func TestFileSourcePollsAndNotifies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.json")
+	replaceFile(t, path, `{"10.0.0.1": "a"}`)
+	var counts reloadCounter
+	src := newFileSource(FileSourceConfig{Path: path, PollInterval: 10 * time.Millisecond}, zap.NewNop(), counts.record)
+	clock := newManualClock(at(0))
+	own := newOwnership([]ownershipSource{src}, clock.Now)
+	require.NoError(t, own.start(context.Background()))
+	defer func() { require.NoError(t, own.shutdown()) }()
+
+	owner := func() string {
+		e, ok := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
+		if !ok {
+			return ""
+		}
+		return e.owner.ID
+	}
+	assert.Equal(t, "a", owner(), "loaded synchronously at start")
+	clock.Set(at(7))
+	replaceFile(t, path, `{"10.0.0.1": "b"}`)
+	require.Eventually(t, func() bool { return owner() == "b" }, 5*time.Second, 5*time.Millisecond)
+	e, _ := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
+	assert.Equal(t, at(7), e.since, "a changed owner is known from the rebuild")
+}
+
+func TestParseOwnershipFileErrors(t *testing.T) {
+	tests := map[string]string{
+		"":                                 "file is empty",
+		"# only a comment\n":               "file is empty",
+		"- 10.0.0.1\n":                     "top level must be a mapping",
+		"10.0.0.1: a\n10.0.0.1/32: b\n":    `names prefix 10.0.0.1/32 a second time`,
+		"10.0.0.5/24: a\n":                 "host bits set",
+		"banana: a\n":                      "neither an IP address nor a CIDR prefix",
+		"10.0.0.1: \n":                     "owner ID must not be empty",
+		"10.0.0.1: {attributes: {x: y}}\n": "id is missing",
+		"10.0.0.1: {id: a, extra: 1}\n":    `unknown field "extra"`,
+		"10.0.0.1: {id: a, attributes: {id: x}}\n": "reserved for the owner ID",
+		"10.0.0.1: {id: a, attributes: [x]}\n":     "attributes must be a mapping",
+		"10.0.0.1: [a]\n":                          "must be an owner ID or a mapping",
+		"10.0.0.1: a\n10.0.0.1: b\n":               "a second time",
+	}
+	for in, want := range tests {
+		_, err := parseOwnershipFile([]byte(in))
+		assert.ErrorContains(t, err, want, "input %q", in)
+	}
+}
