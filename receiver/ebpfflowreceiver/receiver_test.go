@@ -1,0 +1,321 @@
+package ebpfflowreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
+)
+
+// records returns every record the sink received, in order.
+func records(sink *consumertest.LogsSink) []plog.LogRecord {
+	var out []plog.LogRecord
+	for _, ld := range sink.AllLogs() {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					out = append(out, lr)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func split(recs []plog.LogRecord) (flows, heartbeats []plog.LogRecord) {
+	for _, lr := range recs {
+		if flowschema.IsHeartbeat(lr) {
+			heartbeats = append(heartbeats, lr)
+		} else {
+			flows = append(flows, lr)
+		}
+	}
+	return flows, heartbeats
+}
+
+func machineIDFile(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "machine-id")
+	require.NoError(t, os.WriteFile(path, []byte("abc123\n"), 0o600))
+	return path
+}
+
+// claimSpan returns a parsed claim's range in UTC, as at() builds times.
+func claimSpan(c flowschema.Claim) [2]time.Time { return [2]time.Time{c.Start.UTC(), c.End.UTC()} }
+
+func sumAttrs(kv ...string) attribute.Set {
+	return attribute.NewSet(attribute.String(kv[0], kv[1]))
+}
+
+func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
+	ev := func(kind tracer.Kind, local string, start, end float64) tracer.Event {
+		return tracer.Event{
+			Kind: kind, Role: tracer.RoleClient,
+			LocalAddr: netip.MustParseAddr(local), LocalPort: 40000,
+			PeerAddr: netip.MustParseAddr("198.51.100.1"), PeerPort: 443,
+			Start: at(start), StartKnown: true, End: at(end), BytesSent: 10,
+		}
+	}
+	ft := newFakeTracer(
+		ev(tracer.KindClosed, "10.0.0.1", 1, 2),
+		ev(tracer.KindFailed, "10.0.1.5", 3, 4),
+		ev(tracer.KindClosed, "192.0.2.99", 3, 4), // no owner
+		ev(tracer.KindClosed, "127.0.0.1", 3, 4),  // loopback, filtered
+	)
+	ft.stats = tracer.Stats{LostEvents: 3, BirthMapFull: 2, RingBytesUsed: 1 << 20, RingBytesSize: 4 << 20}
+	clock := newManualClock(at(0))
+	cfg := createDefaultConfig()
+	cfg.HeartbeatInterval = time.Hour // only the final heartbeat at shutdown
+	cfg.FlushInterval = time.Hour
+	cfg.ActiveInterval = 0
+	cfg.Ownership.Static.Entries = []StaticEntry{
+		{Prefixes: []string{"10.0.0.1"}, Owner: "web", Attributes: map[string]string{"service.name": "web"}},
+		{Prefixes: []string{"10.0.1.0/24"}, Owner: "pool"},
+		{Prefixes: []string{"10.0.0.200"}, Owner: "idle"},
+	}
+	require.NoError(t, cfg.Validate())
+
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	sink := new(consumertest.LogsSink)
+	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, sink, testEnvironment(ft, clock, machineIDFile(t), "192.0.2.10"))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	<-ft.delivered
+
+	metadatatest.AssertEqualEbpfflowKernelEventsLost(t, tel, []metricdata.DataPoint[int64]{{Value: 3}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowKernelBirthMapFull(t, tel, []metricdata.DataPoint[int64]{{Value: 2}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowRingFillRatio(t, tel, []metricdata.DataPoint[float64]{{Value: 0.25}}, metricdatatest.IgnoreTimestamp())
+
+	clock.Set(at(5))
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	// Resource and scope.
+	require.Positive(t, sink.LogRecordCount())
+	rl := sink.AllLogs()[0].ResourceLogs().At(0)
+	host, _ := os.Hostname()
+	assert.Equal(t, map[string]any{"host.name": host, "host.id": "abc123", "os.type": "linux"}, rl.Resource().Attributes().AsRaw())
+	assert.Equal(t, metadata.ScopeName, rl.ScopeLogs().At(0).Scope().Name())
+
+	flows, heartbeats := split(records(sink))
+	require.Len(t, flows, 3)
+	owners := []string{}
+	for _, lr := range flows {
+		o, ok := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
+		owners = append(owners, fmt.Sprint(ok, " ", o.ID))
+	}
+	assert.Equal(t, []string{"true web", "true pool", "false "}, owners)
+	webOwner, _ := flows[0].Attributes().Get("flowattr.local.owner.service.name")
+	assert.Equal(t, "web", webOwner.Str())
+
+	claims := map[string]flowschema.Claim{}
+	for _, lr := range heartbeats {
+		c, err := flowschema.ParseClaim(lr)
+		require.NoError(t, err)
+		claims[c.Address.String()+" "+c.Owner.ID] = c
+		assert.Equal(t, host, c.Source)
+	}
+	assert.Len(t, claims, 4)
+	assert.Equal(t, [2]time.Time{at(0), at(5)}, claimSpan(claims["10.0.0.1 web"]))
+	assert.Equal(t, [2]time.Time{at(0), at(5)}, claimSpan(claims["10.0.0.200 idle"]), "idle owned address claimed")
+	assert.Equal(t, [2]time.Time{at(0), at(5)}, claimSpan(claims["192.0.2.10 "+host]), "host address claimed by the host")
+	assert.Equal(t, [2]time.Time{at(3), at(4)}, claimSpan(claims["10.0.1.5 pool"]), "CIDR-owned address claimed from its flows")
+
+	metadatatest.AssertEqualEbpfflowFlowsEmitted(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: sumAttrs("state", "closed")},
+		{Value: 1, Attributes: sumAttrs("state", "failed")},
+	}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowFlowsFiltered(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowHeartbeatsEmitted(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: sumAttrs("origin", "flow")},
+		{Value: 3, Attributes: sumAttrs("origin", "source")},
+	}, metricdatatest.IgnoreTimestamp())
+}
+
+func TestReceiverBatchesBySize(t *testing.T) {
+	var events []tracer.Event
+	for i := range 7 {
+		events = append(events, tracer.Event{
+			Kind: tracer.KindClosed, Role: tracer.RoleServer,
+			LocalAddr: netip.MustParseAddr("10.0.0.1"), LocalPort: 80,
+			PeerAddr: netip.MustParseAddr("10.0.0.2"), PeerPort: uint16(40000 + i),
+			Start: at(1), StartKnown: true, End: at(2),
+		})
+	}
+	ft := newFakeTracer(events...)
+	cfg := createDefaultConfig()
+	cfg.MaxBatchSize = 3
+	cfg.FlushInterval = time.Hour
+	cfg.HeartbeatInterval = time.Hour
+	cfg.ActiveInterval = 0
+	cfg.Ownership.Static.HostAddresses = false
+	sink := new(consumertest.LogsSink)
+	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, sink, testEnvironment(ft, newManualClock(at(0)), machineIDFile(t)))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	<-ft.delivered
+	require.Eventually(t, func() bool { return len(sink.AllLogs()) == 2 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, r.Shutdown(context.Background()))
+	var sizes []int
+	for _, ld := range sink.AllLogs() {
+		sizes = append(sizes, ld.LogRecordCount())
+	}
+	assert.Equal(t, []int{3, 3, 1}, sizes, "two full batches, the rest at shutdown")
+}
+
+// TestReceiverBackPressure blocks the pipeline and checks that the ring
+// reader still never waits: events beyond the queue are dropped and counted,
+// and every event is either emitted or counted.
+func TestReceiverBackPressure(t *testing.T) {
+	const total = 10
+	var events []tracer.Event
+	for i := range total {
+		events = append(events, tracer.Event{
+			Kind: tracer.KindClosed, Role: tracer.RoleClient,
+			LocalAddr: netip.MustParseAddr("10.0.0.1"), LocalPort: uint16(40000 + i),
+			PeerAddr: netip.MustParseAddr("10.0.0.2"), PeerPort: 80,
+			Start: at(1), StartKnown: true, End: at(2),
+		})
+	}
+	ft := newFakeTracer(events...)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	// The first event goes alone into a batch that blocks in the pipeline;
+	// the rest arrive while it is blocked.
+	ft.beforeEvent = func(i int) {
+		if i == 1 {
+			<-entered
+		}
+	}
+	sink := new(consumertest.LogsSink)
+	blocked := true
+	next, err := consumer.NewLogs(func(ctx context.Context, ld plog.Logs) error {
+		if blocked {
+			blocked = false
+			close(entered)
+			<-release
+		}
+		return sink.ConsumeLogs(ctx, ld)
+	})
+	require.NoError(t, err)
+
+	cfg := createDefaultConfig()
+	cfg.QueueSize = 2
+	cfg.MaxBatchSize = 1
+	cfg.FlushInterval = time.Hour
+	cfg.HeartbeatInterval = time.Hour
+	cfg.ActiveInterval = 0
+	cfg.Ownership.Static.HostAddresses = false
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, next, testEnvironment(ft, newManualClock(at(0)), machineIDFile(t)))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+
+	select {
+	case <-ft.delivered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ring reader waited on a blocked pipeline")
+	}
+	// One event is in the blocked batch, two fill the queue, the rest drop.
+	metadatatest.AssertEqualEbpfflowQueueDropped(t, tel, []metricdata.DataPoint[int64]{{Value: total - 3}}, metricdatatest.IgnoreTimestamp())
+	close(release)
+	require.NoError(t, r.Shutdown(context.Background()))
+	flows, _ := split(records(sink))
+	assert.Len(t, flows, 3)
+	metadatatest.AssertEqualEbpfflowFlowsEmitted(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 3, Attributes: sumAttrs("state", "closed")},
+	}, metricdatatest.IgnoreTimestamp())
+}
+
+func TestReceiverActiveReports(t *testing.T) {
+	ft := newFakeTracer()
+	ft.active = []tracer.Event{{
+		Kind: tracer.KindActive, Role: tracer.RoleServer,
+		LocalAddr: netip.MustParseAddr("10.0.1.5"), LocalPort: 5432,
+		PeerAddr: netip.MustParseAddr("10.0.0.2"), PeerPort: 40000,
+		Start: at(-3600), StartKnown: false, End: at(8), BytesReceived: 1 << 30, Cookie: 17,
+	}}
+	clock := newManualClock(at(0))
+	cfg := createDefaultConfig()
+	cfg.ActiveInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
+	cfg.HeartbeatInterval = time.Hour
+	cfg.FlushInterval = time.Hour
+	cfg.Ownership.Static.HostAddresses = false
+	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.1.0/24"}, Owner: "db"}}
+	sink := new(consumertest.LogsSink)
+	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	<-ft.activeCalled
+	clock.Set(at(10))
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	flows, heartbeats := split(records(sink))
+	require.NotEmpty(t, flows)
+	attrs := flows[0].Attributes().AsRaw()
+	assert.Equal(t, "active", attrs[flowschema.AttrFlowState])
+	assert.Equal(t, true, attrs[flowschema.AttrFlowStartPredatesCapture])
+	assert.Equal(t, "db", attrs["flowattr.local.owner.id"])
+	require.Len(t, heartbeats, 1, "one claim however many interim reports")
+	c, err := flowschema.ParseClaim(heartbeats[0])
+	require.NoError(t, err)
+	assert.Equal(t, "10.0.1.5", c.Address.String())
+	assert.Equal(t, [2]time.Time{at(0), at(8)}, claimSpan(c), "an old connection claims only from the interval start")
+}
+
+func TestReceiverStartErrors(t *testing.T) {
+	cfg := createDefaultConfig()
+	env := testEnvironment(nil, newManualClock(at(0)), machineIDFile(t))
+	env.newTracer = func(tracer.Options) (flowTracer, error) {
+		return nil, fmt.Errorf("%w: BTF not found at /sys/kernel/btf/vmlinux", tracer.ErrUnsupported)
+	}
+	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, consumertest.NewNop(), env)
+	require.NoError(t, err)
+	err = r.Start(context.Background(), componenttest.NewNopHost())
+	require.ErrorIs(t, err, tracer.ErrUnsupported)
+	assert.ErrorContains(t, err, "BTF not found")
+	assert.ErrorContains(t, err, "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	env.newTracer = func(tracer.Options) (flowTracer, error) { return nil, errors.New("verifier said no") }
+	r, err = newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, consumertest.NewNop(), env)
+	require.NoError(t, err)
+	err = r.Start(context.Background(), componenttest.NewNopHost())
+	assert.EqualError(t, err, "the ebpfflow receiver cannot load its eBPF programs: verifier said no")
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
+func TestReceiverPassesOptionsToTracer(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.RingBufferSize = 1 << 22
+	cfg.MaxConnections = 1000
+	var got tracer.Options
+	ft := newFakeTracer()
+	env := testEnvironment(ft, newManualClock(at(0)), machineIDFile(t))
+	env.newTracer = func(o tracer.Options) (flowTracer, error) { got = o; return ft, nil }
+	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, consumertest.NewNop(), env)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, r.Shutdown(context.Background()))
+	assert.Equal(t, tracer.Options{RingBufferSize: 1 << 22, MaxConnections: 1000}, got)
+}
