@@ -112,14 +112,14 @@ type rejection struct {
 	n      int64
 }
 
-func (st *batchStats) reject(origin int, reason string) {
+func (st *batchStats) reject(origin int, reason string, n int64) {
 	for i := range st.rejected {
 		if st.rejected[i].origin == origin && st.rejected[i].reason == reason {
-			st.rejected[i].n++
+			st.rejected[i].n += n
 			return
 		}
 	}
-	st.rejected = append(st.rejected, rejection{origin: origin, reason: reason, n: 1})
+	st.rejected = append(st.rejected, rejection{origin: origin, reason: reason, n: n})
 }
 
 func (st *batchStats) lookup(s intervalstore.Status) {
@@ -149,6 +149,8 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 // returns the keys that got claims.
 func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchStats) []netip.Addr {
 	var touched []netip.Addr
+	local := localClaimsPool.Get().(*localClaims)
+	defer local.reset()
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
 		sls := rls.At(i).ScopeLogs()
@@ -162,8 +164,10 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 						if reason == "" {
 							reason = "invalid"
 						}
-						st.reject(originHeartbeat, reason)
-					} else if p.applyClaim(c, originHeartbeat, now, st) {
+						st.reject(originHeartbeat, reason, 1)
+					} else if reason := p.checkClaim(c, originHeartbeat, now); reason != "" {
+						st.reject(originHeartbeat, reason, 1)
+					} else if p.applyClaim(c, originHeartbeat, 1, st) {
 						touched = append(touched, c.Address)
 					}
 					return !p.cfg.KeepHeartbeats
@@ -171,17 +175,76 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 					if !p.cfg.ApplyLocalClaims {
 						return false
 					}
-					if c, reason := p.localClaim(lr); reason != "" {
-						st.reject(originFlow, reason)
-					} else if p.applyClaim(c, originFlow, now, st) {
-						touched = append(touched, c.Address)
+					c, reason := p.localClaim(lr)
+					if reason == "" {
+						reason = p.checkClaim(c, originFlow, now)
+					}
+					if reason != "" {
+						st.reject(originFlow, reason, 1)
+					} else {
+						local.add(c, p.cfg.MergeGap)
 					}
 				}
 				return false
 			})
 		}
 	}
+	for _, lc := range local.claims {
+		// Each flow record counts as a claim, joined or not.
+		if p.applyClaim(lc.Claim, originFlow, lc.records, st) {
+			touched = append(touched, lc.Address)
+		}
+	}
 	return touched
+}
+
+// localClaims joins the local claims of one batch before they reach the
+// store: a host's flows mostly share a few local addresses and overlap in
+// time. Only claims the store would join anyway are joined (same address and
+// owner, gap at most merge_gap), so the store ends up in the same state.
+type localClaims struct {
+	last   map[netip.Addr]int // the latest claim of each address in claims
+	claims []joinedClaim
+}
+
+type joinedClaim struct {
+	flowschema.Claim
+	records int64 // flow records joined into this claim
+	prev    int   // the previous claim of the same address, or -1
+}
+
+var localClaimsPool = sync.Pool{New: func() any {
+	return &localClaims{last: make(map[netip.Addr]int)}
+}}
+
+func (l *localClaims) add(c flowschema.Claim, mergeGap time.Duration) {
+	prev, ok := l.last[c.Address]
+	if !ok {
+		prev = -1
+	}
+	for i := prev; i >= 0; i = l.claims[i].prev {
+		j := &l.claims[i]
+		if !j.Owner.Equal(c.Owner) || c.Start.After(j.End.Add(mergeGap)) || j.Start.After(c.End.Add(mergeGap)) {
+			continue
+		}
+		if c.Start.Before(j.Start) {
+			j.Start = c.Start
+		}
+		if c.End.After(j.End) {
+			j.End = c.End
+		}
+		j.records++
+		return
+	}
+	l.last[c.Address] = len(l.claims)
+	l.claims = append(l.claims, joinedClaim{Claim: c, records: 1, prev: prev})
+}
+
+func (l *localClaims) reset() {
+	clear(l.last)
+	clear(l.claims) // drop references to owners
+	l.claims = l.claims[:0]
+	localClaimsPool.Put(l)
 }
 
 // localClaim reads the claim made by a flow record's local side: the local
@@ -215,35 +278,37 @@ func (p *ownershipProcessor) localClaim(lr plog.LogRecord) (flowschema.Claim, st
 	return flowschema.Claim{Address: addr, Owner: owner, Start: start, End: end}, ""
 }
 
-// applyClaim checks c's plausibility and applies it; a rejected claim is
-// counted and never touches the store.
-func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, now time.Time, st *batchStats) bool {
+// checkClaim says why c is not plausible, or "" when it may be applied.
+func (p *ownershipProcessor) checkClaim(c flowschema.Claim, origin int, now time.Time) string {
 	switch {
 	case c.End.After(now.Add(p.cfg.MaxFuture)):
-		st.reject(origin, reasonEndInFuture)
-		return false
+		return reasonEndInFuture
 	case origin == originHeartbeat && !p.tables.mayClaim(c.Source, c.Address):
-		st.reject(origin, reasonUnauthorized)
-		return false
+		return reasonUnauthorized
 	case !p.tables.isWorkload(c.Address):
-		st.reject(origin, reasonOutsideWorkload)
-		return false
+		return reasonOutsideWorkload
 	}
+	return ""
+}
+
+// applyClaim applies a checked claim standing for records claim records; a
+// claim the store refuses is counted and changes nothing.
+func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, records int64, st *batchStats) bool {
 	res, err := p.store.Apply(c.Address, c.Owner, c.Start, c.End)
 	if err != nil {
+		reason := reasonStoreError
 		switch {
 		case errors.Is(err, intervalstore.ErrExpired):
-			st.reject(origin, reasonExpired)
+			reason = reasonExpired
 		case errors.Is(err, intervalstore.ErrEndBeforeStart):
-			st.reject(origin, string(flowschema.RejectEndBeforeStart))
+			reason = string(flowschema.RejectEndBeforeStart)
 		case errors.Is(err, intervalstore.ErrEmptyOwner):
-			st.reject(origin, string(flowschema.RejectMissingOwner))
-		default:
-			st.reject(origin, reasonStoreError)
+			reason = string(flowschema.RejectMissingOwner)
 		}
+		st.reject(origin, reason, records)
 		return false
 	}
-	st.applied[origin]++
+	st.applied[origin] += records
 	if res.Conflict {
 		st.conflicts++
 	}

@@ -277,3 +277,28 @@ func TestConflictCounted(t *testing.T) {
 	status, reason, owner := attribution(h.records()[0])
 	assert.Equal(t, []string{"conflict", "overlapping_claims", "<absent>"}, []string{status, reason, owner})
 }
+
+// A batch's local claims are joined before the store only where the store
+// would join them: a gap longer than merge_gap stays a gap.
+func TestLocalClaimsJoinedWithinBatch(t *testing.T) {
+	h := newHarness(t, noHoldConfig())
+	h.consume(
+		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-10*time.Minute), t0.Add(-9*time.Minute)),
+		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-2*time.Minute), t0.Add(-time.Minute)),
+		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-90*time.Second), t0),
+		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Second), t0.Add(time.Hour)), // in the future
+	)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 3)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_ranges", nil, 2)
+
+	h.consume(
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-5*time.Minute), t0),
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
+	)
+	recs := h.records()
+	_, reason, _ := attribution(recs[4])
+	assert.Equal(t, "gap", reason)
+	_, _, owner := attribution(recs[5])
+	assert.Equal(t, "checkout", owner)
+}

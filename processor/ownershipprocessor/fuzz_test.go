@@ -1,0 +1,174 @@
+package ownershipprocessor
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+)
+
+// knownKeys are the attributes the processor reads; the fuzzer gives them
+// every value type.
+var knownKeys = []string{
+	flowschema.AttrNetworkPeerAddress,
+	flowschema.AttrNetworkLocalAddress,
+	flowschema.AttrFlowStartTime,
+	flowschema.AttrClaimAddress,
+	flowschema.AttrClaimStartTime,
+	flowschema.AttrClaimEndTime,
+	flowschema.AttrClaimSource,
+	flowschema.PrefixClaimOwner + "id",
+	flowschema.PrefixClaimOwner + "service.name",
+	flowschema.PrefixLocalOwner + "id",
+	flowschema.PrefixPeerOwner + "id",
+	flowschema.AttrPeerAttributionReason,
+}
+
+var fuzzAddrs = []string{"10.0.0.2", "10.0.0.3", "::ffff:10.0.0.2", "fe80::1%eth0", "203.0.113.9", "198.51.100.1", "10.0.0.300", "", "fd00::1"}
+
+// byteSource hands out fuzz bytes as choices; it yields zeros when exhausted.
+type byteSource struct{ b []byte }
+
+func (s *byteSource) next() byte {
+	if len(s.b) == 0 {
+		return 0
+	}
+	c := s.b[0]
+	s.b = s.b[1:]
+	return c
+}
+
+func (s *byteSource) int64() int64 {
+	var buf [8]byte
+	for i := range buf {
+		buf[i] = s.next()
+	}
+	return int64(binary.LittleEndian.Uint64(buf[:]))
+}
+
+func (s *byteSource) putValue(attrs pcommon.Map, key string) {
+	near := t0.Add(time.Duration(int8(s.next())) * 10 * time.Second).UnixNano()
+	switch s.next() % 10 {
+	case 0:
+		return
+	case 1:
+		attrs.PutStr(key, fuzzAddrs[int(s.next())%len(fuzzAddrs)])
+	case 2:
+		attrs.PutInt(key, near)
+	case 3:
+		attrs.PutInt(key, s.int64())
+	case 4:
+		attrs.PutDouble(key, float64(s.int64()))
+	case 5:
+		attrs.PutBool(key, s.next()%2 == 0)
+	case 6:
+		attrs.PutEmptyBytes(key).FromRaw([]byte{s.next()})
+	case 7:
+		attrs.PutEmptyMap(key).PutStr("x", "y")
+	case 8:
+		attrs.PutEmptySlice(key).AppendEmpty().SetInt(near)
+	case 9:
+		attrs.PutEmpty(key)
+	}
+}
+
+// synthesize builds records of every kind with random attribute types for
+// the keys the processor reads.
+func synthesize(data []byte) plog.Logs {
+	src := &byteSource{b: data}
+	ld := plog.NewLogs()
+	for range int(src.next()%3) + 1 {
+		rl := ld.ResourceLogs().AppendEmpty()
+		for range int(src.next() % 3) {
+			sl := rl.ScopeLogs().AppendEmpty()
+			for range int(src.next() % 8) {
+				lr := sl.LogRecords().AppendEmpty()
+				switch src.next() % 4 {
+				case 0:
+					lr.SetEventName(flowschema.EventFlow)
+				case 1:
+					lr.SetEventName(flowschema.EventHeartbeat)
+				case 2:
+					lr.SetEventName("other")
+				}
+				if src.next()%2 == 0 {
+					lr.SetTimestamp(pcommon.Timestamp(t0.Add(time.Duration(int8(src.next())) * 10 * time.Second).UnixNano()))
+				} else {
+					lr.SetTimestamp(pcommon.Timestamp(uint64(src.int64())))
+				}
+				for _, k := range knownKeys {
+					src.putValue(lr.Attributes(), k)
+				}
+			}
+		}
+	}
+	return ld
+}
+
+func fuzzConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.MaxPending = 3
+	cfg.WorkloadCIDRs = []string{"10.0.0.0/8", "fd00::/8"}
+	cfg.StaticOwners = []StaticOwner{{CIDR: "203.0.113.0/24", ID: "lb"}}
+	cfg.Sources = map[string][]string{"10.0.0.2": {"10.0.0.0/24"}}
+	return cfg
+}
+
+func FuzzConsumeLogs(f *testing.F) {
+	seed := logsOf(
+		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "10.0.0.2"),
+		ownedFlow("10.0.0.3", "cart", "10.0.0.2", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "10.0.0.9", t0, t0),
+		flow("10.0.0.1", "203.0.113.9", t0, t0),
+	)
+	pb, err := (&plog.ProtoMarshaler{}).MarshalLogs(seed)
+	require.NoError(f, err)
+	f.Add(pb, false)
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, true)
+	f.Add([]byte{0xff, 0xfe, 0x01, 0x00, 0x7f, 0x80, 0x02, 0x03}, true)
+
+	f.Fuzz(func(t *testing.T, data []byte, synthetic bool) {
+		var ld plog.Logs
+		if synthetic {
+			ld = synthesize(data)
+		} else {
+			var err error
+			if ld, err = (&plog.ProtoUnmarshaler{}).UnmarshalLogs(data); err != nil {
+				return
+			}
+		}
+		in := ld.LogRecordCount()
+		heartbeats := 0
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					if lr.EventName() == flowschema.EventHeartbeat {
+						heartbeats++
+					}
+				}
+			}
+		}
+
+		clk := newFakeClock()
+		sink := new(consumertest.LogsSink)
+		set := processortest.NewNopSettings(metadata.Type)
+		set.ID = component.NewID(metadata.Type)
+		p, err := newFactory(clk).CreateLogs(context.Background(), set, fuzzConfig(), sink)
+		require.NoError(t, err)
+		require.NoError(t, p.ConsumeLogs(context.Background(), ld))
+		require.NoError(t, p.Shutdown(context.Background()))
+		// Nothing is lost: every record but the heartbeats comes out, held
+		// ones at the latest at shutdown.
+		require.Equal(t, in-heartbeats, sink.LogRecordCount())
+	})
+}
