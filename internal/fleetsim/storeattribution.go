@@ -14,19 +14,32 @@ import (
 )
 
 // NewStoreAttribution is the heartbeat path built directly on
-// internal/intervalstore, following the ownership processor's documented
-// algorithm step by step: heartbeats and the local side of flow records are
-// applied as claims (claims ending past now+1m are refused, as the
-// processor's max_future default does), each flow's peer is looked up at its
-// recorded start, and a record whose lookup a later claim could still change
-// (no claim yet, after, before or between ranges) is held until a claim for
-// its address arrives or max_wait passes.
+// internal/intervalstore, following the ownership processor's algorithm
+// (processor.go and hold.go at commit 64e52b9) step by step: heartbeats and
+// the local side of flow records are applied as claims (claims ending past
+// now+1m are refused, as the processor's max_future default does), each
+// flow's peer is looked up at its recorded start, and a record whose lookup a
+// later claim could still change (no claim yet, after, before or between
+// ranges) is held until a claim for its address arrives or max_wait passes.
 //
-// It exists because the processor offers no clock that another package can
-// inject (see the package README in docs/evaluation.md); it is the stand-in
-// the evaluation drives until then, and it scores the store, not the
-// processor's pipeline plumbing.
+// It stands in for the processor because the processor offers no clock that
+// another package can inject and releases expired records only from a
+// goroutine on a wall-clock ticker (see docs/evaluation.md). It scores the
+// algorithm and the real store, not the processor's pipeline plumbing.
 func NewStoreAttribution(sc Scenario, clock *Clock, next *consumertest.LogsSink) (Attribution, error) {
+	return newStoreAttribution(sc, clock, next, false)
+}
+
+// NewStoreAttributionEdgeHold is NewStoreAttribution plus one rule the
+// processor lacks: an attribution whose clock_skew neighbourhood is not yet
+// covered by any claim is held like an unattributed record, because the
+// claim of the previous or next owner that would make it uncertain may still
+// be on its way. At max_wait the plain lookup is sent on.
+func NewStoreAttributionEdgeHold(sc Scenario, clock *Clock, next *consumertest.LogsSink) (Attribution, error) {
+	return newStoreAttribution(sc, clock, next, true)
+}
+
+func newStoreAttribution(sc Scenario, clock *Clock, next *consumertest.LogsSink, edgeHold bool) (Attribution, error) {
 	store, err := intervalstore.New[netip.Addr](intervalstore.Config{
 		MergeGap:  sc.Processor.MergeGap,
 		ClockSkew: sc.Processor.ClockSkew,
@@ -38,11 +51,13 @@ func NewStoreAttribution(sc Scenario, clock *Clock, next *consumertest.LogsSink)
 		return nil, err
 	}
 	return &storeAttribution{
-		store:   store,
-		clock:   clock,
-		next:    next,
-		maxWait: sc.Processor.MaxWait,
-		byKey:   make(map[netip.Addr][]*heldFlow),
+		store:    store,
+		clock:    clock,
+		next:     next,
+		maxWait:  sc.Processor.MaxWait,
+		skew:     sc.Processor.ClockSkew,
+		edgeHold: edgeHold,
+		byKey:    make(map[netip.Addr][]*heldFlow),
 	}, nil
 }
 
@@ -62,6 +77,8 @@ type storeAttribution struct {
 	clock     *Clock
 	next      *consumertest.LogsSink
 	maxWait   time.Duration
+	skew      time.Duration
+	edgeHold  bool
 	queue     []*heldFlow // arrival order, which is deadline order
 	byKey     map[netip.Addr][]*heldFlow
 	lastPrune time.Time
@@ -111,7 +128,7 @@ func (a *storeAttribution) ConsumeLogs(ctx context.Context, ld plog.Logs) error 
 					lr.CopyTo(records.AppendEmpty())
 					continue
 				}
-				res := a.store.Lookup(key, at)
+				res := a.lookup(key, at)
 				if a.maxWait > 0 && waitsForClaim(res) {
 					h := &heldFlow{lr: plog.NewLogRecord(), key: key, at: at, since: now}
 					lr.CopyTo(h.lr)
@@ -128,7 +145,7 @@ func (a *storeAttribution) ConsumeLogs(ctx context.Context, ld plog.Logs) error 
 		list := a.byKey[k]
 		kept := list[:0]
 		for _, h := range list {
-			if res := a.store.Lookup(h.key, h.at); !waitsForClaim(res) {
+			if res := a.lookup(h.key, h.at); !waitsForClaim(res) {
 				a.release(h, res, records)
 				continue
 			}
@@ -201,6 +218,18 @@ func (a *storeAttribution) send(ctx context.Context, out plog.Logs) error {
 		return nil
 	}
 	return a.next.ConsumeLogs(ctx, out)
+}
+
+// lookup is the store's lookup, with the edge hold when enabled: an
+// attribution at t is reported as not yet covered while t-clock_skew or
+// t+clock_skew is covered by no claim at all.
+func (a *storeAttribution) lookup(key netip.Addr, at time.Time) intervalstore.Result {
+	res := a.store.Lookup(key, at)
+	if a.edgeHold && res.Status == intervalstore.Attributed &&
+		(waitsForClaim(a.store.Lookup(key, at.Add(-a.skew))) || waitsForClaim(a.store.Lookup(key, at.Add(a.skew)))) {
+		return intervalstore.Result{Status: intervalstore.Unattributed, Reason: intervalstore.ReasonAfterLastClaim}
+	}
+	return res
 }
 
 // waitsForClaim: only a missing claim can change these lookups later.

@@ -1,0 +1,128 @@
+package fleetsim
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+func TestClassifyAttribution(t *testing.T) {
+	for _, tc := range []struct {
+		status, owner, truth string
+		want                 Outcome
+	}{
+		{"attributed", "wl-1", "wl-1", OutcomeCorrect},
+		{"attributed", "wl-2", "wl-1", OutcomeMisattributed},
+		{"attributed", "", "wl-1", OutcomeMisattributed},
+		{"unattributed", "", "wl-1", OutcomeUnattributed},
+		{"conflict", "", "wl-1", OutcomeConflictOrUncertain},
+		{"uncertain", "", "wl-1", OutcomeConflictOrUncertain},
+		{"", "wl-1", "wl-1", OutcomeInvalid},
+		{"bogus", "", "wl-1", OutcomeInvalid},
+	} {
+		assert.Equal(t, tc.want, classifyAttribution(tc.status, tc.owner, tc.truth), "%+v", tc)
+	}
+	assert.Equal(t, OutcomeClaimUnused, splitUnattributed(true))
+	assert.Equal(t, OutcomeNoClaim, splitUnattributed(false))
+}
+
+func TestCoverageOracle(t *testing.T) {
+	o := newCoverageOracle(2, 100)
+	o.add(0, 1, 10, 20, 50)
+	o.add(0, 1, 30, 40, 50)
+	o.add(0, 2, 18, 32, 50) // another owner overlapping both
+	assert.True(t, o.covered(0, 1, 10))
+	assert.True(t, o.covered(0, 1, 20))
+	assert.False(t, o.covered(0, 1, 25), "a gap stays a gap: no merge gap in the oracle")
+	assert.True(t, o.covered(0, 2, 25))
+	assert.False(t, o.covered(1, 1, 15), "other address")
+
+	o.add(0, 1, 20, 30, 50) // fills the gap: one span for owner 1
+	assert.True(t, o.covered(0, 1, 25))
+	n := 0
+	for _, sp := range o.spans[0] {
+		if sp.owner == 1 {
+			n++
+			assert.Equal(t, span{owner: 1, s: 10, e: 40}, sp)
+		}
+	}
+	assert.Equal(t, 1, n)
+
+	o.add(0, 3, 200, 210, 145) // horizon 45: owner 1's span ends at 40
+	assert.False(t, o.covered(0, 1, 30), "forgotten beyond retention")
+	assert.False(t, o.covered(0, 2, 32))
+	assert.True(t, o.covered(0, 3, 205))
+	o.add(0, 4, 0, 10, 145)
+	assert.False(t, o.covered(0, 4, 5), "a claim older than retention is refused")
+}
+
+// TestScoreRecords feeds hand-made output records through the runner's
+// scoring: correct, misattributed, conflict, duplicated, unknown, and two
+// unattributed records split by whether a claim had arrived by the deadline.
+func TestScoreRecords(t *testing.T) {
+	sc := DefaultScenario()
+	sc.IPs = 4
+	r := &runner{
+		sc:       sc,
+		pending:  make(map[uint64]*flow),
+		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
+		oracle:   newCoverageOracle(sc.IPs, int64(sc.Processor.Retention)),
+	}
+	peer := &segment{id: 7, owner: intervalstore.Owner{ID: "wl-7"}, ip: 2}
+	for id := uint64(1); id <= 6; id++ {
+		r.pending[id] = &flow{id: id, peer: peer, start: 1000, skew: 5, arrived: 2000}
+	}
+	r.nextFlowID = 6
+	sink := new(consumertest.LogsSink)
+	ld := plog.NewLogs()
+	records := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	put := func(id int64, status, owner string) {
+		lr := records.AppendEmpty()
+		lr.SetEventName(flowschema.EventFlow)
+		lr.Attributes().PutInt(AttrFlowID, id)
+		lr.Attributes().PutStr(flowschema.AttrPeerAttributionStatus, status)
+		if owner != "" {
+			lr.Attributes().PutStr(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix, owner)
+		}
+	}
+	put(1, "attributed", "wl-7")
+	put(2, "attributed", "wl-6")
+	put(3, "conflict", "")
+	put(4, "unattributed", "")
+	put(5, "unattributed", "")
+	put(1, "attributed", "wl-7") // again
+	put(99, "attributed", "wl-7")
+	hb := records.AppendEmpty() // heartbeats passed on are not scored
+	flowschema.PutClaim(hb, flowschema.Claim{Owner: intervalstore.Owner{ID: "x"}})
+	require.NoError(t, sink.ConsumeLogs(t.Context(), ld))
+
+	require.NoError(t, r.score(sink))
+	assert.Zero(t, sink.LogRecordCount(), "the sink is drained")
+	assert.Equal(t, Counts{Records: 3, Correct: 1, Misattributed: 1, ConflictOrUncertain: 1}, r.res.Heartbeat)
+	assert.Equal(t, 1, r.res.Duplicated)
+	assert.Equal(t, 1, r.res.Unknown)
+	assert.Len(t, r.pending, 1, "flow 6 still waits for its record")
+
+	// The true owner's claim covering the recorded start (1005) arrives
+	// after the first unattributed record's deadline has been checked.
+	deadline := 2000 + int64(sc.Processor.MaxWait)
+	r.classifyDeferred(deadline - 1)
+	assert.Equal(t, 3, r.res.Heartbeat.Records, "not split before the deadline")
+	r.deferred.items[0].at = deadline - 1 // flow 4's deadline falls earlier
+	r.classifyDeferred(deadline - 1)
+	r.oracle.add(2, 7, 900, 1100, deadline)
+	r.classifyDeferred(deadline)
+	assert.Equal(t, 1, r.res.Heartbeat.NoClaim, "flow 4: no claim by its deadline")
+	assert.Equal(t, 1, r.res.Heartbeat.ClaimUnused, "flow 5: a claim had arrived")
+
+	bad := plog.NewLogs()
+	bad.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName(flowschema.EventFlow)
+	require.NoError(t, sink.ConsumeLogs(t.Context(), bad))
+	assert.ErrorContains(t, r.score(sink), AttrFlowID)
+}
