@@ -63,9 +63,9 @@ func TestLossRate(t *testing.T) {
 func TestHeartbeatPathNeverMisattributesWithoutSkew(t *testing.T) {
 	base := tinyScenario()
 	cases := map[string]func(*Scenario){
-		"delay below max_wait": func(sc *Scenario) { sc.Claims.Delay = 20 * time.Second },
+		"delay below max_wait":  func(sc *Scenario) { sc.Claims.Delay = 20 * time.Second },
 		"delay beyond max_wait": func(sc *Scenario) { sc.Claims.Delay = 45 * time.Second },
-		"loss":                 func(sc *Scenario) { sc.Claims.Loss = 0.3 },
+		"loss":                  func(sc *Scenario) { sc.Claims.Loss = 0.3 },
 		"reorder and duplicate": func(sc *Scenario) {
 			sc.Claims.Reorder, sc.Claims.ReorderSpan, sc.Claims.Duplicate = 0.3, 20*time.Second, 0.2
 		},
