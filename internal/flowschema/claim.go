@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -160,4 +162,44 @@ func IntTime(attrs pcommon.Map, key string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(0, v.Int()), true
+}
+
+// OwnerWriter writes owners under one prefix exactly as PutOwner does, but
+// builds each attribute key once instead of once per record, for writers on
+// a hot path. It is safe for concurrent use.
+type OwnerWriter struct {
+	prefix string
+	idKey  string
+	keys   sync.Map // attribute name -> prefix+name
+	nkeys  atomic.Int64
+}
+
+// maxCachedOwnerKeys bounds the keys an OwnerWriter remembers: attribute
+// names come from heartbeats, which a misbehaving peer could vary endlessly.
+const maxCachedOwnerKeys = 1024
+
+// NewOwnerWriter returns an OwnerWriter for prefix.
+func NewOwnerWriter(prefix string) *OwnerWriter {
+	return &OwnerWriter{prefix: prefix, idKey: prefix + OwnerIDSuffix}
+}
+
+// Put writes o into attrs like PutOwner(attrs, prefix, o).
+func (w *OwnerWriter) Put(attrs pcommon.Map, o intervalstore.Owner) {
+	attrs.PutStr(w.idKey, o.ID)
+	for _, a := range o.Attributes {
+		attrs.PutStr(w.key(a.Name), a.Value)
+	}
+}
+
+func (w *OwnerWriter) key(name string) string {
+	if k, ok := w.keys.Load(name); ok {
+		return k.(string)
+	}
+	k := w.prefix + name
+	if w.nkeys.Load() < maxCachedOwnerKeys {
+		if _, loaded := w.keys.LoadOrStore(name, k); !loaded {
+			w.nkeys.Add(1)
+		}
+	}
+	return k
 }

@@ -56,6 +56,7 @@ type ownershipProcessor struct {
 	logger *zap.Logger
 	tel    *metadata.TelemetryBuilder
 	hold   *hold // nil when max_wait is 0
+	owners *flowschema.OwnerWriter
 
 	originAttrs  [len(originNames)]metric.MeasurementOption
 	statusAttrs  [4]metric.MeasurementOption // by intervalstore.Status
@@ -79,6 +80,7 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 		logger:       set.Logger,
 		tel:          tel,
 		outcomeAttrs: make(map[string]metric.MeasurementOption),
+		owners:       flowschema.NewOwnerWriter(cfg.OwnerPrefix),
 	}
 	if cfg.MaxWait > 0 {
 		p.hold = newHold(cfg.MaxWait, cfg.MaxPending)
@@ -417,7 +419,7 @@ func (p *ownershipProcessor) writeResult(attrs pcommon.Map, status intervalstore
 	prefix := p.cfg.OwnerPrefix
 	attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return strings.HasPrefix(k, prefix) })
 	if owner != nil {
-		flowschema.PutOwner(attrs, prefix, *owner)
+		p.owners.Put(attrs, *owner)
 	}
 	attrs.PutStr(flowschema.AttrPeerAttributionStatus, status.String())
 	if reason != "" {

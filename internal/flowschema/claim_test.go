@@ -1,0 +1,172 @@
+package flowschema
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func TestClaimRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		in   Claim
+		addr string // canonical address expected back
+	}{
+		{"ipv4", Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: intervalstore.Owner{ID: "checkout"}, Start: t0, End: t0.Add(time.Minute), Source: "node-a"}, "10.0.0.2"},
+		{"ipv6 with attributes", Claim{
+			Address: netip.MustParseAddr("fd00::2"),
+			Owner: intervalstore.Owner{ID: "pod-1", Attributes: []intervalstore.Attribute{
+				{Name: "service.name", Value: "cart"}, {Name: "k8s.namespace.name", Value: "shop"},
+			}},
+			Start: t0, End: t0,
+		}, "fd00::2"},
+		{"mapped ipv4 is unmapped", Claim{Address: netip.MustParseAddr("::ffff:10.0.0.3"), Owner: intervalstore.Owner{ID: "x"}, Start: t0, End: t0.Add(time.Nanosecond)}, "10.0.0.3"},
+		{"zone dropped", Claim{Address: netip.MustParseAddr("fe80::1%eth0"), Owner: intervalstore.Owner{ID: "x"}, Start: t0, End: t0.Add(time.Second)}, "fe80::1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lr := plog.NewLogRecord()
+			PutClaim(lr, tt.in)
+			assert.True(t, IsHeartbeat(lr))
+			assert.Equal(t, tt.in.End, lr.Timestamp().AsTime().UTC())
+			got, err := ParseClaim(lr)
+			require.NoError(t, err)
+			assert.Equal(t, netip.MustParseAddr(tt.addr), got.Address)
+			assert.True(t, tt.in.Owner.Canonical().Equal(got.Owner), "owner %v != %v", tt.in.Owner, got.Owner)
+			assert.True(t, tt.in.Start.Equal(got.Start))
+			assert.True(t, tt.in.End.Equal(got.End))
+			assert.Equal(t, tt.in.Source, got.Source)
+
+			// Writing the parsed claim again gives the same record.
+			again := plog.NewLogRecord()
+			PutClaim(again, got)
+			assert.Equal(t, lr.Attributes().AsRaw(), again.Attributes().AsRaw())
+		})
+	}
+}
+
+func TestParseClaimRejects(t *testing.T) {
+	valid := func() plog.LogRecord {
+		lr := plog.NewLogRecord()
+		PutClaim(lr, Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: intervalstore.Owner{ID: "a"}, Start: t0, End: t0.Add(time.Minute)})
+		return lr
+	}
+	tests := []struct {
+		name   string
+		edit   func(pcommon.Map)
+		reason RejectReason
+	}{
+		{"no address", func(m pcommon.Map) { m.Remove(AttrClaimAddress) }, RejectMissingAddress},
+		{"address not a string", func(m pcommon.Map) { m.PutInt(AttrClaimAddress, 10) }, RejectMissingAddress},
+		{"bad address", func(m pcommon.Map) { m.PutStr(AttrClaimAddress, "10.0.0.256") }, RejectBadAddress},
+		{"no owner", func(m pcommon.Map) { m.Remove(PrefixClaimOwner + OwnerIDSuffix) }, RejectMissingOwner},
+		{"empty owner", func(m pcommon.Map) { m.PutStr(PrefixClaimOwner+OwnerIDSuffix, "") }, RejectMissingOwner},
+		{"no start", func(m pcommon.Map) { m.Remove(AttrClaimStartTime) }, RejectMissingTime},
+		{"start not an int", func(m pcommon.Map) { m.PutDouble(AttrClaimStartTime, 1) }, RejectMissingTime},
+		{"end not positive", func(m pcommon.Map) { m.PutInt(AttrClaimEndTime, 0) }, RejectMissingTime},
+		{"end before start", func(m pcommon.Map) { m.PutInt(AttrClaimEndTime, t0.Add(-time.Nanosecond).UnixNano()) }, RejectEndBeforeStart},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lr := valid()
+			tt.edit(lr.Attributes())
+			_, err := ParseClaim(lr)
+			require.Error(t, err)
+			assert.Equal(t, tt.reason, ReasonOf(err))
+			assert.Contains(t, err.Error(), string(tt.reason))
+		})
+	}
+	assert.Equal(t, RejectReason(""), ReasonOf(assert.AnError))
+}
+
+func TestOwnerRoundTripAndWriter(t *testing.T) {
+	o := intervalstore.Owner{ID: "pod-1", Attributes: []intervalstore.Attribute{
+		{Name: "service.name", Value: "cart"}, {Name: "k8s.pod.name", Value: "cart-7"},
+	}}
+	viaPut := pcommon.NewMap()
+	viaPut.PutStr("unrelated", "kept")
+	PutOwner(viaPut, PrefixPeerOwner, o)
+	got, ok := ReadOwner(viaPut, PrefixPeerOwner)
+	require.True(t, ok)
+	assert.True(t, o.Canonical().Equal(got))
+
+	w := NewOwnerWriter(PrefixPeerOwner)
+	for range 2 { // the second pass uses the cached keys
+		viaWriter := pcommon.NewMap()
+		viaWriter.PutStr("unrelated", "kept")
+		w.Put(viaWriter, o)
+		assert.Equal(t, viaPut.AsRaw(), viaWriter.AsRaw())
+	}
+
+	_, ok = ReadOwner(pcommon.NewMap(), PrefixPeerOwner)
+	assert.False(t, ok)
+}
+
+func TestOwnerWriterBoundsItsCache(t *testing.T) {
+	w := NewOwnerWriter("p.")
+	for i := range maxCachedOwnerKeys + 10 {
+		m := pcommon.NewMap()
+		name := string(binary.BigEndian.AppendUint32(nil, uint32(i)))
+		w.Put(m, intervalstore.Owner{ID: "x", Attributes: []intervalstore.Attribute{{Name: name, Value: "v"}}})
+		v, ok := m.Get("p." + name)
+		require.True(t, ok)
+		require.Equal(t, "v", v.Str())
+	}
+	assert.Equal(t, int64(maxCachedOwnerKeys), w.nkeys.Load())
+}
+
+var fuzzKeys = []string{AttrClaimAddress, AttrClaimStartTime, AttrClaimEndTime, AttrClaimSource, PrefixClaimOwner + OwnerIDSuffix, PrefixClaimOwner + "service.name"}
+
+// FuzzParseClaim gives the claim attributes arbitrary types and values:
+// ParseClaim never panics, and a claim it accepts is usable as it is.
+func FuzzParseClaim(f *testing.F) {
+	f.Add([]byte{1, 0, 2, 3, 4, 5}, "10.0.0.2", int64(1), int64(2))
+	f.Add([]byte{1, 2, 2, 1, 1, 1}, "::ffff:10.0.0.2", int64(5), int64(5))
+	f.Add([]byte{1, 2, 2, 1, 1, 1}, "fe80::1%eth0", int64(9), int64(3))
+	f.Add([]byte{0, 3, 4, 5, 6, 7}, "", int64(-1), int64(0))
+	f.Fuzz(func(t *testing.T, types []byte, s string, a, b int64) {
+		lr := plog.NewLogRecord()
+		attrs := lr.Attributes()
+		for i, k := range fuzzKeys {
+			var ty byte
+			if i < len(types) {
+				ty = types[i]
+			}
+			switch ty % 7 {
+			case 0:
+			case 1:
+				attrs.PutStr(k, s)
+			case 2:
+				attrs.PutInt(k, a)
+			case 3:
+				attrs.PutInt(k, b)
+			case 4:
+				attrs.PutDouble(k, float64(a))
+			case 5:
+				attrs.PutEmptyMap(k).PutStr(s, s)
+			case 6:
+				attrs.PutEmptyBytes(k).FromRaw([]byte(s))
+			}
+		}
+		c, err := ParseClaim(lr)
+		if err != nil {
+			require.NotEmpty(t, ReasonOf(err))
+			return
+		}
+		require.True(t, c.Address.IsValid())
+		require.False(t, c.Address.Is4In6(), "canonical addresses are unmapped")
+		require.Empty(t, c.Address.Zone())
+		require.False(t, c.End.Before(c.Start))
+		require.NotEmpty(t, c.Owner.ID)
+	})
+}
