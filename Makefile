@@ -17,6 +17,7 @@ CONFIG ?= config/default.yaml
 
 TEST_TIMEOUT ?= 20m
 BENCH_COUNT ?= 6
+BENCH_PKGS ?= ./...
 BENCH_OUT ?= bench.out
 
 # Every Go file outside the generated distribution, for gofmt and for deciding
@@ -56,9 +57,9 @@ run: $(BINARY)
 test: test-deps $(BINARY)
 	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
-## bench: run every benchmark $(BENCH_COUNT) times into $(BENCH_OUT) (benchstat input).
+## bench: run the benchmarks of $(BENCH_PKGS) $(BENCH_COUNT) times into $(BENCH_OUT) (benchstat input).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee $(BENCH_OUT)
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee $(BENCH_OUT)
 	@echo "wrote $(BENCH_OUT); compare runs with: $(GOTOOL) benchstat old.out $(BENCH_OUT)"
 
 ## generate: regenerate mdatagen code for every metadata.yaml and bpf2go objects.
