@@ -39,9 +39,8 @@ const (
 )
 
 // TestIntegrationKernel runs the receiver with the real eBPF tracer and
-// checks the records of real loopback connections. It needs root (or
-// CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and kernel BTF; without them it skips
-// and says why.
+// checks the records of real loopback connections. It needs root (or CAP_BPF
+// and CAP_PERFMON) and kernel BTF; without them it skips and says why.
 func TestIntegrationKernel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads eBPF programs; skipped in -short mode")

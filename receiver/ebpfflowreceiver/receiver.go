@@ -156,7 +156,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 		if errors.Is(err, tracer.ErrUnsupported) {
 			return fmt.Errorf("the ebpfflow receiver cannot trace TCP connections on this host: %w "+
 				"(it needs Linux 5.8 or later with BTF at /sys/kernel/btf/vmlinux, and must run as root "+
-				"or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; see the receiver's README)", err)
+				"or with the capabilities CAP_BPF and CAP_PERFMON; see the receiver's README)", err)
 		}
 		return fmt.Errorf("the ebpfflow receiver cannot load its eBPF programs: %w", err)
 	}

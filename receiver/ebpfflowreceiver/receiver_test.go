@@ -294,7 +294,7 @@ func TestReceiverStartErrors(t *testing.T) {
 	err = r.Start(context.Background(), componenttest.NewNopHost())
 	require.ErrorIs(t, err, tracer.ErrUnsupported)
 	assert.ErrorContains(t, err, "BTF not found")
-	assert.ErrorContains(t, err, "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
+	assert.ErrorContains(t, err, "CAP_BPF and CAP_PERFMON")
 	require.NoError(t, r.Shutdown(context.Background()))
 
 	env.newTracer = func(tracer.Options) (flowTracer, error) { return nil, errors.New("verifier said no") }
