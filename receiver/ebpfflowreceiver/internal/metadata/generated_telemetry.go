@@ -135,7 +135,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	var err, errs error
 	builder.EbpfflowFlowsEmitted, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_flows_emitted",
-		metric.WithDescription("Flow records handed to the pipeline, by flowattr.flow.state (closed, failed, active). [Alpha]"),
+		metric.WithDescription("Flow records handed to the pipeline, by state (closed, failed, active). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
@@ -153,7 +153,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowHeartbeatsEmitted, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_heartbeats_emitted",
-		metric.WithDescription("Heartbeat (claim) records handed to the pipeline, by flowattr.heartbeat.origin (flow, source). [Alpha]"),
+		metric.WithDescription("Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for periodic claims of addresses an ownership source names). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -24,7 +24,7 @@ func NewSettings(tt *componenttest.Telemetry) receiver.Settings {
 func AssertEqualEbpfflowFlowsEmitted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_flows_emitted",
-		Description: "Flow records handed to the pipeline, by flowattr.flow.state (closed, failed, active). [Alpha]",
+		Description: "Flow records handed to the pipeline, by state (closed, failed, active). [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -72,7 +72,7 @@ func AssertEqualEbpfflowFlowsUnowned(t *testing.T, tt *componenttest.Telemetry, 
 func AssertEqualEbpfflowHeartbeatsEmitted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_heartbeats_emitted",
-		Description: "Heartbeat (claim) records handed to the pipeline, by flowattr.heartbeat.origin (flow, source). [Alpha]",
+		Description: "Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for periodic claims of addresses an ownership source names). [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
