@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,13 +171,17 @@ func IntTime(attrs pcommon.Map, key string) (time.Time, bool) {
 type OwnerWriter struct {
 	prefix string
 	idKey  string
-	keys   sync.Map // attribute name -> prefix+name
-	nkeys  atomic.Int64
+	// keys is copied on write: owners have a handful of attribute names, so
+	// a scan beats hashing and readers never lock.
+	keys atomic.Pointer[[]ownerKey]
+	mu   sync.Mutex // serialises writers of keys
 }
+
+type ownerKey struct{ name, key string }
 
 // maxCachedOwnerKeys bounds the keys an OwnerWriter remembers: attribute
 // names come from heartbeats, which a misbehaving peer could vary endlessly.
-const maxCachedOwnerKeys = 1024
+const maxCachedOwnerKeys = 64
 
 // NewOwnerWriter returns an OwnerWriter for prefix.
 func NewOwnerWriter(prefix string) *OwnerWriter {
@@ -192,14 +197,23 @@ func (w *OwnerWriter) Put(attrs pcommon.Map, o intervalstore.Owner) {
 }
 
 func (w *OwnerWriter) key(name string) string {
-	if k, ok := w.keys.Load(name); ok {
-		return k.(string)
-	}
-	k := w.prefix + name
-	if w.nkeys.Load() < maxCachedOwnerKeys {
-		if _, loaded := w.keys.LoadOrStore(name, k); !loaded {
-			w.nkeys.Add(1)
+	if keys := w.keys.Load(); keys != nil {
+		for _, k := range *keys {
+			if k.name == name {
+				return k.key
+			}
 		}
 	}
-	return k
+	key := w.prefix + name
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var keys []ownerKey
+	if cur := w.keys.Load(); cur != nil {
+		keys = *cur
+	}
+	if len(keys) < maxCachedOwnerKeys && !slices.ContainsFunc(keys, func(k ownerKey) bool { return k.name == name }) {
+		next := append(slices.Clip(keys), ownerKey{name: name, key: key})
+		w.keys.Store(&next)
+	}
+	return key
 }
