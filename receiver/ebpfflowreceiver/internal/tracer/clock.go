@@ -12,7 +12,9 @@ import (
 // bootClock converts bpf_ktime_get_boot_ns timestamps (CLOCK_BOOTTIME, which
 // unlike CLOCK_MONOTONIC keeps counting across suspend) to wall-clock time.
 // The offset between the two clocks changes when the wall clock is stepped
-// or slewed, so Active refreshes it on every pass.
+// or slewed, so Active refreshes it on every pass; changes below
+// offsetTolerance are sampling jitter and ignored, so that the Start of one
+// connection is the same in its interim and final records.
 type bootClock struct {
 	offsetNanos atomic.Int64 // wall clock minus CLOCK_BOOTTIME
 }
@@ -44,9 +46,13 @@ func (c *bootClock) refresh() error {
 			best, bestWidth = wall-(b+(a-b)/2), width
 		}
 	}
-	c.offsetNanos.Store(best)
+	if old := c.offsetNanos.Load(); old == 0 || best-old > offsetTolerance || old-best > offsetTolerance {
+		c.offsetNanos.Store(best)
+	}
 	return nil
 }
+
+const offsetTolerance = int64(100 * time.Microsecond)
 
 // wall converts a CLOCK_BOOTTIME reading in nanoseconds to wall-clock time.
 func (c *bootClock) wall(bootNanos uint64) time.Time {

@@ -79,6 +79,8 @@ static __always_inline void read_tuple(struct sock *sk, struct tuple *t)
 
 	t->family = family;
 	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (t->sport == 0) // unbound from its port on the way to TCP_CLOSE
+		t->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET) {
 		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);

@@ -1,0 +1,480 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// The byte counts are deliberately not multiples of any segment size.
+const (
+	clientPayload = 123457
+	serverPayload = 65539
+)
+
+// checkClosed asserts the closed records of both ends of one connection.
+func checkClosed(t *testing.T, rec *recorder, clientEnd, serverEnd netip.AddrPort, before, after time.Time, netns uint32) {
+	t.Helper()
+	c := rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+	s := rec.wait(t, "server close", endpoint(KindClosed, serverEnd, clientEnd))
+	for _, tc := range []struct {
+		name           string
+		ev             Event
+		role           Role
+		sent, received uint64
+	}{
+		{"client", c, RoleClient, clientPayload, serverPayload},
+		{"server", s, RoleServer, serverPayload, clientPayload},
+	} {
+		ev := tc.ev
+		if ev.Role != tc.role {
+			t.Errorf("%s: role %v, want %v", tc.name, ev.Role, tc.role)
+		}
+		if ev.BytesSent != tc.sent || ev.BytesReceived != tc.received {
+			t.Errorf("%s: bytes sent/received %d/%d, want %d/%d", tc.name, ev.BytesSent, ev.BytesReceived, tc.sent, tc.received)
+		}
+		if !ev.StartKnown || ev.Start.Before(before) || ev.End.After(after) || ev.End.Before(ev.Start) {
+			t.Errorf("%s: start %v (known %v) end %v outside the test's [%v, %v]", tc.name, ev.Start, ev.StartKnown, ev.End, before, after)
+		}
+		if ev.PID != uint32(os.Getpid()) || ev.Comm != "tracer.test" || ev.CgroupID == 0 {
+			t.Errorf("%s: process %d %q cgroup %d, want %d %q nonzero", tc.name, ev.PID, ev.Comm, ev.CgroupID, os.Getpid(), "tracer.test")
+		}
+		if ev.Err != 0 {
+			t.Errorf("%s: error %v on a clean close", tc.name, ev.Err)
+		}
+		if ev.SegmentsSent < 3 || ev.SegmentsReceived < 3 || ev.SRTT <= 0 {
+			t.Errorf("%s: segments %d/%d srtt %v: implausible", tc.name, ev.SegmentsSent, ev.SegmentsReceived, ev.SRTT)
+		}
+		if ev.NetnsInode != netns {
+			t.Errorf("%s: netns inode %d, want %d", tc.name, ev.NetnsInode, netns)
+		}
+		if ev.Cookie == 0 {
+			t.Errorf("%s: no socket cookie", tc.name)
+		}
+	}
+	if c.Cookie == s.Cookie {
+		t.Errorf("both ends share cookie %d", c.Cookie)
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	tr := startTracer(t, Options{})
+	rec := record(t, tr)
+	netns := netnsInode(t, "/proc/self/ns/net")
+	loop4, loop6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+
+	dialTo := func(network string, addr netip.Addr) func(uint16) (net.Conn, error) {
+		return func(port uint16) (net.Conn, error) {
+			return net.Dial(network, netip.AddrPortFrom(addr, port).String())
+		}
+	}
+	listenOn := func(network, addr string) func() (net.Listener, error) {
+		return func() (net.Listener, error) { return net.Listen(network, addr) }
+	}
+	for _, tc := range []struct {
+		name         string
+		listen       func() (net.Listener, error)
+		dial         func(uint16) (net.Conn, error)
+		clientCloses bool
+	}{
+		{"ipv4/client-closes", listenOn("tcp4", "127.0.0.1:0"), dialTo("tcp4", loop4), true},
+		{"ipv4/server-closes", listenOn("tcp4", "127.0.0.1:0"), dialTo("tcp4", loop4), false},
+		{"ipv6/client-closes", listenOn("tcp6", "[::1]:0"), dialTo("tcp6", loop6), true},
+		{"ipv6/server-closes", listenOn("tcp6", "[::1]:0"), dialTo("tcp6", loop6), false},
+		// A dual-stack AF_INET6 listener accepting IPv4, and an AF_INET6
+		// client connecting to ::ffff:127.0.0.1.
+		{"dual-stack-server", listenOn("tcp", ":0"), dialTo("tcp4", loop4), true},
+		{"dual-stack-client", listenOn("tcp4", "127.0.0.1:0"), func(port uint16) (net.Conn, error) { return dialDualStack(loop4, port) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := time.Now()
+			client, server, _ := connectPair(t, tc.listen, tc.dial)
+			clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+			exchange(t, client, server, clientPayload, serverPayload, tc.clientCloses)
+			// Closes complete in softirq shortly after the last close().
+			rec.wait(t, "server close", endpoint(KindClosed, serverEnd, clientEnd))
+			rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+			after := time.Now()
+			checkClosed(t, rec, clientEnd, serverEnd, before, after, netns)
+		})
+	}
+}
+
+func TestVethNamespaces(t *testing.T) {
+	tr := startTracer(t, Options{})
+	rec := record(t, tr)
+	nsA, nsB, a4, b4, a6, b6 := vethPair(t)
+	inodeA, inodeB := netnsInode(t, "/var/run/netns/"+nsA), netnsInode(t, "/var/run/netns/"+nsB)
+
+	for _, tc := range []struct {
+		name   string
+		server netip.Addr // in nsB
+		client netip.Addr // in nsA
+	}{
+		{"ipv4", b4, a4},
+		{"ipv6", b6, a6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := time.Now()
+			var ln net.Listener
+			inNetns(t, nsB, func() { ln, _ = net.Listen("tcp", netip.AddrPortFrom(tc.server, 0).String()) })
+			if ln == nil {
+				t.Fatalf("listening on %v in %s failed", tc.server, nsB)
+			}
+			client, server, _ := connectPair(t, func() (net.Listener, error) { return ln, nil }, func(port uint16) (conn net.Conn, err error) {
+				inNetns(t, nsA, func() { conn, err = net.Dial("tcp", netip.AddrPortFrom(tc.server, port).String()) })
+				return conn, err
+			})
+			clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+			if clientEnd.Addr() != tc.client {
+				t.Fatalf("client bound to %v, want %v", clientEnd, tc.client)
+			}
+			exchange(t, client, server, clientPayload, serverPayload, true)
+			rec.wait(t, "server close", endpoint(KindClosed, serverEnd, clientEnd))
+			rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+			after := time.Now()
+
+			c := rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+			s := rec.wait(t, "server close", endpoint(KindClosed, serverEnd, clientEnd))
+			if c.NetnsInode != inodeA || s.NetnsInode != inodeB {
+				t.Errorf("netns inodes client %d server %d, want %d %d", c.NetnsInode, s.NetnsInode, inodeA, inodeB)
+			}
+			for _, ev := range []Event{c, s} {
+				if ev.Start.Before(before) || ev.End.After(after) {
+					t.Errorf("%v: start %v end %v outside [%v, %v]", ev.Role, ev.Start, ev.End, before, after)
+				}
+			}
+			if c.Role != RoleClient || s.Role != RoleServer {
+				t.Errorf("roles %v %v", c.Role, s.Role)
+			}
+			if c.BytesSent != clientPayload || c.BytesReceived != serverPayload || s.BytesSent != serverPayload || s.BytesReceived != clientPayload {
+				t.Errorf("bytes client %d/%d server %d/%d, want %d/%d and the reverse",
+					c.BytesSent, c.BytesReceived, s.BytesSent, s.BytesReceived, clientPayload, serverPayload)
+			}
+			if s.PID != uint32(os.Getpid()) || c.PID != uint32(os.Getpid()) {
+				t.Errorf("pids client %d server %d, want %d", c.PID, s.PID, os.Getpid())
+			}
+		})
+	}
+}
+
+func TestFailedConnect(t *testing.T) {
+	tr := startTracer(t, Options{})
+	rec := record(t, tr)
+	// A port nothing listens on: bind a listener, note its port, close it.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := addrPort(ln.Addr())
+	ln.Close()
+
+	before := time.Now()
+	if _, err := net.Dial("tcp4", closed.String()); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial %v: %v, want ECONNREFUSED", closed, err)
+	}
+	ev := rec.wait(t, "failed connect", func(ev *Event) bool {
+		return ev.Kind == KindFailed && ev.PeerAddr == closed.Addr() && ev.PeerPort == closed.Port()
+	})
+	after := time.Now()
+	if ev.Err != syscall.ECONNREFUSED || ev.Role != RoleClient {
+		t.Errorf("failed connect: err %v role %v, want ECONNREFUSED client", ev.Err, ev.Role)
+	}
+	if ev.PID != uint32(os.Getpid()) || !ev.StartKnown || ev.Start.Before(before) || ev.End.After(after) {
+		t.Errorf("failed connect: pid %d start %v end %v outside [%v, %v]", ev.PID, ev.Start, ev.End, before, after)
+	}
+	if ev.BytesSent != 0 || ev.BytesReceived != 0 {
+		t.Errorf("failed connect moved bytes: %d/%d", ev.BytesSent, ev.BytesReceived)
+	}
+}
+
+func TestListenerCloseIsNoFlow(t *testing.T) {
+	tr := startTracer(t, Options{})
+	rec := record(t, tr)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := addrPort(ln.Addr()).Port()
+	ln.Close()
+
+	// The ring buffer is ordered: once a later connection's records are
+	// read, a record of the listener would have been read too.
+	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+		func(p uint16) (net.Conn, error) { return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String()) })
+	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+	exchange(t, client, server, 1, 1, true)
+	rec.wait(t, "sentinel close", endpoint(KindClosed, serverEnd, clientEnd))
+	if n := rec.count(func(ev *Event) bool { return ev.LocalPort == port || ev.PeerPort == port }); n != 0 {
+		t.Errorf("closing a listener produced %d records", n)
+	}
+}
+
+func TestActiveLongLived(t *testing.T) {
+	tr := startTracer(t, Options{})
+	rec := record(t, tr)
+	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+		func(p uint16) (net.Conn, error) { return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String()) })
+	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+
+	// Request/response rounds: when the client has read the response, the
+	// response's ACK of the request has been processed, so the client's
+	// counters are exact.
+	round := func(req, resp int) {
+		t.Helper()
+		if _, err := client.Write(make([]byte, req)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readFull(server, req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.Write(make([]byte, resp)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readFull(client, resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	active := func() (clientEv, serverEv Event) {
+		t.Helper()
+		var found int
+		before := time.Now()
+		err := tr.Active(context.Background(), func(ev *Event) {
+			switch {
+			case endpoint(KindActive, clientEnd, serverEnd)(ev):
+				clientEv = *ev
+				found++
+			case endpoint(KindActive, serverEnd, clientEnd)(ev):
+				serverEv = *ev
+				found++
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found != 2 {
+			t.Fatalf("Active reported %d of the connection's 2 sockets", found)
+		}
+		if clientEv.End.Before(before) || clientEv.End.After(time.Now()) {
+			t.Errorf("active observation time %v outside the pass", clientEv.End)
+		}
+		return clientEv, serverEv
+	}
+
+	round(1000, 7)
+	c1, s1 := active()
+	if c1.BytesSent != 1000 || c1.BytesReceived != 7 || !c1.StartKnown || c1.Role != RoleClient || s1.Role != RoleServer {
+		t.Errorf("first pass: client %+v", c1)
+	}
+	round(5000, 3)
+	c2, s2 := active()
+	if c2.BytesSent != 6000 || c2.BytesReceived != 10 || c2.Cookie != c1.Cookie || s2.Cookie != s1.Cookie || !c2.Start.Equal(c1.Start) {
+		t.Errorf("second pass: client %+v, first %+v", c2, c1)
+	}
+	if s2.BytesReceived != 6000 {
+		t.Errorf("second pass: server received %d, want 6000", s2.BytesReceived)
+	}
+	client.Close()
+	server.Close()
+	final := rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+	if final.Cookie != c1.Cookie || final.BytesSent != 6000 || final.BytesReceived != 10 {
+		t.Errorf("final record %+v does not continue the interim ones (cookie %d)", final, c1.Cookie)
+	}
+}
+
+func readFull(c net.Conn, n int) (int, error) {
+	buf := make([]byte, n)
+	got := 0
+	for got < n {
+		m, err := c.Read(buf[got:])
+		got += m
+		if err != nil {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+// Connections opened before the tracer: one closed before any Active pass,
+// one seeded by a pass. Both closes are reported with StartKnown false.
+func TestConnectionsOlderThanTracer(t *testing.T) {
+	listen := func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") }
+	dial := func(p uint16) (net.Conn, error) {
+		return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
+	}
+	seededClient, seededServer, _ := connectPair(t, listen, dial)
+	unseenClient, unseenServer, _ := connectPair(t, listen, dial)
+	for _, c := range []net.Conn{seededClient, seededServer, unseenClient, unseenServer} {
+		if _, err := c.Write(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []net.Conn{seededClient, seededServer, unseenClient, unseenServer} {
+		if _, err := readFull(c, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seededEnd, seededPeer := addrPort(seededClient.LocalAddr()), addrPort(seededClient.RemoteAddr())
+	unseenEnd, unseenPeer := addrPort(unseenClient.LocalAddr()), addrPort(unseenClient.RemoteAddr())
+
+	started := time.Now()
+	tr := startTracer(t, Options{})
+	rec := record(t, tr)
+	exchange(t, unseenClient, unseenServer, 0, 0, true)
+	var interim []Event
+	if err := tr.Active(context.Background(), func(ev *Event) {
+		if endpoint(KindActive, seededEnd, seededPeer)(ev) || endpoint(KindActive, seededPeer, seededEnd)(ev) {
+			interim = append(interim, *ev)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seenBy := time.Now()
+	if len(interim) != 2 {
+		t.Fatalf("Active found %d of the 2 older sockets", len(interim))
+	}
+	for _, ev := range interim {
+		if ev.StartKnown || ev.Start.Before(started) || ev.Start.After(seenBy) {
+			t.Errorf("seeded %v: start %v known %v, want first-seen time in [%v, %v]", ev.Role, ev.Start, ev.StartKnown, started, seenBy)
+		}
+	}
+
+	exchange(t, seededClient, seededServer, 0, 0, true)
+	c := rec.wait(t, "seeded client close", endpoint(KindClosed, seededEnd, seededPeer))
+	s := rec.wait(t, "seeded server close", endpoint(KindClosed, seededPeer, seededEnd))
+	for _, ev := range []Event{c, s} {
+		if ev.StartKnown || ev.Start.After(seenBy) || ev.BytesSent != 100 || ev.BytesReceived != 100 {
+			t.Errorf("seeded close %+v: want StartKnown false, start by %v, 100 bytes each way", ev, seenBy)
+		}
+	}
+	// The iterator tells the server by the listener on its local port.
+	if c.Role != RoleClient || s.Role != RoleServer {
+		t.Errorf("seeded roles %v %v, want client server", c.Role, s.Role)
+	}
+	u := rec.wait(t, "unseen client close", endpoint(KindClosed, unseenEnd, unseenPeer))
+	if u.StartKnown || !u.Start.Equal(u.End) {
+		t.Errorf("unseen close: start %v (known %v) end %v, want first seen at close", u.Start, u.StartKnown, u.End)
+	}
+	if u.BytesReceived != 100 {
+		t.Errorf("unseen close received %d, want 100", u.BytesReceived)
+	}
+}
+
+func TestLossCounters(t *testing.T) {
+	// The smallest ring holds a page: about 28 records of 144 bytes with
+	// headers. Nothing reads it, so most of 40 connections' 80 records are
+	// dropped. The birth map holds 4 of the 80 sockets.
+	tr := startTracer(t, Options{RingBufferSize: os.Getpagesize(), MaxConnections: 4})
+	const conns = 40
+	var pairs [][2]net.Conn
+	for range conns {
+		client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+			func(p uint16) (net.Conn, error) {
+				return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
+			})
+		pairs = append(pairs, [2]net.Conn{client, server})
+	}
+	for _, p := range pairs {
+		exchange(t, p[0], p[1], 1, 1, true)
+	}
+	capacity := os.Getpagesize() / (eventSize + 8)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := tr.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LostEvents >= uint64(2*conns-capacity) {
+			if st.RingBytesSize != os.Getpagesize() || st.RingBytesUsed < capacity*(eventSize+8)/2 {
+				t.Errorf("ring fill %d of %d: want mostly full", st.RingBytesUsed, st.RingBytesSize)
+			}
+			if st.BirthMapFull < 2*conns-4 {
+				t.Errorf("birth map full %d times, want >= %d", st.BirthMapFull, 2*conns-4)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want >= %d lost events", st, 2*conns-capacity)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestClassicTracepointFallback(t *testing.T) {
+	if _, err := os.Stat("/sys/kernel/tracing/events/sock/inet_sock_set_state"); err != nil {
+		if _, err2 := os.Stat("/sys/kernel/debug/tracing/events/sock/inet_sock_set_state"); err2 != nil {
+			t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is not mounted (%v)", err)
+		}
+	}
+	tr := startTracer(t, Options{classicTracepoint: true})
+	if h := tr.Hooks(); h.StateChange != "tracepoint" {
+		t.Fatalf("hooks %+v, want the classic tracepoint", h)
+	}
+	rec := record(t, tr)
+	before := time.Now()
+	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp6", "[::1]:0") },
+		func(p uint16) (net.Conn, error) { return net.Dial("tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), p).String()) })
+	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+	exchange(t, client, server, clientPayload, serverPayload, false)
+	rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+	rec.wait(t, "server close", endpoint(KindClosed, serverEnd, clientEnd))
+	checkClosed(t, rec, clientEnd, serverEnd, before, time.Now(), netnsInode(t, "/proc/self/ns/net"))
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		opts Options
+		ok   bool
+	}{
+		{Options{}, true},
+		{Options{RingBufferSize: 1 << 20, MaxConnections: 10}, true},
+		{Options{RingBufferSize: 3 << 20}, false},
+		{Options{RingBufferSize: 1024}, false},
+		{Options{RingBufferSize: 2 * MaxRingBufferSize}, false},
+		{Options{MaxConnections: -1}, false},
+		{Options{MaxConnections: MaxMaxConnections + 1}, false},
+	} {
+		if err := tc.opts.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v: Validate() = %v, want ok=%v", tc.opts, err, tc.ok)
+		}
+		if _, err := New(tc.opts); !tc.ok && (err == nil || errors.Is(err, ErrUnsupported)) {
+			t.Errorf("%+v: New = %v, want a validation error", tc.opts, err)
+		}
+	}
+}
+
+func TestCloseEndsRead(t *testing.T) {
+	tr, err := New(Options{})
+	if errors.Is(err, ErrUnsupported) {
+		t.Skipf("SKIPPING: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- tr.Read(context.Background(), func(*Event) {}) }()
+	time.Sleep(10 * time.Millisecond) // let Read block; it must return either way
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Read after Close: %v", err)
+	}
+	if _, err := tr.Stats(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Stats after Close: %v", err)
+	}
+	if err := tr.Active(context.Background(), func(*Event) {}); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Active after Close: %v", err)
+	}
+}
