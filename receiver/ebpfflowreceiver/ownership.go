@@ -2,6 +2,8 @@ package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpffl
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gaissmai/bart"
+	"go.uber.org/zap"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
@@ -32,20 +35,35 @@ type ownershipSource interface {
 	Entries() map[netip.Prefix]intervalstore.Owner
 }
 
-// staticSource is a map fixed at start: configured entries plus, optionally,
-// the host's own addresses.
+// staticSource is the configured entries plus, optionally, the host's own
+// addresses. The host's addresses are listed again every refreshEvery: an
+// address the host lost must stop being claimed for it, or the host would
+// keep claiming it after it moved to someone else.
 type staticSource struct {
-	entries map[netip.Prefix]intervalstore.Owner
+	configured    map[netip.Prefix]intervalstore.Owner
+	host          hostIdentity
+	listHostAddrs func() ([]netip.Addr, error) // nil when host_addresses is off
+	refreshEvery  time.Duration
+	logger        *zap.Logger
+
+	mu        sync.RWMutex
+	entries   map[netip.Prefix]intervalstore.Owner
+	hostAddrs []netip.Addr // sorted
+
+	stop chan struct{}
+	done sync.WaitGroup
 }
 
-// newStaticSource builds the static map. Configured entries win over the
-// host's addresses for the same prefix, as they are explicit.
-func newStaticSource(cfg StaticSourceConfig, host hostIdentity, hostAddrs []netip.Addr) (*staticSource, error) {
-	entries := map[netip.Prefix]intervalstore.Owner{}
-	if cfg.HostAddresses {
-		for _, a := range hostAddrs {
-			entries[netip.PrefixFrom(a, a.BitLen())] = host.owner()
-		}
+// newStaticSource builds the static map; listHostAddrs is nil when the host's
+// addresses are not wanted. Configured entries win over the host's addresses
+// for the same prefix, as they are explicit.
+func newStaticSource(cfg StaticSourceConfig, host hostIdentity, listHostAddrs func() ([]netip.Addr, error), refreshEvery time.Duration, logger *zap.Logger) (*staticSource, error) {
+	s := &staticSource{
+		configured:    map[netip.Prefix]intervalstore.Owner{},
+		host:          host,
+		listHostAddrs: listHostAddrs,
+		refreshEvery:  refreshEvery,
+		logger:        logger,
 	}
 	for _, e := range cfg.Entries {
 		prefixes, err := e.prefixes()
@@ -58,16 +76,90 @@ func newStaticSource(cfg StaticSourceConfig, host hostIdentity, hostAddrs []neti
 		}
 		o = o.Canonical()
 		for _, p := range prefixes {
-			entries[p] = o
+			s.configured[p] = o
 		}
 	}
-	return &staticSource{entries: entries}, nil
+	var addrs []netip.Addr
+	if listHostAddrs != nil {
+		var err error
+		if addrs, err = listHostAddrs(); err != nil {
+			return nil, fmt.Errorf("listing the host's addresses for ownership.static.host_addresses: %w", err)
+		}
+	}
+	s.setHostAddrs(addrs)
+	return s, nil
 }
 
-func (*staticSource) Name() string                                    { return sourceStatic }
-func (*staticSource) Start(context.Context, func()) error             { return nil }
-func (*staticSource) Shutdown() error                                 { return nil }
-func (s *staticSource) Entries() map[netip.Prefix]intervalstore.Owner { return s.entries }
+func (*staticSource) Name() string { return sourceStatic }
+
+func (s *staticSource) Entries() map[netip.Prefix]intervalstore.Owner {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.entries
+}
+
+func (s *staticSource) Start(_ context.Context, onChange func()) error {
+	if s.listHostAddrs == nil {
+		return nil
+	}
+	s.stop = make(chan struct{})
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		t := time.NewTicker(s.refreshEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if s.refreshHostAddrs() {
+					onChange()
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (s *staticSource) Shutdown() error {
+	if s.stop != nil {
+		close(s.stop)
+		s.done.Wait()
+		s.stop = nil
+	}
+	return nil
+}
+
+// refreshHostAddrs lists the host's addresses again and reports whether the
+// map changed. A failed listing keeps the previous addresses.
+func (s *staticSource) refreshHostAddrs() bool {
+	addrs, err := s.listHostAddrs()
+	if err != nil {
+		s.logger.Warn("Cannot list the host's addresses; keeping the previous list", zap.Error(err))
+		return false
+	}
+	return s.setHostAddrs(addrs)
+}
+
+// setHostAddrs rebuilds the map for addrs and reports whether they changed.
+func (s *staticSource) setHostAddrs(addrs []netip.Addr) bool {
+	addrs = slices.Clone(addrs)
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entries != nil && slices.Equal(addrs, s.hostAddrs) {
+		return false
+	}
+	entries := make(map[netip.Prefix]intervalstore.Owner, len(addrs)+len(s.configured))
+	for _, a := range addrs {
+		entries[netip.PrefixFrom(a, a.BitLen())] = s.host.owner()
+	}
+	maps.Copy(entries, s.configured)
+	s.entries, s.hostAddrs = entries, addrs
+	return true
+}
 
 // hostUnicastAddrs returns the host's addresses that can identify it to
 // peers: not loopback, link-local, multicast or unspecified, as every host

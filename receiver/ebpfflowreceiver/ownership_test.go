@@ -2,6 +2,7 @@ package ebpfflowreceiver
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -26,7 +27,7 @@ func TestStaticSourceDefaultIsHostIdentity(t *testing.T) {
 	assert.Equal(t, hostIdentity{name: name, id: "0123456789abcdef"}, host)
 
 	src, err := newStaticSource(createDefaultConfig().Ownership.Static, host,
-		[]netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")})
+		listAddrs("192.0.2.10", "2001:db8::10"), time.Hour, zap.NewNop())
 	require.NoError(t, err)
 	want := intervalstore.Owner{ID: name, Attributes: []intervalstore.Attribute{{Name: "host.id", Value: "0123456789abcdef"}, {Name: "host.name", Value: name}}}
 	assert.Equal(t, map[netip.Prefix]intervalstore.Owner{
@@ -39,12 +40,53 @@ func TestStaticSourceEntriesWinOverHostAddresses(t *testing.T) {
 	cfg := StaticSourceConfig{HostAddresses: true, Entries: []StaticEntry{{
 		Prefixes: []string{"192.0.2.10", "10.0.0.0/24"}, Owner: "svc", Attributes: map[string]string{"service.name": "svc", "a": "1"},
 	}}}
-	src, err := newStaticSource(cfg, hostIdentity{name: "h"}, []netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")})
+	src, err := newStaticSource(cfg, hostIdentity{name: "h"}, listAddrs("192.0.2.10", "192.0.2.11"), time.Hour, zap.NewNop())
 	require.NoError(t, err)
 	svc := intervalstore.Owner{ID: "svc", Attributes: []intervalstore.Attribute{{Name: "a", Value: "1"}, {Name: "service.name", Value: "svc"}}}
 	assert.Equal(t, svc, src.Entries()[netip.MustParsePrefix("192.0.2.10/32")])
 	assert.Equal(t, svc, src.Entries()[netip.MustParsePrefix("10.0.0.0/24")])
 	assert.Equal(t, "h", src.Entries()[netip.MustParsePrefix("192.0.2.11/32")].ID)
+}
+
+func listAddrs(addrs ...string) func() ([]netip.Addr, error) {
+	return func() ([]netip.Addr, error) {
+		out := make([]netip.Addr, len(addrs))
+		for i, s := range addrs {
+			out[i] = netip.MustParseAddr(s)
+		}
+		return out, nil
+	}
+}
+
+func TestStaticSourceFollowsHostAddresses(t *testing.T) {
+	current := []string{"192.0.2.10", "192.0.2.11"}
+	var mu sync.Mutex
+	list := func() ([]netip.Addr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if current == nil {
+			return nil, errors.New("netlink: no")
+		}
+		return listAddrs(current...)()
+	}
+	src, err := newStaticSource(StaticSourceConfig{HostAddresses: true}, hostIdentity{name: "h"}, list, time.Hour, zap.NewNop())
+	require.NoError(t, err)
+	assert.False(t, src.refreshHostAddrs(), "same addresses, no change")
+
+	mu.Lock()
+	current = []string{"192.0.2.11", "192.0.2.12"}
+	mu.Unlock()
+	assert.True(t, src.refreshHostAddrs())
+	assert.Equal(t, map[string]string{"192.0.2.11/32": "h", "192.0.2.12/32": "h"}, ownerIDs(src.Entries()), "a lost address is no longer the host's")
+
+	mu.Lock()
+	current = nil
+	mu.Unlock()
+	assert.False(t, src.refreshHostAddrs(), "a failed listing keeps the previous addresses")
+	assert.Len(t, src.Entries(), 2)
+
+	_, err = newStaticSource(StaticSourceConfig{HostAddresses: true}, hostIdentity{name: "h"}, list, time.Hour, zap.NewNop())
+	assert.ErrorContains(t, err, "ownership.static.host_addresses")
 }
 
 func TestHostUnicastAddrsSkipsLoopback(t *testing.T) {

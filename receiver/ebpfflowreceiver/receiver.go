@@ -234,18 +234,17 @@ func (r *flowReceiver) Shutdown(context.Context) error {
 }
 
 func (r *flowReceiver) buildSources() ([]ownershipSource, error) {
-	var hostAddrs []netip.Addr
-	if r.cfg.Ownership.Static.HostAddresses {
-		var err error
-		if hostAddrs, err = r.env.hostAddrs(); err != nil {
-			return nil, fmt.Errorf("listing the host's addresses for ownership.static.host_addresses: %w", err)
-		}
-	}
 	var sources []ownershipSource
 	for _, name := range r.cfg.Ownership.sourceOrder() {
 		switch name {
 		case sourceStatic:
-			s, err := newStaticSource(r.cfg.Ownership.Static, r.host, hostAddrs)
+			var listHostAddrs func() ([]netip.Addr, error)
+			if r.cfg.Ownership.Static.HostAddresses {
+				listHostAddrs = r.env.hostAddrs
+			}
+			// Refreshing the host's addresses once per heartbeat bounds how
+			// long a lost address is still claimed.
+			s, err := newStaticSource(r.cfg.Ownership.Static, r.host, listHostAddrs, r.cfg.HeartbeatInterval, r.settings.Logger)
 			if err != nil {
 				return nil, err
 			}
