@@ -2,12 +2,16 @@ package ownershipprocessor
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
@@ -161,4 +165,18 @@ func TestShutdownFlushesHeldRecords(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "shutdown"}, 2)
 	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, []metricdata.DataPoint[int64]{{Value: 0}},
 		metricdataIgnore()...)
+}
+
+func TestRefusedReleaseIsCounted(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	set := metadatatest.NewSettings(tel)
+	p, err := newFactory(newFakeClock()).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewErr(errors.New("queue full")))
+	require.NoError(t, err)
+	require.NoError(t, p.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.2", t0, t0))))
+	require.NoError(t, p.Shutdown(context.Background()))
+	metadatatest.AssertEqualProcessorOwnershipReleaseFailures(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdataIgnore()...)
+	metadatatest.AssertEqualProcessorOwnershipLookups(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: attribute.NewSet(attribute.String("status", "unattributed"))},
+	}, metricdataIgnore()...)
 }

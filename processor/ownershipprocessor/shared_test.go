@@ -2,6 +2,8 @@ package ownershipprocessor
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,4 +84,43 @@ func TestPruneRunsOnTicker(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return metricValue(t, h.tel, "otelcol_processor_ownership_keys", nil) == 0
 	}, 5*time.Second, time.Millisecond)
+}
+
+// Flows and their heartbeats race through two pipelines: once every
+// heartbeat is applied no record may be left waiting (a lost recheck would
+// leave it held until max_wait), and none is lost.
+func TestConcurrentHeartbeatsReleaseEveryHeldRecord(t *testing.T) {
+	clk := newFakeClock()
+	f := newFactory(clk)
+	cfg := createDefaultConfig()
+	id := component.NewID(metadata.Type)
+	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	flows := newHarnessWith(t, f, clk, cfg, id)
+
+	const keys = 2000
+	addr := func(i int) string { return fmt.Sprintf("10.0.%d.%d", i/250, i%250+1) }
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range keys {
+			flows.consume(flow("10.9.9.9", addr(i), t0.Add(-30*time.Second), t0))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range keys {
+			heartbeats.consume(heartbeat(addr(i), "owner", t0.Add(-time.Minute), t0, ""))
+		}
+	}()
+	wg.Wait()
+
+	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
+	recs := flows.records()
+	require.Len(t, recs, keys)
+	for _, lr := range recs {
+		status, _, owner := attribution(lr)
+		require.Equal(t, "attributed", status)
+		require.Equal(t, "owner", owner)
+	}
 }
