@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -207,6 +208,10 @@ func (t *Tracer) attachOne(spec *ebpf.CollectionSpec, name string, maps map[stri
 // Hooks reports which programs are attached.
 func (t *Tracer) Hooks() Hooks { return t.hooks }
 
+// readInterval bounds how long a record waits in the ring: the BPF side
+// wakes the reader only when the ring is a quarter full.
+const readInterval = 50 * time.Millisecond
+
 // Read delivers ring buffer records (KindClosed and KindFailed) to handle
 // until ctx is done or the Tracer is closed; it then returns nil. handle runs
 // on Read's goroutine and must not block long or retain the *Event, which is
@@ -227,10 +232,16 @@ func (t *Tracer) Read(ctx context.Context, handle func(*Event)) error {
 		rec ringbuf.Record
 		ev  Event
 	)
+	ring.SetDeadline(time.Now().Add(readInterval))
 	for {
 		err := ring.ReadInto(&rec)
 		switch {
 		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The ring had no wakeup pending: records are read at least
+			// this often.
+			ring.SetDeadline(time.Now().Add(readInterval))
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed):
 			if ctx.Err() != nil {
 				return nil

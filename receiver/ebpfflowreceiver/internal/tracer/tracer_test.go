@@ -212,7 +212,9 @@ func TestListenerCloseIsNoFlow(t *testing.T) {
 	// The ring buffer is ordered: once a later connection's records are
 	// read, a record of the listener would have been read too.
 	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
-		func(p uint16) (net.Conn, error) { return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String()) })
+		func(p uint16) (net.Conn, error) {
+			return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
+		})
 	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
 	exchange(t, client, server, 1, 1, true)
 	rec.wait(t, "sentinel close", endpoint(KindClosed, serverEnd, clientEnd))
@@ -225,7 +227,9 @@ func TestActiveLongLived(t *testing.T) {
 	tr := startTracer(t, Options{})
 	rec := record(t, tr)
 	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
-		func(p uint16) (net.Conn, error) { return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String()) })
+		func(p uint16) (net.Conn, error) {
+			return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
+		})
 	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
 
 	// Request/response rounds: when the client has read the response, the
@@ -424,7 +428,9 @@ func TestClassicTracepointFallback(t *testing.T) {
 	rec := record(t, tr)
 	before := time.Now()
 	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp6", "[::1]:0") },
-		func(p uint16) (net.Conn, error) { return net.Dial("tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), p).String()) })
+		func(p uint16) (net.Conn, error) {
+			return net.Dial("tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), p).String())
+		})
 	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
 	exchange(t, client, server, clientPayload, serverPayload, false)
 	rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
