@@ -143,8 +143,27 @@ func (h *hold) add(r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, tim
 	return true, res, overflow
 }
 
-// remove unlinks r; the caller holds mu.
+// remove unlinks r from the arrival list and its key's list; the caller
+// holds mu.
 func (h *hold) remove(r *heldRecord) {
+	h.unlink(r)
+	list := h.byKey[r.key]
+	switch i := slices.Index(list, r); {
+	case i == 0: // the usual case: records leave their key in arrival order
+		list = list[1:]
+	case i > 0:
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(h.byKey, r.key)
+	} else {
+		h.byKey[r.key] = list
+	}
+}
+
+// unlink removes r from the arrival list only; the caller holds mu and
+// fixes byKey.
+func (h *hold) unlink(r *heldRecord) {
 	if r.prev != nil {
 		r.prev.nxt = r.nxt
 	} else {
@@ -156,15 +175,6 @@ func (h *hold) remove(r *heldRecord) {
 		h.tail = r.prev
 	}
 	r.prev, r.nxt = nil, nil
-	list := h.byKey[r.key]
-	if i := slices.Index(list, r); i >= 0 {
-		list = slices.Delete(list, i, i+1)
-	}
-	if len(list) == 0 {
-		delete(h.byKey, r.key)
-	} else {
-		h.byKey[r.key] = list
-	}
 	h.count--
 	h.active.Add(-1)
 }
@@ -183,18 +193,25 @@ func (h *hold) recheck(keys []netip.Addr, lookup func(netip.Addr, time.Time) int
 		if len(list) == 0 {
 			continue
 		}
-		// remove edits byKey[k]; iterate over a snapshot.
-		for _, r := range slices.Clone(list) {
+		waiting := list[:0]
+		for _, r := range list {
 			res := lookup(r.key, r.at)
 			if waitsForClaim(res) {
+				waiting = append(waiting, r)
 				continue
 			}
-			h.remove(r)
+			h.unlink(r)
 			outcome := outcomeDecided
 			if res.Status == intervalstore.Attributed {
 				outcome = outcomeAttributed
 			}
 			out = append(out, releasedRecord{heldRecord: r, result: res, outcome: outcome})
+		}
+		if len(waiting) == 0 {
+			delete(h.byKey, k)
+		} else {
+			clear(list[len(waiting):]) // drop references to released records
+			h.byKey[k] = waiting
 		}
 	}
 	return out

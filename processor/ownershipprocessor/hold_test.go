@@ -180,3 +180,29 @@ func TestRefusedReleaseIsCounted(t *testing.T) {
 		{Value: 1, Attributes: attribute.NewSet(attribute.String("status", "unattributed"))},
 	}, metricdataIgnore()...)
 }
+
+func TestRecheckReleasesOnlyCoveredRecordsOfAKey(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	h.consume(
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Minute), t0),
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-20*time.Second), t0),
+	)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	recs := h.records()
+	require.Len(t, recs, 2)
+	for _, lr := range recs {
+		_, _, owner := attribution(lr)
+		assert.Equal(t, "checkout", owner)
+	}
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 1)
+
+	// A late heartbeat for the older time releases the last one.
+	h.consume(heartbeat("10.0.0.2", "old-owner", t0.Add(-11*time.Minute), t0.Add(-9*time.Minute), ""))
+	recs = h.records()
+	require.Len(t, recs, 3)
+	_, _, owner := attribution(recs[2])
+	assert.Equal(t, "old-owner", owner)
+	assert.Equal(t, t0.Add(-10*time.Minute).UnixNano(), recs[2].Attributes().AsRaw()[flowschema.AttrFlowStartTime])
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
+}
