@@ -101,16 +101,17 @@ func TestConcurrentHeartbeatsReleaseEveryHeldRecord(t *testing.T) {
 	addr := func(i int) string { return fmt.Sprintf("10.0.%d.%d", i/250, i%250+1) }
 	var wg sync.WaitGroup
 	wg.Add(2)
+	// require may not stop the test from these goroutines: assert only.
 	go func() {
 		defer wg.Done()
 		for i := range keys {
-			flows.consume(flow("10.9.9.9", addr(i), t0.Add(-30*time.Second), t0))
+			assert.NoError(t, flows.proc.ConsumeLogs(context.Background(), logsOf(flow("10.9.9.9", addr(i), t0.Add(-30*time.Second), t0))))
 		}
 	}()
 	go func() {
 		defer wg.Done()
 		for i := range keys {
-			heartbeats.consume(heartbeat(addr(i), "owner", t0.Add(-time.Minute), t0, ""))
+			assert.NoError(t, heartbeats.proc.ConsumeLogs(context.Background(), logsOf(heartbeat(addr(i), "owner", t0.Add(-time.Minute), t0, ""))))
 		}
 	}()
 	wg.Wait()
