@@ -53,14 +53,29 @@
 // forgotten there, so the definition above holds for the retained claims (near
 // the retention horizon, within MergeGap or ClockSkew of pruned ranges, answers
 // may differ from what the full history would give; lookups that old already
-// report ReasonExpired). When a new key would exceed Config.MaxKeys, the key
-// that was least recently the subject of an Apply is evicted first.
+// report ReasonExpired). A key holds at most 2^30 ranges; beyond that its
+// oldest ranges are dropped as if pruned (counted in Stats.PrunedRanges).
+//
+// When a new key would exceed Config.MaxKeys, a key is evicted by second
+// chance, the CLOCK approximation of least recently used: keys wait in a FIFO
+// queue, entering at the tail when created; the key at the head is evicted if
+// it has had no Apply since it entered, otherwise it re-enters at the tail.
+// So a key is evicted only when it has been idle for at least a full turn of
+// the queue, and idle keys go before keys given claims; unlike exact LRU,
+// among keys given claims the order is when they re-entered the queue, not
+// when their last claim came (keys A, B, C created in that order, then C
+// claimed, then A: two evictions take B, then A before C, though C's claim is
+// older, because the first eviction passed A and spent its second chance).
+// In return a heartbeat does no eviction bookkeeping beyond setting a bit.
 //
 // # Concurrency and memory
 //
-// All methods are safe for concurrent use. Lookups take only a per-shard read
-// lock; writers (Apply, Prune) are serialised by one writer mutex and take a
-// shard's write lock only while changing it. A range is 24 bytes: start and end
-// as int64 nanoseconds and a pointer to an interned owner or owner set.
-// Interned owners and owner sets no longer referenced are swept by Prune.
+// All methods are safe for concurrent use. Writers (Apply, Prune, Stats) are
+// serialised by one mutex. Lookups take no lock: keys live in open-addressing
+// hash tables (one per shard of the key hash) whose slots hold the key and its
+// trailing range inline, changed under a per-slot sequence lock that readers
+// retry on, with older ranges in immutable arrays; a lookup at a time in the
+// trailing range reads one slot. A range is 24 bytes: start and end as int64
+// nanoseconds and a pointer to an interned owner or owner set. Interned owners
+// and owner sets no longer referenced are swept by Prune.
 package intervalstore

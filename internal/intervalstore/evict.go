@@ -1,83 +1,46 @@
 package intervalstore
 
-// lruHeap orders keys by the Apply sequence number of their last claim. It
-// is lazy: Apply only records the new number in the key's slot; the heap
-// entry is refreshed when it reaches the top during eviction. Each refresh
-// is paid for by an Apply, so eviction is amortised O(log keys).
-type lruHeap[K comparable] struct {
-	h []lruNode[K]
+// evictQueue orders keys for eviction by second chance (the CLOCK
+// approximation of least recently used): a key enters at the tail when it
+// is created; the key at the head is evicted if it has had no claim since it
+// entered, otherwise it re-enters at the tail with its mark cleared. Apply
+// only sets the key's mark (metaReferenced) in its slot, so a heartbeat does
+// no queue work, and each eviction is amortised O(1): every re-entry is paid
+// for by an Apply.
+//
+// It holds every live key exactly once. Guarded by Store.wmu.
+type evictQueue[K comparable] struct {
+	q    []K
+	head int
 }
 
-type lruNode[K comparable] struct {
-	key K
-	seq uint64
-}
+func (e *evictQueue[K]) len() int { return len(e.q) - e.head }
 
-func (l *lruHeap[K]) push(key K, seq uint64) {
-	l.h = append(l.h, lruNode[K]{key, seq})
-	l.up(len(l.h) - 1)
-}
+func (e *evictQueue[K]) push(key K) { e.q = append(e.q, key) }
 
-func (l *lruHeap[K]) min() (K, uint64) { return l.h[0].key, l.h[0].seq }
-
-// fixMin raises the top entry's sequence number to seq.
-func (l *lruHeap[K]) fixMin(seq uint64) {
-	l.h[0].seq = seq
-	l.down(0)
-}
-
-func (l *lruHeap[K]) popMin() {
-	n := len(l.h) - 1
-	l.h[0] = l.h[n]
-	l.h[n] = lruNode[K]{}
-	l.h = l.h[:n]
-	if n > 0 {
-		l.down(0)
+func (e *evictQueue[K]) pop() K {
+	var zero K
+	k := e.q[e.head]
+	e.q[e.head] = zero
+	e.head++
+	// Reclaim the consumed front once it is half the slice: amortised O(1).
+	if e.head >= 1024 && e.head*2 >= len(e.q) {
+		n := copy(e.q, e.q[e.head:])
+		clear(e.q[n:])
+		e.q, e.head = e.q[:n], 0
 	}
+	return k
 }
 
-// filter keeps the keys for which get reports ok, refreshed to its sequence
-// number, and re-establishes the heap order.
-func (l *lruHeap[K]) filter(get func(K) (uint64, bool)) {
+// filter keeps the keys for which keep reports true, in order.
+func (e *evictQueue[K]) filter(keep func(K) bool) {
 	w := 0
-	for _, n := range l.h {
-		if seq, ok := get(n.key); ok {
-			l.h[w] = lruNode[K]{n.key, seq}
+	for _, k := range e.q[e.head:] {
+		if keep(k) {
+			e.q[w] = k
 			w++
 		}
 	}
-	clear(l.h[w:])
-	l.h = l.h[:w]
-	for i := w/2 - 1; i >= 0; i-- {
-		l.down(i)
-	}
-}
-
-func (l *lruHeap[K]) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if l.h[p].seq <= l.h[i].seq {
-			return
-		}
-		l.h[p], l.h[i] = l.h[i], l.h[p]
-		i = p
-	}
-}
-
-func (l *lruHeap[K]) down(i int) {
-	n := len(l.h)
-	for {
-		c := 2*i + 1
-		if c >= n {
-			return
-		}
-		if c+1 < n && l.h[c+1].seq < l.h[c].seq {
-			c++
-		}
-		if l.h[i].seq <= l.h[c].seq {
-			return
-		}
-		l.h[i], l.h[c] = l.h[c], l.h[i]
-		i = c
-	}
+	clear(e.q[w:])
+	e.q, e.head = e.q[:w], 0
 }

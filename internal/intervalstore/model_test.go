@@ -152,13 +152,24 @@ func modelLookup(comps []comp, t, skew, cutoff int64) (Status, Reason, *Owner) {
 	return Unattributed, ReasonGap, nil
 }
 
+// storedRanges returns a key's ranges as a reader sees them.
+func storedRanges[K comparable](s *Store[K], key K) []rng {
+	h := s.hash(key)
+	sl := s.tableFor(h).lookup(key, h)
+	if sl == nil {
+		return nil
+	}
+	v, ok := sl.read()
+	if !ok {
+		return nil
+	}
+	return append(slices.Clone(v.older), v.last)
+}
+
 // storeSegments dumps a key's stored ranges in the model's form.
 func storeSegments[K comparable](s *Store[K], key K) []seg {
-	sh := s.shardFor(key)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
 	var out []seg
-	for _, r := range sh.m[key].rs {
+	for _, r := range storedRanges(s, key) {
 		var os []Owner
 		if r.g.owner != nil {
 			os = []Owner{*r.g.owner}
@@ -182,20 +193,32 @@ func checkInvariants[K comparable](t testing.TB, s *Store[K]) {
 	defer s.wmu.Unlock()
 	keys, ranges, confl := 0, 0, 0
 	for i := range s.shards {
-		for k, sl := range s.shards[i].m {
-			keys++
-			ranges += len(sl.rs)
-			if len(sl.rs) == 0 {
-				t.Fatalf("key %v: empty range list", k)
+		tab := s.shards[i].Load()
+		used, live := 0, 0
+		for x := range tab.slots {
+			sl := &tab.slots[x]
+			if sl.g.Load() != nil {
+				used++
 			}
-			for j, r := range sl.rs {
+			if !sl.live() {
+				continue
+			}
+			live++
+			k := sl.key
+			if got := tab.lookup(k, s.hash(k)); got != sl {
+				t.Fatalf("key %v: not found where stored", k)
+			}
+			rs := sl.ranges(nil)
+			keys++
+			ranges += len(rs)
+			for j, r := range rs {
 				if r.start > r.end {
 					t.Fatalf("key %v: empty range %d: %+v", k, j, r)
 				}
-				if j > 0 && sl.rs[j-1].end >= r.start {
+				if j > 0 && rs[j-1].end >= r.start {
 					t.Fatalf("key %v: ranges %d and %d overlap or are unsorted", k, j-1, j)
 				}
-				if j > 0 && sl.rs[j-1].end+1 == r.start && sl.rs[j-1].g == r.g {
+				if j > 0 && rs[j-1].end+1 == r.start && rs[j-1].g == r.g {
 					t.Fatalf("key %v: ranges %d and %d should be one", k, j-1, j)
 				}
 				if r.g.owner == nil {
@@ -211,12 +234,15 @@ func checkInvariants[K comparable](t testing.TB, s *Store[K]) {
 				}
 			}
 		}
+		if used != tab.used || live != tab.live || used*4 > len(tab.slots)*3 {
+			t.Fatalf("shard %d: used %d/%d live %d/%d of %d slots", i, tab.used, used, tab.live, live, len(tab.slots))
+		}
 	}
 	if keys != s.keys || ranges != s.ranges || confl != s.nConfl {
 		t.Fatalf("counters: keys %d/%d ranges %d/%d conflicts %d/%d", s.keys, keys, s.ranges, ranges, s.nConfl, confl)
 	}
-	if len(s.lru.h) != keys {
-		t.Fatalf("eviction heap has %d entries for %d keys", len(s.lru.h), keys)
+	if s.evict.len() != keys {
+		t.Fatalf("eviction queue has %d entries for %d keys", s.evict.len(), keys)
 	}
 }
 

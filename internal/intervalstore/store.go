@@ -1,10 +1,10 @@
 package intervalstore
 
 import (
-	"hash/maphash"
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,20 +14,10 @@ type rng struct {
 	g          *group
 }
 
-// slot is a key's state.
-type slot struct {
-	rs     []rng  // sorted, non-overlapping, canonical (see package doc)
-	seq    uint64 // Apply sequence number of the key's last claim (eviction order)
-	pruned bool   // Prune dropped earlier ranges of this key
-}
-
-const nShards = 256
-
-type shard[K comparable] struct {
-	mu sync.RWMutex
-	m  map[K]slot
-	_  [64 - 8]byte // keep shards on separate cache lines
-}
+const (
+	shardBits = 8
+	nShards   = 1 << shardBits
+)
 
 // Store is a concurrent heartbeat-based ownership map. See the package doc.
 type Store[K comparable] struct {
@@ -35,16 +25,19 @@ type Store[K comparable] struct {
 	gap, skew, retention int64
 	join                 int64 // gap+1: claims whose start-end distance is <= join are joined
 	maxKeys              int
-	seed                 maphash.Seed
-	shards               [nShards]shard[K]
+	maxRanges            int // per key: maxOlder+1; a field so that tests can lower it
+	hash                 func(K) uint64
+	// shards split the keys by the hash's top bits so that growing a table
+	// rehashes 1/nShards of them; readers load the table pointer and take no
+	// lock (see table).
+	shards               [nShards]atomic.Pointer[table[K]]
 	wmu                  sync.Mutex // serialises writers; guards everything below
 	in                   interner
-	lru                  lruHeap[K]
-	seq                  uint64
+	evict                evictQueue[K]
 	keys, ranges, nConfl int
 	conflicts, evictions uint64
 	prunedRanges, epoch  uint64
-	scratch              []rng
+	full, scratch        []rng
 }
 
 // New returns an empty store.
@@ -59,21 +52,23 @@ func New[K comparable](cfg Config) (*Store[K], error) {
 		retention: int64(cfg.Retention),
 		join:      addSat(int64(cfg.MergeGap), 1),
 		maxKeys:   cfg.MaxKeys,
-		seed:      maphash.MakeSeed(),
+		maxRanges: maxOlder + 1,
+		hash:      newHasher[K](),
 		in:        newInterner(),
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	// One empty table, never written (it is always too full to insert
+	// into), stands for every shard until its first key.
+	empty := newTable[K](1)
 	for i := range s.shards {
-		s.shards[i].m = make(map[K]slot)
+		s.shards[i].Store(empty)
 	}
 	return s, nil
 }
 
-func (s *Store[K]) shardFor(key K) *shard[K] {
-	return &s.shards[maphash.Comparable(s.seed, key)%nShards]
-}
+func (s *Store[K]) tableFor(h uint64) *table[K] { return s.shards[h>>(64-shardBits)].Load() }
 
 func (s *Store[K]) cutoff() int64 { return subSat(nanos(s.now()), s.retention) }
 
@@ -92,39 +87,74 @@ func (s *Store[K]) Apply(key K, owner Owner, start, end time.Time) (ApplyResult,
 	if ce < s.cutoff() {
 		return ApplyResult{}, ErrExpired
 	}
+	h := s.hash(key)
+	sl := s.tableFor(h).find(key, h)
+	if !sl.live() {
+		return s.insert(key, h, s.in.owner(owner), cs, ce), nil
+	}
+	sl.setReferenced(true)
+	g, ls, le := sl.g.Load(), sl.start.Load(), sl.end.Load()
+	if cs >= ls && cs <= addSat(le, s.join) && g.owner != nil && g.owner.ID == owner.ID &&
+		slices.Equal(g.owner.Attributes, owner.Attributes) {
+		// Fast path: a heartbeat of the trailing range's owner, given in
+		// canonical form, so it is that range's interned owner.
+		if ce > le {
+			sl.end.Store(ce)
+		}
+		return ApplyResult{}, nil
+	}
 	og := s.in.owner(owner)
-	s.seq++
-	sh := s.shardFor(key)
 	var res ApplyResult
-	sl, ok := sh.m[key] // writers are serialised by wmu, so reading needs no shard lock
-	if !ok {
-		for s.keys >= s.maxKeys {
-			s.evictOldest()
-			res.Evicted++
-		}
-		res.NewKey = true
-		sh.mu.Lock()
-		sh.m[key] = slot{rs: []rng{{cs, ce, og}}, seq: s.seq}
-		sh.mu.Unlock()
-		s.lru.push(key, s.seq)
-		s.keys++
-		s.ranges++
-		return res, nil
+	s.full = sl.ranges(s.full[:0])
+	s.full, res.Conflict = s.merge(s.full, og, cs, ce)
+	rs, pruned := s.full, sl.meta.Load()&metaPruned != 0
+	if d := len(rs) - s.maxRanges; d > 0 {
+		// The slot counts a key's ranges in 30 bits: beyond that, the oldest
+		// go as if pruned.
+		s.nConfl -= countConflicts(rs[:d])
+		s.ranges -= d
+		s.prunedRanges += uint64(d)
+		rs, pruned = rs[d:], true
 	}
-	sl.seq = s.seq
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if last := &sl.rs[len(sl.rs)-1]; last.g == og && cs >= last.start && cs <= addSat(last.end, s.join) {
-		// Fast path: a heartbeat of the key's trailing owner range.
-		last.end = max(last.end, ce)
-	} else {
-		sl.rs, res.Conflict = s.merge(sl.rs, og, cs, ce)
-		if res.Conflict {
-			s.conflicts++
-		}
+	sl.set(rs, pruned)
+	clear(s.full)
+	if res.Conflict {
+		s.conflicts++
 	}
-	sh.m[key] = sl
 	return res, nil
+}
+
+// insert adds key, which has no ranges, with the claim (og, [cs, ce]),
+// evicting keys first if the store is full. The caller holds wmu.
+func (s *Store[K]) insert(key K, h uint64, og *group, cs, ce int64) ApplyResult {
+	res := ApplyResult{NewKey: true}
+	for s.keys >= s.maxKeys {
+		s.evictOne()
+		res.Evicted++
+	}
+	tab := s.tableFor(h)
+	sl := tab.find(key, h)
+	if sl.g.Load() == nil {
+		if tab.full() {
+			tab = tab.rebuilt(s.hash)
+			s.shards[h>>(64-shardBits)].Store(tab)
+			sl = tab.find(key, h)
+		}
+		sl.key = key // never used: no reader reads it before g is set below
+		tab.used++
+	}
+	tab.live++
+	sl.ver.Add(1)
+	sl.older.Store(nil)
+	sl.meta.Store(0)
+	sl.start.Store(cs)
+	sl.end.Store(ce)
+	sl.g.Store(og)
+	sl.ver.Add(1)
+	s.evict.push(key)
+	s.keys++
+	s.ranges++
+	return res
 }
 
 // merge adds the claim (og, [cs, ce]) to rs and returns the new list and
@@ -254,20 +284,17 @@ func search(rs []rng, t int64) int {
 	return lo
 }
 
-// Lookup answers who held key at time t. It never blocks on other lookups
-// and takes only the key's shard read lock.
+// Lookup answers who held key at time t. It takes no lock and never waits
+// for other lookups; it retries only while a writer changes key's ranges.
 func (s *Store[K]) Lookup(key K, t time.Time) Result {
 	tn := nanos(t)
-	sh := s.shardFor(key)
-	sh.mu.RLock()
-	sl, ok := sh.m[key]
-	var res Result
-	if ok {
-		res = s.resolve(sl, tn)
-	} else {
-		res.Reason = ReasonNoClaim
+	h := s.hash(key)
+	res := Result{Reason: ReasonNoClaim}
+	if sl := s.tableFor(h).lookup(key, h); sl != nil {
+		if v, ok := sl.read(); ok {
+			res = s.resolve(&v, tn)
+		}
 	}
-	sh.mu.RUnlock()
 	// Covered times are answered from the ranges held; only unattributed
 	// answers need the clock to tell expired history apart.
 	if res.Status == Unattributed && tn < s.cutoff() {
@@ -276,30 +303,48 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 	return res
 }
 
-func (s *Store[K]) resolve(sl slot, t int64) Result {
-	rs := sl.rs
-	i := search(rs, t)
+// resolve answers a lookup at t from a key's ranges: v.older followed by
+// v.last. A time within the trailing range, the common case, reads the older
+// ranges only if another range may lie within ClockSkew of it.
+func (s *Store[K]) resolve(v *view, t int64) Result {
+	n := len(v.older)
+	at := func(i int) *rng {
+		if i < n {
+			return &v.older[i]
+		}
+		return &v.last
+	}
+	var i int
 	switch {
-	case i == len(rs):
+	case t > v.last.end:
 		return Result{Reason: ReasonAfterLastClaim}
-	case rs[i].start > t && (i > 0 || sl.pruned):
+	case t >= v.last.start:
+		i = n
+	default:
+		i = search(v.older, t)
+	}
+	switch r := at(i); {
+	case r.start > t && (i > 0 || v.pruned):
 		return Result{Reason: ReasonGap}
-	case rs[i].start > t:
+	case r.start > t:
 		return Result{Reason: ReasonBeforeFirstClaim}
 	}
-	g := rs[i].g
+	g := at(i).g
 	if g.owner == nil {
 		return Result{Status: Conflict, Reason: ReasonOverlappingClaims}
 	}
 	if s.skew > 0 {
 		id := g.owner.ID
-		for j, lo := i-1, subSat(t, s.skew); j >= 0 && rs[j].end >= lo; j-- {
-			if rs[j].g.hasOther(id) {
-				return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
+		lo, hi := subSat(t, s.skew), addSat(t, s.skew)
+		if lo < at(i).start {
+			for j := i - 1; j >= 0 && at(j).end >= lo; j-- {
+				if at(j).g.hasOther(id) {
+					return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
+				}
 			}
 		}
-		for j, hi := i+1, addSat(t, s.skew); j < len(rs) && rs[j].start <= hi; j++ {
-			if rs[j].g.hasOther(id) {
+		for j := i + 1; j <= n && at(j).start <= hi; j++ {
+			if at(j).g.hasOther(id) {
 				return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
 			}
 		}
@@ -307,25 +352,27 @@ func (s *Store[K]) resolve(sl slot, t int64) Result {
 	return Result{Owner: g.owner, Status: Attributed}
 }
 
-// evictOldest removes the key whose last claim is the oldest. The caller
-// holds wmu and no shard lock.
-func (s *Store[K]) evictOldest() {
+// evictOne removes the key that the eviction queue gives up. The caller
+// holds wmu.
+func (s *Store[K]) evictOne() {
 	for {
-		key, seq := s.lru.min()
-		sh := s.shardFor(key)
-		sl := sh.m[key]
-		if sl.seq != seq {
-			s.lru.fixMin(sl.seq) // claimed since it was queued: requeue lazily
+		key := s.evict.pop()
+		h := s.hash(key)
+		tab := s.tableFor(h)
+		sl := tab.lookup(key, h)
+		if sl.referenced() {
+			sl.setReferenced(false) // claimed since it was queued: second chance
+			s.evict.push(key)
 			continue
 		}
-		s.lru.popMin()
-		sh.mu.Lock()
-		delete(sh.m, key)
-		sh.mu.Unlock()
+		s.full = sl.ranges(s.full[:0])
 		s.keys--
-		s.ranges -= len(sl.rs)
-		s.nConfl -= countConflicts(sl.rs)
+		s.ranges -= len(s.full)
+		s.nConfl -= countConflicts(s.full)
+		clear(s.full)
 		s.evictions++
+		sl.remove()
+		tab.live--
 		return
 	}
 }
@@ -338,37 +385,46 @@ func (s *Store[K]) Prune() (rangesDropped, keysDropped int) {
 	cut := s.cutoff()
 	s.epoch++
 	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for k, sl := range sh.m {
-			n := search(sl.rs, cut) // ranges before n ended before the cutoff
+		tab := s.shards[i].Load()
+		for j := range tab.slots {
+			sl := &tab.slots[j]
+			if !sl.live() {
+				continue
+			}
+			rs := sl.ranges(s.full[:0])
+			s.full = rs
+			n := search(rs, cut) // ranges before n ended before the cutoff
 			if n > 0 {
 				rangesDropped += n
-				s.nConfl -= countConflicts(sl.rs[:n])
-				if n == len(sl.rs) {
-					delete(sh.m, k)
+				s.nConfl -= countConflicts(rs[:n])
+				if n == len(rs) {
+					sl.remove()
+					tab.live--
 					keysDropped++
 					continue
 				}
-				m := copy(sl.rs, sl.rs[n:])
-				clear(sl.rs[m:])
-				sl.rs, sl.pruned = sl.rs[:m], true
-				sh.m[k] = sl
+				rs = rs[n:]
+				sl.set(rs, true)
 			}
-			for _, r := range sl.rs {
+			for _, r := range rs {
 				markLive(r.g, s.epoch)
 			}
 		}
-		sh.mu.Unlock()
+		clear(s.full)
+		// Drop tombstones once they outnumber the keys.
+		if tab.used-tab.live > tab.live && len(tab.slots) > 8 {
+			s.shards[i].Store(tab.rebuilt(s.hash))
+		}
 	}
 	s.in.sweep(s.epoch)
 	s.keys -= keysDropped
 	s.ranges -= rangesDropped
 	s.prunedRanges += uint64(rangesDropped)
 	if keysDropped > 0 {
-		s.lru.filter(func(k K) (uint64, bool) {
-			sl, ok := s.shardFor(k).m[k]
-			return sl.seq, ok
+		s.evict.filter(func(k K) bool {
+			h := s.hash(k)
+			sl := s.tableFor(h).lookup(k, h)
+			return sl != nil && sl.live()
 		})
 	}
 	return rangesDropped, keysDropped

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -369,6 +370,114 @@ func TestEvictionOrder(t *testing.T) {
 	}
 }
 
+// TestEvictionSecondChance pins down how eviction approximates LRU (see the
+// package doc): idle keys go before claimed ones, and a claimed key whose
+// second chance was spent goes before one claimed earlier whose was not.
+func TestEvictionSecondChance(t *testing.T) {
+	s, _ := New[string](Config{Retention: time.Hour, MaxKeys: 3, Now: fixedClock(sec(100))})
+	apply := func(k string) ApplyResult {
+		t.Helper()
+		res, err := s.Apply(k, ownA, sec(1), sec(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	present := func(k string) bool { return s.Lookup(k, sec(1)).Status == Attributed }
+	apply("A")
+	apply("B")
+	apply("C")
+	apply("C")
+	apply("A")
+	if res := apply("D"); res.Evicted != 1 || present("B") {
+		t.Fatalf("first eviction: %+v, B present %v; want B, the only idle key, evicted", res, present("B"))
+	}
+	if res := apply("E"); res.Evicted != 1 || present("A") || !present("C") {
+		t.Fatalf("second eviction: %+v, A present %v, C present %v; want A evicted (exact LRU would take C)", res, present("A"), present("C"))
+	}
+	checkInvariants(t, s)
+}
+
+// TestTableGrowthAndTombstones grows the tables well past their first size,
+// deletes most keys (leaving tombstones that Prune clears), revives some and
+// checks every key's answer and the store's invariants along the way.
+func TestTableGrowthAndTombstones(t *testing.T) {
+	clk := &clock{t: sec(0)}
+	const n = 20000
+	s, _ := New[int](Config{Retention: 100 * time.Second, MaxKeys: n, Now: clk.Now})
+	for k := range n {
+		if _, err := s.Apply(k, testOwners[k%len(testOwners)], sec(int64(k%50)), sec(int64(k%50))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkInvariants(t, s)
+	// Keys k%50 >= 40 get a claim that survives the prune below.
+	for k := range n {
+		if k%50 >= 40 {
+			if _, err := s.Apply(k, testOwners[k%len(testOwners)], sec(150), sec(160)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	clk.Set(sec(200)) // cutoff 100
+	ranges, keys := s.Prune()
+	if keys != n*4/5 || ranges != n {
+		t.Fatalf("Prune() = %d ranges, %d keys; want %d, %d", ranges, keys, n, n*4/5)
+	}
+	checkInvariants(t, s)
+	for k := range n {
+		if k%2 == 0 && k%50 < 40 {
+			if res, err := s.Apply(k, ownB, sec(190), sec(195)); err != nil || !res.NewKey {
+				t.Fatalf("revive %d: %+v %v", k, res, err)
+			}
+		}
+	}
+	checkInvariants(t, s)
+	for k := range n {
+		got := s.Lookup(k, sec(192))
+		switch {
+		case k%50 >= 40:
+			if got = s.Lookup(k, sec(120)); got.Reason != ReasonGap {
+				t.Fatalf("key %d: %+v, want a gap after its pruned range", k, got)
+			}
+		case k%2 == 0:
+			if got.Status != Attributed || got.Owner.ID != "b" {
+				t.Fatalf("key %d: %+v, want b", k, got)
+			}
+		default:
+			if got.Reason != ReasonNoClaim {
+				t.Fatalf("key %d: %+v, want no claim", k, got)
+			}
+		}
+	}
+}
+
+// TestKeyRangeLimit lowers the per-key range limit to check that the oldest
+// ranges beyond it are dropped as if pruned, and counted.
+func TestKeyRangeLimit(t *testing.T) {
+	s, _ := New[string](Config{Retention: time.Hour, MaxKeys: 1, Now: fixedClock(sec(100))})
+	s.maxRanges = 3
+	for i := range int64(5) {
+		if _, err := s.Apply("k", ownerByID([]string{"a", "b"}[i%2]), sec(10*i), sec(10*i+5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkInvariants(t, s)
+	if st := s.Stats(); st.Ranges != 3 || st.PrunedRanges != 2 {
+		t.Fatalf("stats %+v, want 3 ranges, 2 pruned", st)
+	}
+	for _, p := range []probe{
+		{"k", 2, Unattributed, ReasonGap, ""},
+		{"k", 12, Unattributed, ReasonGap, ""},
+		{"k", 22, Attributed, ReasonNone, "a"},
+		{"k", 42, Attributed, ReasonNone, "a"},
+	} {
+		if got := s.Lookup(p.key, sec(p.t)); got.Status != p.status || got.Reason != p.reason {
+			t.Errorf("Lookup(%s, %d) = %v/%v, want %v/%v", p.key, p.t, got.Status, got.Reason, p.status, p.reason)
+		}
+	}
+}
+
 func TestIdempotentAndOrderIndependent(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	cs := make([]claim, 200)
@@ -507,4 +616,39 @@ func TestConcurrent(t *testing.T) {
 	})
 	wg.Wait()
 	checkInvariants(t, s)
+}
+
+// TestKeyTypes checks keys that the dedicated hashes treat alike or that
+// take the generic hash: distinct keys stay distinct.
+func TestKeyTypes(t *testing.T) {
+	addrs, _ := New[netip.Addr](Config{Retention: time.Hour, MaxKeys: 10, Now: fixedClock(sec(100))})
+	keys := []string{"10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "fe80::1%eth0", "fe80::1%eth1"}
+	for i, k := range keys {
+		if _, err := addrs.Apply(netip.MustParseAddr(k), testOwners[i], sec(0), sec(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, k := range keys {
+		if got := addrs.Lookup(netip.MustParseAddr(k), sec(0)); got.Owner == nil || !got.Owner.Equal(testOwners[i].Canonical()) {
+			t.Errorf("%s: %+v, want %v", k, got, testOwners[i])
+		}
+	}
+	type pair struct {
+		ip   netip.Addr
+		port uint16
+	}
+	pairs, _ := New[pair](Config{Retention: time.Hour, MaxKeys: 10, Now: fixedClock(sec(100))})
+	a := netip.MustParseAddr("10.0.0.1")
+	for port := range uint16(5) {
+		if _, err := pairs.Apply(pair{a, port}, testOwners[port], sec(0), sec(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for port := range uint16(5) {
+		if got := pairs.Lookup(pair{a, port}, sec(0)); got.Owner == nil || got.Owner.ID != testOwners[port].ID {
+			t.Errorf("port %d: %+v", port, got)
+		}
+	}
+	checkInvariants(t, addrs)
+	checkInvariants(t, pairs)
 }
