@@ -292,7 +292,12 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 	res := Result{Reason: ReasonNoClaim}
 	if sl := s.tableFor(h).lookup(key, h); sl != nil {
 		if v, ok := sl.read(); ok {
-			res = s.resolve(&v, tn)
+			if g := v.last.g; tn >= v.last.start && tn <= v.last.end && g.owner != nil && subSat(tn, s.skew) >= v.last.start {
+				// Within the trailing range, no other owner within ClockSkew.
+				res = Result{Owner: g.owner, Status: Attributed}
+			} else {
+				res = s.resolve(&v, tn)
+			}
 		}
 	}
 	// Covered times are answered from the ranges held; only unattributed
@@ -452,6 +457,10 @@ var (
 
 // nanos converts t to Unix nanoseconds, saturating outside 1678..2262.
 func nanos(t time.Time) int64 {
+	// Within ±285 years of 1970, UnixNano is exact: skip the range checks.
+	if sec := t.Unix(); sec > -9e9 && sec < 9e9 {
+		return t.UnixNano()
+	}
 	switch {
 	case t.Before(minTime):
 		return math.MinInt64
