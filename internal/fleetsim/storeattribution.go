@@ -34,7 +34,8 @@ func NewStoreAttribution(sc Scenario, clock *Clock, next *consumertest.LogsSink)
 // processor lacks: an attribution whose clock_skew neighbourhood is not yet
 // covered by any claim is held like an unattributed record, because the
 // claim of the previous or next owner that would make it uncertain may still
-// be on its way. At max_wait the plain lookup is sent on.
+// be on its way. At max_wait such a record is sent on unattributed
+// (not_yet_covered): the claim may have been lost.
 func NewStoreAttributionEdgeHold(sc Scenario, clock *Clock, next *consumertest.LogsSink) (Attribution, error) {
 	return newStoreAttribution(sc, clock, next, true)
 }
@@ -198,7 +199,7 @@ func (a *storeAttribution) flush(ctx context.Context, due func(*heldFlow) bool) 
 		if !due(h) {
 			break
 		}
-		a.release(h, a.store.Lookup(h.key, h.at), records)
+		a.release(h, a.lookup(h.key, h.at), records)
 		list := a.byKey[h.key]
 		for j, x := range list {
 			if x == h {
