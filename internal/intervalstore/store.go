@@ -94,10 +94,10 @@ func (s *Store[K]) Apply(key K, owner Owner, start, end time.Time) (ApplyResult,
 	}
 	sl.setReferenced(true)
 	g, ls, le := sl.g.Load(), sl.start.Load(), sl.end.Load()
-	if cs >= ls && cs <= addSat(le, s.join) && g.owner != nil && g.owner.ID == owner.ID &&
-		slices.Equal(g.owner.Attributes, owner.Attributes) {
-		// Fast path: a heartbeat of the trailing range's owner, given in
-		// canonical form, so it is that range's interned owner.
+	// Fast path: a heartbeat of the trailing range's owner extends it. An
+	// owner given in canonical form is recognised without interning.
+	if cs >= ls && cs <= addSat(le, s.join) && (g.owner != nil && g.owner.ID == owner.ID &&
+		slices.Equal(g.owner.Attributes, owner.Attributes) || g == s.in.owner(owner)) {
 		if ce > le {
 			sl.end.Store(ce)
 		}
