@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -651,4 +652,53 @@ func TestKeyTypes(t *testing.T) {
 	}
 	checkInvariants(t, addrs)
 	checkInvariants(t, pairs)
+}
+
+// TestConcurrentReadsAreConsistent checks that lock-free lookups never see a
+// half-written key: a writer appends ranges of alternating owners to one key
+// (each a merge that replaces the trailing range and the older ranges) while
+// another grows the table with new keys; readers require every range applied
+// before their lookup started to be answered with its owner.
+func TestConcurrentReadsAreConsistent(t *testing.T) {
+	const n = 3000
+	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 1 << 20, Now: fixedClock(sec(0))})
+	owners := []Owner{ownA, ownB}
+	var applied atomic.Int64 // ranges of key 0 applied so far
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range int64(n) {
+			if _, err := s.Apply(0, owners[i%2], sec(10*i), sec(10*i+5)); err != nil {
+				t.Error(err)
+				return
+			}
+			applied.Store(i + 1)
+		}
+	})
+	wg.Go(func() {
+		for k := 1; k <= 20000; k++ {
+			if _, err := s.Apply(k, ownC, sec(0), sec(1)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	for r := range 2 {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(r), 3))
+			for applied.Load() < n {
+				done := applied.Load()
+				if done == 0 {
+					continue
+				}
+				i := rnd.Int64N(done)
+				got := s.Lookup(0, sec(10*i+rnd.Int64N(6)))
+				if got.Status != Attributed || got.Owner.ID != owners[i%2].ID {
+					t.Errorf("range %d of %d applied: got %+v, want %s", i, done, got, owners[i%2].ID)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	checkInvariants(t, s)
 }
