@@ -1,0 +1,362 @@
+// Package perf measures the built otelcol-flowattr binary end to end: flow
+// throughput and CPU per record with and without the ownership processor
+// (BenchmarkPipeline), and resident memory against the number of tracked
+// addresses (BenchmarkMemory). The collector runs as a separate process and
+// is driven only over OTLP/gRPC on loopback; see docs/performance.md.
+//
+//	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run '^$' -bench . ./test/perf/
+package perf
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binaryEnv names the variable that points the benchmarks at the collector
+// binary, as in test/e2e.
+const binaryEnv = "FLOWATTR_COLLECTOR_BIN"
+
+const (
+	readyTimeout    = 60 * time.Second
+	shutdownTimeout = 30 * time.Second
+)
+
+// collectorBinary returns the path of the binary to measure, skipping when
+// the variable is unset: a plain `go test ./...` does not build it.
+func collectorBinary(tb testing.TB) string {
+	tb.Helper()
+	path := os.Getenv(binaryEnv)
+	if path == "" {
+		tb.Skipf("%s is not set: build the collector with `make build` and run with %s=$PWD/bin/otelcol-flowattr", binaryEnv, binaryEnv)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		tb.Fatalf("collector binary %s=%s: %v (build it with `make build`)", binaryEnv, path, err)
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		tb.Fatalf("collector binary %s=%s is not an executable file", binaryEnv, path)
+	}
+	return path
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer collects the collector's output from exec's copying
+// goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// collector is a running otelcol-flowattr process and the loopback ports its
+// configuration was given.
+type collector struct {
+	cmd    *exec.Cmd
+	output *lockedBuffer
+	exited chan struct{} // closed when the process has exited
+	err    error         // the exit error, set before exited closes
+
+	otlpPort, healthPort, metricsPort, pprofPort int
+}
+
+// startCollector runs the binary on configPath with free ports in the
+// FLOWATTR_PERF_* variables, plus extraEnv, and waits until health_check
+// reports it ready. The process is killed at cleanup if still running.
+func startCollector(tb testing.TB, configPath string, extraEnv map[string]string) *collector {
+	tb.Helper()
+	bin := collectorBinary(tb)
+	abs, err := filepath.Abs(configPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &collector{
+		output:      &lockedBuffer{},
+		exited:      make(chan struct{}),
+		otlpPort:    freePort(tb),
+		healthPort:  freePort(tb),
+		metricsPort: freePort(tb),
+		pprofPort:   freePort(tb),
+	}
+	c.cmd = exec.Command(bin, "--config="+abs)
+	c.cmd.Env = append(os.Environ(),
+		"FLOWATTR_PERF_OTLP_PORT="+strconv.Itoa(c.otlpPort),
+		"FLOWATTR_PERF_HEALTH_PORT="+strconv.Itoa(c.healthPort),
+		"FLOWATTR_PERF_METRICS_PORT="+strconv.Itoa(c.metricsPort),
+		"FLOWATTR_PERF_PPROF_PORT="+strconv.Itoa(c.pprofPort),
+	)
+	for k, v := range extraEnv {
+		c.cmd.Env = append(c.cmd.Env, k+"="+v)
+	}
+	c.cmd.Stdout = c.output
+	c.cmd.Stderr = c.output
+	if err := c.cmd.Start(); err != nil {
+		tb.Fatalf("starting %s: %v", bin, err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.exited)
+	}()
+	tb.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+		if tb.Failed() {
+			tb.Logf("collector output:\n%s", c.output.String())
+		}
+	})
+	c.waitReady(tb)
+	return c
+}
+
+// waitReady polls health_check until the pipelines run, failing early if the
+// process exits.
+func (c *collector) waitReady(tb testing.TB) {
+	tb.Helper()
+	url := "http://127.0.0.1:" + strconv.Itoa(c.healthPort) + "/"
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(readyTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("collector not ready after %s at %s (last error: %v)", readyTimeout, url, err)
+		}
+		select {
+		case <-c.exited:
+			tb.Fatalf("collector exited before it was ready: %v\n%s", c.err, c.output.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// stop sends SIGTERM and requires a clean exit within shutdownTimeout.
+func (c *collector) stop(tb testing.TB) {
+	tb.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		tb.Fatalf("signalling the collector: %v", err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(shutdownTimeout):
+		tb.Fatalf("collector still running %s after SIGTERM", shutdownTimeout)
+	}
+	if c.err != nil {
+		tb.Fatalf("collector did not exit cleanly: %v", c.err)
+	}
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of utime and stime in
+// /proc/<pid>/stat: 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuTime returns the CPU time (user + system) the collector has used so far,
+// from /proc/<pid>/stat; its resolution is 10ms.
+func (c *collector) cpuTime(tb testing.TB) time.Duration {
+	tb.Helper()
+	return processCPU(tb, strconv.Itoa(c.cmd.Process.Pid))
+}
+
+// selfCPU is the CPU time of the benchmark process: load generator and sink.
+func selfCPU(tb testing.TB) time.Duration {
+	tb.Helper()
+	return processCPU(tb, "self")
+}
+
+func processCPU(tb testing.TB, pid string) time.Duration {
+	tb.Helper()
+	path := "/proc/" + pid + "/stat"
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatalf("reading CPU time: %v", err)
+	}
+	d, err := parseStatCPU(string(raw))
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	return d
+}
+
+// machineIdle returns the idle time of all CPUs so far, from the first line
+// of /proc/stat: whether the machine had CPU to spare during a measurement.
+func machineIdle(tb testing.TB) time.Duration {
+	tb.Helper()
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatalf("reading /proc/stat: %v", err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	fields := strings.Fields(line)
+	// cpu user nice system idle ...
+	if len(fields) < 5 || fields[0] != "cpu" {
+		tb.Fatalf("/proc/stat starts with %q", line)
+	}
+	ticks, err := strconv.ParseInt(fields[4], 10, 64)
+	if err != nil {
+		tb.Fatalf("/proc/stat idle: %v", err)
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// parseStatCPU returns utime+stime from the text of /proc/<pid>/stat. The
+// command name (field 2) is in parentheses and may contain spaces, so fields
+// are counted after its closing parenthesis: utime and stime are fields 14
+// and 15.
+func parseStatCPU(stat string) (time.Duration, error) {
+	end := strings.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, fmt.Errorf("no command name in %q", stat)
+	}
+	fields := strings.Fields(stat[end+1:])
+	// fields[0] is field 3 (state).
+	const utime, stime = 14 - 3, 15 - 3
+	if len(fields) <= stime {
+		return 0, fmt.Errorf("only %d fields after the command name", len(fields))
+	}
+	var ticks int64
+	for _, i := range []int{utime, stime} {
+		n, err := strconv.ParseInt(fields[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("field %d: %v", i+3, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// memory is the collector's resident memory from /proc/<pid>/status.
+type memory struct {
+	rss, hwm int64 // VmRSS and VmHWM (peak RSS), bytes
+}
+
+func (c *collector) memory(tb testing.TB) memory {
+	tb.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		tb.Fatalf("reading the collector's memory: %v", err)
+	}
+	var m memory
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		var dst *int64
+		switch name {
+		case "VmRSS":
+			dst = &m.rss
+		case "VmHWM":
+			dst = &m.hwm
+		default:
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/%d/status %s: %v", c.cmd.Process.Pid, name, err)
+		}
+		*dst = kb << 10
+	}
+	if m.rss == 0 || m.hwm == 0 {
+		tb.Fatalf("/proc/%d/status has no VmRSS or VmHWM", c.cmd.Process.Pid)
+	}
+	return m
+}
+
+// metric returns the value of the collector's own Prometheus metric name
+// (the first sample whose line starts with name, labels ignored), and whether
+// it was exposed.
+func (c *collector) metric(ctx context.Context, name string) (float64, bool, error) {
+	body, err := c.get(ctx, c.metricsPort, "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	return promValue(body, name)
+}
+
+// promValue finds the first sample of metric name in a Prometheus text
+// exposition.
+func promValue(body, name string) (float64, bool, error) {
+	for line := range strings.Lines(body) {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		if rest[0] == '{' {
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				return 0, false, fmt.Errorf("unterminated labels in %q", line)
+			}
+			rest = rest[end+1:]
+		}
+		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("metric %s: %v", name, err)
+		}
+		return v, true, nil
+	}
+	return 0, false, nil
+}
+
+func (c *collector) get(ctx context.Context, port int, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return body.String(), nil
+}

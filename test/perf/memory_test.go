@@ -1,0 +1,108 @@
+package perf
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rangesPerAddress is how many ranges every address gets: three owners one
+// after the other, with gaps longer than merge_gap so none are joined.
+const rangesPerAddress = 3
+
+// BenchmarkMemory measures the collector's memory with 10k, 100k and 1M
+// addresses tracked by the ownership processor, each claimed by 3 owners in
+// turn (3 ranges), fed by heartbeats over OTLP; the same configuration with
+// no claims is the baseline, measured first. Reported per range beyond the
+// baseline: resident memory once settled (rss-B/range), peak resident memory
+// (hwm-B/range, includes the garbage of decoding the heartbeats) and the Go
+// heap left after a GC forced through the pprof extension (heap-B/range, the
+// store itself). ns/op is wall time per heartbeat while filling.
+func BenchmarkMemory(b *testing.B) {
+	collectorBinary(b)
+	base := measureMemory(b, 0)
+	b.Logf("baseline: rss %d MiB, hwm %d MiB, heap after GC %d MiB", base.rss>>20, base.hwm>>20, base.heap>>20)
+	for _, addresses := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("ips=%d", addresses), func(b *testing.B) {
+			var m memorySample
+			for b.Loop() {
+				m = measureMemory(b, addresses)
+			}
+			ranges := float64(addresses * rangesPerAddress)
+			b.Logf("rss %d MiB, hwm %d MiB, heap after GC %d MiB, %d ranges filled in %s",
+				m.rss>>20, m.hwm>>20, m.heap>>20, addresses*rangesPerAddress, m.fill.Round(time.Millisecond))
+			b.ReportMetric(float64(m.fill.Nanoseconds())/ranges, "ns/op")
+			b.ReportMetric(float64(m.rss-base.rss)/ranges, "rss-B/range")
+			b.ReportMetric(float64(m.hwm-base.hwm)/ranges, "hwm-B/range")
+			b.ReportMetric(float64(m.heap-base.heap)/ranges, "heap-B/range")
+			b.ReportMetric(float64(m.rss)/(1<<20), "rss-MiB")
+		})
+	}
+}
+
+// memorySample is one collector's memory after its store was filled.
+type memorySample struct {
+	rss, hwm int64         // settled VmRSS and peak VmHWM, bytes
+	heap     int64         // Go heap in use after a forced GC, bytes
+	fill     time.Duration // time to send and apply every heartbeat
+}
+
+// settle is how long the collector is left alone after the forced GC, for
+// the runtime to return freed pages to the OS as it does in steady state.
+const settle = 3 * time.Second
+
+func measureMemory(tb testing.TB, addresses int) memorySample {
+	tb.Helper()
+	col := startCollector(tb, "../../testdata/perf/memory.yaml", nil)
+	client := dialOTLP(tb, col.otlpPort)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	var m memorySample
+	start := time.Now()
+	// Range r covers [now-12m+3r min, now-10m+3r min]: inside the default
+	// 15m retention, 1 minute apart.
+	if err := sendHeartbeats(ctx, client, addresses, rangesPerAddress, 5000, 2, start.Add(-12*time.Minute), 3*time.Minute, 2*time.Minute); err != nil {
+		tb.Fatalf("filling the store: %v", err)
+	}
+	m.fill = time.Since(start)
+
+	for name, want := range map[string]int{"keys": addresses, "ranges": addresses * rangesPerAddress} {
+		got, ok, err := col.metric(ctx, "otelcol_processor_ownership_"+name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if (ok || want != 0) && int(got) != want {
+			tb.Fatalf("store has %v %s, want %d", got, name, want)
+		}
+	}
+
+	heap, err := heapAfterGC(ctx, col)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m.heap = heap
+	time.Sleep(settle)
+	mem := col.memory(tb)
+	m.rss, m.hwm = mem.rss, mem.hwm
+	col.stop(tb)
+	return m
+}
+
+// heapAfterGC forces a GC in the collector through the pprof extension's heap
+// profile (gc=1) and returns the HeapAlloc it reports right after.
+func heapAfterGC(ctx context.Context, col *collector) (int64, error) {
+	body, err := col.get(ctx, col.pprofPort, "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return 0, fmt.Errorf("heap profile: %w", err)
+	}
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "# HeapAlloc = "); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no HeapAlloc in the heap profile")
+}
