@@ -77,6 +77,12 @@ type FilterConfig struct {
 	// connection, whichever side this host is) is one of these. Flows whose
 	// role is unknown are matched on either port.
 	ExcludePorts []int `mapstructure:"exclude_ports"`
+	// OwnNetnsOnly keeps only sockets of the network namespace the collector
+	// runs in. The tracepoint is kernel-wide, so by default a collector sees
+	// every namespace's sockets; a collector per namespace (one per
+	// container host sharing a kernel, or a test host) must not report, or
+	// claim addresses from, the others'.
+	OwnNetnsOnly bool `mapstructure:"own_netns_only"`
 }
 
 // OwnershipConfig configures where local addresses' owners come from.

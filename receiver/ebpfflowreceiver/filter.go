@@ -1,6 +1,8 @@
 package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpfflowreceiver"
 
 import (
+	"errors"
+
 	"github.com/gaissmai/bart"
 
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
@@ -14,10 +16,20 @@ type flowFilter struct {
 	include         bart.Lite
 	hasInclude      bool
 	excludePorts    map[uint16]struct{}
+	// netns, when not zero, is the only network namespace inode kept.
+	netns uint32
 }
 
-func newFlowFilter(cfg FilterConfig) (*flowFilter, error) {
+// newFlowFilter builds the filter; ownNetns is the inode of the collector's
+// network namespace, used when cfg.OwnNetnsOnly is set.
+func newFlowFilter(cfg FilterConfig, ownNetns uint32) (*flowFilter, error) {
 	f := &flowFilter{excludeLoopback: cfg.ExcludeLoopback, excludePorts: map[uint16]struct{}{}}
+	if cfg.OwnNetnsOnly {
+		if ownNetns == 0 {
+			return nil, errors.New("filter.own_netns_only: the collector's network namespace is unknown")
+		}
+		f.netns = ownNetns
+	}
 	for _, s := range cfg.ExcludeCIDRs {
 		p, err := parsePrefix(s)
 		if err != nil {
@@ -41,6 +53,9 @@ func newFlowFilter(cfg FilterConfig) (*flowFilter, error) {
 
 // keep reports whether ev passes the filter.
 func (f *flowFilter) keep(ev *tracer.Event) bool {
+	if f.netns != 0 && ev.NetnsInode != f.netns {
+		return false
+	}
 	if f.excludeLoopback && (ev.LocalAddr.IsLoopback() || ev.PeerAddr.IsLoopback()) {
 		return false
 	}

@@ -19,14 +19,14 @@ func flowEvent(role tracer.Role, local string, localPort uint16, peer string, pe
 }
 
 func TestFilterDefaultExcludesLoopbackOnly(t *testing.T) {
-	f, err := newFlowFilter(createDefaultConfig().Filter)
+	f, err := newFlowFilter(createDefaultConfig().Filter, 0)
 	require.NoError(t, err)
 	assert.False(t, f.keep(flowEvent(tracer.RoleClient, "127.0.0.1", 40000, "127.0.0.1", 80)))
 	assert.False(t, f.keep(flowEvent(tracer.RoleClient, "::1", 40000, "::1", 80)))
 	assert.False(t, f.keep(flowEvent(tracer.RoleServer, "127.0.0.53", 53, "127.0.0.1", 40000)))
 	assert.True(t, f.keep(flowEvent(tracer.RoleClient, "10.0.0.1", 40000, "10.0.0.2", 22)))
 
-	f, err = newFlowFilter(FilterConfig{})
+	f, err = newFlowFilter(FilterConfig{}, 0)
 	require.NoError(t, err)
 	assert.True(t, f.keep(flowEvent(tracer.RoleClient, "127.0.0.1", 40000, "127.0.0.1", 80)), "exclude_loopback: false keeps loopback")
 }
@@ -36,7 +36,7 @@ func TestFilterRules(t *testing.T) {
 		ExcludeCIDRs: []string{"169.254.169.254", "10.99.0.0/16"},
 		IncludeCIDRs: []string{"10.0.0.0/8", "2001:db8::/32"},
 		ExcludePorts: []int{9100},
-	})
+	}, 0)
 	require.NoError(t, err)
 	tests := []struct {
 		name string
@@ -58,4 +58,24 @@ func TestFilterRules(t *testing.T) {
 	for _, tt := range tests {
 		assert.Equal(t, tt.keep, f.keep(tt.ev), tt.name)
 	}
+}
+
+func TestFilterOwnNetnsOnly(t *testing.T) {
+	ev := func(netns uint32) *tracer.Event {
+		e := flowEvent(tracer.RoleClient, "10.0.0.1", 40000, "10.0.0.2", 443)
+		e.NetnsInode = netns
+		return e
+	}
+	f, err := newFlowFilter(FilterConfig{OwnNetnsOnly: true}, 4026532000)
+	require.NoError(t, err)
+	assert.True(t, f.keep(ev(4026532000)), "a socket of the collector's namespace is kept")
+	assert.False(t, f.keep(ev(4026531840)), "a socket of another namespace is dropped")
+	assert.False(t, f.keep(ev(0)), "a socket whose namespace is unknown is dropped")
+
+	f, err = newFlowFilter(FilterConfig{}, 4026532000)
+	require.NoError(t, err)
+	assert.True(t, f.keep(ev(4026531840)), "every namespace is kept by default")
+
+	_, err = newFlowFilter(FilterConfig{OwnNetnsOnly: true}, 0)
+	require.ErrorContains(t, err, "own_netns_only")
 }

@@ -39,6 +39,8 @@ type environment struct {
 	now           func() time.Time
 	machineIDFile string
 	hostAddrs     func() ([]netip.Addr, error)
+	// netnsInode returns the inode of the collector's network namespace.
+	netnsInode func() (uint32, error)
 }
 
 func hostEnvironment() environment {
@@ -53,6 +55,7 @@ func hostEnvironment() environment {
 		now:           time.Now,
 		machineIDFile: machineIDPath,
 		hostAddrs:     hostUnicastAddrs,
+		netnsInode:    ownNetnsInode,
 	}
 }
 
@@ -109,7 +112,13 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 	if err != nil {
 		return nil, err
 	}
-	filter, err := newFlowFilter(cfg.Filter)
+	var netns uint32
+	if cfg.Filter.OwnNetnsOnly {
+		if netns, err = env.netnsInode(); err != nil {
+			return nil, fmt.Errorf("filter.own_netns_only: %w", err)
+		}
+	}
+	filter, err := newFlowFilter(cfg.Filter, netns)
 	if err != nil {
 		return nil, err
 	}
