@@ -27,6 +27,10 @@ type Config struct {
 	// KeepHeartbeats passes heartbeat records on after applying them instead
 	// of removing them from the stream.
 	KeepHeartbeats bool `mapstructure:"keep_heartbeats"`
+	// KeepFlows passes flow records on (attributed). When false they are
+	// removed after their local claims are applied: with KeepHeartbeats, a
+	// pipeline that forwards only heartbeats, e.g. to peers or a topic.
+	KeepFlows bool `mapstructure:"keep_flows"`
 	// ApplyLocalClaims applies the local side of every flow record (local
 	// address held by the local owner from flow start to record time) as a
 	// claim.
@@ -70,6 +74,7 @@ func createDefaultConfig() *Config {
 		KeyAttribute:     flowschema.AttrNetworkPeerAddress,
 		TimeAttribute:    flowschema.AttrFlowStartTime,
 		OwnerPrefix:      flowschema.PrefixPeerOwner,
+		KeepFlows:        true,
 		ApplyLocalClaims: true,
 		MaxFuture:        time.Minute,
 		MaxWait:          30 * time.Second,

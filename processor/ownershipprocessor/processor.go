@@ -161,6 +161,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 				switch lr.EventName() {
 				case flowschema.EventHeartbeat:
 					c, err := flowschema.ParseClaim(lr)
+					applied := false
 					if err != nil {
 						reason := string(flowschema.ReasonOf(err))
 						if reason == "" {
@@ -169,13 +170,16 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 						st.reject(originHeartbeat, reason, 1)
 					} else if reason := p.checkClaim(c, originHeartbeat, now); reason != "" {
 						st.reject(originHeartbeat, reason, 1)
-					} else if p.applyClaim(c, originHeartbeat, 1, st) {
+					} else if applied = p.applyClaim(c, originHeartbeat, 1, st); applied {
 						touched = append(touched, c.Address)
 					}
-					return !p.cfg.KeepHeartbeats
+					// Only claims this processor accepted are passed on: a
+					// rejected one is counted here and goes no further
+					// (not to peers, not to a topic).
+					return !p.cfg.KeepHeartbeats || !applied
 				case flowschema.EventFlow:
 					if !p.cfg.ApplyLocalClaims {
-						return false
+						return !p.cfg.KeepFlows
 					}
 					c, reason := p.localClaim(lr)
 					if reason == "" {
@@ -186,6 +190,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 					} else {
 						local.add(c, p.cfg.MergeGap)
 					}
+					return !p.cfg.KeepFlows
 				}
 				return false
 			})

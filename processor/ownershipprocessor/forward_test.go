@@ -1,0 +1,65 @@
+package ownershipprocessor
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+)
+
+// TestForwardOnlyAcceptedHeartbeats is the configuration of a pipeline that
+// sends this collector's heartbeats to peers or a topic: keep_heartbeats
+// with keep_flows false passes on the heartbeats the processor accepted and
+// nothing else; flows and rejected claims stop here.
+func TestForwardOnlyAcceptedHeartbeats(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.KeepHeartbeats = true
+	cfg.KeepFlows = false
+	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}}
+	require.NoError(t, cfg.Validate())
+	h := newHarness(t, cfg)
+	h.consume(
+		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
+		heartbeat("10.9.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"), // outside node-a's CIDRs
+		heartbeat("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),      // unknown source
+		ownedFlow("10.0.0.1", "web", "10.0.0.2", t0.Add(-30*time.Second), t0),
+	)
+	recs := h.records()
+	require.Len(t, recs, 1, "only the accepted heartbeat is passed on")
+	assert.Equal(t, flowschema.EventHeartbeat, recs[0].EventName())
+	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "heartbeat", "reason": "unauthorized_source"}, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 1)
+}
+
+func TestKeepFlowsFalseWithoutLocalClaims(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.KeepFlows = false
+	cfg.ApplyLocalClaims = false
+	h := newHarness(t, cfg)
+	h.consume(ownedFlow("10.0.0.1", "web", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	assert.Zero(t, h.sink.LogRecordCount(), "the flow is removed")
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 0)
+}
+
+// TestKeepHeartbeatsDropsRejected checks that a forwarding pipeline that
+// keeps flows too still drops the heartbeats it rejected.
+func TestKeepHeartbeatsDropsRejected(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.KeepHeartbeats = true
+	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}}
+	h := newHarness(t, cfg)
+	h.consume(
+		heartbeat("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),
+		flow("10.0.0.1", "10.0.0.3", t0.Add(-30*time.Second), t0),
+	)
+	recs := h.records()
+	require.Len(t, recs, 1)
+	assert.Equal(t, flowschema.EventFlow, recs[0].EventName())
+	_, _, owner := attribution(recs[0])
+	assert.Equal(t, "<absent>", owner)
+}
