@@ -1,0 +1,104 @@
+package fleet
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// testCA is a throwaway certificate authority made for one test; its keys
+// live in the test's temporary directory only.
+type testCA struct {
+	dir  string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	// File is the CA certificate in PEM, for ca_file / client_ca_file.
+	File string
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err, "CA key")
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err, "CA certificate")
+	cert, err := x509.ParseCertificate(der)
+	must(t, err, "parsing CA certificate")
+	ca := &testCA{dir: t.TempDir(), cert: cert, key: key}
+	ca.File = ca.writePEM(t, name+"-ca.pem", "CERTIFICATE", der)
+	return ca
+}
+
+func (ca *testCA) writePEM(t *testing.T, name, kind string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(ca.dir, name)
+	must(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600), "writing %s", p)
+	return p
+}
+
+// leaf is a certificate for one collector or peer, usable as TLS server and
+// client (a node both receives and sends heartbeats).
+type leaf struct {
+	CertFile, KeyFile string
+	pair              tls.Certificate
+}
+
+func (ca *testCA) issue(t *testing.T, name string, ips ...net.IP) leaf {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err, "key for %s", name)
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	must(t, err, "serial")
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		IPAddresses:  ips,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	must(t, err, "certificate for %s", name)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	must(t, err, "marshal key")
+	l := leaf{
+		CertFile: ca.writePEM(t, name+"-cert.pem", "CERTIFICATE", der),
+		KeyFile:  ca.writePEM(t, name+"-key.pem", "EC PRIVATE KEY", keyDER),
+	}
+	l.pair, err = tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+	must(t, err, "loading key pair of %s", name)
+	return l
+}
+
+// clientTLS is the TLS configuration of a test client presenting l (none
+// when l is the zero leaf) to a server whose certificate ca signed.
+func (ca *testCA) clientTLS(l leaf, serverName string) *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	cfg := &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if l.pair.Certificate != nil {
+		cfg.Certificates = []tls.Certificate{l.pair}
+	}
+	return cfg
+}

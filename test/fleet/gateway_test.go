@@ -1,0 +1,272 @@
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+const heartbeatTopic = "flowattr-heartbeats"
+
+// gatewayTier is a Kafka cluster, a flow sink and gateways running
+// testdata/fleet/gateway.yaml, all on loopback.
+type gatewayTier struct {
+	kafka    *kfake.Cluster
+	sink     *logSink
+	ca       *testCA
+	gateways []*gateway
+}
+
+type gateway struct {
+	name        string
+	col         *collector
+	agentAddr   string
+	metricsAddr string
+}
+
+// startGatewayTier starts the Kafka server and one gateway per name, with
+// overlay merged over gateway.yaml (sources, max_wait).
+func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTier {
+	t.Helper()
+	collectorBinary(t) // skip before starting anything when there is no binary
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, heartbeatTopic))
+	must(t, err, "starting the in-process Kafka server")
+	t.Cleanup(kafka.Close)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err, "sink listener")
+	tier := &gatewayTier{kafka: kafka, sink: serveSink(t, l), ca: newTestCA(t, "flowattr-test-agents")}
+
+	overlayFile := filepath.Join(t.TempDir(), "overlay.yaml")
+	must(t, os.WriteFile(overlayFile, []byte(overlay), 0o600), "writing overlay")
+	for _, name := range names {
+		cert := tier.ca.issue(t, name, net.ParseIP("127.0.0.1"))
+		g := &gateway{
+			name:        name,
+			agentAddr:   hostPort("127.0.0.1", freeLoopbackPort(t)),
+			metricsAddr: hostPort("127.0.0.1", freeLoopbackPort(t)),
+		}
+		health := hostPort("127.0.0.1", freeLoopbackPort(t))
+		_, metricsPort, _ := net.SplitHostPort(g.metricsAddr)
+		g.col = startCollector(t, collectorSpec{
+			name:    name,
+			configs: []string{configPath(t, "gateway.yaml"), overlayFile},
+			env: map[string]string{
+				"FLOWATTR_GATEWAY_NAME":    name,
+				"FLOWATTR_AGENT_ENDPOINT":  g.agentAddr,
+				"FLOWATTR_KAFKA_BROKERS":   kafka.ListenAddrs()[0],
+				"FLOWATTR_TLS_CA":          tier.ca.File,
+				"FLOWATTR_TLS_CERT":        cert.CertFile,
+				"FLOWATTR_TLS_KEY":         cert.KeyFile,
+				"FLOWATTR_FLOWS_ENDPOINT":  tier.sink.addr,
+				"FLOWATTR_HEALTH_ENDPOINT": health,
+				"FLOWATTR_METRICS_PORT":    metricsPort,
+			},
+		})
+		g.col.waitReady(t, health)
+		tier.gateways = append(tier.gateways, g)
+	}
+	return tier
+}
+
+// agentClient is an OTLP client presenting a certificate, as an agent does.
+type agentClient struct {
+	conn   *grpc.ClientConn
+	client plogotlp.GRPCClient
+}
+
+func dialAgent(t *testing.T, addr string, cfg *tls.Config) *agentClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	must(t, err, "dialling %s", addr)
+	t.Cleanup(func() { conn.Close() })
+	return &agentClient{conn: conn, client: plogotlp.NewGRPCClient(conn)}
+}
+
+func (a *agentClient) send(ctx context.Context, ld plog.Logs) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := a.client.Export(ctx, plogotlp.NewExportRequestFromLogs(ld))
+	return err
+}
+
+// claims builds one heartbeat record per claim.
+func claims(cs ...flowschema.Claim) plog.Logs {
+	ld := plog.NewLogs()
+	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for _, c := range cs {
+		flowschema.PutClaim(lrs.AppendEmpty(), c)
+	}
+	return ld
+}
+
+// syntheticFlow is a closed client flow record, as an agent's receiver
+// writes it, tagged with a case name.
+type syntheticFlow struct {
+	name        string
+	local, peer string
+	localOwner  string
+	start       time.Time
+}
+
+const caseAttr = "fleet.case"
+
+func flows(fs ...syntheticFlow) plog.Logs {
+	ld := plog.NewLogs()
+	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for _, f := range fs {
+		lr := lrs.AppendEmpty()
+		lr.SetEventName(flowschema.EventFlow)
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(f.start.Add(time.Second)))
+		attrs := lr.Attributes()
+		attrs.PutStr(caseAttr, f.name)
+		attrs.PutStr(flowschema.AttrNetworkTransport, "tcp")
+		attrs.PutStr(flowschema.AttrNetworkType, "ipv4")
+		attrs.PutStr(flowschema.AttrNetworkLocalAddress, f.local)
+		attrs.PutInt(flowschema.AttrNetworkLocalPort, 40000)
+		attrs.PutStr(flowschema.AttrNetworkPeerAddress, f.peer)
+		attrs.PutInt(flowschema.AttrNetworkPeerPort, 443)
+		attrs.PutStr(flowschema.AttrFlowRole, flowschema.RoleClient)
+		attrs.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
+		attrs.PutInt(flowschema.AttrFlowStartTime, f.start.UnixNano())
+		flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, intervalstore.Owner{ID: f.localOwner})
+	}
+	return ld
+}
+
+// waitForCases waits until the sink holds a record of every named case and
+// returns them by case name.
+func waitForCases(t *testing.T, sink *logSink, timeout time.Duration, names ...string) map[string]record {
+	t.Helper()
+	got := map[string]record{}
+	eventually(timeout, 100*time.Millisecond, func() bool {
+		for _, r := range sink.snapshot() {
+			if n := r.str(caseAttr); n != "" {
+				got[n] = r
+			}
+		}
+		for _, n := range names {
+			if _, ok := got[n]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range names {
+		if _, ok := got[n]; !ok {
+			t.Fatalf("flow %q never reached the sink within %s", n, timeout)
+		}
+	}
+	return got
+}
+
+// topicRecords reads every log record published to the heartbeat topic.
+func topicRecords(t *testing.T, brokers []string) []record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(heartbeatTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	must(t, err, "kafka client")
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var out []record
+	for ctx.Err() == nil {
+		fetches := cl.PollFetches(ctx)
+		fetches.EachRecord(func(r *kgo.Record) {
+			var ld plog.ProtoUnmarshaler
+			logs, err := ld.UnmarshalLogs(r.Value)
+			if err != nil {
+				t.Errorf("topic message is not OTLP logs: %v", err)
+				return
+			}
+			rls := logs.ResourceLogs()
+			for i := 0; i < rls.Len(); i++ {
+				sls := rls.At(i).ScopeLogs()
+				for j := 0; j < sls.Len(); j++ {
+					lrs := sls.At(j).LogRecords()
+					for k := 0; k < lrs.Len(); k++ {
+						out = append(out, record{eventName: lrs.At(k).EventName(), attrs: lrs.At(k).Attributes().AsRaw()})
+					}
+				}
+			}
+		})
+	}
+	return out
+}
+
+// TestGatewaysShareHeartbeatsThroughKafka runs two gateways on gateway.yaml
+// against an in-process Kafka server: a heartbeat sent by an agent to one
+// gateway attributes a flow that another agent sends to the other gateway,
+// in both directions, and the topic carries heartbeats only.
+func TestGatewaysShareHeartbeatsThroughKafka(t *testing.T) {
+	tier := startGatewayTier(t, `
+processors:
+  ownership:
+    max_wait: 20s
+`, "gateway-1", "gateway-2")
+	g1, g2 := tier.gateways[0], tier.gateways[1]
+	agentA := tier.ca.issue(t, "agent-a")
+	agentB := tier.ca.issue(t, "agent-b")
+	toG1 := dialAgent(t, g1.agentAddr, tier.ca.clientTLS(agentA, "127.0.0.1"))
+	toG2 := dialAgent(t, g2.agentAddr, tier.ca.clientTLS(agentB, "127.0.0.1"))
+	ctx := context.Background()
+
+	now := time.Now()
+	checkout := netip.MustParseAddr("10.1.0.7")
+	frontend := netip.MustParseAddr("10.2.0.9")
+	// Agent A's heartbeat goes to gateway 1 only, agent B's to gateway 2
+	// only; each also sends a flow towards the other's address.
+	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: intervalstore.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-a"})), "heartbeat to gateway-1")
+	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: intervalstore.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-b"})), "heartbeat to gateway-2")
+	must(t, toG2.send(ctx, flows(syntheticFlow{name: "b-to-checkout", local: frontend.String(), localOwner: "frontend", peer: checkout.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-2")
+	must(t, toG1.send(ctx, flows(syntheticFlow{name: "a-to-frontend", local: checkout.String(), localOwner: "checkout", peer: frontend.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-1")
+
+	got := waitForCases(t, tier.sink, 60*time.Second, "b-to-checkout", "a-to-frontend")
+	for name, want := range map[string]string{"b-to-checkout": "checkout", "a-to-frontend": "frontend"} {
+		r := got[name]
+		if st, id := r.str(flowschema.AttrPeerAttributionStatus), r.str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix); st != "attributed" || id != want {
+			t.Errorf("%s: status %q owner %q (reason %q), want attributed to %q through the other gateway's heartbeat", name, st, id, r.str(flowschema.AttrPeerAttributionReason), want)
+		}
+	}
+
+	// Each gateway applied the other's heartbeat from Kafka. The collector's
+	// metrics do not tell the processor instances apart, so count them all:
+	// its own agent's claim twice (logs/flows and logs/heartbeats-out) and
+	// both claims from the topic (logs/heartbeats-in), its own included.
+	for _, g := range tier.gateways {
+		m := g.col.metrics(t, g.metricsAddr)
+		if applied := metricSum(m, "otelcol_processor_ownership_heartbeats_applied", "origin", "heartbeat"); applied < 4 {
+			t.Errorf("%s applied %v heartbeats, want at least 4 (2 from its agent, 2 from the topic)", g.name, applied)
+		}
+	}
+
+	published := topicRecords(t, tier.kafka.ListenAddrs())
+	var hb int
+	for _, r := range published {
+		if r.eventName != flowschema.EventHeartbeat {
+			t.Errorf("the heartbeat topic carries a %q record: %v", r.eventName, r.attrs)
+			continue
+		}
+		hb++
+	}
+	if hb != 2 {
+		t.Errorf("topic holds %d heartbeat records, want 2 (one per agent claim)", hb)
+	}
+	t.Logf("topic: %d heartbeat records, %d other; flows attributed across gateways: %d", hb, len(published)-hb, len(got))
+}

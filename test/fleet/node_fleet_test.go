@@ -1,0 +1,405 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Timing of the node fleet scenario. The ownership file is polled every
+// pollInterval and owned addresses are claimed every heartbeatInterval; a
+// flow waits up to maxWait for the claim that covers its peer, which must
+// exceed heartbeatInterval + the injected heartbeatDelay + the receiver's
+// flush interval + the exporter's retry backoff.
+const (
+	heartbeatInterval = time.Second
+	pollInterval      = 250 * time.Millisecond
+	heartbeatDelay    = 2 * time.Second
+	maxWait           = 8 * time.Second
+	clockSkew         = time.Second
+	// An address is reused only after the old owner's claims have
+	// stopped (its collector reloaded the file) and clock_skew more.
+	quarantine = clockSkew + 500*time.Millisecond
+	serverPort = 8080
+)
+
+// nodeOverlay is merged over testdata/fleet/node.yaml: fast timings, only the
+// namespace the collector runs in (every namespace shares one kernel, and
+// the tracepoint sees them all), no records of the collectors' own traffic
+// on the hosts' infrastructure addresses, and which host may claim what.
+const nodeOverlay = `
+receivers:
+  ebpfflow:
+    flush_interval: 250ms
+    active_interval: 0s
+    filter:
+      own_netns_only: true
+      exclude_cidrs: [10.201.0.1/32, 10.201.0.2/32]
+processors:
+  ownership:
+    max_wait: 8s
+    clock_skew: 1s
+    sources:
+      host-1: [10.201.0.8/29, 10.201.0.50/32]
+      host-2: [10.201.0.16/29, 10.201.0.50/32]
+`
+
+// workload is a server on one address of one host: it accepts connections
+// and reads them to the end.
+type workload struct {
+	addr  netip.Addr
+	owner string
+	host  *host
+	l     net.Listener
+	wg    sync.WaitGroup
+}
+
+func startWorkload(t *testing.T, a netip.Addr, owner string, h *host) *workload {
+	t.Helper()
+	l, err := listenIn(h.netns, netip.AddrPortFrom(a, serverPort).String())
+	must(t, err, "listening on %s in %s", a, h.name)
+	w := &workload{addr: a, owner: owner, host: h, l: l}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *workload) stop() {
+	_ = w.l.Close()
+	w.wg.Wait()
+}
+
+// node is one host's collector and its configuration.
+type node struct {
+	host      *host
+	ownership string // path of its ownership file
+	spec      collectorSpec
+	col       *collector
+}
+
+// writeOwnership replaces the node's ownership file atomically, as an IPAM
+// agent would.
+func (n *node) writeOwnership(t *testing.T, owners map[netip.Addr]string) {
+	t.Helper()
+	var b []byte
+	for a, o := range owners {
+		b = fmt.Appendf(b, "%s: %s\n", a, o)
+	}
+	if len(owners) == 0 {
+		b = []byte("{}\n")
+	}
+	tmp := n.ownership + ".tmp"
+	must(t, os.WriteFile(tmp, b, 0o644), "writing %s", tmp)
+	must(t, os.Rename(tmp, n.ownership), "renaming %s", tmp)
+}
+
+// rewriteOwnership writes the ownership file and waits until the collector
+// has loaded it, plus a heartbeat interval for the new map to be in use.
+func (n *node) rewriteOwnership(t *testing.T, owners map[netip.Addr]string) {
+	t.Helper()
+	reloads := func() float64 {
+		return metricSum(n.col.metrics(t, "127.0.0.1:8888"), "otelcol_ebpfflow_ownership_file_reloads", "result", "success")
+	}
+	before := reloads()
+	n.writeOwnership(t, owners)
+	if !eventually(10*time.Second, 50*time.Millisecond, func() bool { return reloads() > before }) {
+		t.Fatalf("%s did not reload its ownership file", n.host.name)
+	}
+	time.Sleep(heartbeatInterval)
+}
+
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	n.col = startCollector(t, n.spec)
+	n.col.waitReady(t, "127.0.0.1:13133")
+}
+
+// traffic opens short connections between workloads until stopped, and
+// records each in the ground truth.
+type traffic struct {
+	truth *groundTruth
+	mu    sync.RWMutex // held for reading by every connection in flight
+	// pairs maps a client address to the servers it connects to.
+	pairs   [][2]*workload
+	stopped chan struct{}
+	done    sync.WaitGroup
+	failed  int
+	made    int
+}
+
+// setPairs replaces the pairs, after every connection of the old set has
+// finished.
+func (tr *traffic) setPairs(p [][2]*workload) {
+	tr.mu.Lock()
+	tr.pairs = p
+	tr.mu.Unlock()
+}
+
+func (tr *traffic) run(interval time.Duration) {
+	tr.done.Add(1)
+	go func() {
+		defer tr.done.Done()
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tr.stopped:
+				return
+			case <-tick.C:
+			}
+			tr.mu.RLock()
+			var wg sync.WaitGroup
+			for _, p := range tr.pairs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					tr.connect(p[0], p[1])
+				}()
+			}
+			wg.Wait()
+			tr.mu.RUnlock()
+		}
+	}()
+}
+
+// connect makes one connection from client's address to server, sends a
+// little and closes it.
+func (tr *traffic) connect(client, server *workload) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := netnsDialer(client.host.netns, client.addr)(ctx, "tcp", netip.AddrPortFrom(server.addr, serverPort).String())
+	if err != nil {
+		tr.truth.mu.Lock()
+		tr.failed++
+		tr.truth.mu.Unlock()
+		return
+	}
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	_, _ = c.Write(make([]byte, 1000))
+	_ = c.Close()
+	// The server closes as soon as it reads the end of the stream.
+	end := time.Now().Add(100 * time.Millisecond)
+	tr.truth.addConn(&connection{
+		client:     netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
+		server:     netip.AddrPortFrom(server.addr, serverPort),
+		clientHost: client.host,
+		serverHost: server.host,
+		start:      start,
+		end:        end,
+	})
+	tr.truth.mu.Lock()
+	tr.made++
+	tr.truth.mu.Unlock()
+}
+
+// TestNodeFleetInNamespaces runs two node collectors (testdata/fleet/node.yaml)
+// in two network namespaces that stand for hosts, exchanging heartbeats over
+// mutual TLS, while workloads on both hosts talk over real TCP. Mid-test the
+// heartbeats into host 2 are delayed, an address moves from a workload on
+// host 1 to a different workload on host 2 while traffic to it continues,
+// and host 2's collector restarts with an empty store. Every flow record
+// that reaches the sink is checked against the test's ground truth.
+func TestNodeFleetInNamespaces(t *testing.T) {
+	requireNetnsAndBPF(t)
+	collectorBinary(t)
+	h1, h2 := newHostPair(t)
+	truth := newGroundTruth()
+
+	web, db, moving := netip.MustParseAddr("10.201.0.11"), netip.MustParseAddr("10.201.0.21"), netip.MustParseAddr("10.201.0.50")
+	h1.addAddr(t, web)
+	h1.addAddr(t, moving)
+	h2.addAddr(t, db)
+
+	ca := newTestCA(t, "flowattr-test-fleet")
+	sinkListener, err := listenIn(h1.netns, netip.AddrPortFrom(h1.addr, 0).String())
+	must(t, err, "sink listener")
+	sink := serveSink(t, sinkListener)
+
+	// Heartbeats to each host go through a proxy on that host's address
+	// that can delay them.
+	proxies := map[*host]*delayProxy{}
+	for _, h := range []*host{h1, h2} {
+		l, err := listenIn(h.netns, netip.AddrPortFrom(h.addr, 0).String())
+		must(t, err, "proxy listener")
+		proxies[h] = startDelayProxy(t, l, netnsDialer(h.netns, netip.Addr{}), netip.AddrPortFrom(h.addr, 4317).String())
+	}
+
+	dir := t.TempDir()
+	overlay := filepath.Join(dir, "overlay.yaml")
+	must(t, os.WriteFile(overlay, []byte(nodeOverlay), 0o600), "overlay")
+	nodes := map[*host]*node{}
+	for _, h := range []*host{h1, h2} {
+		cert := ca.issue(t, h.name, h.addr.AsSlice())
+		n := &node{host: h, ownership: filepath.Join(dir, h.name+"-owners.yaml")}
+		n.spec = collectorSpec{
+			name:    h.name,
+			netns:   h.netns,
+			configs: []string{configPath(t, "node.yaml"), overlay},
+			env: map[string]string{
+				"FLOWATTR_NODE_NAME":               h.name,
+				"FLOWATTR_OWNERSHIP_FILE":          n.ownership,
+				"FLOWATTR_OWNERSHIP_POLL_INTERVAL": pollInterval.String(),
+				"FLOWATTR_HEARTBEAT_INTERVAL":      heartbeatInterval.String(),
+				"FLOWATTR_HEARTBEAT_ENDPOINT":      netip.AddrPortFrom(h.addr, 4317).String(),
+				"FLOWATTR_PEER_1":                  proxies[h1].l.Addr().String(),
+				"FLOWATTR_PEER_2":                  proxies[h2].l.Addr().String(),
+				"FLOWATTR_TLS_CA":                  ca.File,
+				"FLOWATTR_TLS_CERT":                cert.CertFile,
+				"FLOWATTR_TLS_KEY":                 cert.KeyFile,
+				"FLOWATTR_FLOWS_ENDPOINT":          sink.addr,
+			},
+		}
+		nodes[h] = n
+	}
+	t0 := truth.t0
+	truth.assign(web, "web", h1, t0)
+	truth.assign(moving, "cache-a", h1, t0)
+	truth.assign(db, "db", h2, t0)
+	nodes[h1].writeOwnership(t, map[netip.Addr]string{web: "web", moving: "cache-a"})
+	nodes[h2].writeOwnership(t, map[netip.Addr]string{db: "db"})
+	for _, n := range nodes {
+		n.start(t)
+	}
+
+	wWeb := startWorkload(t, web, "web", h1)
+	wDB := startWorkload(t, db, "db", h2)
+	wCacheA := startWorkload(t, moving, "cache-a", h1)
+	tr := &traffic{truth: truth, stopped: make(chan struct{})}
+	withCache := func(cache *workload) [][2]*workload {
+		return [][2]*workload{{wWeb, wDB}, {wDB, wWeb}, {wWeb, cache}, {wDB, cache}, {cache, wDB}}
+	}
+	tr.setPairs(withCache(wCacheA))
+	tr.run(200 * time.Millisecond)
+	stopTraffic := sync.OnceFunc(func() { close(tr.stopped); tr.done.Wait() })
+	t.Cleanup(stopTraffic)
+
+	step := func(what string) { t.Logf("%5.1fs %s", time.Since(t0).Seconds(), what) }
+	step("steady traffic")
+	time.Sleep(6 * time.Second)
+
+	truth.setPhase("delayed")
+	step("heartbeats into both hosts delayed by " + heartbeatDelay.String())
+	for _, p := range proxies {
+		p.setDelay(heartbeatDelay)
+	}
+	time.Sleep(8 * time.Second)
+	for _, p := range proxies {
+		p.setDelay(0)
+	}
+	// The delayed heartbeats made flows wait for them, and attributed them.
+	held := metricSum(nodes[h2].col.metrics(t, "127.0.0.1:8888"), "otelcol_processor_ownership_records_released", "outcome", "attributed")
+	step(fmt.Sprintf("host-2 released %.0f held records once their heartbeat arrived", held))
+	if held == 0 {
+		t.Errorf("no record waited for a delayed heartbeat on host-2")
+	}
+
+	truth.setPhase("move")
+	step("cache-a leaves " + moving.String() + " on host-1")
+	tr.setPairs([][2]*workload{{wWeb, wDB}, {wDB, wWeb}})
+	wCacheA.stop()
+	// The IPAM agent's contract: the old host stops claiming the address
+	// (its collector has reloaded the file) before the address is released,
+	// and the address is reused only after the quarantine.
+	nodes[h1].rewriteOwnership(t, map[netip.Addr]string{web: "web"})
+	h1.delAddr(t, moving)
+	truth.release(moving, time.Now())
+	time.Sleep(quarantine)
+	h2.addAddr(t, moving)
+	truth.assign(moving, "cache-b", h2, time.Now())
+	nodes[h2].rewriteOwnership(t, map[netip.Addr]string{db: "db", moving: "cache-b"})
+	step("cache-b serves " + moving.String() + " on host-2")
+	wCacheB := startWorkload(t, moving, "cache-b", h2)
+	tr.setPairs(withCache(wCacheB))
+	time.Sleep(3 * time.Second)
+
+	// Records host-2 holds for a heartbeat still in flight when it stops
+	// are released unattributed at shutdown: those of the last heartbeat
+	// interval or so before the restart (the window leaves room for a slow
+	// machine).
+	truth.setPhase("pre-restart")
+	time.Sleep(2*heartbeatInterval + time.Second)
+	truth.setPhase("restart")
+	step("host-2's collector restarts")
+	downFrom := time.Now()
+	nodes[h2].col.stop(t)
+	// While it is down, host-1's exporter queues and retries, and host-1
+	// holds its flows towards host-2's addresses.
+	time.Sleep(3 * time.Second)
+	nodes[h2].start(t)
+	truth.markDown(h2, downFrom, time.Now())
+	step("host-2's collector is back")
+
+	truth.setPhase("after-restart")
+	time.Sleep(6 * time.Second)
+	m1a := nodes[h1].col.metrics(t, "127.0.0.1:8888")
+	steadyFrom := time.Now()
+	time.Sleep(8 * time.Second)
+	m1b := nodes[h1].col.metrics(t, "127.0.0.1:8888")
+	steadyFor := time.Since(steadyFrom)
+	stopTraffic()
+	step("traffic stopped")
+
+	// Let held records wait out max_wait, then stop the collectors, which
+	// flushes what they still hold.
+	time.Sleep(maxWait + 2*time.Second)
+	for _, h := range []*host{h1, h2} {
+		nodes[h].col.stop(t)
+	}
+	step("collectors stopped")
+
+	inodes := map[int64]*host{netnsInode(t, h1.netns): h1, netnsInode(t, h2.netns): h2}
+	v := truth.check(sink.snapshot(), inodes)
+	t.Logf("connections made %d, failed to connect %d\n%s", tr.made, tr.failed, v)
+
+	flows := metricSum(m1b, "otelcol_ebpfflow_flows_emitted") - metricSum(m1a, "otelcol_ebpfflow_flows_emitted")
+	heartbeats := metricSum(m1b, "otelcol_ebpfflow_heartbeats_emitted") - metricSum(m1a, "otelcol_ebpfflow_heartbeats_emitted")
+	peers := 2.0
+	t.Logf("steady state on host-1 over %s: %.0f flow records, %.0f heartbeat records emitted (x%.0f peers = %.0f sent); heartbeat/flow = %.3f emitted, %.3f on the wire; %.1f heartbeat records/s at heartbeat_interval %s",
+		steadyFor.Round(time.Millisecond), flows, heartbeats, peers, heartbeats*peers, heartbeats/flows, heartbeats*peers/flows, heartbeats/steadyFor.Seconds(), heartbeatInterval)
+
+	if v.misattributed > 0 {
+		t.Errorf("%d flow records misattributed", v.misattributed)
+	}
+	if len(v.lost) > 0 {
+		t.Errorf("%d connection ends lost", len(v.lost))
+	}
+	if v.duplicates > 0 || v.unknown > 0 || v.wrongLocalOwner > 0 || v.wrongHost > 0 {
+		t.Errorf("duplicates %d, unknown %d, wrong local owner %d, wrong namespace %d", v.duplicates, v.unknown, v.wrongLocalOwner, v.wrongHost)
+	}
+	for k, n := range v.unattributed {
+		if !strings.HasPrefix(k, "pre-restart/") && !strings.HasPrefix(k, "restart/") {
+			t.Errorf("%d records not attributed (%s) outside the restart of host-2's collector", n, k)
+		}
+	}
+	if v.attributed == 0 || tr.made == 0 {
+		t.Errorf("nothing attributed (%d connections made)", tr.made)
+	}
+	if flows == 0 || heartbeats == 0 {
+		t.Errorf("no steady-state measurement: %v flows, %v heartbeats", flows, heartbeats)
+	}
+}

@@ -1,0 +1,109 @@
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
+)
+
+// sourcesOverlay restricts both ownership processors of gateway.yaml to the
+// same source table, so a rejected claim is neither applied nor published.
+const sourcesOverlay = `
+processors:
+  ownership:
+    max_wait: 2s
+    sources: &sources
+      agent-a: [10.1.0.0/24]
+      agent-b: [10.2.0.0/24]
+      rogue: [10.9.0.0/24]
+  ownership/heartbeats-out:
+    sources: *sources
+`
+
+// TestRoguePeerCannotStealAddress checks the two defences of the heartbeat
+// path: mutual TLS keeps out senders without a fleet certificate, and the
+// sources table keeps a peer with a valid certificate from claiming an
+// address outside its CIDRs. A peer that lies about its source name is the
+// remaining gap (sources are self-declared); the interval store then records
+// a conflict on a legitimately claimed address rather than a wrong owner.
+func TestRoguePeerCannotStealAddress(t *testing.T) {
+	tier := startGatewayTier(t, sourcesOverlay, "gateway-1")
+	g := tier.gateways[0]
+	ctx := context.Background()
+	agentA := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-a"), "127.0.0.1"))
+	agentB := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-b"), "127.0.0.1"))
+	rogue := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "rogue"), "127.0.0.1"))
+
+	now := time.Now()
+	checkout, spare, payments := netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("10.1.0.8"), netip.MustParseAddr("10.1.0.9")
+	evil := intervalstore.Owner{ID: "evil"}
+
+	// The gateway refuses senders without a certificate from the fleet's
+	// CA: one from another CA, and none at all. Both trust the gateway.
+	otherCA := newTestCA(t, "not-the-fleet")
+	for name, cfg := range map[string]*tls.Config{
+		"certificate from another CA": tier.ca.clientTLS(otherCA.issue(t, "stranger"), "127.0.0.1"),
+		"no certificate":              tier.ca.clientTLS(leaf{}, "127.0.0.1"),
+	} {
+		c := dialAgent(t, g.agentAddr, cfg)
+		if err := c.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"})); err == nil {
+			t.Fatalf("a sender with %s could send heartbeats", name)
+		}
+	}
+
+	must(t, agentA.send(ctx, claims(
+		flowschema.Claim{Address: checkout, Owner: intervalstore.Owner{ID: "checkout"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		flowschema.Claim{Address: payments, Owner: intervalstore.Owner{ID: "payments"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+	)), "agent-a heartbeats")
+	must(t, rogue.send(ctx, claims(
+		// Under its own name, outside its CIDRs: rejected.
+		flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
+		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
+		// Under a name the table does not know: rejected.
+		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "mallory"},
+		// Impersonating agent-a: accepted by the table, but it overlaps
+		// agent-a's own claim, so the store records a conflict.
+		flowschema.Claim{Address: payments, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+	)), "rogue heartbeats")
+
+	start := now.Add(-10 * time.Second)
+	must(t, agentB.send(ctx, flows(
+		syntheticFlow{name: "to-checkout", local: "10.2.0.9", localOwner: "frontend", peer: checkout.String(), start: start},
+		syntheticFlow{name: "to-spare", local: "10.2.0.9", localOwner: "frontend", peer: spare.String(), start: start},
+		syntheticFlow{name: "to-payments", local: "10.2.0.9", localOwner: "frontend", peer: payments.String(), start: start},
+	)), "agent-b flows")
+
+	got := waitForCases(t, tier.sink, 30*time.Second, "to-checkout", "to-spare", "to-payments")
+	for name, want := range map[string]struct{ status, owner string }{
+		"to-checkout": {"attributed", "checkout"},
+		"to-spare":    {"unattributed", ""},
+		"to-payments": {"conflict", ""},
+	} {
+		r := got[name]
+		st, id := r.str(flowschema.AttrPeerAttributionStatus), r.str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix)
+		if id == "evil" {
+			t.Errorf("%s: attributed to the rogue's owner", name)
+		}
+		if st != want.status || id != want.owner {
+			t.Errorf("%s: status %q owner %q (reason %q), want %q %q", name, st, id, r.str(flowschema.AttrPeerAttributionReason), want.status, want.owner)
+		}
+	}
+
+	m := g.col.metrics(t, g.metricsAddr)
+	// Three rejected claims, each rejected by both processors that see the
+	// agents' stream (logs/flows and logs/heartbeats-out); none came back
+	// from the topic.
+	if n := metricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthorized_source"); n != 6 {
+		t.Errorf("%v claims rejected as unauthorized_source, want 6 (3 claims x 2 pipelines)", n)
+	}
+	for _, r := range topicRecords(t, tier.kafka.ListenAddrs()) {
+		if r.str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" && r.str(flowschema.AttrClaimSource) != "agent-a" {
+			t.Errorf("a rejected claim reached the heartbeat topic: %v", r.attrs)
+		}
+	}
+}
