@@ -11,8 +11,12 @@ type Config struct {
 	// MergeGap joins claims of the same owner whose gap is at most MergeGap
 	// into one range. 0 joins only overlapping or touching claims.
 	MergeGap time.Duration
-	// ClockSkew turns an attribution into Uncertain when another owner's
-	// coverage lies within ClockSkew of the looked-up time. 0 disables it.
+	// ClockSkew is the largest clock difference between the hosts whose
+	// claims and lookups meet here. A lookup is attributed only when one
+	// owner covers all of [t-ClockSkew, t+ClockSkew]: it is Uncertain when
+	// another owner's coverage lies in there, and Unattributed
+	// (ReasonNearUnclaimedEdge) when part of it is covered by no claim yet.
+	// 0 disables it.
 	ClockSkew time.Duration
 	// Retention is how much history is kept; must be > 0.
 	Retention time.Duration

@@ -29,9 +29,17 @@
 //     owner in it.
 //   - Lookup(key, t):
 //     t in a conflict range: Conflict, ReasonOverlappingClaims;
-//     t in an owner range of owner o: Uncertain, ReasonNearOwnerChange when a
-//     point u with |u-t| <= ClockSkew is covered by an owner other than o
-//     (another owner's range or a conflict range), otherwise Attributed to o;
+//     t in an owner range of owner o, with W = [t-ClockSkew, t+ClockSkew]:
+//     Attributed to o when o's coverage (its component holding t) covers all
+//     of W; else Uncertain, ReasonNearOwnerChange when a point of W is
+//     covered by an owner other than o (another owner's range or a conflict
+//     range); else, part of W being covered by no claim, Unattributed with
+//     ReasonExpired if t < now-Retention, otherwise ReasonNearUnclaimedEdge.
+//     The last case is not final: o is known at t, but a claim not yet
+//     applied (another owner's, whose clock put an owner change near t) may
+//     still cover W. So a time within ClockSkew of the newest range's end
+//     waits for the next claim, and one within ClockSkew of an owner's first
+//     claim waits for the claim of whoever came before.
 //     t not covered: Unattributed with, in this order, ReasonExpired if
 //     t < now-Retention; ReasonNoClaim if the key is unknown;
 //     ReasonAfterLastClaim if t is after the last range; ReasonGap if t is
@@ -40,6 +48,7 @@
 //     Covered times are answered from the ranges held even when older than
 //     now-Retention (until Prune drops them): they are still true, and the
 //     common attributed lookup then needs no clock read.
+//     With ClockSkew 0, W is {t} and the owner cases reduce to Attributed.
 //
 // Because the definition only depends on the set of claims, applying the same
 // claims in any order yields the same ranges, and re-applying a claim changes
@@ -74,8 +83,8 @@
 // serialised by one mutex. Lookups take no lock: keys live in open-addressing
 // hash tables (one per shard of the key hash) whose slots hold the key and its
 // trailing range inline, changed under a per-slot sequence lock that readers
-// retry on, with older ranges in immutable arrays; a lookup at a time in the
-// trailing range reads one slot. A range is 24 bytes: start and end as int64
+// retry on, with older ranges in immutable arrays; a lookup at a time whose
+// ClockSkew neighbourhood lies in the trailing range reads one slot. A range is 24 bytes: start and end as int64
 // nanoseconds and a pointer to an interned owner or owner set. Interned owners
 // and owner sets no longer referenced are swept by Prune.
 package intervalstore

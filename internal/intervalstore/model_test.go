@@ -124,12 +124,21 @@ func modelLookup(comps []comp, t, skew, cutoff int64) (Status, Reason, *Owner) {
 	switch len(cover) {
 	case 0:
 	case 1:
+		o := cover[0]
 		for _, c := range comps {
-			if c.id != cover[0].id && c.s <= t+skew && c.e >= t-skew {
+			if c.id != o.id && c.s <= t+skew && c.e >= t-skew {
 				return Uncertain, ReasonNearOwnerChange, nil
 			}
 		}
-		return Attributed, ReasonNone, &cover[0].own
+		// No other owner in the window: the owner's components are apart by
+		// more than MergeGap, so the window is covered only if o's covers it.
+		if o.s <= t-skew && t+skew <= o.e {
+			return Attributed, ReasonNone, &o.own
+		}
+		if t < cutoff {
+			return Unattributed, ReasonExpired, nil
+		}
+		return Unattributed, ReasonNearUnclaimedEdge, nil
 	default:
 		return Conflict, ReasonOverlappingClaims, nil
 	}

@@ -5,9 +5,11 @@ type Status uint8
 
 // Lookup outcomes.
 const (
-	// Unattributed: no owner covers the time; Reason says why.
+	// Unattributed: no owner covers the time, or one does but part of its
+	// ClockSkew neighbourhood is covered by no claim yet; Reason says why.
 	Unattributed Status = iota
-	// Attributed: exactly one owner covers the time, none other is near.
+	// Attributed: one owner covers the time and its whole ClockSkew
+	// neighbourhood.
 	Attributed
 	// Conflict: two or more owners cover the time.
 	Conflict
@@ -48,11 +50,16 @@ const (
 	ReasonOverlappingClaims
 	// ReasonNearOwnerChange: another owner is within ClockSkew (Uncertain).
 	ReasonNearOwnerChange
+	// ReasonNearUnclaimedEdge: one owner covers the time, but part of the
+	// time within ClockSkew of it is covered by no claim (Unattributed). A
+	// later claim decides it: the same owner's makes it attributed, another
+	// owner's uncertain.
+	ReasonNearUnclaimedEdge
 )
 
 var reasonNames = [...]string{
 	"", "no_heartbeat_yet", "not_yet_covered", "before_first_claim", "gap", "expired",
-	"overlapping_claims", "near_owner_change",
+	"overlapping_claims", "near_owner_change", "near_unclaimed_edge",
 }
 
 func (r Reason) String() string {

@@ -292,8 +292,8 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 	res := Result{Reason: ReasonNoClaim}
 	if sl := s.tableFor(h).lookup(key, h); sl != nil {
 		if v, ok := sl.read(); ok {
-			if g := v.last.g; tn >= v.last.start && tn <= v.last.end && g.owner != nil && subSat(tn, s.skew) >= v.last.start {
-				// Within the trailing range, no other owner within ClockSkew.
+			if g := v.last.g; g.owner != nil && subSat(tn, s.skew) >= v.last.start && addSat(tn, s.skew) <= v.last.end {
+				// The trailing range covers [t-ClockSkew, t+ClockSkew].
 				res = Result{Owner: g.owner, Status: Attributed}
 			} else {
 				res = s.resolve(&v, tn)
@@ -309,8 +309,8 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 }
 
 // resolve answers a lookup at t from a key's ranges: v.older followed by
-// v.last. A time within the trailing range, the common case, reads the older
-// ranges only if another range may lie within ClockSkew of it.
+// v.last. A time whose ClockSkew neighbourhood lies within its range, the
+// common case, reads no other range.
 func (s *Store[K]) resolve(v *view, t int64) Result {
 	n := len(v.older)
 	at := func(i int) *rng {
@@ -328,33 +328,36 @@ func (s *Store[K]) resolve(v *view, t int64) Result {
 	default:
 		i = search(v.older, t)
 	}
-	switch r := at(i); {
+	r := at(i)
+	switch {
 	case r.start > t && (i > 0 || v.pruned):
 		return Result{Reason: ReasonGap}
 	case r.start > t:
 		return Result{Reason: ReasonBeforeFirstClaim}
 	}
-	g := at(i).g
+	g := r.g
 	if g.owner == nil {
 		return Result{Status: Conflict, Reason: ReasonOverlappingClaims}
 	}
-	if s.skew > 0 {
-		id := g.owner.ID
-		lo, hi := subSat(t, s.skew), addSat(t, s.skew)
-		if lo < at(i).start {
-			for j := i - 1; j >= 0 && at(j).end >= lo; j-- {
-				if at(j).g.hasOther(id) {
-					return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
-				}
-			}
-		}
-		for j := i + 1; j <= n && at(j).start <= hi; j++ {
-			if at(j).g.hasOther(id) {
-				return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
-			}
+	lo, hi := subSat(t, s.skew), addSat(t, s.skew)
+	if lo >= r.start && hi <= r.end {
+		return Result{Owner: g.owner, Status: Attributed}
+	}
+	// The neighbourhood leaves the owner's range. Ranges are maximal and an
+	// owner's components never touch, so what lies beyond is another owner,
+	// a conflict, or time no claim covers yet.
+	id := g.owner.ID
+	for j := i - 1; j >= 0 && at(j).end >= lo; j-- {
+		if at(j).g.hasOther(id) {
+			return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
 		}
 	}
-	return Result{Owner: g.owner, Status: Attributed}
+	for j := i + 1; j <= n && at(j).start <= hi; j++ {
+		if at(j).g.hasOther(id) {
+			return Result{Status: Uncertain, Reason: ReasonNearOwnerChange}
+		}
+	}
+	return Result{Reason: ReasonNearUnclaimedEdge}
 }
 
 // evictOne removes the key that the eviction queue gives up. The caller

@@ -163,24 +163,66 @@ func TestRules(t *testing.T) {
 				{"k", "b", 13, 20, ApplyResult{}},
 			},
 			probes: []probe{
+				{"k", 2, Unattributed, ReasonNearUnclaimedEdge, ""},
+				{"k", 3, Attributed, ReasonNone, "a"},
 				{"k", 6, Attributed, ReasonNone, "a"},
 				{"k", 7, Attributed, ReasonNone, "a"},
 				{"k", 10, Uncertain, ReasonNearOwnerChange, ""},
 				{"k", 12, Unattributed, ReasonGap, ""},
 				{"k", 13, Uncertain, ReasonNearOwnerChange, ""},
-				{"k", 14, Attributed, ReasonNone, "b"},
+				{"k", 14, Unattributed, ReasonNearUnclaimedEdge, ""}, // 11 and 12 are unclaimed
+				{"k", 16, Attributed, ReasonNone, "b"},
+				{"k", 18, Unattributed, ReasonNearUnclaimedEdge, ""},
+				{"k", 20, Unattributed, ReasonNearUnclaimedEdge, ""},
 			},
 			ranges: 2,
 		},
 		{
-			name: "own ranges within ClockSkew stay attributed",
+			name: "the owner's own ranges beyond MergeGap leave an unclaimed edge",
+			skew: 3 * time.Second,
+			steps: []step{
+				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
+				{"k", "a", 12, 20, ApplyResult{}},
+			},
+			probes: []probe{
+				{"k", 7, Attributed, ReasonNone, "a"},
+				{"k", 8, Unattributed, ReasonNearUnclaimedEdge, ""},
+				{"k", 10, Unattributed, ReasonNearUnclaimedEdge, ""},
+				{"k", 12, Unattributed, ReasonNearUnclaimedEdge, ""},
+				{"k", 15, Attributed, ReasonNone, "a"},
+			},
+			ranges: 2,
+		},
+		{
+			name: "a window covered through MergeGap closure is attributed",
+			gap:  2 * time.Second,
 			skew: 3 * time.Second,
 			steps: []step{
 				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
 				{"k", "a", 12, 20, ApplyResult{}},
 			},
 			probes: []probe{{"k", 10, Attributed, ReasonNone, "a"}, {"k", 12, Attributed, ReasonNone, "a"}},
+			ranges: 1,
+		},
+		{
+			name: "the edge waits for a later claim: the previous owner's makes it uncertain",
+			skew: 2 * time.Second,
+			steps: []step{
+				{"k", "b", 10, 20, ApplyResult{NewKey: true}},
+				{"k", "a", 0, 9, ApplyResult{}},
+			},
+			probes: []probe{{"k", 11, Uncertain, ReasonNearOwnerChange, ""}, {"k", 12, Attributed, ReasonNone, "b"}},
 			ranges: 2,
+		},
+		{
+			name: "the edge waits for a later claim: the next heartbeat of the same owner attributes it",
+			skew: 2 * time.Second,
+			steps: []step{
+				{"k", "b", 10, 20, ApplyResult{NewKey: true}},
+				{"k", "b", 20, 30, ApplyResult{}},
+			},
+			probes: []probe{{"k", 19, Attributed, ReasonNone, "b"}, {"k", 29, Unattributed, ReasonNearUnclaimedEdge, ""}},
+			ranges: 1,
 		},
 		{
 			name: "conflict range within ClockSkew makes it uncertain",
@@ -189,7 +231,7 @@ func TestRules(t *testing.T) {
 				{"k", "a", 0, 10, ApplyResult{NewKey: true}},
 				{"k", "b", 8, 10, ApplyResult{Conflict: true}},
 			},
-			probes: []probe{{"k", 6, Uncertain, ReasonNearOwnerChange, ""}, {"k", 5, Attributed, ReasonNone, "a"}},
+			probes: []probe{{"k", 6, Uncertain, ReasonNearOwnerChange, ""}, {"k", 5, Attributed, ReasonNone, "a"}, {"k", 1, Unattributed, ReasonNearUnclaimedEdge, ""}},
 			ranges: 2, conflictRngs: 1, conflicts: 1,
 		},
 		{
@@ -550,7 +592,8 @@ func TestStrings(t *testing.T) {
 		ReasonNone: "", ReasonNoClaim: "no_heartbeat_yet", ReasonAfterLastClaim: "not_yet_covered",
 		ReasonBeforeFirstClaim: "before_first_claim", ReasonGap: "gap", ReasonExpired: "expired",
 		ReasonOverlappingClaims: "overlapping_claims", ReasonNearOwnerChange: "near_owner_change",
-		Status(99): "unknown", Reason(99): "unknown",
+		ReasonNearUnclaimedEdge: "near_unclaimed_edge",
+		Status(99):              "unknown", Reason(99): "unknown",
 	}
 	for v, w := range want {
 		if v.String() != w {
