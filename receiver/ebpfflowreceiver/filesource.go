@@ -138,8 +138,7 @@ type fileSource struct {
 	goodDigest, badDigest [sha256.Size]byte
 	lastReadErr           string
 
-	stop chan struct{}
-	done sync.WaitGroup
+	poll poller
 }
 
 func newFileSource(cfg FileSourceConfig, logger *zap.Logger, recordReload func(string)) *fileSource {
@@ -165,32 +164,12 @@ func (s *fileSource) Entries() map[netip.Prefix]intervalstore.Owner {
 // agents start. Flows then carry no owner from this source until it loads.
 func (s *fileSource) Start(_ context.Context, onChange func()) error {
 	s.reload()
-	s.stop = make(chan struct{})
-	s.done.Add(1)
-	go func() {
-		defer s.done.Done()
-		t := time.NewTicker(s.interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-				if s.reload() {
-					onChange()
-				}
-			}
-		}
-	}()
+	s.poll.start(s.interval, s.reload, onChange)
 	return nil
 }
 
 func (s *fileSource) Shutdown() error {
-	if s.stop != nil {
-		close(s.stop)
-		s.done.Wait()
-		s.stop = nil
-	}
+	s.poll.shutdown()
 	return nil
 }
 

@@ -50,8 +50,7 @@ type staticSource struct {
 	entries   map[netip.Prefix]intervalstore.Owner
 	hostAddrs []netip.Addr // sorted
 
-	stop chan struct{}
-	done sync.WaitGroup
+	poll poller
 }
 
 // newStaticSource builds the static map; listHostAddrs is nil when the host's
@@ -99,35 +98,14 @@ func (s *staticSource) Entries() map[netip.Prefix]intervalstore.Owner {
 }
 
 func (s *staticSource) Start(_ context.Context, onChange func()) error {
-	if s.listHostAddrs == nil {
-		return nil
+	if s.listHostAddrs != nil {
+		s.poll.start(s.refreshEvery, s.refreshHostAddrs, onChange)
 	}
-	s.stop = make(chan struct{})
-	s.done.Add(1)
-	go func() {
-		defer s.done.Done()
-		t := time.NewTicker(s.refreshEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-				if s.refreshHostAddrs() {
-					onChange()
-				}
-			}
-		}
-	}()
 	return nil
 }
 
 func (s *staticSource) Shutdown() error {
-	if s.stop != nil {
-		close(s.stop)
-		s.done.Wait()
-		s.stop = nil
-	}
+	s.poll.shutdown()
 	return nil
 }
 
@@ -304,4 +282,41 @@ func (o *ownership) shutdown() error {
 		}
 	}
 	return firstErr
+}
+
+// poller runs refresh every interval on its own goroutine and calls onChange
+// when refresh reports a change, until shutdown.
+type poller struct {
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+func (p *poller) start(interval time.Duration, refresh func() bool, onChange func()) {
+	p.stop = make(chan struct{})
+	p.done.Add(1)
+	go func() {
+		defer p.done.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				if refresh() {
+					onChange()
+				}
+			}
+		}
+	}()
+}
+
+// shutdown stops the goroutine and waits for it; it is a no-op when start
+// was never called.
+func (p *poller) shutdown() {
+	if p.stop != nil {
+		close(p.stop)
+		p.done.Wait()
+		p.stop = nil
+	}
 }
