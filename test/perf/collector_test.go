@@ -29,6 +29,12 @@ import (
 // binary, as in test/e2e.
 const binaryEnv = "FLOWATTR_COLLECTOR_BIN"
 
+// collectorCPUsEnv names a CPU list (taskset's syntax, e.g. "1") that, when
+// set, confines the collector to those CPUs, so that it does not share them
+// with the load generator and sink (run the benchmark itself under
+// `taskset --cpu-list 0`).
+const collectorCPUsEnv = "FLOWATTR_PERF_COLLECTOR_CPUS"
+
 const (
 	readyTimeout    = 60 * time.Second
 	shutdownTimeout = 30 * time.Second
@@ -112,6 +118,11 @@ func startCollector(tb testing.TB, configPath string, extraEnv map[string]string
 		pprofPort:   freePort(tb),
 	}
 	c.cmd = exec.Command(bin, "--config="+abs)
+	if cpus := os.Getenv(collectorCPUsEnv); cpus != "" {
+		// taskset runs the collector on those CPUs only; the Go runtime
+		// sizes GOMAXPROCS from that affinity.
+		c.cmd = exec.Command("taskset", "--cpu-list", cpus, bin, "--config="+abs)
+	}
 	c.cmd.Env = append(os.Environ(),
 		"FLOWATTR_PERF_OTLP_PORT="+strconv.Itoa(c.otlpPort),
 		"FLOWATTR_PERF_HEALTH_PORT="+strconv.Itoa(c.healthPort),
