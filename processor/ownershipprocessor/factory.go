@@ -12,9 +12,23 @@ import (
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
-// NewFactory returns the factory of the ownership processor.
+// NewFactory returns the factory of the ownership processor. It reads the
+// wall clock, and a background goroutine per store releases held records
+// whose max_wait is over and prunes the store while no logs arrive.
 func NewFactory() processor.Factory {
 	return newFactory(realClock{})
+}
+
+// NewFactoryWithClock returns the factory of the ownership processor reading
+// time from c, for deterministic simulations and tests. Nothing runs in the
+// background: every ConsumeLogs first releases the held records whose
+// max_wait is over on c, with their final lookup, in its own output, and
+// prunes the store when the prune interval has passed on c. A pipeline's held
+// records therefore leave only through its own ConsumeLogs (or a claim for
+// their address, or shutdown): to let time pass without new records, consume
+// an empty plog.Logs.
+func NewFactoryWithClock(c Clock) processor.Factory {
+	return newFactory(injectedClock{c})
 }
 
 // factory keeps one shared store per component ID: the collector creates a

@@ -26,17 +26,20 @@ const (
 // hold was full, before its wait was over.
 const reasonHoldOverflow = "hold_overflow"
 
-// waitsForClaim reports whether a later claim can turn r into an attribution:
-// the key is unknown, or the time is after, before or between its ranges.
-// Expired times, conflicts and near-owner-change uncertainty stay as they are
-// whatever arrives later, so records with those results are not held.
+// waitsForClaim reports whether a later claim can still decide r: the key is
+// unknown, the time is after, before or between its ranges, or its owner is
+// known but part of the clock_skew neighbourhood is not covered yet (the
+// claim that would make it uncertain may be on its way). Expired times,
+// conflicts and near-owner-change uncertainty stay as they are whatever
+// arrives later, so records with those results are not held.
 func waitsForClaim(r intervalstore.Result) bool {
 	if r.Status != intervalstore.Unattributed {
 		return false
 	}
 	switch r.Reason {
 	case intervalstore.ReasonNoClaim, intervalstore.ReasonAfterLastClaim,
-		intervalstore.ReasonBeforeFirstClaim, intervalstore.ReasonGap:
+		intervalstore.ReasonBeforeFirstClaim, intervalstore.ReasonGap,
+		intervalstore.ReasonNearUnclaimedEdge:
 		return true
 	}
 	return false

@@ -140,7 +140,7 @@ func TestOverflowSendsOldestOn(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 2)
 
 	// The two still held are released by their heartbeats.
-	h.consume(heartbeat("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""), heartbeat("10.0.0.4", "pay", t0.Add(-time.Minute), t0, ""))
+	h.consume(heartbeat("10.0.0.3", "cart", t0.Add(-time.Minute), t0.Add(5*time.Second), ""), heartbeat("10.0.0.4", "pay", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
 	assert.Equal(t, 3, h.sink.LogRecordCount())
 }
 

@@ -133,10 +133,20 @@ func (st *batchStats) lookup(s intervalstore.Status) {
 func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plog.Logs, error) {
 	now := p.clock.Now()
 	var st batchStats
+	// Time-driven work first, on the processor's clock, so that it is
+	// deterministic under an injected one: records whose max_wait is over
+	// leave (looked up before this batch's claims) in this batch's output.
+	p.shared.pruneIfDue(now)
+	var released []releasedRecord
+	if p.hold != nil {
+		released = p.hold.expire(now, p.store.Lookup)
+	}
 	// Claims first, so that flows in the same batch see them.
 	p.shared.claimsApplied(p.applyClaims(ld, now, &st))
-	if overflow := p.attributeFlows(ld, &st); len(overflow) > 0 {
-		p.emit(ctx, overflow, ld, &st)
+	// Released records join the output after the batch's own records are
+	// handled, so that they are not taken for new ones.
+	if released = append(released, p.attributeFlows(ld, &st)...); len(released) > 0 {
+		p.emit(ctx, released, ld, &st)
 	}
 	p.report(ctx, &st)
 	removeEmpty(ld)

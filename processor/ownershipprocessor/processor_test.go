@@ -167,7 +167,8 @@ func TestLocalClaimRejections(t *testing.T) {
 
 func TestFlowKeyAndTimeProblems(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	// Covers the fallback time t0 and clock_skew beyond it.
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
 	base := flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0)
 	tests := []struct {
 		name           string

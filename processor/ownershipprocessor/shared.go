@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -27,6 +28,9 @@ type sharedStore struct {
 	// gauges observes the store's size; registered once per store, with the
 	// telemetry settings of the pipeline that created it.
 	gauges *metadata.TelemetryBuilder
+
+	pruneEvery time.Duration
+	lastPrune  atomic.Int64 // Unix nanoseconds on clock
 
 	// refs, running, done and quit are guarded by factory.mu.
 	refs    int
@@ -65,7 +69,10 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock) (*sharedStore,
 		logger: set.Logger,
 		gauges: gauges,
 		subs:   make(map[*ownershipProcessor]struct{}),
+
+		pruneEvery: pruneInterval(cfg.Retention),
 	}
+	s.lastPrune.Store(c.Now().UnixNano())
 	err = gauges.RegisterProcessorOwnershipKeysCallback(func(_ context.Context, o metric.Int64Observer) error {
 		o.Observe(int64(s.store.Stats().Keys))
 		return nil
@@ -83,15 +90,24 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock) (*sharedStore,
 	return s, nil
 }
 
-// start launches the background goroutine unless it runs already.
+// start launches the background goroutine unless it runs already or the
+// clock has no tickers (NewFactoryWithClock).
 func (s *sharedStore) start() {
 	if s.running {
 		return
 	}
+	prune := s.clock.NewTicker(s.pruneEvery)
+	if prune == nil {
+		return
+	}
+	var hold ticker
+	if s.cfg.MaxWait > 0 {
+		hold = s.clock.NewTicker(holdCheckInterval(s.cfg.MaxWait))
+	}
 	s.running = true
 	s.quit = make(chan struct{})
 	s.done = make(chan struct{})
-	go s.run(pruneInterval(s.cfg.Retention), holdCheckInterval(s.cfg.MaxWait))
+	go s.run(prune, hold)
 }
 
 // stop ends the background goroutine, if any, and unregisters the gauges.
@@ -104,13 +120,14 @@ func (s *sharedStore) stop() {
 	s.gauges.Shutdown()
 }
 
-func (s *sharedStore) run(pruneEvery, holdEvery time.Duration) {
+// run does, on wall-clock tickers, what every ConsumeLogs does too, through
+// the same functions: the hold and the store serialise them, so whichever
+// comes first releases a record or prunes, and the other finds nothing due.
+func (s *sharedStore) run(prune, hold ticker) {
 	defer close(s.done)
-	prune := s.clock.NewTicker(pruneEvery)
 	defer prune.Stop()
 	var holdTick <-chan time.Time
-	if s.cfg.MaxWait > 0 {
-		hold := s.clock.NewTicker(holdEvery)
+	if hold != nil {
 		defer hold.Stop()
 		holdTick = hold.C()
 	}
@@ -119,16 +136,26 @@ func (s *sharedStore) run(pruneEvery, holdEvery time.Duration) {
 		case <-s.quit:
 			return
 		case <-prune.C():
-			ranges, keys := s.store.Prune()
-			if ranges > 0 || keys > 0 {
-				s.logger.Debug("Pruned ownership store", zap.Int("ranges", ranges), zap.Int("keys", keys))
-			}
+			s.pruneIfDue(s.clock.Now())
 		case <-holdTick:
 			now := s.clock.Now()
 			for _, p := range s.subscribers() {
 				p.releaseExpired(context.Background(), now)
 			}
 		}
+	}
+}
+
+// pruneIfDue prunes the store once the prune interval has passed on the
+// clock since the last prune; of concurrent callers, one prunes.
+func (s *sharedStore) pruneIfDue(now time.Time) {
+	last := s.lastPrune.Load()
+	if now.UnixNano()-last < int64(s.pruneEvery) || !s.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	ranges, keys := s.store.Prune()
+	if ranges > 0 || keys > 0 {
+		s.logger.Debug("Pruned ownership store", zap.Int("ranges", ranges), zap.Int("keys", keys))
 	}
 }
 
