@@ -192,11 +192,19 @@ func NewOwnerWriter(prefix string) *OwnerWriter {
 func (w *OwnerWriter) Put(attrs pcommon.Map, o intervalstore.Owner) {
 	attrs.PutStr(w.idKey, o.ID)
 	for _, a := range o.Attributes {
-		attrs.PutStr(w.key(a.Name), a.Value)
+		attrs.PutStr(w.Key(a.Name), a.Value)
 	}
 }
 
-func (w *OwnerWriter) key(name string) string {
+// Prefix returns the prefix the writer writes under.
+func (w *OwnerWriter) Prefix() string { return w.prefix }
+
+// IDKey returns the attribute key of the owner's ID: prefix+"id".
+func (w *OwnerWriter) IDKey() string { return w.idKey }
+
+// Key returns the attribute key of the owner attribute name: prefix+name,
+// built once for the names seen most.
+func (w *OwnerWriter) Key(name string) string {
 	if keys := w.keys.Load(); keys != nil {
 		for _, k := range *keys {
 			if k.name == name {

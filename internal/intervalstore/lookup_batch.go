@@ -40,23 +40,48 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 	return out
 }
 
-// touch loads each query's home slot, then the group of each slot's trailing
-// range, into the CPU caches. It decides nothing: a slot being changed or
-// past a probe sequence's start only makes the touch useless, not wrong.
+// touch brings into the CPU caches, level by level so that the loads of
+// one level are independent of one another, what answering qs and writing
+// their owners reads: each query's home slot; the slot's older ranges and
+// its trailing range's group; the group's owner; the owner's attributes and
+// their names. It decides nothing: a slot being changed, or not the key's
+// (a probe sequence's start), only makes the touch useless, not wrong.
+// Everything past the slot is immutable once published.
 func (s *Store[K]) touch(qs []Query[K]) uint32 {
 	var slots [lookupAhead]*slot[K]
+	var owners [lookupAhead]*Owner
+	var attrs [lookupAhead][]Attribute
 	var sum uint32
+	n := len(qs)
 	for i, q := range qs {
 		h := s.hash(q.Key)
 		tab := s.tableFor(h)
-		sl := &tab.slots[h&tab.mask]
-		sum += sl.ver.Load()
-		slots[i] = sl
+		slots[i] = &tab.slots[h&tab.mask]
+		sum += slots[i].ver.Load()
 	}
-	for _, sl := range slots[:len(qs)] {
-		// Groups are immutable once published through g.
-		if g := sl.g.Load(); g != nil && g.owner != nil {
-			sum++
+	for i, sl := range slots[:n] {
+		if p := sl.older.Load(); p != nil {
+			sum += uint32(p.end)
+		}
+		if g := sl.g.Load(); g != nil {
+			owners[i] = g.owner
+		}
+	}
+	for i, o := range owners[:n] {
+		if o != nil {
+			attrs[i] = o.Attributes
+		}
+	}
+	for _, as := range attrs[:n] {
+		for _, a := range as {
+			sum += uint32(len(a.Name))
+		}
+	}
+	for _, as := range attrs[:n] {
+		for _, a := range as {
+			if a.Name != "" {
+				sum += uint32(a.Name[0])
+			}
 		}
 	}
 	return sum

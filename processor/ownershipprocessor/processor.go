@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -335,10 +336,25 @@ func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, records 
 
 // attributeFlows writes the peer attribution on every flow record, holding
 // those that wait for a claim. It returns the held records that the new ones
-// pushed out of a full hold.
+// pushed out of a full hold. The store lookups of the whole batch are made
+// first, together, so that their cache misses overlap.
 func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []releasedRecord {
-	var overflow []releasedRecord
+	fb := flowBatchPool.Get().(*flowBatch)
+	defer fb.reset()
 	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		sls := rls.At(i).ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			lrs := sls.At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				fb.plan(p, lrs.At(k))
+			}
+		}
+	}
+	fb.results = p.store.LookupBatch(fb.queries, fb.results)
+
+	var overflow []releasedRecord
+	next := 0 // index in fb.flows of the record RemoveIf visits
 	for i := 0; i < rls.Len(); i++ {
 		rl := rls.At(i)
 		var rg *resourceGroup
@@ -347,18 +363,19 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 			sl := sls.At(j)
 			var sg *scopeGroup
 			sl.LogRecords().RemoveIf(func(lr plog.LogRecord) bool {
-				if lr.EventName() != flowschema.EventFlow {
+				f := &fb.flows[next]
+				next++
+				if !f.flow {
 					return false
 				}
 				attrs := lr.Attributes()
-				key, at, fallback, reason := p.flowQuery(lr)
-				if reason != "" {
-					p.writeResult(attrs, intervalstore.Unattributed, nil, reason)
+				switch {
+				case f.reason != "":
+					p.writeResult(attrs, intervalstore.Unattributed, nil, f.reason)
 					st.lookup(intervalstore.Unattributed)
 					return false
-				}
-				if !p.tables.isWorkload(key) {
-					if o, ok := p.tables.static.Lookup(key); ok {
+				case f.result < 0:
+					if o, ok := p.tables.static.Lookup(f.key); ok {
 						p.writeResult(attrs, intervalstore.Attributed, o, reasonStatic)
 						st.lookup(intervalstore.Attributed)
 					} else {
@@ -367,7 +384,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 					}
 					return false
 				}
-				res := p.store.Lookup(key, at)
+				res := fb.results[f.result]
 				if p.hold != nil && waitsForClaim(res) {
 					if sg == nil {
 						if rg == nil {
@@ -375,7 +392,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 						}
 						sg = newScopeGroup(rg, sl)
 					}
-					r := &heldRecord{group: sg, key: key, at: at, fallback: fallback, since: p.clock.Now()}
+					r := &heldRecord{group: sg, key: f.key, at: f.at, fallback: f.fallback, since: p.clock.Now()}
 					var held bool
 					var pushed []releasedRecord
 					if held, res, pushed = p.hold.add(r, lr, p.store.Lookup); held {
@@ -384,7 +401,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 						return true
 					}
 				}
-				p.writeLookup(attrs, res, fallback)
+				p.writeLookup(attrs, res, f.fallback)
 				st.lookup(res.Status)
 				return false
 			})
@@ -393,12 +410,64 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 	return overflow
 }
 
-// flowQuery reads the key and lookup time of a flow record. reason is set
-// when the record cannot be looked up.
+// flowBatch holds what attributeFlows reads from a batch's records before
+// it answers them: one flowPlan per record, in batch order, and the store
+// queries of those that need one.
+type flowBatch struct {
+	flows   []flowPlan
+	queries []intervalstore.Query[netip.Addr]
+	results []intervalstore.Result
+}
+
+type flowPlan struct {
+	flow     bool // a flow record; the other fields are set only then
+	key      netip.Addr
+	at       time.Time
+	fallback bool
+	reason   string // why the record cannot be looked up, or ""
+	result   int    // index in results, -1 when key is outside workload_cidrs
+}
+
+var flowBatchPool = sync.Pool{New: func() any { return new(flowBatch) }}
+
+func (fb *flowBatch) plan(p *ownershipProcessor, lr plog.LogRecord) {
+	f := flowPlan{result: -1}
+	if lr.EventName() == flowschema.EventFlow {
+		f.flow = true
+		f.key, f.at, f.fallback, f.reason = p.flowQuery(lr)
+		if f.reason == "" && p.tables.isWorkload(f.key) {
+			f.result = len(fb.queries)
+			fb.queries = append(fb.queries, intervalstore.Query[netip.Addr]{Key: f.key, At: f.at})
+		}
+	}
+	fb.flows = append(fb.flows, f)
+}
+
+func (fb *flowBatch) reset() {
+	fb.flows = fb.flows[:0]
+	fb.queries = fb.queries[:0]
+	clear(fb.results) // drop references to owners
+	fb.results = fb.results[:0]
+	flowBatchPool.Put(fb)
+}
+
+// flowQuery reads the key and lookup time of a flow record, in one pass over
+// its attributes. reason is set when the record cannot be looked up.
 func (p *ownershipProcessor) flowQuery(lr plog.LogRecord) (key netip.Addr, at time.Time, fallback bool, reason string) {
-	attrs := lr.Attributes()
-	kv, ok := attrs.Get(p.cfg.KeyAttribute)
-	if !ok {
+	var kv, tv pcommon.Value
+	var hasKey, hasTime bool
+	// The first of repeated keys counts, as for Map.Get.
+	for k, v := range lr.Attributes().All() {
+		if !hasKey && k == p.cfg.KeyAttribute {
+			kv, hasKey = v, true
+		} else if !hasTime && k == p.cfg.TimeAttribute {
+			tv, hasTime = v, true
+		}
+		if hasKey && hasTime {
+			break
+		}
+	}
+	if !hasKey {
 		return key, at, false, reasonMissingKey
 	}
 	if kv.Type() != pcommon.ValueTypeStr {
@@ -408,11 +477,11 @@ func (p *ownershipProcessor) flowQuery(lr plog.LogRecord) (key netip.Addr, at ti
 	if err != nil {
 		return key, at, false, reasonBadKey
 	}
-	if at, ok = flowschema.IntTime(attrs, p.cfg.TimeAttribute); ok {
-		return key, at, false, ""
-	}
-	if _, present := attrs.Get(p.cfg.TimeAttribute); present {
-		return key, at, false, reasonBadTime
+	if hasTime {
+		if tv.Type() != pcommon.ValueTypeInt || tv.Int() <= 0 {
+			return key, at, false, reasonBadTime
+		}
+		return key, time.Unix(0, tv.Int()), false, ""
 	}
 	if lr.Timestamp() == 0 {
 		return key, at, false, reasonMissingTime
@@ -428,19 +497,96 @@ func (p *ownershipProcessor) writeLookup(attrs pcommon.Map, res intervalstore.Re
 	p.writeResult(attrs, res.Status, res.Owner, reason)
 }
 
+// Bits of what writeResult has written, in its mask: the status, the
+// reason, the owner ID, then one bit per owner attribute.
+const (
+	wroteStatus = 1 << iota
+	wroteReason
+	wroteOwnerID
+	wroteFirstOwnerAttr
+	maxOwnerAttrsInPlace = 64 - 3 // owner attributes that fit the mask
+)
+
 // writeResult replaces whatever the record carried under the owner prefix,
 // so that a stale or forged owner never survives an unattributed result.
+// One pass over the attributes rewrites the keys the result writes in place
+// and removes the other owner keys; only keys the record lacked are added.
 func (p *ownershipProcessor) writeResult(attrs pcommon.Map, status intervalstore.Status, owner *intervalstore.Owner, reason string) {
-	prefix := p.cfg.OwnerPrefix
-	attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return strings.HasPrefix(k, prefix) })
+	prefix := p.owners.Prefix()
+	var o intervalstore.Owner
 	if owner != nil {
-		p.owners.Put(attrs, *owner)
+		o = *owner
 	}
-	attrs.PutStr(flowschema.AttrPeerAttributionStatus, status.String())
-	if reason != "" {
-		attrs.PutStr(flowschema.AttrPeerAttributionReason, reason)
-	} else {
+	if len(o.Attributes) > maxOwnerAttrsInPlace {
+		attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return strings.HasPrefix(k, prefix) })
 		attrs.Remove(flowschema.AttrPeerAttributionReason)
+		p.owners.Put(attrs, o)
+		p.putStatus(attrs, status, reason, 0)
+		return
+	}
+	var wrote uint64
+	attrs.RemoveIf(func(k string, v pcommon.Value) bool {
+		var bit uint64
+		switch {
+		case k == flowschema.AttrPeerAttributionStatus:
+			bit = wroteStatus
+			if wrote&bit == 0 {
+				v.SetStr(status.String())
+			}
+		case k == flowschema.AttrPeerAttributionReason:
+			if reason == "" {
+				return true
+			}
+			bit = wroteReason
+			if wrote&bit == 0 {
+				v.SetStr(reason)
+			}
+		case !strings.HasPrefix(k, prefix):
+			return false
+		case owner == nil:
+			return true
+		case k == p.owners.IDKey():
+			bit = wroteOwnerID
+			if wrote&bit == 0 {
+				v.SetStr(o.ID)
+			}
+		default:
+			i := slices.IndexFunc(o.Attributes, func(a intervalstore.Attribute) bool { return a.Name == k[len(prefix):] })
+			if i < 0 {
+				return true
+			}
+			bit = wroteFirstOwnerAttr << i
+			if wrote&bit == 0 {
+				v.SetStr(o.Attributes[i].Value)
+			}
+		}
+		if wrote&bit != 0 {
+			return true // a repeated key
+		}
+		wrote |= bit
+		return false
+	})
+	if owner != nil {
+		if wrote&wroteOwnerID == 0 {
+			attrs.PutStr(p.owners.IDKey(), o.ID)
+		}
+		for i, a := range o.Attributes {
+			if wrote&(wroteFirstOwnerAttr<<i) == 0 {
+				attrs.PutStr(p.owners.Key(a.Name), a.Value)
+			}
+		}
+	}
+	p.putStatus(attrs, status, reason, wrote)
+}
+
+// putStatus adds the status and reason attributes unless wrote says they
+// are written already.
+func (p *ownershipProcessor) putStatus(attrs pcommon.Map, status intervalstore.Status, reason string, wrote uint64) {
+	if wrote&wroteStatus == 0 {
+		attrs.PutStr(flowschema.AttrPeerAttributionStatus, status.String())
+	}
+	if reason != "" && wrote&wroteReason == 0 {
+		attrs.PutStr(flowschema.AttrPeerAttributionReason, reason)
 	}
 }
 
