@@ -28,8 +28,10 @@ func TestClassifyAttribution(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, classifyAttribution(tc.status, tc.owner, tc.truth), "%+v", tc)
 	}
-	assert.Equal(t, OutcomeClaimUnused, splitUnattributed(true))
-	assert.Equal(t, OutcomeNoClaim, splitUnattributed(false))
+	assert.Equal(t, OutcomeClaimUnused, splitUnattributed(true, false))
+	assert.Equal(t, OutcomeNearEdge, splitUnattributed(true, true))
+	assert.Equal(t, OutcomeNoClaim, splitUnattributed(false, false))
+	assert.Equal(t, OutcomeNoClaim, splitUnattributed(false, true), "no claim: the floor, whatever the reason")
 }
 
 func TestCoverageOracle(t *testing.T) {
@@ -64,21 +66,23 @@ func TestCoverageOracle(t *testing.T) {
 
 // TestScoreRecords feeds hand-made output records through the runner's
 // scoring: correct, misattributed, conflict, duplicated, unknown, and two
-// unattributed records split by whether a claim had arrived by the deadline.
+// unattributed records split by whether a claim had arrived by the deadline,
+// and one left unattributed by the edge rule.
 func TestScoreRecords(t *testing.T) {
 	sc := DefaultScenario()
 	sc.IPs = 4
 	r := &runner{
 		sc:       sc,
+		clock:    &Clock{},
 		pending:  make(map[uint64]*flow),
 		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
 		oracle:   newCoverageOracle(sc.IPs, int64(sc.Processor.Retention)),
 	}
 	peer := &segment{id: 7, owner: intervalstore.Owner{ID: "wl-7"}, ip: 2}
-	for id := uint64(1); id <= 6; id++ {
+	for id := uint64(1); id <= 7; id++ {
 		r.pending[id] = &flow{id: id, peer: peer, start: 1000, skew: 5, arrived: 2000}
 	}
-	r.nextFlowID = 6
+	r.nextFlowID = 7
 	sink := new(consumertest.LogsSink)
 	ld := plog.NewLogs()
 	records := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
@@ -96,14 +100,20 @@ func TestScoreRecords(t *testing.T) {
 	put(3, "conflict", "")
 	put(4, "unattributed", "")
 	put(5, "unattributed", "")
+	put(7, "unattributed", "")
+	records.At(records.Len()-1).Attributes().PutStr(flowschema.AttrPeerAttributionReason, "near_unclaimed_edge")
 	put(1, "attributed", "wl-7") // again
 	put(99, "attributed", "wl-7")
 	hb := records.AppendEmpty() // heartbeats passed on are not scored
 	flowschema.PutClaim(hb, flowschema.Claim{Owner: intervalstore.Owner{ID: "x"}})
 	require.NoError(t, sink.ConsumeLogs(t.Context(), ld))
 
+	r.clock.set(2000 + 3*int64(sc.Tick)) // the records come out three ticks after they arrived
 	require.NoError(t, r.score(sink))
 	assert.Zero(t, sink.LogRecordCount(), "the sink is drained")
+	assert.Equal(t, 6, r.res.Held)
+	assert.Equal(t, 3*sc.Tick, r.holdPercentile(0.5))
+	assert.Equal(t, 3*sc.Tick, r.holdPercentile(0.99))
 	assert.Equal(t, Counts{Records: 3, Correct: 1, Misattributed: 1, ConflictOrUncertain: 1}, r.res.Heartbeat)
 	assert.Equal(t, 1, r.res.Duplicated)
 	assert.Equal(t, 1, r.res.Unknown)
@@ -114,12 +124,15 @@ func TestScoreRecords(t *testing.T) {
 	deadline := 2000 + int64(sc.Processor.MaxWait)
 	r.classifyDeferred(deadline - 1)
 	assert.Equal(t, 3, r.res.Heartbeat.Records, "not split before the deadline")
+	require.Equal(t, uint64(4), r.deferred.items[0].f.id)
 	r.deferred.items[0].at = deadline - 1 // flow 4's deadline falls earlier
 	r.classifyDeferred(deadline - 1)
 	r.oracle.add(2, 7, 900, 1100, deadline)
 	r.classifyDeferred(deadline)
 	assert.Equal(t, 1, r.res.Heartbeat.NoClaim, "flow 4: no claim by its deadline")
 	assert.Equal(t, 1, r.res.Heartbeat.ClaimUnused, "flow 5: a claim had arrived")
+	assert.Equal(t, 1, r.res.Heartbeat.NearEdge, "flow 7: a claim had arrived, the edge rule held it back")
+	assert.Equal(t, 3, r.res.Heartbeat.AllUnattributed())
 
 	bad := plog.NewLogs()
 	bad.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName(flowschema.EventFlow)

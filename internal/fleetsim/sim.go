@@ -8,11 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
 )
 
 // Clock is the virtual clock the simulation advances; it is the processor's
@@ -23,23 +25,6 @@ type Clock struct{ ns atomic.Int64 }
 func (c *Clock) Now() time.Time { return Epoch.Add(time.Duration(c.ns.Load())) }
 
 func (c *Clock) set(ns int64) { c.ns.Store(ns) }
-
-// Attribution is the heartbeat path under test, fed through its ConsumeLogs
-// path at the Clock's current time. It sends every flow record on to the
-// consumer it was built with.
-type Attribution interface {
-	// ConsumeLogs hands over the records delivered by now.
-	ConsumeLogs(ctx context.Context, ld plog.Logs) error
-	// Advance tells it the clock has moved, so that it sends on held
-	// records whose wait is over.
-	Advance(ctx context.Context) error
-	// Shutdown sends on everything still held and stops it.
-	Shutdown(ctx context.Context) error
-}
-
-// NewAttribution builds the attribution under test for sc, reading time from
-// clock and sending output to next.
-type NewAttribution func(sc Scenario, clock *Clock, next *consumertest.LogsSink) (Attribution, error)
 
 // Result is the score of one run.
 type Result struct {
@@ -60,6 +45,12 @@ type Result struct {
 	// time it took.
 	Simulated time.Duration
 	Elapsed   time.Duration
+	// Held counts flow records the processor sent on in a later tick than
+	// the one they arrived in; HoldP50 and HoldP99 are percentiles of their
+	// hold time, in ticks (records held past the end of the run count at
+	// the run's end).
+	Held             int
+	HoldP50, HoldP99 time.Duration
 }
 
 // Kinds of generation event.
@@ -92,9 +83,10 @@ type flow struct {
 }
 
 type deferredRecord struct {
-	at  int64 // the record's deadline: arrival + max_wait
-	seq uint64
-	f   *flow
+	at       int64 // the record's deadline: arrival + max_wait
+	seq      uint64
+	f        *flow
+	nearEdge bool // reason near_unclaimed_edge
 }
 
 // runner is the state of one run.
@@ -115,12 +107,13 @@ type runner struct {
 	pending         map[uint64]*flow
 	deferred        timedHeap[deferredRecord]
 	deferSeq        uint64
+	holdTicks       []int // held records by hold time in ticks
 	res             Result
 }
 
-// Run simulates sc, drives the attribution built by newAttr, and scores it
-// and the baseline.
-func Run(ctx context.Context, sc Scenario, newAttr NewAttribution) (Result, error) {
+// Run simulates sc, drives the ownership processor with it, and scores the
+// processor and the baseline.
+func Run(ctx context.Context, sc Scenario) (Result, error) {
 	if err := sc.Validate(); err != nil {
 		return Result{}, fmt.Errorf("scenario %q: %w", sc.Name, err)
 	}
@@ -142,12 +135,13 @@ func Run(ctx context.Context, sc Scenario, newAttr NewAttribution) (Result, erro
 	// processor forgot counts as unused rather than as never known.
 	r.oracle = newCoverageOracle(sc.IPs, int64(sc.Processor.Retention+sc.MaxFlowDuration+sc.Processor.MaxWait))
 	sink := new(consumertest.LogsSink)
-	attr, err := newAttr(sc, r.clock, sink)
+	proc, err := newProcessor(ctx, sc, r.clock, sink)
 	if err != nil {
-		return Result{}, fmt.Errorf("scenario %q: creating the attribution: %w", sc.Name, err)
+		return Result{}, fmt.Errorf("scenario %q: creating the processor: %w", sc.Name, err)
 	}
-	runErr := r.loop(ctx, attr, sink)
-	if err := attr.Shutdown(ctx); err != nil {
+	runErr := r.loop(ctx, proc, sink)
+	// Shutdown flushes the records still held.
+	if err := proc.Shutdown(ctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("shutdown: %w", err))
 	}
 	if err := r.score(sink); err != nil {
@@ -156,6 +150,7 @@ func Run(ctx context.Context, sc Scenario, newAttr NewAttribution) (Result, erro
 	r.classifyDeferred(1<<63 - 1)
 	r.res.Lost = len(r.pending)
 	r.res.HeartbeatsSent, r.res.HeartbeatsLost, r.res.HeartbeatsDuplicated = r.net.sent, r.net.lost, r.net.duplicated
+	r.res.HoldP50, r.res.HoldP99 = r.holdPercentile(0.50), r.holdPercentile(0.99)
 	r.res.Simulated = time.Duration(r.clock.ns.Load())
 	r.res.Elapsed = time.Since(began)
 	if runErr != nil {
@@ -170,7 +165,7 @@ func (r *runner) schedule(e genEvent) {
 	r.gen.push(e)
 }
 
-func (r *runner) loop(ctx context.Context, attr Attribution, sink *consumertest.LogsSink) error {
+func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertest.LogsSink) error {
 	sc := &r.sc
 	for ip := range r.fleet.addrs {
 		// Every address starts occupied by a workload of random age.
@@ -199,13 +194,10 @@ func (r *runner) loop(ctx context.Context, attr Attribution, sink *consumertest.
 		if claims, err = r.generate(now, claims); err != nil {
 			return err
 		}
-		if ld := r.deliver(now); ld.LogRecordCount() > 0 {
-			if err := attr.ConsumeLogs(ctx, ld); err != nil {
-				return fmt.Errorf("ConsumeLogs at %s: %w", time.Duration(now), err)
-			}
-		}
-		if err := attr.Advance(ctx); err != nil {
-			return fmt.Errorf("advancing to %s: %w", time.Duration(now), err)
+		// Every tick, records or not: an empty batch is how time passes for
+		// the processor's held records on an injected clock.
+		if err := proc.ConsumeLogs(ctx, r.deliver(now)); err != nil {
+			return fmt.Errorf("ConsumeLogs at %s: %w", time.Duration(now), err)
 		}
 		if err := r.score(sink); err != nil {
 			return err
@@ -404,12 +396,12 @@ func (r *runner) score(sink *consumertest.LogsSink) error {
 					if lr.EventName() != flowschema.EventFlow {
 						continue
 					}
-					id, status, ownerID, err := readAttribution(lr)
+					id, status, reason, ownerID, err := readAttribution(lr)
 					if err != nil {
 						errs = append(errs, err)
 						continue
 					}
-					r.scoreRecord(id, status, ownerID)
+					r.scoreRecord(id, status, reason, ownerID)
 				}
 			}
 		}
@@ -417,7 +409,7 @@ func (r *runner) score(sink *consumertest.LogsSink) error {
 	return errors.Join(errs...)
 }
 
-func (r *runner) scoreRecord(id uint64, status, ownerID string) {
+func (r *runner) scoreRecord(id uint64, status, reason, ownerID string) {
 	f, ok := r.pending[id]
 	if !ok {
 		if id >= 1 && id <= r.nextFlowID {
@@ -428,20 +420,42 @@ func (r *runner) scoreRecord(id uint64, status, ownerID string) {
 		return
 	}
 	delete(r.pending, id)
+	if ticks := int((r.clock.ns.Load() - f.arrived) / int64(r.sc.Tick)); ticks > 0 {
+		r.res.Held++
+		if ticks >= len(r.holdTicks) {
+			r.holdTicks = append(r.holdTicks, make([]int, ticks+1-len(r.holdTicks))...)
+		}
+		r.holdTicks[ticks]++
+	}
 	o := classifyAttribution(status, ownerID, f.peer.owner.ID)
 	if o != OutcomeUnattributed {
 		r.res.Heartbeat.add(o)
 		return
 	}
 	r.deferSeq++
-	r.deferred.push(deferredRecord{at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f})
+	r.deferred.push(deferredRecord{at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f,
+		nearEdge: reason == intervalstore.ReasonNearUnclaimedEdge.String()})
+}
+
+// holdPercentile returns the hold time below which fraction q of the held
+// records stayed.
+func (r *runner) holdPercentile(q float64) time.Duration {
+	need := int(q*float64(r.res.Held) + 0.5)
+	seen := 0
+	for ticks, n := range r.holdTicks {
+		if seen += n; n > 0 && seen >= need {
+			return time.Duration(ticks) * r.sc.Tick
+		}
+	}
+	return 0
 }
 
 // classifyDeferred splits the unattributed records whose deadline has passed:
 // was a claim of the true owner covering the recorded start delivered in time?
 func (r *runner) classifyDeferred(now int64) {
 	for r.deferred.Len() > 0 && r.deferred.peekAt() <= now {
-		f := r.deferred.pop().f
-		r.res.Heartbeat.add(splitUnattributed(r.oracle.covered(f.peer.ip, f.peer.id, f.start+f.skew)))
+		d := r.deferred.pop()
+		f := d.f
+		r.res.Heartbeat.add(splitUnattributed(r.oracle.covered(f.peer.ip, f.peer.id, f.start+f.skew), d.nearEdge))
 	}
 }

@@ -20,9 +20,9 @@ func tinyScenario() Scenario {
 	return sc
 }
 
-func run(t *testing.T, sc Scenario, newAttr NewAttribution) Result {
+func run(t *testing.T, sc Scenario) Result {
 	t.Helper()
-	res, err := Run(context.Background(), sc, newAttr)
+	res, err := Run(context.Background(), sc)
 	require.NoError(t, err)
 	require.Equal(t, sc.Flows, res.Flows, "every generated flow reaches the processor")
 	require.Zero(t, res.Lost, "flows with no output record")
@@ -37,28 +37,28 @@ func TestRunIsDeterministic(t *testing.T) {
 	sc := tinyScenario()
 	sc.Claims = Delivery{Delay: 5 * time.Second, Jitter: 2 * time.Second, Loss: 0.1, Reorder: 0.2, ReorderSpan: 10 * time.Second, Duplicate: 0.1}
 	sc.MaxHostSkew = 2 * time.Second
-	a := run(t, sc, NewStoreAttribution)
-	b := run(t, sc, NewStoreAttribution)
+	a := run(t, sc)
+	b := run(t, sc)
 	a.Elapsed, b.Elapsed = 0, 0
 	assert.Equal(t, a, b, "same scenario and seed, same result")
 
 	sc.Seed++
-	c := run(t, sc, NewStoreAttribution)
+	c := run(t, sc)
 	assert.NotEqual(t, a.Heartbeat, c.Heartbeat, "another seed, another fleet")
 }
 
 func TestLossRate(t *testing.T) {
 	sc := tinyScenario()
-	clean := run(t, sc, NewStoreAttribution)
+	clean := run(t, sc)
 	assert.Zero(t, clean.HeartbeatsLost)
 	sc.Claims.Loss = 0.3
-	lossy := run(t, sc, NewStoreAttribution)
+	lossy := run(t, sc)
 	assert.InDelta(t, 0.3, float64(lossy.HeartbeatsLost)/float64(lossy.HeartbeatsSent), 0.02)
 }
 
 // TestHeartbeatPathNeverMisattributesWithoutSkew sweeps delay (up to beyond
 // max_wait), loss, reordering, duplication and churn with synchronised
-// clocks: the processor's algorithm must not misattribute a single flow,
+// clocks: the processor must not misattribute a single flow,
 // while the event-based baseline beside it does under delay and churn.
 func TestHeartbeatPathNeverMisattributesWithoutSkew(t *testing.T) {
 	base := tinyScenario()
@@ -75,7 +75,7 @@ func TestHeartbeatPathNeverMisattributesWithoutSkew(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			sc := base
 			edit(&sc)
-			res := run(t, sc, NewStoreAttribution)
+			res := run(t, sc)
 			assert.Zero(t, res.Heartbeat.Misattributed)
 			assert.Zero(t, res.Heartbeat.Invalid)
 			if sc.Claims.Delay+sc.Claims.Jitter < sc.Processor.MaxWait {
@@ -90,16 +90,18 @@ func TestBaselineMisattributesUnderDelayAndChurn(t *testing.T) {
 	sc := tinyScenario()
 	sc.Claims.Delay = 15 * time.Second
 	sc.MeanLifetime = 30 * time.Second
-	res := run(t, sc, NewStoreAttribution)
+	res := run(t, sc)
 	assert.Zero(t, res.Heartbeat.Misattributed)
 	assert.Greater(t, res.Baseline.Share(res.Baseline.Misattributed), 1.0,
 		"a current-owner map fed late events credits flows to the previous owner")
 }
 
 // TestSkewInsideGuard: with host clocks within the clock_skew guard, the
-// processor's algorithm alone still misattributes a few flows at owner
-// changes (the other owner's claim that would make them uncertain has not
-// arrived yet); holding such edge attributions removes them.
+// processor misattributes no flow, also at owner changes where the recording
+// host's clock puts a flow inside the next owner's first claim before the
+// previous owner's last claim has arrived: the store answers
+// near_unclaimed_edge there, and the processor holds the record until that
+// claim makes it uncertain.
 func TestSkewInsideGuard(t *testing.T) {
 	sc := tinyScenario()
 	sc.Flows = 20_000
@@ -108,14 +110,13 @@ func TestSkewInsideGuard(t *testing.T) {
 	sc.MaxHostSkew = sc.Processor.ClockSkew / 2
 	require.True(t, sc.SkewWithinGuard())
 
-	plain := run(t, sc, NewStoreAttribution)
-	assert.Positive(t, plain.Heartbeat.Misattributed, "the gap this test documents is gone: update docs/evaluation.md")
-
-	edge := run(t, sc, NewStoreAttributionEdgeHold)
-	assert.Zero(t, edge.Heartbeat.Misattributed)
+	inside := run(t, sc)
+	assert.Zero(t, inside.Heartbeat.Misattributed)
+	assert.Positive(t, inside.Heartbeat.ConflictOrUncertain, "owner changes within clock_skew are reported uncertain")
+	assert.Positive(t, inside.Heartbeat.NearEdge, "the edge rule leaves flows next to unclaimed time unattributed")
 
 	sc.MaxHostSkew = 3 * sc.Processor.ClockSkew
-	outside := run(t, sc, NewStoreAttributionEdgeHold)
+	outside := run(t, sc)
 	assert.Positive(t, outside.Heartbeat.Misattributed, "beyond the guard skew can invert an owner change")
 }
 
@@ -130,6 +131,6 @@ func TestScenarioValidate(t *testing.T) {
 	for _, want := range []string{"IPs", "Claims.Loss", "Tick"} {
 		assert.ErrorContains(t, err, want)
 	}
-	_, err = Run(context.Background(), sc, NewStoreAttribution)
+	_, err = Run(context.Background(), sc)
 	assert.Error(t, err)
 }

@@ -74,8 +74,8 @@ func Sweep(scale Scale, seed uint64) []Scenario {
 // WriteMarkdownTable writes results as one markdown table row per run.
 // Percentages are of the flow records scored.
 func WriteMarkdownTable(w io.Writer, results []Result) error {
-	const header = "| scenario | claim delay | loss | reorder | dup | lifetime | host skew | flows | HB correct | HB misattr | HB unattr | floor (no claim) | claim unused | conflict/uncertain | lost | baseline misattr | baseline unattr |\n" +
-		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+	const header = "| scenario | claim delay | loss | reorder | dup | lifetime | host skew | flows | HB correct | HB misattr | HB unattr | floor (no claim) | near edge | claim unused | conflict/uncertain | held | hold p50/p99 | lost | baseline misattr | baseline unattr |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 	if _, err := io.WriteString(w, header); err != nil {
 		return err
 	}
@@ -94,11 +94,12 @@ func WriteMarkdownTable(w io.Writer, results []Result) error {
 		if sc.Claims.Reorder > 0 {
 			reorder = fmt.Sprintf("%.0f%% +≤%s", 100*sc.Claims.Reorder, sc.Claims.ReorderSpan)
 		}
-		_, err := fmt.Fprintf(w, "| %s | %s +≤%s | %.0f%% | %s | %.0f%% | %s | %s | %d | %.2f%% | %d (%.3f%%) | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %d | %d (%.2f%%) | %.2f%% |\n",
+		_, err := fmt.Fprintf(w, "| %s | %s +≤%s | %.0f%% | %s | %.0f%% | %s | %s | %d | %.2f%% | %d (%.3f%%) | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %s/%s | %d | %d (%.2f%%) | %.2f%% |\n",
 			sc.Name, sc.Claims.Delay, sc.Claims.Jitter, 100*sc.Claims.Loss, reorder, 100*sc.Claims.Duplicate,
 			sc.MeanLifetime, skew, r.Flows,
 			hb.Share(hb.Correct), hb.Misattributed, hb.Share(hb.Misattributed), hb.Share(hb.AllUnattributed()),
-			hb.Share(hb.NoClaim), hb.Share(hb.ClaimUnused), hb.Share(hb.ConflictOrUncertain), r.Lost,
+			hb.Share(hb.NoClaim), hb.Share(hb.NearEdge), hb.Share(hb.ClaimUnused), hb.Share(hb.ConflictOrUncertain),
+			100*float64(r.Held)/float64(max(r.Flows, 1)), r.HoldP50, r.HoldP99, r.Lost,
 			bl.Misattributed, bl.Share(bl.Misattributed), bl.Share(bl.AllUnattributed()))
 		if err != nil {
 			return err
