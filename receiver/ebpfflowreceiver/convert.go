@@ -1,6 +1,7 @@
 package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpfflowreceiver"
 
 import (
+	"net/netip"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -22,16 +23,58 @@ func flowState(k tracer.Kind) string {
 	return flowschema.FlowStateClosed
 }
 
+// maxFlowAttrs is how many attributes putFlow writes at most, besides the
+// local owner's. TestPutFlowCapacity keeps it exact.
+const maxFlowAttrs = 26
+
+// flowWriter converts events into flow records for one goroutine (the
+// emitter), keeping what repeats from record to record: the local owner's
+// attribute keys and the text of the local addresses, of which a node has
+// few.
+type flowWriter struct {
+	owners     *flowschema.OwnerWriter
+	localAddrs map[netip.Addr]string
+}
+
+// maxCachedLocalAddrs bounds flowWriter.localAddrs: beyond it (a host with
+// very many local addresses) the cache starts over.
+const maxCachedLocalAddrs = 4096
+
+func newFlowWriter() *flowWriter {
+	return &flowWriter{
+		owners:     flowschema.NewOwnerWriter(flowschema.PrefixLocalOwner),
+		localAddrs: make(map[netip.Addr]string),
+	}
+}
+
+func (w *flowWriter) localAddr(a netip.Addr) string {
+	if s, ok := w.localAddrs[a]; ok {
+		return s
+	}
+	if len(w.localAddrs) >= maxCachedLocalAddrs {
+		clear(w.localAddrs)
+	}
+	s := a.String()
+	w.localAddrs[a] = s
+	return s
+}
+
 // putFlow writes ev into lr as a flow record (see internal/flowschema). owner
 // is the local address's owner, nil when no source knows the address.
-func putFlow(lr plog.LogRecord, ev *tracer.Event, owner *ownerEntry, observed time.Time) {
+func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *ownerEntry, observed time.Time) {
 	lr.SetEventName(flowschema.EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(ev.End))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(24)
-	local, peer := ev.LocalAddr.String(), ev.PeerAddr.String()
+	// Room for every attribute below, so that the slice never grows: a
+	// growth copies it and leaves the smaller one as garbage.
+	n := maxFlowAttrs
+	if owner != nil {
+		n += 1 + len(owner.owner.Attributes)
+	}
+	attrs.EnsureCapacity(n)
+	local, peer := w.localAddr(ev.LocalAddr), ev.PeerAddr.String()
 	attrs.PutStr(flowschema.AttrNetworkTransport, "tcp")
 	if ev.LocalAddr.Is4() {
 		attrs.PutStr(flowschema.AttrNetworkType, "ipv4")
@@ -93,6 +136,6 @@ func putFlow(lr plog.LogRecord, ev *tracer.Event, owner *ownerEntry, observed ti
 		attrs.PutInt(flowschema.AttrFlowSocketCookie, int64(ev.Cookie))
 	}
 	if owner != nil {
-		flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, owner.owner)
+		w.owners.Put(attrs, owner.owner)
 	}
 }

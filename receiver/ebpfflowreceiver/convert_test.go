@@ -29,7 +29,7 @@ func TestPutFlowClient(t *testing.T) {
 	}
 	owner := &ownerEntry{owner: intervalstore.Owner{ID: "web-1", Attributes: []intervalstore.Attribute{{Name: "service.name", Value: "web"}}}}
 	lr := plog.NewLogRecord()
-	putFlow(lr, &ev, owner, at(4))
+	newFlowWriter().putFlow(lr, &ev, owner, at(4))
 
 	assert.Equal(t, flowschema.EventFlow, lr.EventName())
 	assert.Equal(t, pcommon.NewTimestampFromTime(at(3)), lr.Timestamp())
@@ -73,7 +73,7 @@ func TestPutFlowServerFailedUnowned(t *testing.T) {
 		Err: syscall.ECONNREFUSED,
 	}
 	lr := plog.NewLogRecord()
-	putFlow(lr, &ev, nil, at(7))
+	newFlowWriter().putFlow(lr, &ev, nil, at(7))
 	assert.Equal(t, map[string]any{
 		"network.transport":                    "tcp",
 		"network.type":                         "ipv6",
@@ -106,11 +106,46 @@ func TestPutFlowActiveUnknownRole(t *testing.T) {
 		LocalPort: 1, PeerPort: 2, Start: at(1), StartKnown: true, End: at(2),
 	}
 	lr := plog.NewLogRecord()
-	putFlow(lr, &ev, nil, at(2))
+	newFlowWriter().putFlow(lr, &ev, nil, at(2))
 	attrs := lr.Attributes().AsRaw()
 	assert.Equal(t, "active", attrs["flowattr.flow.state"])
 	for _, k := range []string{"flowattr.flow.role", "client.address", "client.port", "server.address", "server.port"} {
 		assert.NotContains(t, attrs, k, "no role, no client/server")
 	}
 	assert.Equal(t, pcommon.NewTimestampFromTime(at(2)), lr.Timestamp(), "active records are stamped with the observation time")
+}
+
+// TestFlowWriterLocalAddrCache: the cache of local address text is bounded
+// and never answers with another address's text.
+func TestFlowWriterLocalAddrCache(t *testing.T) {
+	w := newFlowWriter()
+	for i := range 3 * maxCachedLocalAddrs {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		if i%2 == 1 {
+			a = netip.MustParseAddr("fd00::1") // a repeated address between new ones
+		}
+		if got := w.localAddr(a); got != a.String() {
+			t.Fatalf("localAddr(%v) = %q", a, got)
+		}
+		if len(w.localAddrs) > maxCachedLocalAddrs {
+			t.Fatalf("cache holds %d addresses, bound %d", len(w.localAddrs), maxCachedLocalAddrs)
+		}
+	}
+}
+
+// TestPutFlowCapacity: an event with every optional field writes exactly
+// maxFlowAttrs attributes, for either role, so the capacity putFlow reserves
+// is neither short nor wasted.
+func TestPutFlowCapacity(t *testing.T) {
+	for _, role := range []tracer.Role{tracer.RoleClient, tracer.RoleServer} {
+		ev := tracer.Event{
+			Kind: tracer.KindFailed, Role: role,
+			LocalAddr: netip.MustParseAddr("10.0.0.1"), PeerAddr: netip.MustParseAddr("10.0.0.2"),
+			Start: at(1), End: at(2), Err: syscall.ECONNREFUSED,
+			PID: 1, Comm: "c", CgroupID: 1, NetnsInode: 1, Cookie: 1,
+		}
+		lr := plog.NewLogRecord()
+		newFlowWriter().putFlow(lr, &ev, nil, at(3))
+		assert.Equal(t, maxFlowAttrs, lr.Attributes().Len(), "role %v", role)
+	}
 }

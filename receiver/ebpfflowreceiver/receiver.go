@@ -88,6 +88,7 @@ type flowReceiver struct {
 	queue     chan tracer.Event
 	hb        *heartbeats
 	batch     batch
+	flows     *flowWriter
 
 	stopIngest context.CancelFunc
 	ingest     sync.WaitGroup
@@ -190,6 +191,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	r.hb = newHeartbeats(source, r.env.now())
 	r.queue = make(chan tracer.Event, r.cfg.QueueSize)
 	r.batch = newBatch(r.resource, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
+	r.flows = newFlowWriter()
 
 	// The goroutines must outlive Start's context.
 	emitCtx, stopEmit := context.WithCancel(context.WithoutCancel(ctx))
@@ -380,7 +382,7 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 	} else {
 		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1)
 	}
-	putFlow(r.batch.append(), ev, entry, r.env.now())
+	r.flows.putFlow(r.batch.append(), ev, entry, r.env.now())
 	r.batch.flows[flowState(ev.Kind)]++
 	if r.batch.full() {
 		r.flush(ctx)
