@@ -17,8 +17,9 @@ import (
 )
 
 // sharedStore is the state shared by every pipeline's instance of one
-// processor ID: the interval store, the CIDR tables, and the single goroutine
-// that prunes the store and releases held records whose wait is over.
+// processor ID: the interval store, the CIDR tables, and, on the wall clock,
+// the single goroutine that prunes the store and releases held records whose
+// wait is over while no batch arrives to do it.
 type sharedStore struct {
 	cfg    *Config
 	tables *addressTables
@@ -121,8 +122,9 @@ func (s *sharedStore) stop() {
 }
 
 // run does, on wall-clock tickers, what every ConsumeLogs does too, through
-// the same functions: the hold and the store serialise them, so whichever
-// comes first releases a record or prunes, and the other finds nothing due.
+// the same functions: the hold's lock serialises releases, so whichever comes
+// first releases a record and the other finds it gone; the store serialises
+// prunes.
 func (s *sharedStore) run(prune, hold ticker) {
 	defer close(s.done)
 	defer prune.Stop()
@@ -136,7 +138,10 @@ func (s *sharedStore) run(prune, hold ticker) {
 		case <-s.quit:
 			return
 		case <-prune.C():
-			s.pruneIfDue(s.clock.Now())
+			// Unconditionally: a batch's prune since the last tick must not
+			// stretch an idle store's interval to twice pruneEvery.
+			s.lastPrune.Store(s.clock.Now().UnixNano())
+			s.prune()
 		case <-holdTick:
 			now := s.clock.Now()
 			for _, p := range s.subscribers() {
@@ -153,6 +158,10 @@ func (s *sharedStore) pruneIfDue(now time.Time) {
 	if now.UnixNano()-last < int64(s.pruneEvery) || !s.lastPrune.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
+	s.prune()
+}
+
+func (s *sharedStore) prune() {
 	ranges, keys := s.store.Prune()
 	if ranges > 0 || keys > 0 {
 		s.logger.Debug("Pruned ownership store", zap.Int("ranges", ranges), zap.Int("keys", keys))
