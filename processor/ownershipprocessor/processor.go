@@ -336,8 +336,9 @@ func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, records 
 
 // attributeFlows writes the peer attribution on every flow record, holding
 // those that wait for a claim. It returns the held records that the new ones
-// pushed out of a full hold. The store lookups of the whole batch are made
-// first, together, so that their cache misses overlap.
+// pushed out of a full hold. The keys and times of the whole batch are read
+// first, so that the store lookups are made a chunk at a time, together,
+// and their cache misses overlap.
 func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []releasedRecord {
 	fb := flowBatchPool.Get().(*flowBatch)
 	defer fb.reset()
@@ -351,7 +352,6 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 			}
 		}
 	}
-	fb.results = p.store.LookupBatch(fb.queries, fb.results)
 
 	var overflow []releasedRecord
 	next := 0 // index in fb.flows of the record RemoveIf visits
@@ -384,7 +384,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 					}
 					return false
 				}
-				res := fb.results[f.result]
+				res := fb.result(p.store, f.result)
 				if p.hold != nil && waitsForClaim(res) {
 					if sg == nil {
 						if rg == nil {
@@ -411,8 +411,8 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 }
 
 // flowBatch holds what attributeFlows reads from a batch's records before
-// it answers them: one flowPlan per record, in batch order, and the store
-// queries of those that need one.
+// it answers them: one flowPlan per record, in batch order, the store
+// queries of those that need one, and the answers so far.
 type flowBatch struct {
 	flows   []flowPlan
 	queries []intervalstore.Query[netip.Addr]
@@ -441,6 +441,21 @@ func (fb *flowBatch) plan(p *ownershipProcessor, lr plog.LogRecord) {
 		}
 	}
 	fb.flows = append(fb.flows, f)
+}
+
+// lookupChunk is how many queries flowBatch.result answers at a time: enough
+// for LookupBatch to overlap their cache misses, few enough that what it
+// brought into the caches is still there when the records are written.
+const lookupChunk = 64
+
+// result returns the answer to query i, looking up the chunk it falls in
+// when needed. Queries are answered in order.
+func (fb *flowBatch) result(store *intervalstore.Store[netip.Addr], i int) intervalstore.Result {
+	for i >= len(fb.results) {
+		n := min(len(fb.results)+lookupChunk, len(fb.queries))
+		fb.results = store.LookupBatch(fb.queries[len(fb.results):n], fb.results)
+	}
+	return fb.results[i]
 }
 
 func (fb *flowBatch) reset() {
