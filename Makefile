@@ -41,7 +41,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench generate lint test-deps generate-deps clean
+.PHONY: build run test bench evaluate generate lint test-deps generate-deps clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -63,6 +63,11 @@ test: test-deps $(BINARY)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee $(BENCH_OUT)
 	@echo "wrote $(BENCH_OUT); compare runs with: $(GOTOOL) benchstat old.out $(BENCH_OUT)"
+
+## evaluate: score the real ownership processor and an event-based baseline on a
+## seeded fleet simulation; fails if a goal is missed (docs/evaluation.md).
+evaluate:
+	$(GO) run ./cmd/flowattr-evaluate -check
 
 ## generate: regenerate mdatagen code for every metadata.yaml and bpf2go objects.
 generate: generate-deps
