@@ -54,19 +54,41 @@ func PutOwner(attrs pcommon.Map, prefix string, o intervalstore.Owner) {
 // ReadOwner reads the owner written under prefix by PutOwner. ok is false when
 // there is no non-empty string ID attribute. The returned owner is canonical.
 func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool) {
-	idKey := prefix + OwnerIDSuffix
-	id, found := attrs.Get(idKey)
-	if !found || id.Type() != pcommon.ValueTypeStr || id.Str() == "" {
-		return intervalstore.Owner{}, false
-	}
-	o.ID = id.Str()
+	idKey := ownerIDKey(prefix)
+	var id pcommon.Value
+	found := false
+	// One pass: the first ID attribute counts, as for Map.Get.
 	for k, v := range attrs.All() {
-		if k == idKey || !strings.HasPrefix(k, prefix) || len(k) == len(prefix) {
+		if !strings.HasPrefix(k, prefix) || len(k) == len(prefix) {
+			continue
+		}
+		if k == idKey {
+			if !found {
+				id, found = v, true
+			}
 			continue
 		}
 		o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: k[len(prefix):], Value: v.AsString()})
 	}
+	if !found || id.Type() != pcommon.ValueTypeStr || id.Str() == "" {
+		return intervalstore.Owner{}, false
+	}
+	o.ID = id.Str()
 	return o.Canonical(), true
+}
+
+// ownerIDKey returns prefix+OwnerIDSuffix, without building it for the
+// schema's own prefixes.
+func ownerIDKey(prefix string) string {
+	switch prefix {
+	case PrefixLocalOwner:
+		return PrefixLocalOwner + OwnerIDSuffix
+	case PrefixPeerOwner:
+		return PrefixPeerOwner + OwnerIDSuffix
+	case PrefixClaimOwner:
+		return PrefixClaimOwner + OwnerIDSuffix
+	}
+	return prefix + OwnerIDSuffix
 }
 
 // PutClaim turns lr into the heartbeat record for c. The record's Timestamp is

@@ -170,3 +170,30 @@ func FuzzParseClaim(f *testing.F) {
 		require.NotEmpty(t, c.Owner.ID)
 	})
 }
+
+func TestReadOwnerCases(t *testing.T) {
+	for _, prefix := range []string{PrefixLocalOwner, PrefixPeerOwner, PrefixClaimOwner, "custom."} {
+		m := pcommon.NewMap()
+		m.PutStr(prefix, "the bare prefix is no attribute")
+		m.PutStr(prefix+"zone", "b")
+		m.PutInt(prefix+"rank", 3)
+		m.PutStr("other.id", "not under the prefix")
+		_, ok := ReadOwner(m, prefix)
+		assert.False(t, ok, "%s: no ID", prefix)
+
+		m.PutInt(prefix+OwnerIDSuffix, 7)
+		_, ok = ReadOwner(m, prefix)
+		assert.False(t, ok, "%s: ID not a string", prefix)
+
+		m.PutStr(prefix+OwnerIDSuffix, "")
+		_, ok = ReadOwner(m, prefix)
+		assert.False(t, ok, "%s: empty ID", prefix)
+
+		m.PutStr(prefix+OwnerIDSuffix, "w")
+		got, ok := ReadOwner(m, prefix)
+		require.True(t, ok, prefix)
+		assert.Equal(t, intervalstore.Owner{ID: "w", Attributes: []intervalstore.Attribute{
+			{Name: "rank", Value: "3"}, {Name: "zone", Value: "b"},
+		}}, got, prefix)
+	}
+}
