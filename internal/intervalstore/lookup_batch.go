@@ -18,13 +18,13 @@ type Query[K comparable] struct {
 const lookupAhead = 16
 
 // LookupBatch appends to out the answer to each query, in order, and returns
-// out. Each answer is exactly Lookup(q.Key, q.At): LookupBatch first reads
-// the home slot (and its trailing range's group) of up to lookupAhead keys,
+// out. Each answer is exactly Lookup(q.Key, q.At): LookupBatch first touches
+// what the lookups of up to lookupAhead keys will read (see touch), with
 // loads that do not depend on one another, so that their cache misses
 // overlap, then answers each query with Lookup itself. With a store much
-// larger than the CPU caches this costs a fraction of separate Lookups.
-// Like Lookup it takes no lock; concurrent Applies are seen or not per
-// query, as by separate Lookups.
+// larger than the CPU caches this costs less than half as much as separate
+// Lookups (BenchmarkLookupBatch). Like Lookup it takes no lock; concurrent
+// Applies are seen or not per query, as by separate Lookups.
 func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 	out = slices.Grow(out, len(qs))
 	var touched uint32
