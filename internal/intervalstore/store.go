@@ -84,10 +84,15 @@ func (s *Store[K]) Apply(key K, owner Owner, start, end time.Time) (ApplyResult,
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if ce < s.cutoff() {
+	return s.apply(key, s.hash(key), owner, cs, ce, s.cutoff())
+}
+
+// apply is Apply of a validated claim (owner.ID not empty, cs <= ce) to key,
+// whose hash is h, with the retention cutoff cut. The caller holds wmu.
+func (s *Store[K]) apply(key K, h uint64, owner Owner, cs, ce, cut int64) (ApplyResult, error) {
+	if ce < cut {
 		return ApplyResult{}, ErrExpired
 	}
-	h := s.hash(key)
 	sl := s.tableFor(h).find(key, h)
 	if !sl.live() {
 		return s.insert(key, h, s.in.owner(owner), cs, ce), nil
@@ -287,8 +292,13 @@ func search(rs []rng, t int64) int {
 // Lookup answers who held key at time t. It takes no lock and never waits
 // for other lookups; it retries only while a writer changes key's ranges.
 func (s *Store[K]) Lookup(key K, t time.Time) Result {
+	return s.lookup(key, s.hash(key), t)
+}
+
+// lookup is Lookup with key's hash h already computed, so that LookupBatch,
+// which needs the hash before answering, does not compute it twice.
+func (s *Store[K]) lookup(key K, h uint64, t time.Time) Result {
 	tn := nanos(t)
-	h := s.hash(key)
 	res := Result{Reason: ReasonNoClaim}
 	if sl := s.tableFor(h).lookup(key, h); sl != nil {
 		if v, ok := sl.read(); ok {
