@@ -207,9 +207,15 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 			})
 		}
 	}
+	// Applied together, the local claims' cache misses in the store overlap.
+	local.batch = local.batch[:0]
 	for _, lc := range local.claims {
+		local.batch = append(local.batch, intervalstore.Claim[netip.Addr]{Key: lc.Address, Owner: lc.Owner, Start: lc.Start, End: lc.End})
+	}
+	local.results = p.store.ApplyBatch(local.batch, local.results[:0])
+	for i, lc := range local.claims {
 		// Each flow record counts as a claim, joined or not.
-		if p.applyClaim(lc.Claim, originFlow, lc.records, st) {
+		if r := local.results[i]; p.countApply(r.ApplyResult, r.Err, originFlow, lc.records, st) {
 			touched = append(touched, lc.Address)
 		}
 	}
@@ -221,8 +227,10 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 // time. Only claims the store would join anyway are joined (same address and
 // owner, gap at most merge_gap), so the store ends up in the same state.
 type localClaims struct {
-	last   map[netip.Addr]int // the latest claim of each address in claims
-	claims []joinedClaim
+	last    map[netip.Addr]int // the latest claim of each address in claims
+	claims  []joinedClaim
+	batch   []intervalstore.Claim[netip.Addr] // claims, as given to ApplyBatch
+	results []intervalstore.ClaimResult
 }
 
 type joinedClaim struct {
@@ -262,6 +270,8 @@ func (l *localClaims) reset() {
 	clear(l.last)
 	clear(l.claims) // drop references to owners
 	l.claims = l.claims[:0]
+	clear(l.batch)
+	l.batch = l.batch[:0]
 	localClaimsPool.Put(l)
 }
 
@@ -313,6 +323,12 @@ func (p *ownershipProcessor) checkClaim(c flowschema.Claim, origin int, now time
 // claim the store refuses is counted and changes nothing.
 func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, records int64, st *batchStats) bool {
 	res, err := p.store.Apply(c.Address, c.Owner, c.Start, c.End)
+	return p.countApply(res, err, origin, records, st)
+}
+
+// countApply counts the store's outcome of a claim standing for records
+// claim records and reports whether it was applied.
+func (p *ownershipProcessor) countApply(res intervalstore.ApplyResult, err error, origin int, records int64, st *batchStats) bool {
 	if err != nil {
 		reason := reasonStoreError
 		switch {
