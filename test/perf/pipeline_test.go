@@ -93,6 +93,8 @@ type pipeline struct {
 	client *otlpClient
 	flows  [][]byte
 	sent   int64 // flow records the collector accepted, over all windows
+	// heartbeats sent on the side, over all windows
+	heartbeats int64
 	// nextHeartbeat is the address the side heartbeats go on from in the
 	// next window, so that every address is claimed once per period.
 	nextHeartbeat int
@@ -142,6 +144,7 @@ func (p *pipeline) measure(b *testing.B) {
 		b.Fatalf("%s: load generator: %v", p.name, err)
 	}
 	p.sent += load.flows.Load()
+	p.heartbeats += load.heartbeats.Load()
 	p.nextHeartbeat = load.nextHeartbeat
 	p.records += f1 - f0
 	p.cpu += c1 - c0
@@ -194,8 +197,8 @@ func (p *pipeline) finish(b *testing.B, attributes bool) {
 			b.Fatalf("%s: %d of %d flow records attributed at the sink", p.name, a, f)
 		}
 	}
-	b.Logf("%s: %d flow records in %s; %d heartbeats reached the sink; CPU: collector %s, generator and sink %s (%.0f ns/record); idle CPU time of the machine %s",
-		p.name, p.records, p.elapsed.Round(time.Millisecond), p.sink.heartbeats.Load(), p.cpu, p.loadCPU,
+	b.Logf("%s: %d flow records in %s; %d heartbeats sent on the side, %d reached the sink; CPU: collector %s, generator and sink %s (%.0f ns/record); idle CPU time of the machine %s",
+		p.name, p.records, p.elapsed.Round(time.Millisecond), p.heartbeats, p.sink.heartbeats.Load(), p.cpu, p.loadCPU,
 		float64(p.loadCPU.Nanoseconds())/float64(p.records), p.idle)
 }
 
