@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strings"
+	"unique"
 )
 
 // group is what a range points at: either one interned owner (owner != nil)
@@ -65,7 +66,14 @@ func (in *interner) owner(o Owner) *group {
 		}
 	}
 	in.nextNum++
-	g := &group{owner: &Owner{ID: o.ID, Attributes: slices.Clip(slices.Clone(o.Attributes))}, num: in.nextNum}
+	attrs := slices.Clip(slices.Clone(o.Attributes))
+	for i := range attrs {
+		// Owners share one copy of each attribute name, so that reading
+		// many owners' names touches a few cache lines, and comparing
+		// two of them finds equal pointers.
+		attrs[i].Name = unique.Make(attrs[i].Name).Value()
+	}
+	g := &group{owner: &Owner{ID: o.ID, Attributes: attrs}, num: in.nextNum}
 	in.owners[o.ID] = append(list, g)
 	in.nOwners++
 	return g
