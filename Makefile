@@ -41,7 +41,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench evaluate generate lint test-deps generate-deps clean
+.PHONY: build run test bench bench-e2e evaluate generate lint test-deps generate-deps clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -63,6 +63,15 @@ test: test-deps $(BINARY)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee $(BENCH_OUT)
 	@echo "wrote $(BENCH_OUT); compare runs with: $(GOTOOL) benchstat old.out $(BENCH_OUT)"
+
+PERF_COUNT ?= 3
+PERF_OUT ?= bench-e2e.out
+
+## bench-e2e: end-to-end throughput and memory of the built collector against
+## the stock pipeline (test/perf), $(PERF_COUNT) runs into $(PERF_OUT).
+bench-e2e: $(BINARY)
+	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -run '^$$' -bench . -count $(PERF_COUNT) -timeout 30m ./test/perf/ | tee $(PERF_OUT)
+	@echo "wrote $(PERF_OUT); summarise with: $(GOTOOL) benchstat $(PERF_OUT)"
 
 ## evaluate: score the real ownership processor and an event-based baseline on a
 ## seeded fleet simulation; fails if a goal is missed (docs/evaluation.md).
