@@ -152,6 +152,13 @@ type Stats struct {
 	// BirthMapFull counts connections not tracked because the birth map was
 	// full.
 	BirthMapFull uint64
+	// RecursionMisses counts runs of the tracing programs that the kernel
+	// skipped because one of them was already running on that CPU (a
+	// softirq state change interrupting one in process context). A skipped
+	// birth reports the connection with StartKnown false; a skipped close
+	// loses its record and leaves its birth entry behind. Linux 5.12 or
+	// later; zero before.
+	RecursionMisses uint64
 	// RingBytesUsed is the number of unread bytes in the ring buffer,
 	// RingBytesSize its size.
 	RingBytesUsed, RingBytesSize int

@@ -346,11 +346,20 @@ func (t *Tracer) Stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
+	var misses uint64
+	for _, p := range t.progs {
+		st, err := p.Stats()
+		if err != nil {
+			return Stats{}, fmt.Errorf("reading program statistics: %w", err)
+		}
+		misses += st.RecursionMisses
+	}
 	return Stats{
-		LostEvents:    lost,
-		BirthMapFull:  full,
-		RingBytesUsed: t.ring.AvailableBytes(),
-		RingBytesSize: t.ring.BufferSize(),
+		LostEvents:      lost,
+		BirthMapFull:    full,
+		RecursionMisses: misses,
+		RingBytesUsed:   t.ring.AvailableBytes(),
+		RingBytesSize:   t.ring.BufferSize(),
 	}, nil
 }
 

@@ -484,3 +484,16 @@ func TestCloseEndsRead(t *testing.T) {
 		t.Errorf("Active after Close: %v", err)
 	}
 }
+
+// TestCloseRateNoLoss makes connections on loopback from 8 goroutines as
+// fast as they go for a second while the tracer reads, and requires every
+// socket's close record with the default ring and birth map.
+func TestCloseRateNoLoss(t *testing.T) {
+	run := runCloses(t, Options{}, 8, 0, time.Second)
+	t.Logf("%d connections in %v: %.0f closes/s, %d records, %d lost, %d not tracked, %d missed",
+		run.conns, run.elapsed, float64(run.closes())/run.elapsed.Seconds(), run.records, run.lost, run.birthMapFull, run.missed)
+	if run.losses() != 0 || run.records != run.closes() {
+		t.Errorf("%d records of %d closes, %d lost, %d not tracked, %d missed: want every close and no loss",
+			run.records, run.closes(), run.lost, run.birthMapFull, run.missed)
+	}
+}
