@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 const (
@@ -40,39 +41,47 @@ func requireRoot(t *testing.T) {
 // the ownership processor.
 func TestFlowsFromKernel(t *testing.T) {
 	requireRoot(t)
-	sink := startSink(t)
-	healthPort := freePort(t)
-	col := startCollector(t, "../../testdata/e2e-ebpf.yaml", map[string]string{
-		"FLOWATTR_E2E_HEALTH_PORT": strconv.Itoa(healthPort),
-		"FLOWATTR_E2E_SINK_PORT":   strconv.Itoa(sink.port),
+	sink := collectortest.StartSink(t)
+	healthPort := collectortest.FreePort(t)
+	col := collectortest.Start(t, collectortest.Options{
+		Configs: []string{"../../testdata/e2e-ebpf.yaml"},
+		Env: map[string]string{
+			"FLOWATTR_E2E_HEALTH_PORT": strconv.Itoa(healthPort),
+			"FLOWATTR_E2E_SINK_PORT":   strconv.Itoa(int(sink.Addr.Port())),
+		},
 	})
-	col.waitReady(t, healthPort)
+	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
 
 	before := time.Now()
 	serverPort, clientPort := exchange(t)
 	after := time.Now()
 
-	byRole := map[string]receivedRecord{}
-	wait := time.NewTimer(30 * time.Second)
-	defer wait.Stop()
+	byRole := map[string]collectortest.Record{}
+	filed := 0
+	deadline := time.Now().Add(30 * time.Second)
 	for len(byRole) < 2 {
-		select {
-		case rec := <-sink.records:
-			if rec.eventName != flowschema.EventFlow {
-				t.Fatalf("forwarded a record with event name %q, want only flow records: %v", rec.eventName, rec.attrs)
+		records := sink.Records()
+		for _, rec := range records[filed:] {
+			if rec.EventName != flowschema.EventFlow {
+				t.Fatalf("forwarded a record with event name %q, want only flow records: %v", rec.EventName, rec.Attrs)
 			}
 			// Another run of this test on the same host makes connections
 			// between the same addresses, with other ports.
-			if rec.attrs[flowschema.AttrServerPort] != int64(serverPort) {
+			if rec.Attrs[flowschema.AttrServerPort] != int64(serverPort) {
 				continue
 			}
-			role, _ := rec.attrs[flowschema.AttrFlowRole].(string)
+			role := rec.Str(flowschema.AttrFlowRole)
 			if _, dup := byRole[role]; dup {
-				t.Fatalf("second %q flow record: %v", role, rec.attrs)
+				t.Fatalf("second %q flow record: %v", role, rec.Attrs)
 			}
 			byRole[role] = rec
-		case <-wait.C:
-			t.Fatalf("received flow records for roles %v, want client and server", keys(byRole))
+		}
+		filed = len(records)
+		if len(byRole) < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("received flow records for roles %v, want client and server", keys(byRole))
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 
@@ -90,7 +99,7 @@ func TestFlowsFromKernel(t *testing.T) {
 	}
 	for _, s := range sides {
 		t.Run(s.role, func(t *testing.T) {
-			attrs := byRole[s.role].attrs
+			attrs := byRole[s.role].Attrs
 			want := map[string]any{
 				flowschema.AttrNetworkTransport:                        "tcp",
 				flowschema.AttrNetworkType:                             "ipv4",
@@ -125,7 +134,7 @@ func TestFlowsFromKernel(t *testing.T) {
 		})
 	}
 
-	col.stop(t)
+	col.Stop(t)
 }
 
 // exchange makes one connection from clientAddr to serverAddr: the client
@@ -186,7 +195,7 @@ func comm() string {
 	return name
 }
 
-func keys(m map[string]receivedRecord) []string {
+func keys(m map[string]collectortest.Record) []string {
 	var ks []string
 	for k := range m {
 		ks = append(ks, k)

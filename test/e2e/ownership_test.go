@@ -1,17 +1,17 @@
+// Package e2e runs the built otelcol-flowattr binary as a separate process
+// and talks to it only over the network, as a user's pipeline would.
 package e2e
 
 import (
 	"context"
 	"maps"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // maxWait is the ownership processor's max_wait in the test configuration.
@@ -54,15 +55,18 @@ func owner(id, service string) intervalstore.Owner {
 // unattributed once max_wait has passed. Heartbeats are consumed, not
 // forwarded.
 func TestOwnershipPipeline(t *testing.T) {
-	sink := startSink(t)
-	otlpPort, healthPort, metricsPort := freePort(t), freePort(t), freePort(t)
-	col := startCollector(t, "../../testdata/e2e-ownership.yaml", map[string]string{
-		"FLOWATTR_E2E_OTLP_PORT":    strconv.Itoa(otlpPort),
-		"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(healthPort),
-		"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metricsPort),
-		"FLOWATTR_E2E_SINK_PORT":    strconv.Itoa(sink.port),
+	sink := collectortest.StartSink(t)
+	otlpPort, healthPort, metricsPort := collectortest.FreePort(t), collectortest.FreePort(t), collectortest.FreePort(t)
+	col := collectortest.Start(t, collectortest.Options{
+		Configs: []string{"../../testdata/e2e-ownership.yaml"},
+		Env: map[string]string{
+			"FLOWATTR_E2E_OTLP_PORT":    strconv.Itoa(otlpPort),
+			"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(healthPort),
+			"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metricsPort),
+			"FLOWATTR_E2E_SINK_PORT":    strconv.Itoa(int(sink.Addr.Port())),
+		},
 	})
-	col.waitReady(t, healthPort)
+	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
 
 	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -153,81 +157,66 @@ func TestOwnershipPipeline(t *testing.T) {
 	for _, f := range all {
 		want[f.name] = f
 	}
-	got := map[string]receivedRecord{}
-	wait := time.NewTimer(maxWait + 30*time.Second)
-	defer wait.Stop()
-	for len(got) < len(want) {
-		select {
-		case rec := <-sink.records:
+	got := map[string]collectortest.Record{}
+	// File each record once, in arrival order; the loop ends right after a
+	// pass, so every record received by then, a forwarded heartbeat
+	// included, has been checked.
+	filed := 0
+	file := func() {
+		records := sink.Records()
+		for _, rec := range records[filed:] {
 			checkForwarded(t, rec, got)
-		case <-wait.C:
+		}
+		filed = len(records)
+	}
+	deadline := time.Now().Add(maxWait + 30*time.Second)
+	for file(); len(got) < len(want); file() {
+		if time.Now().After(deadline) {
 			t.Fatalf("received %d of %d flow records; missing %v", len(got), len(want), missing(want, got))
 		}
-	}
-	// Every record is in; any heartbeat forwarded would have arrived before
-	// the held flows were released.
-	for drained := false; !drained; {
-		select {
-		case rec := <-sink.records:
-			checkForwarded(t, rec, got)
-		default:
-			drained = true
-		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	for _, f := range all {
 		t.Run(f.name, func(t *testing.T) { checkAttribution(t, f, got[f.name]) })
 	}
-	if waited := got["never_claimed"].at.Sub(flowsSent); waited < maxWait {
+	if waited := got["never_claimed"].Received.Sub(flowsSent); waited < maxWait {
 		t.Errorf("never_claimed came out %s after it was sent, before max_wait (%s)", waited, maxWait)
 	}
 
-	metrics, err := scrapeMetrics(ctx, metricsPort)
-	if err != nil {
-		t.Fatalf("scraping the collector's metrics: %v", err)
-	}
+	metrics := col.Metrics(t, "127.0.0.1:"+strconv.Itoa(metricsPort))
 	for outcome, want := range map[string]float64{"attributed": 1, "timeout": 2} {
-		if n := metricValue(metrics, "otelcol_processor_ownership_records_released", "outcome", outcome); n != want {
+		if n := collectortest.MetricSum(metrics, "otelcol_processor_ownership_records_released", "outcome", outcome); n != want {
 			t.Errorf("records_released{outcome=%q} = %v, want %v", outcome, n, want)
 		}
 	}
 
-	col.stop(t)
+	col.Stop(t)
 }
 
 // putFlow writes f as a closed client flow record lasting ten seconds from
-// f.start.
+// f.start, tagged with its case name.
 func putFlow(lr plog.LogRecord, f flow) {
-	lr.SetEventName(flowschema.EventFlow)
-	lr.SetTimestamp(pcommon.NewTimestampFromTime(f.start.Add(10 * time.Second)))
-	attrs := lr.Attributes()
-	attrs.PutStr(caseAttr, f.name)
-	attrs.PutStr(flowschema.AttrNetworkTransport, "tcp")
-	netType := "ipv4"
-	if netip.MustParseAddr(f.local).Is6() {
-		netType = "ipv6"
-	}
-	attrs.PutStr(flowschema.AttrNetworkType, netType)
-	attrs.PutStr(flowschema.AttrNetworkLocalAddress, f.local)
-	attrs.PutInt(flowschema.AttrNetworkLocalPort, 40000)
-	attrs.PutStr(flowschema.AttrNetworkPeerAddress, f.peer)
-	attrs.PutInt(flowschema.AttrNetworkPeerPort, 443)
-	attrs.PutStr(flowschema.AttrFlowRole, flowschema.RoleClient)
-	attrs.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
-	attrs.PutInt(flowschema.AttrFlowStartTime, f.start.UnixNano())
-	flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, f.localOwner)
+	collectortest.PutClientFlow(lr, collectortest.ClientFlow{
+		Local:      netip.MustParseAddr(f.local),
+		Peer:       netip.MustParseAddr(f.peer),
+		LocalOwner: f.localOwner,
+		Start:      f.start,
+		End:        f.start.Add(10 * time.Second),
+	})
+	lr.Attributes().PutStr(caseAttr, f.name)
 }
 
 // checkForwarded files a record received by the sink under its case name,
 // failing on anything that is not a flow record of a known case or that
 // arrives twice.
-func checkForwarded(t *testing.T, rec receivedRecord, got map[string]receivedRecord) {
+func checkForwarded(t *testing.T, rec collectortest.Record, got map[string]collectortest.Record) {
 	t.Helper()
-	if rec.eventName != flowschema.EventFlow {
-		t.Errorf("forwarded a record with event name %q, want only flow records (keep_heartbeats is false): %v", rec.eventName, rec.attrs)
+	if rec.EventName != flowschema.EventFlow {
+		t.Errorf("forwarded a record with event name %q, want only flow records (keep_heartbeats is false): %v", rec.EventName, rec.Attrs)
 		return
 	}
-	name, _ := rec.attrs[caseAttr].(string)
+	name, _ := rec.Attrs[caseAttr].(string)
 	if _, dup := got[name]; dup {
 		t.Errorf("flow record %q forwarded twice", name)
 		return
@@ -235,18 +224,18 @@ func checkForwarded(t *testing.T, rec receivedRecord, got map[string]receivedRec
 	got[name] = rec
 }
 
-func checkAttribution(t *testing.T, f flow, rec receivedRecord) {
+func checkAttribution(t *testing.T, f flow, rec collectortest.Record) {
 	t.Helper()
-	if s := rec.attrs[flowschema.AttrPeerAttributionStatus]; s != f.wantStatus {
-		t.Errorf("status = %v, want %q (reason %v)", s, f.wantStatus, rec.attrs[flowschema.AttrPeerAttributionReason])
+	if s := rec.Attrs[flowschema.AttrPeerAttributionStatus]; s != f.wantStatus {
+		t.Errorf("status = %v, want %q (reason %v)", s, f.wantStatus, rec.Attrs[flowschema.AttrPeerAttributionReason])
 	}
 	if f.wantReason != "" {
-		if r := rec.attrs[flowschema.AttrPeerAttributionReason]; r != f.wantReason {
+		if r := rec.Attrs[flowschema.AttrPeerAttributionReason]; r != f.wantReason {
 			t.Errorf("reason = %v, want %q", r, f.wantReason)
 		}
 	}
 	if f.wantOwner == nil {
-		for k, v := range rec.attrs {
+		for k, v := range rec.Attrs {
 			if strings.HasPrefix(k, flowschema.PrefixPeerOwner) {
 				t.Errorf("unattributed record carries peer owner attribute %s=%v", k, v)
 			}
@@ -258,7 +247,7 @@ func checkAttribution(t *testing.T, f flow, rec receivedRecord) {
 		want[flowschema.PrefixPeerOwner+a.Name] = a.Value
 	}
 	gotOwner := map[string]any{}
-	for k, v := range rec.attrs {
+	for k, v := range rec.Attrs {
 		if strings.HasPrefix(k, flowschema.PrefixPeerOwner) {
 			gotOwner[k] = v
 		}
@@ -268,7 +257,7 @@ func checkAttribution(t *testing.T, f flow, rec receivedRecord) {
 	}
 }
 
-func missing(want map[string]flow, got map[string]receivedRecord) []string {
+func missing(want map[string]flow, got map[string]collectortest.Record) []string {
 	var names []string
 	for name := range want {
 		if _, ok := got[name]; !ok {
@@ -276,21 +265,4 @@ func missing(want map[string]flow, got map[string]receivedRecord) []string {
 		}
 	}
 	return names
-}
-
-// metricValue sums the samples of the Prometheus counter family name whose
-// label label has value value.
-func metricValue(exposition, name, label, value string) float64 {
-	sample := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `(?:_total)?\{([^}]*)\} (\S+)$`)
-	var sum float64
-	for _, line := range strings.Split(exposition, "\n") {
-		m := sample.FindStringSubmatch(line)
-		if m == nil || !strings.Contains(m[1], label+`="`+value+`"`) {
-			continue
-		}
-		if v, err := strconv.ParseFloat(m[2], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
 }
