@@ -63,3 +63,26 @@ func TestKeepHeartbeatsDropsRejected(t *testing.T) {
 	_, _, owner := attribution(recs[0])
 	assert.Equal(t, "<absent>", owner)
 }
+
+// TestKeepHeartbeatsDropsRefused checks that a heartbeat the store refuses
+// (older than its retention) is not passed on, while the accepted ones
+// around it are, in order.
+func TestKeepHeartbeatsDropsRefused(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.KeepHeartbeats = true
+	cfg.KeepFlows = false
+	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}}
+	require.NoError(t, cfg.Validate())
+	h := newHarness(t, cfg)
+	h.consume(
+		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
+		heartbeat("10.0.0.4", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), "node-a"), // expired
+		heartbeat("10.0.0.5", "cart", t0.Add(-time.Minute), t0, "node-a"),
+	)
+	recs := h.records()
+	require.Len(t, recs, 2, "only the applied heartbeats are passed on")
+	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
+	assert.Equal(t, "10.0.0.5", str(recs[1], flowschema.AttrClaimAddress))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "heartbeat", "reason": "expired"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 2)
+}

@@ -172,22 +172,23 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 				switch lr.EventName() {
 				case flowschema.EventHeartbeat:
 					c, err := flowschema.ParseClaim(lr)
-					applied := false
 					if err != nil {
 						reason := string(flowschema.ReasonOf(err))
 						if reason == "" {
 							reason = "invalid"
 						}
 						st.reject(originHeartbeat, reason, 1)
-					} else if reason := p.checkClaim(c, originHeartbeat, now); reason != "" {
-						st.reject(originHeartbeat, reason, 1)
-					} else if applied = p.applyClaim(c, originHeartbeat, 1, st); applied {
-						touched = append(touched, c.Address)
+						return true
 					}
-					// Only claims this processor accepted are passed on: a
-					// rejected one is counted here and goes no further
-					// (not to peers, not to a topic).
-					return !p.cfg.KeepHeartbeats || !applied
+					if reason := p.checkClaim(c, originHeartbeat, now); reason != "" {
+						st.reject(originHeartbeat, reason, 1)
+						return true
+					}
+					// Applied after this pass, with the batch's other
+					// heartbeats; kept until then in case the store
+					// refuses it.
+					local.heartbeats = append(local.heartbeats, intervalstore.Claim[netip.Addr]{Key: c.Address, Owner: c.Owner, Start: c.Start, End: c.End})
+					return !p.cfg.KeepHeartbeats
 				case flowschema.EventFlow:
 					if !p.cfg.ApplyLocalClaims {
 						return !p.cfg.KeepFlows
@@ -207,7 +208,22 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 			})
 		}
 	}
-	// Applied together, the local claims' cache misses in the store overlap.
+	// Applied together, the claims' cache misses in the store overlap.
+	local.results = p.store.ApplyBatch(local.heartbeats, local.results[:0])
+	refused := false
+	for i, r := range local.results {
+		if p.countApply(r.ApplyResult, r.Err, originHeartbeat, 1, st) {
+			touched = append(touched, local.heartbeats[i].Key)
+		} else {
+			refused = true
+		}
+	}
+	if refused && p.cfg.KeepHeartbeats {
+		// Only claims this processor accepted are passed on: one the store
+		// refused goes no further (not to peers, not to a topic). The
+		// heartbeat records left are those of local.heartbeats, in order.
+		p.dropRefused(ld, local.results)
+	}
 	local.batch = local.batch[:0]
 	for _, lc := range local.claims {
 		local.batch = append(local.batch, intervalstore.Claim[netip.Addr]{Key: lc.Address, Owner: lc.Owner, Start: lc.Start, End: lc.End})
@@ -222,15 +238,38 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 	return touched
 }
 
-// localClaims joins the local claims of one batch before they reach the
-// store: a host's flows mostly share a few local addresses and overlap in
-// time. Only claims the store would join anyway are joined (same address and
+// dropRefused removes the heartbeat records of ld whose claims the store
+// refused: results holds the store's outcome of each heartbeat record left in
+// ld, in order.
+func (p *ownershipProcessor) dropRefused(ld plog.Logs, results []intervalstore.ClaimResult) {
+	k := 0
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		sls := rls.At(i).ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			sls.At(j).LogRecords().RemoveIf(func(lr plog.LogRecord) bool {
+				if lr.EventName() != flowschema.EventHeartbeat {
+					return false
+				}
+				k++
+				return results[k-1].Err != nil
+			})
+		}
+	}
+}
+
+// localClaims holds the claims of one batch until they are applied together,
+// heartbeats as they are and local claims joined. It joins the local claims
+// before they reach the store: a host's flows mostly share a few local
+// addresses and overlap in time. Only claims the store would join anyway are joined (same address and
 // owner, gap at most merge_gap), so the store ends up in the same state.
 type localClaims struct {
 	last    map[netip.Addr]int // the latest claim of each address in claims
 	claims  []joinedClaim
 	batch   []intervalstore.Claim[netip.Addr] // claims, as given to ApplyBatch
 	results []intervalstore.ClaimResult
+
+	heartbeats []intervalstore.Claim[netip.Addr] // the batch's checked heartbeat claims
 }
 
 type joinedClaim struct {
@@ -272,6 +311,8 @@ func (l *localClaims) reset() {
 	l.claims = l.claims[:0]
 	clear(l.batch)
 	l.batch = l.batch[:0]
+	clear(l.heartbeats)
+	l.heartbeats = l.heartbeats[:0]
 	localClaimsPool.Put(l)
 }
 
@@ -319,15 +360,9 @@ func (p *ownershipProcessor) checkClaim(c flowschema.Claim, origin int, now time
 	return ""
 }
 
-// applyClaim applies a checked claim standing for records claim records; a
-// claim the store refuses is counted and changes nothing.
-func (p *ownershipProcessor) applyClaim(c flowschema.Claim, origin int, records int64, st *batchStats) bool {
-	res, err := p.store.Apply(c.Address, c.Owner, c.Start, c.End)
-	return p.countApply(res, err, origin, records, st)
-}
-
-// countApply counts the store's outcome of a claim standing for records
-// claim records and reports whether it was applied.
+// countApply counts the store's outcome of a checked claim standing for
+// records claim records and reports whether it was applied; a claim the store
+// refused is counted and changed nothing.
 func (p *ownershipProcessor) countApply(res intervalstore.ApplyResult, err error, origin int, records int64, st *batchStats) bool {
 	if err != nil {
 		reason := reasonStoreError
