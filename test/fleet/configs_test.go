@@ -3,6 +3,8 @@ package fleet
 import (
 	"os/exec"
 	"testing"
+
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // TestDeploymentConfigsValidate runs `otelcol-flowattr validate` on every
@@ -10,7 +12,7 @@ import (
 // that a shape no end-to-end test starts (agent.yaml) still loads in the
 // built binary.
 func TestDeploymentConfigsValidate(t *testing.T) {
-	bin := collectorBinary(t)
+	bin := collectortest.Binary(t)
 	tls := map[string]string{"FLOWATTR_TLS_CA": "/etc/flowattr/ca.pem", "FLOWATTR_TLS_CERT": "/etc/flowattr/cert.pem", "FLOWATTR_TLS_KEY": "/etc/flowattr/key.pem"}
 	for name, env := range map[string]map[string]string{
 		"node.yaml": {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 const heartbeatTopic = "flowattr-heartbeats"
@@ -28,14 +28,14 @@ const heartbeatTopic = "flowattr-heartbeats"
 // testdata/fleet/gateway.yaml, all on loopback.
 type gatewayTier struct {
 	kafka    *kfake.Cluster
-	sink     *logSink
+	sink     *collectortest.Sink
 	ca       *testCA
 	gateways []*gateway
 }
 
 type gateway struct {
 	name        string
-	col         *collector
+	col         *collectortest.Collector
 	agentAddr   string
 	metricsAddr string
 }
@@ -44,14 +44,14 @@ type gateway struct {
 // overlay merged over gateway.yaml (sources, max_wait).
 func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTier {
 	t.Helper()
-	collectorBinary(t) // skip before starting anything when there is no binary
+	collectortest.Binary(t) // skip before starting anything when there is no binary
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, heartbeatTopic))
 	must(t, err, "starting the in-process Kafka server")
 	t.Cleanup(kafka.Close)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "sink listener")
-	tier := &gatewayTier{kafka: kafka, sink: serveSink(t, l), ca: newTestCA(t, "flowattr-test-agents")}
+	tier := &gatewayTier{kafka: kafka, sink: collectortest.ServeSink(t, l), ca: newTestCA(t, "flowattr-test-agents")}
 
 	overlayFile := filepath.Join(t.TempDir(), "overlay.yaml")
 	must(t, os.WriteFile(overlayFile, []byte(overlay), 0o600), "writing overlay")
@@ -59,27 +59,27 @@ func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTie
 		cert := tier.ca.issue(t, name, net.ParseIP("127.0.0.1"))
 		g := &gateway{
 			name:        name,
-			agentAddr:   hostPort("127.0.0.1", freeLoopbackPort(t)),
-			metricsAddr: hostPort("127.0.0.1", freeLoopbackPort(t)),
+			agentAddr:   hostPort("127.0.0.1", collectortest.FreePort(t)),
+			metricsAddr: hostPort("127.0.0.1", collectortest.FreePort(t)),
 		}
-		health := hostPort("127.0.0.1", freeLoopbackPort(t))
+		health := hostPort("127.0.0.1", collectortest.FreePort(t))
 		_, metricsPort, _ := net.SplitHostPort(g.metricsAddr)
-		g.col = startCollector(t, collectorSpec{
-			name:    name,
-			configs: []string{configPath(t, "gateway.yaml"), overlayFile},
-			env: map[string]string{
+		g.col = collectortest.Start(t, collectortest.Options{
+			Name:    name,
+			Configs: []string{configPath(t, "gateway.yaml"), overlayFile},
+			Env: map[string]string{
 				"FLOWATTR_GATEWAY_NAME":    name,
 				"FLOWATTR_AGENT_ENDPOINT":  g.agentAddr,
 				"FLOWATTR_KAFKA_BROKERS":   kafka.ListenAddrs()[0],
 				"FLOWATTR_TLS_CA":          tier.ca.File,
 				"FLOWATTR_TLS_CERT":        cert.CertFile,
 				"FLOWATTR_TLS_KEY":         cert.KeyFile,
-				"FLOWATTR_FLOWS_ENDPOINT":  tier.sink.addr,
+				"FLOWATTR_FLOWS_ENDPOINT":  tier.sink.Addr.String(),
 				"FLOWATTR_HEALTH_ENDPOINT": health,
 				"FLOWATTR_METRICS_PORT":    metricsPort,
 			},
 		})
-		g.col.waitReady(t, health)
+		g.col.WaitReady(t, health)
 		tier.gateways = append(tier.gateways, g)
 	}
 	return tier
@@ -132,32 +132,26 @@ func flows(fs ...syntheticFlow) plog.Logs {
 	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
 	for _, f := range fs {
 		lr := lrs.AppendEmpty()
-		lr.SetEventName(flowschema.EventFlow)
-		lr.SetTimestamp(pcommon.NewTimestampFromTime(f.start.Add(time.Second)))
-		attrs := lr.Attributes()
-		attrs.PutStr(caseAttr, f.name)
-		attrs.PutStr(flowschema.AttrNetworkTransport, "tcp")
-		attrs.PutStr(flowschema.AttrNetworkType, "ipv4")
-		attrs.PutStr(flowschema.AttrNetworkLocalAddress, f.local)
-		attrs.PutInt(flowschema.AttrNetworkLocalPort, 40000)
-		attrs.PutStr(flowschema.AttrNetworkPeerAddress, f.peer)
-		attrs.PutInt(flowschema.AttrNetworkPeerPort, 443)
-		attrs.PutStr(flowschema.AttrFlowRole, flowschema.RoleClient)
-		attrs.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
-		attrs.PutInt(flowschema.AttrFlowStartTime, f.start.UnixNano())
-		flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, intervalstore.Owner{ID: f.localOwner})
+		collectortest.PutClientFlow(lr, collectortest.ClientFlow{
+			Local:      netip.MustParseAddr(f.local),
+			Peer:       netip.MustParseAddr(f.peer),
+			LocalOwner: intervalstore.Owner{ID: f.localOwner},
+			Start:      f.start,
+			End:        f.start.Add(time.Second),
+		})
+		lr.Attributes().PutStr(caseAttr, f.name)
 	}
 	return ld
 }
 
 // waitForCases waits until the sink holds a record of every named case and
 // returns them by case name.
-func waitForCases(t *testing.T, sink *logSink, timeout time.Duration, names ...string) map[string]record {
+func waitForCases(t *testing.T, sink *collectortest.Sink, timeout time.Duration, names ...string) map[string]collectortest.Record {
 	t.Helper()
-	got := map[string]record{}
+	got := map[string]collectortest.Record{}
 	eventually(timeout, 100*time.Millisecond, func() bool {
-		for _, r := range sink.snapshot() {
-			if n := r.str(caseAttr); n != "" {
+		for _, r := range sink.Records() {
+			if n := r.Str(caseAttr); n != "" {
 				got[n] = r
 			}
 		}
@@ -177,7 +171,7 @@ func waitForCases(t *testing.T, sink *logSink, timeout time.Duration, names ...s
 }
 
 // topicRecords reads every log record published to the heartbeat topic.
-func topicRecords(t *testing.T, brokers []string) []record {
+func topicRecords(t *testing.T, brokers []string) []collectortest.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(heartbeatTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -185,7 +179,7 @@ func topicRecords(t *testing.T, brokers []string) []record {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	var out []record
+	var out []collectortest.Record
 	for ctx.Err() == nil {
 		fetches := cl.PollFetches(ctx)
 		fetches.EachRecord(func(r *kgo.Record) {
@@ -201,7 +195,7 @@ func topicRecords(t *testing.T, brokers []string) []record {
 				for j := 0; j < sls.Len(); j++ {
 					lrs := sls.At(j).LogRecords()
 					for k := 0; k < lrs.Len(); k++ {
-						out = append(out, record{eventName: lrs.At(k).EventName(), attrs: lrs.At(k).Attributes().AsRaw()})
+						out = append(out, collectortest.Record{EventName: lrs.At(k).EventName(), Attrs: lrs.At(k).Attributes().AsRaw()})
 					}
 				}
 			}
@@ -240,8 +234,8 @@ processors:
 	got := waitForCases(t, tier.sink, 60*time.Second, "b-to-checkout", "a-to-frontend")
 	for name, want := range map[string]string{"b-to-checkout": "checkout", "a-to-frontend": "frontend"} {
 		r := got[name]
-		if st, id := r.str(flowschema.AttrPeerAttributionStatus), r.str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix); st != "attributed" || id != want {
-			t.Errorf("%s: status %q owner %q (reason %q), want attributed to %q through the other gateway's heartbeat", name, st, id, r.str(flowschema.AttrPeerAttributionReason), want)
+		if st, id := r.Str(flowschema.AttrPeerAttributionStatus), r.Str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix); st != "attributed" || id != want {
+			t.Errorf("%s: status %q owner %q (reason %q), want attributed to %q through the other gateway's heartbeat", name, st, id, r.Str(flowschema.AttrPeerAttributionReason), want)
 		}
 	}
 
@@ -250,8 +244,8 @@ processors:
 	// its own agent's claim twice (logs/flows and logs/heartbeats-out) and
 	// both claims from the topic (logs/heartbeats-in), its own included.
 	for _, g := range tier.gateways {
-		m := g.col.metrics(t, g.metricsAddr)
-		if applied := metricSum(m, "otelcol_processor_ownership_heartbeats_applied", "origin", "heartbeat"); applied < 4 {
+		m := g.col.Metrics(t, g.metricsAddr)
+		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_applied", "origin", "heartbeat"); applied < 4 {
 			t.Errorf("%s applied %v heartbeats, want at least 4 (2 from its agent, 2 from the topic)", g.name, applied)
 		}
 	}
@@ -259,8 +253,8 @@ processors:
 	published := topicRecords(t, tier.kafka.ListenAddrs())
 	var hb int
 	for _, r := range published {
-		if r.eventName != flowschema.EventHeartbeat {
-			t.Errorf("the heartbeat topic carries a %q record: %v", r.eventName, r.attrs)
+		if r.EventName != flowschema.EventHeartbeat {
+			t.Errorf("the heartbeat topic carries a %q record: %v", r.EventName, r.Attrs)
 			continue
 		}
 		hb++

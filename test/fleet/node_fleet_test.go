@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // Timing of the node fleet scenario. The ownership file is polled every
@@ -97,8 +99,8 @@ func (w *workload) stop() {
 type node struct {
 	host      *host
 	ownership string // path of its ownership file
-	spec      collectorSpec
-	col       *collector
+	spec      collectortest.Options
+	col       *collectortest.Collector
 }
 
 // writeOwnership replaces the node's ownership file atomically, as an IPAM
@@ -122,7 +124,7 @@ func (n *node) writeOwnership(t *testing.T, owners map[netip.Addr]string) {
 func (n *node) rewriteOwnership(t *testing.T, owners map[netip.Addr]string) {
 	t.Helper()
 	reloads := func() float64 {
-		return metricSum(n.col.metrics(t, "127.0.0.1:8888"), "otelcol_ebpfflow_ownership_file_reloads", "result", "success")
+		return collectortest.MetricSum(n.col.Metrics(t, "127.0.0.1:8888"), "otelcol_ebpfflow_ownership_file_reloads", "result", "success")
 	}
 	before := reloads()
 	n.writeOwnership(t, owners)
@@ -134,8 +136,8 @@ func (n *node) rewriteOwnership(t *testing.T, owners map[netip.Addr]string) {
 
 func (n *node) start(t *testing.T) {
 	t.Helper()
-	n.col = startCollector(t, n.spec)
-	n.col.waitReady(t, "127.0.0.1:13133")
+	n.col = collectortest.Start(t, n.spec)
+	n.col.WaitReady(t, "127.0.0.1:13133")
 }
 
 // traffic opens short connections between workloads until stopped, and
@@ -226,7 +228,7 @@ func (tr *traffic) connect(client, server *workload) {
 // that reaches the sink is checked against the test's ground truth.
 func TestNodeFleetInNamespaces(t *testing.T) {
 	requireNetnsAndBPF(t)
-	collectorBinary(t)
+	collectortest.Binary(t)
 	h1, h2 := newHostPair(t)
 	truth := newGroundTruth()
 
@@ -238,7 +240,7 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	ca := newTestCA(t, "flowattr-test-fleet")
 	sinkListener, err := listenIn(h1.netns, netip.AddrPortFrom(h1.addr, 0).String())
 	must(t, err, "sink listener")
-	sink := serveSink(t, sinkListener)
+	sink := collectortest.ServeSink(t, sinkListener)
 
 	// Heartbeats to each host go through a proxy on that host's address
 	// that can delay them.
@@ -256,11 +258,13 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	for _, h := range []*host{h1, h2} {
 		cert := ca.issue(t, h.name, h.addr.AsSlice())
 		n := &node{host: h, ownership: filepath.Join(dir, h.name+"-owners.yaml")}
-		n.spec = collectorSpec{
-			name:    h.name,
-			netns:   h.netns,
-			configs: []string{configPath(t, "node.yaml"), overlay},
-			env: map[string]string{
+		n.spec = collectortest.Options{
+			Name:    h.name,
+			Configs: []string{configPath(t, "node.yaml"), overlay},
+			// ip netns exec execs the binary, so the process is the collector.
+			Wrapper: []string{"ip", "netns", "exec", h.netns},
+			Dial:    netnsDialer(h.netns, netip.Addr{}),
+			Env: map[string]string{
 				"FLOWATTR_NODE_NAME":               h.name,
 				"FLOWATTR_OWNERSHIP_FILE":          n.ownership,
 				"FLOWATTR_OWNERSHIP_POLL_INTERVAL": pollInterval.String(),
@@ -271,7 +275,7 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 				"FLOWATTR_TLS_CA":                  ca.File,
 				"FLOWATTR_TLS_CERT":                cert.CertFile,
 				"FLOWATTR_TLS_KEY":                 cert.KeyFile,
-				"FLOWATTR_FLOWS_ENDPOINT":          sink.addr,
+				"FLOWATTR_FLOWS_ENDPOINT":          sink.Addr.String(),
 			},
 		}
 		nodes[h] = n
@@ -312,7 +316,7 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 		p.setDelay(0)
 	}
 	// The delayed heartbeats made flows wait for them, and attributed them.
-	held := metricSum(nodes[h2].col.metrics(t, "127.0.0.1:8888"), "otelcol_processor_ownership_records_released", "outcome", "attributed")
+	held := collectortest.MetricSum(nodes[h2].col.Metrics(t, "127.0.0.1:8888"), "otelcol_processor_ownership_records_released", "outcome", "attributed")
 	step(fmt.Sprintf("host-2 released %.0f held records once their heartbeat arrived", held))
 	if held == 0 {
 		t.Errorf("no record waited for a delayed heartbeat on host-2")
@@ -346,7 +350,7 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	truth.setPhase("restart")
 	step("host-2's collector restarts")
 	downFrom := time.Now()
-	nodes[h2].col.stop(t)
+	nodes[h2].col.Stop(t)
 	// While it is down, host-1's exporter queues and retries, and host-1
 	// holds its flows towards host-2's addresses.
 	time.Sleep(3 * time.Second)
@@ -356,10 +360,10 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 
 	truth.setPhase("after-restart")
 	time.Sleep(6 * time.Second)
-	m1a := nodes[h1].col.metrics(t, "127.0.0.1:8888")
+	m1a := nodes[h1].col.Metrics(t, "127.0.0.1:8888")
 	steadyFrom := time.Now()
 	time.Sleep(8 * time.Second)
-	m1b := nodes[h1].col.metrics(t, "127.0.0.1:8888")
+	m1b := nodes[h1].col.Metrics(t, "127.0.0.1:8888")
 	steadyFor := time.Since(steadyFrom)
 	stopTraffic()
 	step("traffic stopped")
@@ -368,16 +372,16 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	// flushes what they still hold.
 	time.Sleep(maxWait + 2*time.Second)
 	for _, h := range []*host{h1, h2} {
-		nodes[h].col.stop(t)
+		nodes[h].col.Stop(t)
 	}
 	step("collectors stopped")
 
 	inodes := map[int64]*host{netnsInode(t, h1.netns): h1, netnsInode(t, h2.netns): h2}
-	v := truth.check(sink.snapshot(), inodes)
+	v := truth.check(sink.Records(), inodes)
 	t.Logf("connections made %d, failed to connect %d\n%s", tr.made, tr.failed, v)
 
-	flows := metricSum(m1b, "otelcol_ebpfflow_flows_emitted") - metricSum(m1a, "otelcol_ebpfflow_flows_emitted")
-	heartbeats := metricSum(m1b, "otelcol_ebpfflow_heartbeats_emitted") - metricSum(m1a, "otelcol_ebpfflow_heartbeats_emitted")
+	flows := collectortest.MetricSum(m1b, "otelcol_ebpfflow_flows_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_flows_emitted")
+	heartbeats := collectortest.MetricSum(m1b, "otelcol_ebpfflow_heartbeats_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_heartbeats_emitted")
 	peers := 2.0
 	t.Logf("steady state on host-1 over %s: %.0f flow records, %.0f heartbeat records emitted (x%.0f peers = %.0f sent); heartbeat/flow = %.3f emitted, %.3f on the wire; %.1f heartbeat records/s at heartbeat_interval %s",
 		steadyFor.Round(time.Millisecond), flows, heartbeats, peers, heartbeats*peers, heartbeats/flows, heartbeats*peers/flows, heartbeats/steadyFor.Seconds(), heartbeatInterval)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // sourcesOverlay restricts both ownership processors of gateway.yaml to the
@@ -85,25 +86,25 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 		"to-payments": {"conflict", ""},
 	} {
 		r := got[name]
-		st, id := r.str(flowschema.AttrPeerAttributionStatus), r.str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix)
+		st, id := r.Str(flowschema.AttrPeerAttributionStatus), r.Str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix)
 		if id == "evil" {
 			t.Errorf("%s: attributed to the rogue's owner", name)
 		}
 		if st != want.status || id != want.owner {
-			t.Errorf("%s: status %q owner %q (reason %q), want %q %q", name, st, id, r.str(flowschema.AttrPeerAttributionReason), want.status, want.owner)
+			t.Errorf("%s: status %q owner %q (reason %q), want %q %q", name, st, id, r.Str(flowschema.AttrPeerAttributionReason), want.status, want.owner)
 		}
 	}
 
-	m := g.col.metrics(t, g.metricsAddr)
+	m := g.col.Metrics(t, g.metricsAddr)
 	// Three rejected claims, each rejected by both processors that see the
 	// agents' stream (logs/flows and logs/heartbeats-out); none came back
 	// from the topic.
-	if n := metricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthorized_source"); n != 6 {
+	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthorized_source"); n != 6 {
 		t.Errorf("%v claims rejected as unauthorized_source, want 6 (3 claims x 2 pipelines)", n)
 	}
 	for _, r := range topicRecords(t, tier.kafka.ListenAddrs()) {
-		if r.str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" && r.str(flowschema.AttrClaimSource) != "agent-a" {
-			t.Errorf("a rejected claim reached the heartbeat topic: %v", r.attrs)
+		if r.Str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" && r.Str(flowschema.AttrClaimSource) != "agent-a" {
+			t.Errorf("a rejected claim reached the heartbeat topic: %v", r.Attrs)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // tenancy is one owner holding an address on a host, from..to (to zero while
@@ -135,34 +136,34 @@ func (v *verdict) example(format string, args ...any) {
 }
 
 // check scores every flow record against the ground truth.
-func (g *groundTruth) check(records []record, inodes map[int64]*host) verdict {
+func (g *groundTruth) check(records []collectortest.Record, inodes map[int64]*host) verdict {
 	g.mu.Lock()
 	conns := g.conns
 	all := g.all
 	g.mu.Unlock()
 	v := verdict{unattributed: map[string]int{}, connsTotal: len(all)}
 	for _, r := range records {
-		if r.eventName != flowschema.EventFlow {
+		if r.EventName != flowschema.EventFlow {
 			continue
 		}
 		v.records++
-		local, err1 := netip.ParseAddr(r.str(flowschema.AttrNetworkLocalAddress))
-		peer, err2 := netip.ParseAddr(r.str(flowschema.AttrNetworkPeerAddress))
+		local, err1 := netip.ParseAddr(r.Str(flowschema.AttrNetworkLocalAddress))
+		peer, err2 := netip.ParseAddr(r.Str(flowschema.AttrNetworkPeerAddress))
 		if err1 != nil || err2 != nil {
 			v.unknown++
-			v.example("record without addresses: %v", r.attrs)
+			v.example("record without addresses: %v", r.Attrs)
 			continue
 		}
-		localAP := netip.AddrPortFrom(local, uint16(r.int(flowschema.AttrNetworkLocalPort)))
-		peerAP := netip.AddrPortFrom(peer, uint16(r.int(flowschema.AttrNetworkPeerPort)))
-		start := time.Unix(0, r.int(flowschema.AttrFlowStartTime))
+		localAP := netip.AddrPortFrom(local, uint16(r.Int(flowschema.AttrNetworkLocalPort)))
+		peerAP := netip.AddrPortFrom(peer, uint16(r.Int(flowschema.AttrNetworkPeerPort)))
+		start := time.Unix(0, r.Int(flowschema.AttrFlowStartTime))
 		c, isClient := g.find(conns, localAP, peerAP, start)
 		if c == nil {
 			v.unknown++
 			v.example("record of no test connection: %s -> %s at %s", localAP, peerAP, start.Format(time.StampMilli))
 			continue
 		}
-		capturer := inodes[r.int(flowschema.AttrNetnsInode)]
+		capturer := inodes[r.Int(flowschema.AttrNetnsInode)]
 		wantHost := c.serverHost
 		if isClient {
 			wantHost = c.clientHost
@@ -182,12 +183,12 @@ func (g *groundTruth) check(records []record, inodes map[int64]*host) verdict {
 		}
 		g.mu.Unlock()
 
-		if want, _ := g.ownerAt(local, c.start); r.str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix) != want {
+		if want, _ := g.ownerAt(local, c.start); r.Str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix) != want {
 			v.wrongLocalOwner++
-			v.example("%s -> %s: local owner %q, truth %q", localAP, peerAP, r.str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix), want)
+			v.example("%s -> %s: local owner %q, truth %q", localAP, peerAP, r.Str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix), want)
 		}
-		status := r.str(flowschema.AttrPeerAttributionStatus)
-		got := r.str(flowschema.PrefixPeerOwner + flowschema.OwnerIDSuffix)
+		status := r.Str(flowschema.AttrPeerAttributionStatus)
+		got := r.Str(flowschema.PrefixPeerOwner + flowschema.OwnerIDSuffix)
 		want, _ := g.ownerAt(peer, c.start)
 		switch {
 		case status == "attributed" && got == want:
@@ -200,7 +201,7 @@ func (g *groundTruth) check(records []record, inodes map[int64]*host) verdict {
 				v.misattributed++
 				v.example("%s record carries owner %q", status, got)
 			}
-			v.unattributed[c.phase+"/"+status+"/"+r.str(flowschema.AttrPeerAttributionReason)]++
+			v.unattributed[c.phase+"/"+status+"/"+r.Str(flowschema.AttrPeerAttributionReason)]++
 			v.example("%s %s -> %s (peer owner %q) from %s, started %.2fs, phase %s", status, localAP, peerAP, want, capturer.name, c.start.Sub(g.t0).Seconds(), c.phase)
 		}
 	}

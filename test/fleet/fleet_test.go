@@ -1,0 +1,47 @@
+// Package fleet runs several otelcol-flowattr processes as a fleet: node
+// collectors in network namespaces that stand for hosts, exchanging
+// heartbeats over mutual TLS, and gateways sharing heartbeats through Kafka.
+// Every record they emit is checked against the test's own ground truth.
+package fleet
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// configPath returns the absolute path of a file under testdata/fleet.
+func configPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", "testdata", "fleet", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// eventually polls cond every interval until it holds or timeout passes.
+func eventually(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
+
+func must(t *testing.T, err error, what string, args ...any) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
+	}
+}
