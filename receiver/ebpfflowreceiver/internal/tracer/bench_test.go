@@ -124,6 +124,7 @@ func BenchmarkCloseRate(b *testing.B) {
 			b.ReportMetric(float64(total.lost)/n, "lost/op")
 			b.ReportMetric(float64(total.birthMapFull)/n, "birth-map-full/op")
 			b.ReportMetric(float64(total.missed)/n, "missed/op")
+			b.ReportMetric(float64(total.unaccounted)/n, "unaccounted/op")
 		})
 	}
 }
