@@ -12,22 +12,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
+	"maps"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// binaryEnv names the variable that points the benchmarks at the collector
-// binary, as in test/e2e.
-const binaryEnv = "FLOWATTR_COLLECTOR_BIN"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
+)
 
 // collectorCPUsEnv names a CPU list (taskset's syntax, e.g. "1") that, when
 // set, confines the collector to those CPUs, so that it does not share them
@@ -35,170 +28,44 @@ const binaryEnv = "FLOWATTR_COLLECTOR_BIN"
 // `taskset --cpu-list 0`).
 const collectorCPUsEnv = "FLOWATTR_PERF_COLLECTOR_CPUS"
 
-const (
-	readyTimeout    = 60 * time.Second
-	shutdownTimeout = 30 * time.Second
-)
-
-// collectorBinary returns the path of the binary to measure, skipping when
-// the variable is unset: a plain `go test ./...` does not build it.
-func collectorBinary(tb testing.TB) string {
-	tb.Helper()
-	path := os.Getenv(binaryEnv)
-	if path == "" {
-		tb.Skipf("%s is not set: build the collector with `make build` and run with %s=$PWD/bin/otelcol-flowattr", binaryEnv, binaryEnv)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		tb.Fatalf("collector binary %s=%s: %v (build it with `make build`)", binaryEnv, path, err)
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		tb.Fatalf("collector binary %s=%s is not an executable file", binaryEnv, path)
-	}
-	return path
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// lockedBuffer collects the collector's output from exec's copying
-// goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // collector is a running otelcol-flowattr process and the loopback ports its
 // configuration was given.
 type collector struct {
-	cmd    *exec.Cmd
-	output *lockedBuffer
-	exited chan struct{} // closed when the process has exited
-	err    error         // the exit error, set before exited closes
+	*collectortest.Collector
 
 	otlpPort, healthPort, metricsPort, pprofPort int
 }
 
 // startCollector runs the binary on configPath with free ports in the
 // FLOWATTR_PERF_* variables, plus extraEnv, and waits until health_check
-// reports it ready. The process is killed at cleanup if still running.
+// reports it ready.
 func startCollector(tb testing.TB, configPath string, extraEnv map[string]string) *collector {
 	tb.Helper()
-	bin := collectorBinary(tb)
-	abs, err := filepath.Abs(configPath)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	c := &collector{
-		output:      &lockedBuffer{},
-		exited:      make(chan struct{}),
-		otlpPort:    freePort(tb),
-		healthPort:  freePort(tb),
-		metricsPort: freePort(tb),
-		pprofPort:   freePort(tb),
+		otlpPort:    collectortest.FreePort(tb),
+		healthPort:  collectortest.FreePort(tb),
+		metricsPort: collectortest.FreePort(tb),
+		pprofPort:   collectortest.FreePort(tb),
 	}
-	c.cmd = exec.Command(bin, "--config="+abs)
+	env := map[string]string{
+		"FLOWATTR_PERF_OTLP_PORT":    strconv.Itoa(c.otlpPort),
+		"FLOWATTR_PERF_HEALTH_PORT":  strconv.Itoa(c.healthPort),
+		"FLOWATTR_PERF_METRICS_PORT": strconv.Itoa(c.metricsPort),
+		"FLOWATTR_PERF_PPROF_PORT":   strconv.Itoa(c.pprofPort),
+	}
+	maps.Copy(env, extraEnv)
+	opts := collectortest.Options{Configs: []string{configPath}, Env: env}
 	if cpus := os.Getenv(collectorCPUsEnv); cpus != "" {
 		// taskset runs the collector on those CPUs only; the Go runtime
 		// sizes GOMAXPROCS from that affinity.
-		c.cmd = exec.Command("taskset", "--cpu-list", cpus, bin, "--config="+abs)
+		opts.Wrapper = []string{"taskset", "--cpu-list", cpus}
 	}
-	c.cmd.Env = append(os.Environ(),
-		"FLOWATTR_PERF_OTLP_PORT="+strconv.Itoa(c.otlpPort),
-		"FLOWATTR_PERF_HEALTH_PORT="+strconv.Itoa(c.healthPort),
-		"FLOWATTR_PERF_METRICS_PORT="+strconv.Itoa(c.metricsPort),
-		"FLOWATTR_PERF_PPROF_PORT="+strconv.Itoa(c.pprofPort),
-	)
-	for k, v := range extraEnv {
-		c.cmd.Env = append(c.cmd.Env, k+"="+v)
-	}
-	c.cmd.Stdout = c.output
-	c.cmd.Stderr = c.output
-	if err := c.cmd.Start(); err != nil {
-		tb.Fatalf("starting %s: %v", bin, err)
-	}
-	go func() {
-		c.err = c.cmd.Wait()
-		close(c.exited)
-	}()
-	tb.Cleanup(func() {
-		select {
-		case <-c.exited:
-		default:
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-		if tb.Failed() {
-			tb.Logf("collector output:\n%s", c.output.String())
-		}
-	})
-	c.waitReady(tb)
+	c.Collector = collectortest.Start(tb, opts)
+	c.WaitReady(tb, loopback(c.healthPort))
 	return c
 }
 
-// waitReady polls health_check until the pipelines run, failing early if the
-// process exits.
-func (c *collector) waitReady(tb testing.TB) {
-	tb.Helper()
-	url := "http://127.0.0.1:" + strconv.Itoa(c.healthPort) + "/"
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("collector not ready after %s at %s (last error: %v)", readyTimeout, url, err)
-		}
-		select {
-		case <-c.exited:
-			tb.Fatalf("collector exited before it was ready: %v\n%s", c.err, c.output.String())
-		case <-tick.C:
-		}
-	}
-}
-
-// stop sends SIGTERM and requires a clean exit within shutdownTimeout.
-func (c *collector) stop(tb testing.TB) {
-	tb.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		tb.Fatalf("signalling the collector: %v", err)
-	}
-	select {
-	case <-c.exited:
-	case <-time.After(shutdownTimeout):
-		tb.Fatalf("collector still running %s after SIGTERM", shutdownTimeout)
-	}
-	if c.err != nil {
-		tb.Fatalf("collector did not exit cleanly: %v", c.err)
-	}
-}
+func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 // clockTicks is the kernel's USER_HZ, the unit of utime and stime in
 // /proc/<pid>/stat: 100 on every Linux architecture Go supports.
@@ -208,7 +75,7 @@ const clockTicks = 100
 // from /proc/<pid>/stat; its resolution is 10ms.
 func (c *collector) cpuTime(tb testing.TB) time.Duration {
 	tb.Helper()
-	return processCPU(tb, strconv.Itoa(c.cmd.Process.Pid))
+	return processCPU(tb, strconv.Itoa(c.Pid()))
 }
 
 // selfCPU is the CPU time of the benchmark process: load generator and sink.
@@ -285,7 +152,7 @@ type memory struct {
 
 func (c *collector) memory(tb testing.TB) memory {
 	tb.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid()))
 	if err != nil {
 		tb.Fatalf("reading the collector's memory: %v", err)
 	}
@@ -307,12 +174,12 @@ func (c *collector) memory(tb testing.TB) memory {
 		}
 		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
 		if err != nil {
-			tb.Fatalf("/proc/%d/status %s: %v", c.cmd.Process.Pid, name, err)
+			tb.Fatalf("/proc/%d/status %s: %v", c.Pid(), name, err)
 		}
 		*dst = kb << 10
 	}
 	if m.rss == 0 || m.hwm == 0 {
-		tb.Fatalf("/proc/%d/status has no VmRSS or VmHWM", c.cmd.Process.Pid)
+		tb.Fatalf("/proc/%d/status has no VmRSS or VmHWM", c.Pid())
 	}
 	return m
 }
@@ -321,7 +188,7 @@ func (c *collector) memory(tb testing.TB) memory {
 // (the first sample whose line starts with name, labels ignored), and whether
 // it was exposed.
 func (c *collector) metric(ctx context.Context, name string) (float64, bool, error) {
-	body, err := c.get(ctx, c.metricsPort, "/metrics")
+	body, err := c.Get(ctx, loopback(c.metricsPort), "/metrics")
 	if err != nil {
 		return 0, false, err
 	}
@@ -350,24 +217,4 @@ func promValue(body, name string) (float64, bool, error) {
 		return v, true, nil
 	}
 	return 0, false, nil
-}
-
-func (c *collector) get(ctx context.Context, port int, path string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var body bytes.Buffer
-	if _, err := body.ReadFrom(resp.Body); err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	return body.String(), nil
 }

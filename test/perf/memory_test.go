@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // rangesPerAddress is how many ranges every address gets: three owners one
@@ -22,7 +24,7 @@ const rangesPerAddress = 3
 // pprof extension (heap, the store itself), in MiB and per range beyond the
 // baseline. ns/op is wall time per heartbeat while filling.
 func BenchmarkMemory(b *testing.B) {
-	collectorBinary(b)
+	collectortest.Binary(b)
 	var base *memorySample // the latest baseline
 	b.Run("ips=0", func(b *testing.B) {
 		var m memorySample
@@ -112,7 +114,7 @@ func measureMemory(tb testing.TB, addresses int) memorySample {
 		tb.Fatalf("otelcol_process_memory_rss: exposed %v, %v", ok, err)
 	}
 	m.rssMetric = int64(rss)
-	col.stop(tb)
+	col.Stop(tb)
 	return m
 }
 
@@ -124,7 +126,7 @@ func heapAfterGC(ctx context.Context, col *collector) (int64, error) {
 	var body string
 	for range 2 {
 		var err error
-		if body, err = col.get(ctx, col.pprofPort, "/debug/pprof/heap?gc=1&debug=1"); err != nil {
+		if body, err = col.Get(ctx, loopback(col.pprofPort), "/debug/pprof/heap?gc=1&debug=1"); err != nil {
 			return 0, fmt.Errorf("heap profile: %w", err)
 		}
 	}

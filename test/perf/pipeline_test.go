@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 const (
@@ -57,7 +59,7 @@ const (
 // time per delivered flow record), and the ratios ownership/stock of both.
 // ns/op is the ownership pipeline's wall time per delivered flow record.
 func BenchmarkPipeline(b *testing.B) {
-	collectorBinary(b)
+	collectortest.Binary(b)
 	stock := startPipeline(b, "../../testdata/perf/pipeline-stock.yaml")
 	ownership := startPipeline(b, "../../testdata/perf/pipeline-ownership.yaml")
 	for b.Loop() {
@@ -161,7 +163,7 @@ const profileDirEnv = "FLOWATTR_PERF_PROFILE_DIR"
 // profile takes a CPU profile over one window and saves it in dir.
 func (p *pipeline) profile(b *testing.B, dir string) {
 	p.windows++
-	body, err := p.col.get(context.Background(), p.col.pprofPort, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(window/time.Second)))
+	body, err := p.col.Get(context.Background(), loopback(p.col.pprofPort), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(window/time.Second)))
 	if err != nil {
 		b.Fatalf("%s: CPU profile: %v", p.name, err)
 	}
@@ -175,7 +177,7 @@ func (p *pipeline) profile(b *testing.B, dir string) {
 // finish stops the collector and checks that the measurement measured
 // what it claims to.
 func (p *pipeline) finish(b *testing.B, attributes bool) {
-	p.col.stop(b)
+	p.col.Stop(b)
 	if p.records == 0 {
 		b.Fatalf("%s: no flow record reached the sink", p.name)
 	}
