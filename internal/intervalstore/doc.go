@@ -79,12 +79,19 @@
 //
 // # Concurrency and memory
 //
-// All methods are safe for concurrent use. Writers (Apply, Prune, Stats) are
-// serialised by one mutex. Lookups take no lock: keys live in open-addressing
+// All methods are safe for concurrent use. Writers (Apply, ApplyBatch, Prune,
+// Stats) are serialised by one mutex. Lookups take no lock: keys live in open-addressing
 // hash tables (one per shard of the key hash) whose slots hold the key and its
 // trailing range inline, changed under a per-slot sequence lock that readers
 // retry on, with older ranges in immutable arrays; a lookup at a time whose
 // ClockSkew neighbourhood lies in the trailing range reads one slot. A range is 24 bytes: start and end as int64
 // nanoseconds and a pointer to an interned owner or owner set. Interned owners
-// and owner sets no longer referenced are swept by Prune.
+// and owner sets no longer referenced are swept by Prune; interned owners
+// share one copy of each attribute name.
+//
+// A random lookup in a store much larger than the CPU caches waits on DRAM
+// (a slot, then for older times the older ranges): LookupBatch and
+// ApplyBatch hash up to 16 keys and load their slots together so that the
+// misses overlap, at about half the cost per key (see BenchmarkLookupBatch,
+// BenchmarkApplyBatch and BenchmarkLookupMapBaseline).
 package intervalstore
