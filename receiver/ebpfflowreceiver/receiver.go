@@ -286,6 +286,12 @@ func (r *flowReceiver) registerStatsCallbacks() error {
 			}
 			return nil
 		}),
+		r.telemetry.RegisterEbpfflowKernelRecursionMissesCallback(func(_ context.Context, o metric.Int64Observer) error {
+			if st, err := r.tracer.Stats(); err == nil {
+				o.Observe(int64(st.RecursionMisses))
+			}
+			return nil
+		}),
 		r.telemetry.RegisterEbpfflowRingFillRatioCallback(func(_ context.Context, o metric.Float64Observer) error {
 			if st, err := r.tracer.Stats(); err == nil && st.RingBytesSize > 0 {
 				o.Observe(float64(st.RingBytesUsed) / float64(st.RingBytesSize))

@@ -25,18 +25,19 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                        metric.Meter
-	mu                           sync.Mutex
-	registrations                []metric.Registration
-	EbpfflowFlowsEmitted         metric.Int64Counter
-	EbpfflowFlowsFiltered        metric.Int64Counter
-	EbpfflowFlowsUnowned         metric.Int64Counter
-	EbpfflowHeartbeatsEmitted    metric.Int64Counter
-	EbpfflowKernelBirthMapFull   metric.Int64ObservableCounter
-	EbpfflowKernelEventsLost     metric.Int64ObservableCounter
-	EbpfflowOwnershipFileReloads metric.Int64Counter
-	EbpfflowQueueDropped         metric.Int64Counter
-	EbpfflowRingFillRatio        metric.Float64ObservableGauge
+	meter                         metric.Meter
+	mu                            sync.Mutex
+	registrations                 []metric.Registration
+	EbpfflowFlowsEmitted          metric.Int64Counter
+	EbpfflowFlowsFiltered         metric.Int64Counter
+	EbpfflowFlowsUnowned          metric.Int64Counter
+	EbpfflowHeartbeatsEmitted     metric.Int64Counter
+	EbpfflowKernelBirthMapFull    metric.Int64ObservableCounter
+	EbpfflowKernelEventsLost      metric.Int64ObservableCounter
+	EbpfflowKernelRecursionMisses metric.Int64ObservableCounter
+	EbpfflowOwnershipFileReloads  metric.Int64Counter
+	EbpfflowQueueDropped          metric.Int64Counter
+	EbpfflowRingFillRatio         metric.Float64ObservableGauge
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -71,6 +72,21 @@ func (builder *TelemetryBuilder) RegisterEbpfflowKernelEventsLostCallback(cb met
 		cb(ctx, &observerInt64{inst: builder.EbpfflowKernelEventsLost, obs: o})
 		return nil
 	}, builder.EbpfflowKernelEventsLost)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterEbpfflowKernelRecursionMissesCallback sets callback for observable EbpfflowKernelRecursionMisses metric.
+func (builder *TelemetryBuilder) RegisterEbpfflowKernelRecursionMissesCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EbpfflowKernelRecursionMisses, obs: o})
+		return nil
+	}, builder.EbpfflowKernelRecursionMisses)
 	if err != nil {
 		return err
 	}
@@ -167,6 +183,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_ebpfflow_kernel_events_lost",
 		metric.WithDescription("Flow events dropped in the kernel because the ring buffer was full. [Alpha]"),
 		metric.WithUnit("{event}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowKernelRecursionMisses, err = builder.meter.Int64ObservableCounter(
+		"otelcol_ebpfflow_kernel_recursion_misses",
+		metric.WithDescription("Runs of the eBPF programs the kernel skipped because one was already running on that CPU; a skipped close loses its record, a skipped birth reports the connection with an unknown start. [Alpha]"),
+		metric.WithUnit("{run}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EbpfflowOwnershipFileReloads, err = builder.meter.Int64Counter(
