@@ -189,16 +189,7 @@ func topicRecords(t *testing.T, brokers []string) []collectortest.Record {
 				t.Errorf("topic message is not OTLP logs: %v", err)
 				return
 			}
-			rls := logs.ResourceLogs()
-			for i := 0; i < rls.Len(); i++ {
-				sls := rls.At(i).ScopeLogs()
-				for j := 0; j < sls.Len(); j++ {
-					lrs := sls.At(j).LogRecords()
-					for k := 0; k < lrs.Len(); k++ {
-						out = append(out, collectortest.Record{EventName: lrs.At(k).EventName(), Attrs: lrs.At(k).Attributes().AsRaw()})
-					}
-				}
-			}
+			out = append(out, collectortest.RecordsOf(logs, r.Timestamp)...)
 		})
 	}
 	return out

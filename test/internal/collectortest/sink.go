@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the otlp_grpc exporter compresses with gzip by default
@@ -73,23 +74,29 @@ func ServeSink(tb testing.TB, l net.Listener) *Sink {
 // Export copies the records out of the request: it is not used after Export
 // returns.
 func (s *Sink) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
-	now := time.Now()
-	var got []Record
-	rls := req.Logs().ResourceLogs()
+	got := RecordsOf(req.Logs(), time.Now())
+	s.mu.Lock()
+	s.records = append(s.records, got...)
+	s.mu.Unlock()
+	return plogotlp.NewExportResponse(), nil
+}
+
+// RecordsOf copies every log record in ld, over all resources and scopes,
+// marking each received at received.
+func RecordsOf(ld plog.Logs, received time.Time) []Record {
+	var out []Record
+	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
 		sls := rls.At(i).ScopeLogs()
 		for j := 0; j < sls.Len(); j++ {
 			lrs := sls.At(j).LogRecords()
 			for k := 0; k < lrs.Len(); k++ {
 				lr := lrs.At(k)
-				got = append(got, Record{EventName: lr.EventName(), Attrs: lr.Attributes().AsRaw(), Received: now})
+				out = append(out, Record{EventName: lr.EventName(), Attrs: lr.Attributes().AsRaw(), Received: received})
 			}
 		}
 	}
-	s.mu.Lock()
-	s.records = append(s.records, got...)
-	s.mu.Unlock()
-	return plogotlp.NewExportResponse(), nil
+	return out
 }
 
 // Records returns a copy of the records received so far, in arrival order.
