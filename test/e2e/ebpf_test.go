@@ -39,6 +39,9 @@ func requireRoot(t *testing.T) {
 // checks both sides' flow records: addresses, ports, roles, exact payload
 // byte counts, the local owner from the receiver and the peer owner from
 // the ownership processor.
+// e2eClockSkew is the processor's clock_skew in testdata/e2e-ebpf.yaml.
+const e2eClockSkew = 200 * time.Millisecond
+
 func TestFlowsFromKernel(t *testing.T) {
 	requireRoot(t)
 	sink := collectortest.StartSink(t)
@@ -51,6 +54,9 @@ func TestFlowsFromKernel(t *testing.T) {
 		},
 	})
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
+	// Claims start when the receiver starts: a flow starting within
+	// clock_skew of that is near_unclaimed_edge by design, so connect after.
+	time.Sleep(e2eClockSkew)
 
 	before := time.Now()
 	serverPort, clientPort := exchange(t)
