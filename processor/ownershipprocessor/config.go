@@ -50,6 +50,14 @@ type Config struct {
 	// Sources, when set, lists who may send heartbeats (the claim's source
 	// attribute) and which addresses each may claim.
 	Sources map[string][]string `mapstructure:"sources"`
+	// SourceIdentity binds a heartbeat's source to its sender. "none" trusts
+	// the declared source; "certificate" requires a heartbeat that arrived
+	// over gRPC to come with a verified client certificate whose CommonName
+	// or a DNS SAN is the source. It needs the processor directly after an
+	// OTLP/gRPC receiver with mutual TLS, so that the connection is in the
+	// context; heartbeats with no gRPC peer (local receivers, Kafka) are not
+	// checked.
+	SourceIdentity string `mapstructure:"source_identity"`
 	// MergeGap, ClockSkew, Retention and MaxKeys configure the store.
 	MergeGap  time.Duration `mapstructure:"merge_gap"`
 	ClockSkew time.Duration `mapstructure:"clock_skew"`
@@ -76,6 +84,7 @@ func createDefaultConfig() *Config {
 		OwnerPrefix:      flowschema.PrefixPeerOwner,
 		KeepFlows:        true,
 		ApplyLocalClaims: true,
+		SourceIdentity:   sourceIdentityNone,
 		MaxFuture:        time.Minute,
 		MaxWait:          30 * time.Second,
 		MaxPending:       100_000,
@@ -104,6 +113,9 @@ func (cfg *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("owner_prefix %q would replace %q: every attribute under owner_prefix is rewritten on flow records; choose a prefix used only for the peer owner, e.g. %s", cfg.OwnerPrefix, kept, flowschema.PrefixPeerOwner))
 			}
 		}
+	}
+	if cfg.SourceIdentity != sourceIdentityNone && cfg.SourceIdentity != sourceIdentityCertificate {
+		errs = append(errs, fmt.Errorf("source_identity must be %q or %q, got %q", sourceIdentityNone, sourceIdentityCertificate, cfg.SourceIdentity))
 	}
 	if cfg.MaxFuture < 0 {
 		errs = append(errs, fmt.Errorf("max_future must not be negative, got %s", cfg.MaxFuture))

@@ -51,10 +51,11 @@ func TestLoadConfig(t *testing.T) {
 			"node-a": {"10.1.0.0/16"},
 			"node-b": {"10.2.0.0/16", "fd00:2::/32"},
 		},
-		MergeGap:  10 * time.Second,
-		ClockSkew: 500 * time.Millisecond,
-		Retention: 5 * time.Minute,
-		MaxKeys:   1000,
+		SourceIdentity: "certificate",
+		MergeGap:       10 * time.Second,
+		ClockSkew:      500 * time.Millisecond,
+		Retention:      5 * time.Minute,
+		MaxKeys:        1000,
 	}, cfg)
 }
 
@@ -76,6 +77,7 @@ func TestValidateErrors(t *testing.T) {
 		{"retention_short", []string{"retention (10s) must be longer than max_wait (30s)"}},
 		{"zero_limits", []string{"max_pending must be positive when max_wait is set", "max_keys must be positive"}},
 		{"empty_names", []string{"key_attribute must not be empty", "time_attribute must not be empty", "owner_prefix must not be empty"}},
+		{"bad_source_identity", []string{`source_identity must be "none" or "certificate", got "cert"`}},
 		{"prefix_clobbers", []string{`owner_prefix "flowattr." would replace "flowattr.local.owner."`}},
 	}
 	for _, tt := range tests {

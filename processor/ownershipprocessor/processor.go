@@ -43,6 +43,7 @@ const (
 	reasonTimestampUsed   = "timestamp_fallback"     // attributed, at the record Timestamp
 	reasonEndInFuture     = "end_in_future"          // claim ends past now+max_future
 	reasonUnauthorized    = "unauthorized_source"    // source may not claim the address
+	reasonUnauthenticated = "unauthenticated_source" // sender's certificate does not name the source
 	reasonExpired         = "expired"                // claim ends before now-retention
 	reasonStoreError      = "store_error"            // the store refused the claim otherwise
 )
@@ -143,7 +144,7 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 		released = p.hold.expire(now, p.store.Lookup)
 	}
 	// Claims first, so that flows in the same batch see them.
-	p.shared.claimsApplied(p.applyClaims(ld, now, &st))
+	p.shared.claimsApplied(p.applyClaims(ld, identify(ctx, p.cfg.SourceIdentity), now, &st))
 	// Released records join the output after the batch's own records are
 	// handled, so that they are not taken for new ones.
 	if released = append(released, p.attributeFlows(ld, &st)...); len(released) > 0 {
@@ -159,8 +160,9 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 
 // applyClaims applies heartbeat records and, when configured, the local side
 // of flow records to the store, removes heartbeat records unless kept, and
-// returns the keys that got claims.
-func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchStats) []netip.Addr {
+// returns the keys that got claims. sender is checked against every
+// heartbeat's source.
+func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, now time.Time, st *batchStats) []netip.Addr {
 	var touched []netip.Addr
 	local := localClaimsPool.Get().(*localClaims)
 	defer local.reset()
@@ -178,6 +180,10 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, now time.Time, st *batchS
 							reason = "invalid"
 						}
 						st.reject(originHeartbeat, reason, 1)
+						return true
+					}
+					if !sender.mayUse(c.Source) {
+						st.reject(originHeartbeat, reasonUnauthenticated, 1)
 						return true
 					}
 					if reason := p.checkClaim(c, originHeartbeat, now); reason != "" {

@@ -376,6 +376,11 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	m1b := nodes[h1].col.Metrics(t, "127.0.0.1:8888")
 	steadyFor := time.Since(steadyFrom)
+	// node.yaml binds each heartbeat's source to the sender's certificate:
+	// every node sends under the name its certificate carries.
+	if n := collectortest.MetricSum(m1b, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthenticated_source"); n != 0 {
+		t.Errorf("host-1 rejected %.0f peer heartbeats as unauthenticated_source, want 0", n)
+	}
 	stopTraffic()
 	step("traffic stopped")
 

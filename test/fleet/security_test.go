@@ -13,25 +13,27 @@ import (
 )
 
 // sourcesOverlay restricts both ownership processors of gateway.yaml to the
-// same source table, so a rejected claim is neither applied nor published.
+// same source table, and binds each source name to the agent's client
+// certificate, so a rejected claim is neither applied nor published.
 const sourcesOverlay = `
 processors:
   ownership:
     max_wait: 2s
+    source_identity: certificate
     sources: &sources
       agent-a: [10.1.0.0/24]
       agent-b: [10.2.0.0/24]
       rogue: [10.9.0.0/24]
   ownership/heartbeats-out:
+    source_identity: certificate
     sources: *sources
 `
 
-// TestRoguePeerCannotStealAddress checks the two defences of the heartbeat
-// path: mutual TLS keeps out senders without a fleet certificate, and the
-// sources table keeps a peer with a valid certificate from claiming an
-// address outside its CIDRs. A peer that lies about its source name is the
-// remaining gap (sources are self-declared); the interval store then records
-// a conflict on a legitimately claimed address rather than a wrong owner.
+// TestRoguePeerCannotStealAddress checks the three defences of the heartbeat
+// path: mutual TLS keeps out senders without a fleet certificate,
+// source_identity keeps a peer with a valid certificate from claiming under
+// a source name its certificate does not carry, and the sources table keeps
+// it from claiming an address outside its own CIDRs.
 func TestRoguePeerCannotStealAddress(t *testing.T) {
 	tier := startGatewayTier(t, sourcesOverlay, "gateway-1")
 	g := tier.gateways[0]
@@ -42,6 +44,7 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 
 	now := time.Now()
 	checkout, spare, payments := netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("10.1.0.8"), netip.MustParseAddr("10.1.0.9")
+	rogueOwn := netip.MustParseAddr("10.9.0.5")
 	evil := intervalstore.Owner{ID: "evil"}
 
 	// The gateway refuses senders without a certificate from the fleet's
@@ -65,11 +68,14 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 		// Under its own name, outside its CIDRs: rejected.
 		flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
 		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
-		// Under a name the table does not know: rejected.
+		// Under a name its certificate does not carry: rejected.
 		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "mallory"},
-		// Impersonating agent-a: accepted by the table, but it overlaps
-		// agent-a's own claim, so the store records a conflict.
+		// Impersonating agent-a within agent-a's CIDRs: the sources table
+		// would accept it, its certificate does not.
 		flowschema.Claim{Address: payments, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		// Its own address under its own name: accepted.
+		flowschema.Claim{Address: rogueOwn, Owner: intervalstore.Owner{ID: "rogue-svc"}, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
 	)), "rogue heartbeats")
 
 	start := now.Add(-10 * time.Second)
@@ -77,13 +83,15 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 		syntheticFlow{name: "to-checkout", local: "10.2.0.9", localOwner: "frontend", peer: checkout.String(), start: start},
 		syntheticFlow{name: "to-spare", local: "10.2.0.9", localOwner: "frontend", peer: spare.String(), start: start},
 		syntheticFlow{name: "to-payments", local: "10.2.0.9", localOwner: "frontend", peer: payments.String(), start: start},
+		syntheticFlow{name: "to-rogue", local: "10.2.0.9", localOwner: "frontend", peer: rogueOwn.String(), start: start},
 	)), "agent-b flows")
 
-	got := waitForCases(t, tier.sink, 30*time.Second, "to-checkout", "to-spare", "to-payments")
+	got := waitForCases(t, tier.sink, 30*time.Second, "to-checkout", "to-spare", "to-payments", "to-rogue")
 	for name, want := range map[string]struct{ status, owner string }{
 		"to-checkout": {"attributed", "checkout"},
 		"to-spare":    {"unattributed", ""},
-		"to-payments": {"conflict", ""},
+		"to-payments": {"attributed", "payments"},
+		"to-rogue":    {"attributed", "rogue-svc"},
 	} {
 		r := got[name]
 		st, id := r.Str(flowschema.AttrPeerAttributionStatus), r.Str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix)
@@ -96,14 +104,17 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	}
 
 	m := g.col.Metrics(t, g.metricsAddr)
-	// Three rejected claims, each rejected by both processors that see the
+	// Each rejected claim is rejected by both processors that see the
 	// agents' stream (logs/flows and logs/heartbeats-out); none came back
 	// from the topic.
-	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthorized_source"); n != 6 {
-		t.Errorf("%v claims rejected as unauthorized_source, want 6 (3 claims x 2 pipelines)", n)
+	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthorized_source"); n != 4 {
+		t.Errorf("%v claims rejected as unauthorized_source, want 4 (2 claims x 2 pipelines)", n)
+	}
+	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthenticated_source"); n != 6 {
+		t.Errorf("%v claims rejected as unauthenticated_source, want 6 (3 claims x 2 pipelines)", n)
 	}
 	for _, r := range topicRecords(t, tier.kafka.ListenAddrs()) {
-		if r.Str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" && r.Str(flowschema.AttrClaimSource) != "agent-a" {
+		if r.Str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" {
 			t.Errorf("a rejected claim reached the heartbeat topic: %v", r.Attrs)
 		}
 	}

@@ -1,0 +1,60 @@
+package ownershipprocessor // import "github.com/flowattr/flowattr/processor/ownershipprocessor"
+
+import (
+	"context"
+	"slices"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// Values of source_identity.
+const (
+	// sourceIdentityNone trusts the heartbeat's self-declared source name.
+	sourceIdentityNone = "none"
+	// sourceIdentityCertificate binds the source name to the verified client
+	// certificate of the gRPC connection that delivered the heartbeat.
+	sourceIdentityCertificate = "certificate"
+)
+
+// senderIdentity is what the connection that delivered a batch says about
+// its sender, read once per batch.
+type senderIdentity struct {
+	// checked is set when heartbeat sources must be named by the sender's
+	// certificate: source_identity is certificate and the batch came over a
+	// gRPC connection. Batches without a gRPC peer (a local receiver, a
+	// Kafka topic) are not checked: their trust boundary is elsewhere.
+	checked bool
+	// names are the CommonName and DNS SANs of the verified client
+	// certificate; empty when the connection has none.
+	names []string
+}
+
+// identify reads the sender's identity from the gRPC peer that the OTLP/gRPC
+// receiver leaves in ctx.
+func identify(ctx context.Context, mode string) senderIdentity {
+	if mode != sourceIdentityCertificate {
+		return senderIdentity{}
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return senderIdentity{}
+	}
+	id := senderIdentity{checked: true}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		// Plain gRPC, or TLS without a verified client certificate.
+		return id
+	}
+	leaf := info.State.VerifiedChains[0][0]
+	if leaf.Subject.CommonName != "" {
+		id.names = append(id.names, leaf.Subject.CommonName)
+	}
+	id.names = append(id.names, leaf.DNSNames...)
+	return id
+}
+
+// mayUse reports whether the sender may send heartbeats under source.
+func (id senderIdentity) mayUse(source string) bool {
+	return !id.checked || (source != "" && slices.Contains(id.names, source))
+}

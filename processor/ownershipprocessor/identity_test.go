@@ -1,0 +1,121 @@
+package ownershipprocessor
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// grpcPeer returns a context as the OTLP/gRPC receiver passes it on: the
+// connection's peer, with the client certificate chain the TLS handshake
+// verified (none when cert is nil), or plain gRPC when tlsOn is false.
+func grpcPeer(cert *x509.Certificate, tlsOn bool) context.Context {
+	p := &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 9), Port: 40000}}
+	if tlsOn {
+		var st tls.ConnectionState
+		if cert != nil {
+			st.PeerCertificates = []*x509.Certificate{cert}
+			st.VerifiedChains = [][]*x509.Certificate{{cert}}
+		}
+		p.AuthInfo = credentials.TLSInfo{State: st}
+	}
+	return peer.NewContext(context.Background(), p)
+}
+
+func clientCert(cn string, dns ...string) *x509.Certificate {
+	return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, DNSNames: dns}
+}
+
+func TestSourceIdentityCertificate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mode    string
+		ctx     context.Context
+		source  string
+		applied bool
+	}{
+		{"certificate CommonName is the source", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "node-a", true},
+		{"certificate DNS SAN is the source", sourceIdentityCertificate, grpcPeer(clientCert("host-17", "node-a"), true), "node-a", true},
+		{"certificate names another source", sourceIdentityCertificate, grpcPeer(clientCert("node-b", "node-b"), true), "node-a", false},
+		{"no source", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "", false},
+		{"TLS without a verified client certificate", sourceIdentityCertificate, grpcPeer(nil, true), "node-a", false},
+		{"plain gRPC", sourceIdentityCertificate, grpcPeer(nil, false), "node-a", false},
+		// A local receiver or a Kafka topic: no connection to check.
+		{"no gRPC peer", sourceIdentityCertificate, context.Background(), "node-a", true},
+		{"off", sourceIdentityNone, grpcPeer(clientCert("node-b"), true), "node-a", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := noHoldConfig()
+			cfg.SourceIdentity = tt.mode
+			require.NoError(t, cfg.Validate())
+			h := newHarness(t, cfg)
+			require.NoError(t, h.proc.ConsumeLogs(tt.ctx, logsOf(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, tt.source))))
+
+			var applied, rejected int64 = 0, 1
+			wantOwner := "<absent>"
+			if tt.applied {
+				applied, rejected, wantOwner = 1, 0, "checkout"
+			}
+			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
+				map[string]string{"origin": "heartbeat", "reason": "unauthenticated_source"}, rejected)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, applied)
+			h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+			_, _, owner := attribution(h.records()[0])
+			assert.Equal(t, wantOwner, owner)
+		})
+	}
+}
+
+// A peer with a valid certificate for node-a cannot claim under node-b's
+// name inside node-b's CIDRs, while its own claims are accepted.
+func TestSourceIdentityStopsImpersonation(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.SourceIdentity = sourceIdentityCertificate
+	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
+	h := newHarness(t, cfg)
+	nodeA := grpcPeer(clientCert("node-a", "node-a"), true)
+	require.NoError(t, h.proc.ConsumeLogs(nodeA, logsOf(
+		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
+		heartbeat("10.0.1.2", "evil", t0.Add(-time.Minute), t0, "node-b"),
+	)))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
+		map[string]string{"origin": "heartbeat", "reason": "unauthenticated_source"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 1)
+
+	h.consume(
+		flow("10.0.0.9", "10.0.0.2", t0.Add(-30*time.Second), t0),
+		flow("10.0.0.9", "10.0.1.2", t0.Add(-30*time.Second), t0),
+	)
+	recs := h.records()
+	require.Len(t, recs, 2)
+	_, _, owner := attribution(recs[0])
+	assert.Equal(t, "checkout", owner)
+	status, _, owner := attribution(recs[1])
+	assert.Equal(t, "unattributed", status)
+	assert.Equal(t, "<absent>", owner)
+}
+
+// Local claims from flow records carry no source and are not checked, even
+// on a batch that came over a connection.
+func TestSourceIdentityLeavesLocalClaims(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.SourceIdentity = sourceIdentityCertificate
+	h := newHarness(t, cfg)
+	require.NoError(t, h.proc.ConsumeLogs(grpcPeer(clientCert("node-a"), true),
+		logsOf(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0))))
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	recs := h.records()
+	require.Len(t, recs, 2)
+	_, _, owner := attribution(recs[1])
+	assert.Equal(t, "checkout", owner)
+}
