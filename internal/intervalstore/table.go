@@ -95,10 +95,11 @@ func (t *table[K]) find(key K, h uint64) *slot[K] {
 func (t *table[K]) full() bool { return (t.used+1)*4 > len(t.slots)*3 }
 
 // rebuilt returns a new table holding t's live keys at a load of at most
-// 3/8 after one more insertion.
+// 1/2 after one more insertion: a full table (3/4) doubles rather than
+// quadruples.
 func (t *table[K]) rebuilt(h func(K) uint64) *table[K] {
 	n := 8
-	for n*3 < (t.live+1)*8 {
+	for n < (t.live+1)*2 {
 		n *= 2
 	}
 	nt := newTable[K](n)
