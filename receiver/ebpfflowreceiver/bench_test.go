@@ -3,7 +3,6 @@ package ebpfflowreceiver
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -19,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -90,7 +90,7 @@ func BenchmarkReceiverKernel(b *testing.B) {
 		rounds = 4
 		window = 5000 // connections, two records each
 	)
-	server := benchLoopbackServer(b)
+	server := discardserver.Start(b, benchServer+":0").String()
 	cfg := createDefaultConfig()
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{benchNet}
@@ -173,38 +173,6 @@ func BenchmarkReceiverKernel(b *testing.B) {
 	b.ReportMetric(perRecord(user), "user-ns/record")
 	b.ReportMetric(perRecord(system), "system-ns/record")
 	b.ReportMetric(1e9/perRecord(user), "records/s/core")
-}
-
-// benchLoopbackServer accepts connections on benchServer, reads each to EOF
-// and closes it, until cleanup.
-func benchLoopbackServer(b *testing.B) string {
-	ln, err := net.Listen("tcp4", benchServer+":0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer conns.Done()
-				_, _ = io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	b.Cleanup(func() {
-		ln.Close()
-		<-served
-		conns.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // benchConnect makes n connections to server, one at a time, each writing

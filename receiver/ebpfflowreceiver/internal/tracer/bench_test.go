@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
 )
 
 // BenchmarkConnectLoopback measures connect + write + close on loopback, one
@@ -22,7 +24,7 @@ func BenchmarkConnectLoopback(b *testing.B) {
 		rounds = 4
 		window = 5000
 	)
-	server := loopbackServer(b, "127.0.0.1:0")
+	server := discardserver.Start(b, "127.0.0.1:0")
 	var (
 		wall, cpu [2]time.Duration
 		conns     [2]int64

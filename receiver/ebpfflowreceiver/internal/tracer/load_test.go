@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -11,40 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// loopbackServer accepts connections on addr, reads each to EOF and closes
-// it. It is stopped at cleanup.
-func loopbackServer(t testing.TB, addr string) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer conns.Done()
-				_, _ = io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-served
-		conns.Wait()
-	})
-	return addrPort(ln.Addr())
-}
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
+)
 
 // connectLoop makes connections to server from workers goroutines, each
 // connecting, writing 100 bytes and closing, until n connections are made or
@@ -141,7 +109,7 @@ func (r *closeRun) add(o closeRun) {
 // losses may exceed the closes; records alone may not.
 func runCloses(t testing.TB, opts Options, workers int, interval, duration time.Duration) closeRun {
 	t.Helper()
-	server := loopbackServer(t, "127.0.0.1:0")
+	server := discardserver.Start(t, "127.0.0.1:0")
 	var records atomic.Int64
 	tr, stopReading := readInBackground(t, opts, func(ev *Event) {
 		if ev.Kind != KindClosed {
