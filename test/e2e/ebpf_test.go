@@ -117,6 +117,7 @@ func TestFlowsFromKernel(t *testing.T) {
 				flowschema.AttrFlowBytesSent:                           s.sent,
 				flowschema.AttrFlowBytesReceived:                       s.received,
 				flowschema.AttrProcessPID:                              int64(os.Getpid()),
+				flowschema.AttrProcessExecutableName:                   comm(),
 				flowschema.PrefixLocalOwner + flowschema.OwnerIDSuffix: s.localOwner,
 				flowschema.PrefixLocalOwner + "service.name":           s.localOwner,
 				flowschema.PrefixPeerOwner + flowschema.OwnerIDSuffix:  s.peerOwner,
