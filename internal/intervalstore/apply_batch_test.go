@@ -2,7 +2,6 @@ package intervalstore
 
 import (
 	"math/rand/v2"
-	"net/netip"
 	"runtime"
 	"testing"
 	"time"
@@ -76,7 +75,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 	r := rand.New(rand.NewPCG(2, 2))
 	order := r.Perm(benchKeys)
 	const batch = 1000
-	cs := make([]Claim[netip.Addr], 0, batch)
+	cs := make([]Claim[Key128], 0, batch)
 	out := make([]ClaimResult, 0, batch)
 	b.ReportAllocs()
 	runtime.GC()
@@ -88,7 +87,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 		for ; i < b.N && len(cs) < batch; i++ {
 			k := order[i%benchKeys]
 			end := base.Add(60*time.Second + time.Duration(i/benchKeys+1)*time.Second)
-			cs = append(cs, Claim[netip.Addr]{Key: benchAddr(k), Owner: benchOwners[k%len(benchOwners)], Start: end.Add(-time.Second), End: end})
+			cs = append(cs, Claim[Key128]{Key: benchKey(k), Owner: benchOwners[k%len(benchOwners)], Start: end.Add(-time.Second), End: end})
 		}
 		out = s.ApplyBatch(cs, out[:0])
 		for _, res := range out {

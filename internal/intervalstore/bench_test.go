@@ -11,8 +11,10 @@ import (
 
 const benchKeys = 1 << 20
 
-func benchAddr(i int) netip.Addr {
-	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+// benchKey is the key of the address 10.x.y.z numbered i, in the form the
+// ownership processor uses.
+func benchKey(i int) Key128 {
+	return AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
 }
 
 var benchOwners = func() []Owner {
@@ -23,12 +25,12 @@ var benchOwners = func() []Owner {
 	return os
 }()
 
-// benchStore builds a store of n IPv4 keys, each with rangesPerKey ranges of
+// benchStore builds a store of n IPv4 address keys, each with rangesPerKey ranges of
 // alternating owners (an IP reused by workloads over time), each range 60 s
 // long with 10 s gaps.
-func benchStore(b *testing.B, n, rangesPerKey int) *Store[netip.Addr] {
+func benchStore(b *testing.B, n, rangesPerKey int) *Store[Key128] {
 	b.Helper()
-	s, err := New[netip.Addr](Config{
+	s, err := New[Key128](Config{
 		MergeGap: time.Second, ClockSkew: 100 * time.Millisecond, Retention: 24 * time.Hour,
 		MaxKeys: n, Now: fixedClock(base.Add(time.Hour)),
 	})
@@ -36,7 +38,7 @@ func benchStore(b *testing.B, n, rangesPerKey int) *Store[netip.Addr] {
 		b.Fatal(err)
 	}
 	for i := range n {
-		k := benchAddr(i)
+		k := benchKey(i)
 		for r := range rangesPerKey {
 			st := base.Add(time.Duration(r) * 70 * time.Second)
 			if _, err := s.Apply(k, benchOwners[(i+r)%len(benchOwners)], st, st.Add(60*time.Second)); err != nil {
@@ -49,11 +51,11 @@ func benchStore(b *testing.B, n, rangesPerKey int) *Store[netip.Addr] {
 
 // lookupPlan is a shuffled sequence of (key, time) lookups: uniform over the
 // keys, so most of them miss the CPU caches.
-func lookupPlan(n int) ([]netip.Addr, []time.Time) {
+func lookupPlan(n int) ([]Key128, []time.Time) {
 	r := rand.New(rand.NewPCG(1, 1))
-	keys, times := make([]netip.Addr, 1<<16), make([]time.Time, 1<<16)
+	keys, times := make([]Key128, 1<<16), make([]time.Time, 1<<16)
 	for i := range keys {
-		keys[i] = benchAddr(r.IntN(n))
+		keys[i] = benchKey(r.IntN(n))
 		times[i] = base.Add(time.Duration(r.IntN(3))*70*time.Second + 30*time.Second)
 	}
 	return keys, times
@@ -109,7 +111,7 @@ func BenchmarkApply(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		k := order[i%benchKeys]
 		end := base.Add(60*time.Second + time.Duration(i/benchKeys+1)*time.Second)
-		if _, err := s.Apply(benchAddr(k), benchOwners[k%len(benchOwners)], end.Add(-time.Second), end); err != nil {
+		if _, err := s.Apply(benchKey(k), benchOwners[k%len(benchOwners)], end.Add(-time.Second), end); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -157,9 +159,9 @@ func heapInUse() uint64 {
 // plan as BenchmarkLookup: the floor set by cache misses on this machine,
 // to read BenchmarkLookup against (only ratios within one run mean much).
 func BenchmarkLookupMapBaseline(b *testing.B) {
-	m := make(map[netip.Addr]uint64, benchKeys)
+	m := make(map[Key128]uint64, benchKeys)
 	for i := range benchKeys {
-		m[benchAddr(i)] = uint64(i)
+		m[benchKey(i)] = uint64(i)
 	}
 	keys, _ := lookupPlan(benchKeys)
 	var sum uint64

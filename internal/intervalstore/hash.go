@@ -24,6 +24,10 @@ func newHasher[K comparable]() func(K) uint64 {
 			b := a.As16()
 			return mix(binary.LittleEndian.Uint64(b[:8])^s0, binary.LittleEndian.Uint64(b[8:])^s1)
 		}
+	case Key128:
+		h = func(k Key128) uint64 {
+			return mix(binary.LittleEndian.Uint64(k[:8])^s0, binary.LittleEndian.Uint64(k[8:])^s1)
+		}
 	case string:
 		h = func(k string) uint64 { return maphash.String(seed, k) }
 	case uint64:

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"unique"
 )
 
@@ -17,6 +18,7 @@ type group struct {
 	num     uint64 // interning number of a single owner; names it in set keys
 	key     string // key of a conflict set in interner.sets
 	mark    uint64 // Prune epoch that last saw the group referenced
+	idx     uint32 // the group's index in groupIndex, which slots store
 }
 
 // member returns g's owner with the given ID, or nil.
@@ -40,18 +42,84 @@ func (g *group) hasOther(id string) bool {
 	return g.owner == nil || g.owner.ID != id
 }
 
-// interner deduplicates owners and owner sets. It is guarded by Store.wmu.
+// groupIndex numbers the interned groups so that a slot can name its
+// trailing range's group in 32 bits, beside its sequence number, instead of
+// a pointer. Readers resolve an index without a lock; writers (under
+// Store.wmu) add groups and free the indexes of swept ones for reuse. A
+// reader that resolves an index read from a slot must check the slot's
+// sequence number afterwards: an index is only freed after every slot that
+// named it changed.
+type groupIndex struct {
+	// dir holds the chunks; it is replaced by a longer copy when full, and
+	// chunks never move, so a reader's old dir still resolves its index.
+	dir  atomic.Pointer[[]*groupChunk]
+	next uint32 // never-used indexes start here
+	free []uint32
+}
+
+const (
+	groupChunkBits = 10
+	// firstGroup is the first index of a group: 0 and 1 are a slot's
+	// "never used" and "deleted" marks (see slot.gi).
+	firstGroup = 2
+	// maxGroups keeps indexes clear of slotReferenced. Reaching it would take
+	// about 200 GiB of interned groups, far beyond any MaxKeys.
+	maxGroups = 1 << 31
+)
+
+type groupChunk [1 << groupChunkBits]atomic.Pointer[group]
+
+// at returns the group with index i. i must be one read from a live slot.
+func (x *groupIndex) at(i uint32) *group {
+	return (*x.dir.Load())[i>>groupChunkBits][i&(1<<groupChunkBits-1)].Load()
+}
+
+// add gives g an index.
+func (x *groupIndex) add(g *group) {
+	if n := len(x.free); n > 0 {
+		g.idx = x.free[n-1]
+		x.free = x.free[:n-1]
+	} else {
+		if x.next < firstGroup {
+			x.next = firstGroup
+		}
+		if x.next >= maxGroups {
+			panic("intervalstore: more than 2^31 interned groups")
+		}
+		g.idx = x.next
+		x.next++
+	}
+	var dir []*groupChunk
+	if p := x.dir.Load(); p != nil {
+		dir = *p
+	}
+	c := int(g.idx >> groupChunkBits)
+	if c == len(dir) {
+		dir = append(slices.Clip(dir), new(groupChunk))
+		x.dir.Store(&dir)
+	}
+	dir[c][g.idx&(1<<groupChunkBits-1)].Store(g)
+}
+
+// remove frees g's index. Readers may still resolve it to g until it is
+// reused; the slot sequence check rejects what they read then.
+func (x *groupIndex) remove(g *group) { x.free = append(x.free, g.idx) }
+
+// interner deduplicates owners and owner sets. It is guarded by Store.wmu,
+// except that readers resolve indexes through groups.
 type interner struct {
 	owners  map[string][]*group // by owner ID; one entry per distinct attribute set
 	sets    map[string]*group
+	groups  groupIndex
 	nOwners int
 	nextNum uint64
 	buf     []byte
 	mbuf    []*group
 }
 
-func newInterner() interner {
-	return interner{owners: make(map[string][]*group), sets: make(map[string]*group)}
+func (in *interner) init() {
+	in.owners = make(map[string][]*group)
+	in.sets = make(map[string]*group)
 }
 
 // owner returns the interned single-owner group for o, canonicalising it.
@@ -74,6 +142,7 @@ func (in *interner) owner(o Owner) *group {
 		attrs[i].Name = unique.Make(attrs[i].Name).Value()
 	}
 	g := &group{owner: &Owner{ID: o.ID, Attributes: attrs}, num: in.nextNum}
+	in.groups.add(g)
 	in.owners[o.ID] = append(list, g)
 	in.nOwners++
 	return g
@@ -123,6 +192,7 @@ func (in *interner) set(members []*group) *group {
 		return g
 	}
 	g := &group{members: slices.Clone(members), key: string(b)}
+	in.groups.add(g)
 	in.sets[g.key] = g
 	return g
 }
@@ -140,10 +210,17 @@ func (in *interner) sweep(epoch uint64) {
 	for k, g := range in.sets {
 		if g.mark != epoch {
 			delete(in.sets, k)
+			in.groups.remove(g)
 		}
 	}
 	for id, list := range in.owners {
-		live := slices.DeleteFunc(list, func(g *group) bool { return g.mark != epoch })
+		live := slices.DeleteFunc(list, func(g *group) bool {
+			if g.mark != epoch {
+				in.groups.remove(g)
+				return true
+			}
+			return false
+		})
 		in.nOwners -= len(list) - len(live)
 		clear(list[len(live):])
 		if len(live) == 0 {

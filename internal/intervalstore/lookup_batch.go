@@ -65,15 +65,18 @@ func (s *Store[K]) touch(hs []uint64) uint32 {
 		tab := s.tableFor(h)
 		slots[i] = &tab.slots[h&tab.mask]
 	}
-	for _, sl := range slots[:n] {
-		sum += sl.ver.Load()
+	var gis [lookupAhead]uint32
+	for i, sl := range slots[:n] {
+		gis[i] = sl.gi.Load() & giMask
 	}
 	for i, sl := range slots[:n] {
 		if p := sl.older.Load(); p != nil {
-			sum += uint32(p.end)
+			sum += uint32(p.start)
 		}
-		if g := sl.g.Load(); g != nil {
-			owners[i] = g.owner
+		if gi := gis[i]; gi != giNeverUsed && gi != giDeleted {
+			if g := s.in.groups.at(gi); g != nil {
+				owners[i] = g.owner
+			}
 		}
 	}
 	for i, o := range owners[:n] {

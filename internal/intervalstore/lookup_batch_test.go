@@ -2,7 +2,6 @@ package intervalstore
 
 import (
 	"math/rand/v2"
-	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -113,9 +112,9 @@ func TestLookupBatchConcurrentApply(t *testing.T) {
 func BenchmarkLookupBatch(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
 	keys, times := lookupPlan(benchKeys)
-	qs := make([]Query[netip.Addr], len(keys))
+	qs := make([]Query[Key128], len(keys))
 	for i := range keys {
-		qs[i] = Query[netip.Addr]{Key: keys[i], At: times[i]}
+		qs[i] = Query[Key128]{Key: keys[i], At: times[i]}
 	}
 	const batch = 1000
 	out := make([]Result, 0, batch)

@@ -168,7 +168,7 @@ func storedRanges[K comparable](s *Store[K], key K) []rng {
 	if sl == nil {
 		return nil
 	}
-	v, ok := sl.read()
+	v, ok := sl.read(&s.in.groups)
 	if !ok {
 		return nil
 	}
@@ -206,7 +206,7 @@ func checkInvariants[K comparable](t testing.TB, s *Store[K]) {
 		used, live := 0, 0
 		for x := range tab.slots {
 			sl := &tab.slots[x]
-			if sl.g.Load() != nil {
+			if sl.gi.Load() != giNeverUsed {
 				used++
 			}
 			if !sl.live() {
@@ -217,7 +217,7 @@ func checkInvariants[K comparable](t testing.TB, s *Store[K]) {
 			if got := tab.lookup(k, s.hash(k)); got != sl {
 				t.Fatalf("key %v: not found where stored", k)
 			}
-			rs := sl.ranges(nil)
+			rs := sl.ranges(&s.in.groups, nil)
 			keys++
 			ranges += len(rs)
 			for j, r := range rs {

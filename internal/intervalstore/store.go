@@ -54,8 +54,8 @@ func New[K comparable](cfg Config) (*Store[K], error) {
 		maxKeys:   cfg.MaxKeys,
 		maxRanges: maxOlder + 1,
 		hash:      newHasher[K](),
-		in:        newInterner(),
 	}
+	s.in.init()
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -98,7 +98,7 @@ func (s *Store[K]) apply(key K, h uint64, owner Owner, cs, ce, cut int64) (Apply
 		return s.insert(key, h, s.in.owner(owner), cs, ce), nil
 	}
 	sl.setReferenced(true)
-	g, ls, le := sl.g.Load(), sl.start.Load(), sl.end.Load()
+	g, ls, le := s.in.groups.at(sl.gi.Load()&giMask), sl.start.Load(), sl.end.Load()
 	// Fast path: a heartbeat of the trailing range's owner extends it. An
 	// owner given in canonical form is recognised without interning.
 	if cs >= ls && cs <= addSat(le, s.join) && (g.owner != nil && g.owner.ID == owner.ID &&
@@ -110,12 +110,11 @@ func (s *Store[K]) apply(key K, h uint64, owner Owner, cs, ce, cut int64) (Apply
 	}
 	og := s.in.owner(owner)
 	var res ApplyResult
-	s.full = sl.ranges(s.full[:0])
+	s.full = sl.ranges(&s.in.groups, s.full[:0])
 	s.full, res.Conflict = s.merge(s.full, og, cs, ce)
-	rs, pruned := s.full, sl.meta.Load()&metaPruned != 0
+	rs, pruned := s.full, sl.pruned()
 	if d := len(rs) - s.maxRanges; d > 0 {
-		// The slot counts a key's ranges in 30 bits: beyond that, the oldest
-		// go as if pruned.
+		// Beyond maxOlder+1 ranges the oldest go as if pruned.
 		s.nConfl -= countConflicts(rs[:d])
 		s.ranges -= d
 		s.prunedRanges += uint64(d)
@@ -139,22 +138,21 @@ func (s *Store[K]) insert(key K, h uint64, og *group, cs, ce int64) ApplyResult 
 	}
 	tab := s.tableFor(h)
 	sl := tab.find(key, h)
-	if sl.g.Load() == nil {
+	if sl.gi.Load() == giNeverUsed {
 		if tab.full() {
 			tab = tab.rebuilt(s.hash)
 			s.shards[h>>(64-shardBits)].Store(tab)
 			sl = tab.find(key, h)
 		}
-		sl.key = key // never used: no reader reads it before g is set below
+		sl.key = key // never used: no reader reads it before gi is set below
 		tab.used++
 	}
 	tab.live++
 	sl.ver.Add(1)
 	sl.older.Store(nil)
-	sl.meta.Store(0)
 	sl.start.Store(cs)
 	sl.end.Store(ce)
-	sl.g.Store(og)
+	sl.gi.Store(og.idx)
 	sl.ver.Add(1)
 	s.evict.push(key)
 	s.keys++
@@ -301,7 +299,7 @@ func (s *Store[K]) lookup(key K, h uint64, t time.Time) Result {
 	tn := nanos(t)
 	res := Result{Reason: ReasonNoClaim}
 	if sl := s.tableFor(h).lookup(key, h); sl != nil {
-		if v, ok := sl.read(); ok {
+		if v, ok := sl.read(&s.in.groups); ok {
 			if g := v.last.g; g.owner != nil && subSat(tn, s.skew) >= v.last.start && addSat(tn, s.skew) <= v.last.end {
 				// The trailing range covers [t-ClockSkew, t+ClockSkew].
 				res = Result{Owner: g.owner, Status: Attributed}
@@ -383,7 +381,7 @@ func (s *Store[K]) evictOne() {
 			s.evict.push(key)
 			continue
 		}
-		s.full = sl.ranges(s.full[:0])
+		s.full = sl.ranges(&s.in.groups, s.full[:0])
 		s.keys--
 		s.ranges -= len(s.full)
 		s.nConfl -= countConflicts(s.full)
@@ -409,7 +407,7 @@ func (s *Store[K]) Prune() (rangesDropped, keysDropped int) {
 			if !sl.live() {
 				continue
 			}
-			rs := sl.ranges(s.full[:0])
+			rs := sl.ranges(&s.in.groups, s.full[:0])
 			s.full = rs
 			n := search(rs, cut) // ranges before n ended before the cutoff
 			if n > 0 {

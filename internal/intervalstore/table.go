@@ -13,14 +13,15 @@ import (
 //
 // Readers take no lock. Writers (serialised by Store.wmu) follow three rules
 // that make that safe:
-//   - A slot's key is written once, while its group is still nil, and never
-//     again; readers read the key only after loading a non-nil group. A
+//   - A slot's key is written once, while its gi is still giNeverUsed, and
+//     never again; readers read the key only after loading another gi. A
 //     deleted key leaves a tombstone (its key stays) that only the same key
 //     can revive; other keys go to never-used slots, and a rebuild into a
 //     new table, published atomically, clears tombstones.
 //   - The other fields change under the slot's sequence lock (ver odd while
 //     changing), except the trailing range's end when a heartbeat extends
-//     it, which is a single atomic store that is consistent on its own.
+//     it, which is a single atomic store that is consistent on its own, and
+//     the slotReferenced bit, which readers ignore.
 //   - The arrays of older ranges are immutable once published.
 type table[K comparable] struct {
 	slots      []slot[K]
@@ -28,32 +29,33 @@ type table[K comparable] struct {
 	used, live int // writer-only: slots ever used (live + tombstones), live keys
 }
 
-// slot is a key's state: its newest (trailing) range inline and the older
-// ranges in a separate immutable array. For netip.Addr keys it is 64 bytes.
+// slot is a key's state: its newest (trailing) range inline, with its group
+// as an index (see groupIndex), and the older ranges in a separate immutable
+// array. For Key128 keys it is 48 bytes and holds one pointer.
 type slot[K comparable] struct {
 	ver   atomic.Uint32 // sequence lock, odd while a writer changes the slot
-	meta  atomic.Uint32 // number of older ranges << 2 | metaPruned | metaReferenced
+	gi    atomic.Uint32 // trailing range's group index | slotReferenced, or giNeverUsed, giDeleted
 	key   K
-	g     atomic.Pointer[group] // trailing range's group; nil: never used; tombstone: deleted
-	start atomic.Int64          // trailing range
+	start atomic.Int64 // trailing range
 	end   atomic.Int64
-	older atomic.Pointer[rng] // first of the older ranges, sorted; nil if none
+	older atomic.Pointer[rng] // the older ranges' header (see newOlder), or nil
 }
 
 const (
-	// metaReferenced: the key was given a claim since it last entered the
-	// eviction queue.
-	metaReferenced = 1 << iota
-	// metaPruned: Prune dropped earlier ranges of the key.
-	metaPruned
-	metaCountShift = iota
-	// maxOlder bounds the older ranges of one key by the bits of meta; at 24
-	// bytes a range, that is 24 GiB for a single key.
-	maxOlder = 1<<(32-metaCountShift) - 1
-)
+	giNeverUsed = 0
+	giDeleted   = 1
+	// slotReferenced, a bit of gi, marks a key given a claim since it last
+	// entered the eviction queue.
+	slotReferenced = 1 << 31
+	giMask         = slotReferenced - 1
 
-// tombstone marks a deleted key's slot.
-var tombstone = &group{}
+	// olderPruned, in the older ranges' header, marks a key whose earlier
+	// ranges Prune dropped.
+	olderPruned = 1
+	// maxOlder bounds the older ranges of one key: at 24 bytes a range,
+	// that is 24 GiB for a single key.
+	maxOlder = 1<<30 - 1
+)
 
 // view is a consistent snapshot of a live key's ranges: older then last.
 type view struct {
@@ -70,8 +72,7 @@ func newTable[K comparable](capacity int) *table[K] {
 func (t *table[K]) lookup(key K, h uint64) *slot[K] {
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		sl := &t.slots[i]
-		g := sl.g.Load()
-		if g == nil {
+		if sl.gi.Load() == giNeverUsed {
 			return nil
 		}
 		if sl.key == key {
@@ -85,7 +86,7 @@ func (t *table[K]) lookup(key K, h uint64) *slot[K] {
 func (t *table[K]) find(key K, h uint64) *slot[K] {
 	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		sl := &t.slots[i]
-		if sl.g.Load() == nil || sl.key == key {
+		if sl.gi.Load() == giNeverUsed || sl.key == key {
 			return sl
 		}
 	}
@@ -105,16 +106,15 @@ func (t *table[K]) rebuilt(h func(K) uint64) *table[K] {
 	nt := newTable[K](n)
 	for i := range t.slots {
 		sl := &t.slots[i]
-		if g := sl.g.Load(); g == nil || g == tombstone {
+		if !sl.live() {
 			continue
 		}
 		ns := nt.find(sl.key, h(sl.key))
 		ns.key = sl.key
-		ns.meta.Store(sl.meta.Load())
 		ns.start.Store(sl.start.Load())
 		ns.end.Store(sl.end.Load())
 		ns.older.Store(sl.older.Load())
-		ns.g.Store(sl.g.Load())
+		ns.gi.Store(sl.gi.Load())
 		nt.used++
 		nt.live++
 	}
@@ -123,26 +123,30 @@ func (t *table[K]) rebuilt(h func(K) uint64) *table[K] {
 
 // live reports whether the slot holds a key.
 func (sl *slot[K]) live() bool {
-	g := sl.g.Load()
-	return g != nil && g != tombstone
+	gi := sl.gi.Load() & giMask
+	return gi != giNeverUsed && gi != giDeleted
 }
 
 // read returns a consistent snapshot of the slot, or false if the key was
-// deleted. It never blocks a writer; it retries while one is changing the
-// slot.
-func (sl *slot[K]) read() (view, bool) {
+// deleted, resolving its group in gs. It never blocks a writer; it retries
+// while one is changing the slot.
+func (sl *slot[K]) read(gs *groupIndex) (view, bool) {
 	for spins := 0; ; spins++ {
 		v := sl.ver.Load()
 		if v&1 == 0 {
-			g := sl.g.Load()
+			gi := sl.gi.Load() & giMask
 			st, en := sl.start.Load(), sl.end.Load()
-			m := sl.meta.Load()
 			p := sl.older.Load()
+			var g *group
+			if gi != giDeleted {
+				g = gs.at(gi) // checked by the ver below: gi is live while the slot is unchanged
+			}
 			if sl.ver.Load() == v {
-				if g == tombstone {
+				if gi == giDeleted {
 					return view{}, false
 				}
-				return view{older: olderSlice(p, m), last: rng{st, en, g}, pruned: m&metaPruned != 0}, true
+				older, pruned := olderRanges(p)
+				return view{older: older, last: rng{st, en, g}, pruned: pruned}, true
 			}
 		}
 		if spins >= 16 {
@@ -151,61 +155,83 @@ func (sl *slot[K]) read() (view, bool) {
 	}
 }
 
-func olderSlice(p *rng, meta uint32) []rng {
-	if p == nil {
+// newOlder returns the header of a new immutable array of the ranges
+// older (not empty unless pruned): the array holds a header, whose start is
+// the number of ranges and whose end the flags, followed by the ranges, so
+// that reaching the first range needs no second pointer.
+func newOlder(older []rng, pruned bool) *rng {
+	if len(older) == 0 && !pruned {
 		return nil
 	}
-	return unsafe.Slice(p, meta>>metaCountShift)
+	a := make([]rng, 1, len(older)+1)
+	a[0].start = int64(len(older))
+	if pruned {
+		a[0].end = olderPruned
+	}
+	a = append(a, older...)
+	return &a[0]
 }
 
-// ranges returns the slot's ranges, appended to buf. Writers only.
-func (sl *slot[K]) ranges(buf []rng) []rng {
-	buf = append(buf, olderSlice(sl.older.Load(), sl.meta.Load())...)
-	return append(buf, rng{sl.start.Load(), sl.end.Load(), sl.g.Load()})
+// olderRanges returns the ranges and the pruned flag of the array whose
+// header is p.
+func olderRanges(p *rng) ([]rng, bool) {
+	if p == nil {
+		return nil, false
+	}
+	if p.start == 0 {
+		return nil, p.end&olderPruned != 0
+	}
+	return unsafe.Slice((*rng)(unsafe.Add(unsafe.Pointer(p), unsafe.Sizeof(rng{}))), p.start), p.end&olderPruned != 0
+}
+
+// ranges returns the slot's ranges, appended to buf, with its group
+// resolved in gs. Writers only.
+func (sl *slot[K]) ranges(gs *groupIndex, buf []rng) []rng {
+	older, _ := olderRanges(sl.older.Load())
+	buf = append(buf, older...)
+	return append(buf, rng{sl.start.Load(), sl.end.Load(), gs.at(sl.gi.Load() & giMask)})
+}
+
+// pruned reports whether Prune dropped earlier ranges of the key. Writers
+// only.
+func (sl *slot[K]) pruned() bool {
+	_, pruned := olderRanges(sl.older.Load())
+	return pruned
 }
 
 // set replaces the slot's ranges with rs (not empty, at most maxOlder+1),
 // keeping the older array when it is unchanged. Writers only.
 func (sl *slot[K]) set(rs []rng, pruned bool) {
-	old := olderSlice(sl.older.Load(), sl.meta.Load())
-	older := rs[:len(rs)-1]
 	p := sl.older.Load()
-	if !slices.Equal(old, older) {
-		p = nil
-		if len(older) > 0 {
-			p = &append([]rng(nil), older...)[0]
-		}
-	}
-	m := uint32(len(older))<<metaCountShift | sl.meta.Load()&metaReferenced
-	if pruned {
-		m |= metaPruned
+	old, wasPruned := olderRanges(p)
+	older := rs[:len(rs)-1]
+	if pruned != wasPruned || !slices.Equal(old, older) {
+		p = newOlder(older, pruned)
 	}
 	last := rs[len(rs)-1]
 	sl.ver.Add(1)
 	sl.older.Store(p)
-	sl.meta.Store(m)
 	sl.start.Store(last.start)
 	sl.end.Store(last.end)
-	sl.g.Store(last.g)
+	sl.gi.Store(last.g.idx | sl.gi.Load()&slotReferenced)
 	sl.ver.Add(1)
 }
 
 // remove deletes the slot's key, leaving a tombstone. Writers only.
 func (sl *slot[K]) remove() {
 	sl.ver.Add(1)
-	sl.g.Store(tombstone)
+	sl.gi.Store(giDeleted)
 	sl.older.Store(nil)
-	sl.meta.Store(0)
 	sl.ver.Add(1)
 }
 
-// setReferenced sets or clears metaReferenced. Writers only.
+// setReferenced sets or clears slotReferenced. Writers only.
 func (sl *slot[K]) setReferenced(on bool) {
-	m := sl.meta.Load()
-	if (m&metaReferenced != 0) == on {
+	gi := sl.gi.Load()
+	if (gi&slotReferenced != 0) == on {
 		return
 	}
-	sl.meta.Store(m ^ metaReferenced)
+	sl.gi.Store(gi ^ slotReferenced)
 }
 
-func (sl *slot[K]) referenced() bool { return sl.meta.Load()&metaReferenced != 0 }
+func (sl *slot[K]) referenced() bool { return sl.gi.Load()&slotReferenced != 0 }

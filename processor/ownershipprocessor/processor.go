@@ -51,7 +51,7 @@ const (
 type ownershipProcessor struct {
 	cfg    *Config
 	shared *sharedStore
-	store  *intervalstore.Store[netip.Addr]
+	store  *intervalstore.Store[intervalstore.Key128]
 	tables *addressTables
 	clock  clock
 	next   consumer.Logs
@@ -141,7 +141,7 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 	p.shared.pruneIfDue(now)
 	var released []releasedRecord
 	if p.hold != nil {
-		released = p.hold.expire(now, p.store.Lookup)
+		released = p.hold.expire(now, p.lookup)
 	}
 	// Claims first, so that flows in the same batch see them.
 	p.shared.claimsApplied(p.applyClaims(ld, identify(ctx, p.cfg.SourceIdentity), now, &st))
@@ -193,7 +193,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 					// Applied after this pass, with the batch's other
 					// heartbeats; kept until then in case the store
 					// refuses it.
-					local.heartbeats = append(local.heartbeats, intervalstore.Claim[netip.Addr]{Key: c.Address, Owner: c.Owner, Start: c.Start, End: c.End})
+					local.heartbeats = append(local.heartbeats, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(c.Address), Owner: c.Owner, Start: c.Start, End: c.End})
 					return !p.cfg.KeepHeartbeats
 				case flowschema.EventFlow:
 					if !p.cfg.ApplyLocalClaims {
@@ -219,7 +219,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 	refused := false
 	for i, r := range local.results {
 		if p.countApply(r.ApplyResult, r.Err, originHeartbeat, 1, st) {
-			touched = append(touched, local.heartbeats[i].Key)
+			touched = append(touched, local.heartbeats[i].Key.Addr())
 		} else {
 			refused = true
 		}
@@ -232,7 +232,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 	}
 	local.batch = local.batch[:0]
 	for _, lc := range local.claims {
-		local.batch = append(local.batch, intervalstore.Claim[netip.Addr]{Key: lc.Address, Owner: lc.Owner, Start: lc.Start, End: lc.End})
+		local.batch = append(local.batch, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(lc.Address), Owner: lc.Owner, Start: lc.Start, End: lc.End})
 	}
 	local.results = p.store.ApplyBatch(local.batch, local.results[:0])
 	for i, lc := range local.claims {
@@ -272,10 +272,10 @@ func (p *ownershipProcessor) dropRefused(ld plog.Logs, results []intervalstore.C
 type localClaims struct {
 	last    map[netip.Addr]int // the latest claim of each address in claims
 	claims  []joinedClaim
-	batch   []intervalstore.Claim[netip.Addr] // claims, as given to ApplyBatch
+	batch   []intervalstore.Claim[intervalstore.Key128] // claims, as given to ApplyBatch
 	results []intervalstore.ClaimResult
 
-	heartbeats []intervalstore.Claim[netip.Addr] // the batch's checked heartbeat claims
+	heartbeats []intervalstore.Claim[intervalstore.Key128] // the batch's checked heartbeat claims
 }
 
 type joinedClaim struct {
@@ -452,7 +452,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 					r := &heldRecord{group: sg, key: f.key, at: f.at, fallback: f.fallback, since: p.clock.Now()}
 					var held bool
 					var pushed []releasedRecord
-					if held, res, pushed = p.hold.add(r, lr, p.store.Lookup); held {
+					if held, res, pushed = p.hold.add(r, lr, p.lookup); held {
 						st.heldChange++
 						overflow = append(overflow, pushed...)
 						return true
@@ -472,7 +472,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 // queries of those that need one, and the answers so far.
 type flowBatch struct {
 	flows   []flowPlan
-	queries []intervalstore.Query[netip.Addr]
+	queries []intervalstore.Query[intervalstore.Key128]
 	results []intervalstore.Result
 }
 
@@ -494,7 +494,7 @@ func (fb *flowBatch) plan(p *ownershipProcessor, lr plog.LogRecord) {
 		f.key, f.at, f.fallback, f.reason = p.flowQuery(lr)
 		if f.reason == "" && p.tables.isWorkload(f.key) {
 			f.result = len(fb.queries)
-			fb.queries = append(fb.queries, intervalstore.Query[netip.Addr]{Key: f.key, At: f.at})
+			fb.queries = append(fb.queries, intervalstore.Query[intervalstore.Key128]{Key: intervalstore.AddrKey(f.key), At: f.at})
 		}
 	}
 	fb.flows = append(fb.flows, f)
@@ -507,7 +507,7 @@ const lookupChunk = 64
 
 // result returns the answer to query i, looking up the chunk it falls in
 // when needed. Queries are answered in order.
-func (fb *flowBatch) result(store *intervalstore.Store[netip.Addr], i int) intervalstore.Result {
+func (fb *flowBatch) result(store *intervalstore.Store[intervalstore.Key128], i int) intervalstore.Result {
 	for i >= len(fb.results) {
 		n := min(len(fb.results)+lookupChunk, len(fb.queries))
 		fb.results = store.LookupBatch(fb.queries[len(fb.results):n], fb.results)
@@ -699,15 +699,20 @@ func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord
 	}
 }
 
+// lookup answers who held addr at t.
+func (p *ownershipProcessor) lookup(addr netip.Addr, t time.Time) intervalstore.Result {
+	return p.store.Lookup(intervalstore.AddrKey(addr), t)
+}
+
 func (p *ownershipProcessor) recheck(ctx context.Context, keys []netip.Addr) {
 	if p.hold != nil {
-		p.send(ctx, p.hold.recheck(keys, p.store.Lookup))
+		p.send(ctx, p.hold.recheck(keys, p.lookup))
 	}
 }
 
 func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) {
 	if p.hold != nil {
-		p.send(ctx, p.hold.expire(now, p.store.Lookup))
+		p.send(ctx, p.hold.expire(now, p.lookup))
 	}
 }
 
@@ -717,7 +722,7 @@ func (p *ownershipProcessor) shutdown(ctx context.Context, release func()) {
 	p.shutdownOnce.Do(func() {
 		p.shared.unsubscribe(p)
 		if p.hold != nil {
-			p.send(ctx, p.hold.drain(p.store.Lookup))
+			p.send(ctx, p.hold.drain(p.lookup))
 		}
 		p.tel.Shutdown()
 		release()

@@ -23,7 +23,7 @@ import (
 type sharedStore struct {
 	cfg    *Config
 	tables *addressTables
-	store  *intervalstore.Store[netip.Addr]
+	store  *intervalstore.Store[intervalstore.Key128]
 	clock  clock
 	logger *zap.Logger
 	// gauges observes the store's size; registered once per store, with the
@@ -48,7 +48,7 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock) (*sharedStore,
 	if err != nil {
 		return nil, err
 	}
-	store, err := intervalstore.New[netip.Addr](intervalstore.Config{
+	store, err := intervalstore.New[intervalstore.Key128](intervalstore.Config{
 		MergeGap:  cfg.MergeGap,
 		ClockSkew: cfg.ClockSkew,
 		Retention: cfg.Retention,
