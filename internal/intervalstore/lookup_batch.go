@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // Query is one lookup of a batch: who held Key at At.
@@ -39,8 +40,8 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 			hs[i] = s.hash(qs[i].Key)
 		}
 		touched += s.touch(hs[:n])
-		for i, q := range qs[:n] {
-			out = append(out, s.lookup(q.Key, hs[i], q.At))
+		for i := range qs[:n] {
+			out = append(out, s.lookup(qs[i].Key, hs[i], qs[i].At))
 		}
 		qs = qs[n:]
 	}
@@ -49,51 +50,44 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 }
 
 // touch brings into the CPU caches, level by level so that the loads of
-// one level are independent of one another, what answering qs and writing
-// their owners reads, given the keys' hashes: each key's home slot; the slot's older ranges and
-// its trailing range's group; the group's owner; the owner's attributes and
-// their names. It decides nothing: a slot being changed, or not the key's
-// (a probe sequence's start), only makes the touch useless, not wrong.
-// Everything past the slot is immutable once published.
+// one level are independent of one another, what answering the keys whose
+// hashes are hs reads: each key's home slot; the slot's older ranges (both
+// ends of the array, which may span two cache lines) and its trailing
+// range's group; the group's owner. It decides nothing: a slot being
+// changed, or not the key's (a probe sequence's start), only makes the
+// touch useless, not wrong. Everything past the slot is immutable once
+// published, and an index read from a changing slot still names a group.
 func (s *Store[K]) touch(hs []uint64) uint32 {
 	var slots [lookupAhead]*slot[K]
-	var owners [lookupAhead]*Owner
-	var attrs [lookupAhead][]Attribute
+	var olders [lookupAhead]*rng
+	var groups [lookupAhead]*group
 	var sum uint32
-	n := len(hs)
+	hs = hs[:min(len(hs), lookupAhead)]
 	for i, h := range hs {
 		tab := s.tableFor(h)
-		slots[i] = &tab.slots[h&tab.mask]
+		j := h & tab.mask
+		slots[i] = &tab.slots[j]
+		// A fifth of the keys sit one or more slots past their home.
+		sum += tab.slots[(j+1)&tab.mask].ver.Load()
 	}
-	var gis [lookupAhead]uint32
-	for i, sl := range slots[:n] {
-		gis[i] = sl.gi.Load() & giMask
-	}
-	for i, sl := range slots[:n] {
-		if p := sl.older.Load(); p != nil {
-			sum += uint32(p.start)
+	gs := &s.in.groups
+	for i := range hs {
+		sl := slots[i]
+		olders[i] = sl.older.Load()
+		if gi := sl.gi.Load() & giMask; gi > giDeleted {
+			groups[i] = gs.at(gi)
 		}
-		if gi := gis[i]; gi != giNeverUsed && gi != giDeleted {
-			if g := s.in.groups.at(gi); g != nil {
-				owners[i] = g.owner
+	}
+	for i := range hs {
+		if p := olders[i]; p != nil {
+			if n := p.start; n > 0 {
+				if (*rng)(unsafe.Add(unsafe.Pointer(p), uintptr(n)*unsafe.Sizeof(rng{}))).g != nil {
+					sum++
+				}
 			}
 		}
-	}
-	for i, o := range owners[:n] {
-		if o != nil {
-			attrs[i] = o.Attributes
-		}
-	}
-	for _, as := range attrs[:n] {
-		for _, a := range as {
-			sum += uint32(len(a.Name))
-		}
-	}
-	for _, as := range attrs[:n] {
-		for _, a := range as {
-			if a.Name != "" {
-				sum += uint32(a.Name[0])
-			}
+		if g := groups[i]; g != nil && g.owner != nil {
+			sum += uint32(len(g.owner.ID))
 		}
 	}
 	return sum

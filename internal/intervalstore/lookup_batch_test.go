@@ -111,30 +111,34 @@ func TestLookupBatchConcurrentApply(t *testing.T) {
 // batches of 1000 (a plog batch of flow records); ns/op is per lookup.
 func BenchmarkLookupBatch(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
-	keys, times := lookupPlan(benchKeys)
-	qs := make([]Query[Key128], len(keys))
-	for i := range keys {
-		qs[i] = Query[Key128]{Key: keys[i], At: times[i]}
-	}
-	const batch = 1000
-	out := make([]Result, 0, batch)
-	b.ReportAllocs()
-	runtime.GC()
-	b.ResetTimer()
-	cpu := startCPU()
-	defer cpu.report(b)
-	j := 0
-	for n := 0; n < b.N; n += batch {
-		m := min(batch, b.N-n)
-		if j+m > len(qs) {
-			j = 0
-		}
-		out = s.LookupBatch(qs[j:j+m], out[:0])
-		for _, res := range out {
-			if res.Status != Attributed {
-				b.Fatal("not attributed")
+	for _, lt := range lookupTimes {
+		b.Run(lt.name, func(b *testing.B) {
+			keys, times := lookupPlan(benchKeys, 3, lt.newest)
+			qs := make([]Query[Key128], len(keys))
+			for i := range keys {
+				qs[i] = Query[Key128]{Key: keys[i], At: times[i]}
 			}
-		}
-		j += m
+			const batch = 1000
+			out := make([]Result, 0, batch)
+			b.ReportAllocs()
+			runtime.GC()
+			b.ResetTimer()
+			cpu := startCPU()
+			defer cpu.report(b)
+			j := 0
+			for n := 0; n < b.N; n += batch {
+				m := min(batch, b.N-n)
+				if j+m > len(qs) {
+					j = 0
+				}
+				out = s.LookupBatch(qs[j:j+m], out[:0])
+				for _, res := range out {
+					if res.Status != Attributed {
+						b.Fatal("not attributed")
+					}
+				}
+				j += m
+			}
+		})
 	}
 }

@@ -172,7 +172,8 @@ func storedRanges[K comparable](s *Store[K], key K) []rng {
 	if !ok {
 		return nil
 	}
-	return append(slices.Clone(v.older), v.last)
+	older, _ := olderRanges(v.older)
+	return append(slices.Clone(older), v.last)
 }
 
 // storeSegments dumps a key's stored ranges in the model's form.

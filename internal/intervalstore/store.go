@@ -316,14 +316,15 @@ func (s *Store[K]) lookup(key K, h uint64, t time.Time) Result {
 	return res
 }
 
-// resolve answers a lookup at t from a key's ranges: v.older followed by
-// v.last. A time whose ClockSkew neighbourhood lies within its range, the
+// resolve answers a lookup at t from a key's ranges: v's older ranges
+// followed by v.last. A time whose ClockSkew neighbourhood lies within its range, the
 // common case, reads no other range.
 func (s *Store[K]) resolve(v *view, t int64) Result {
-	n := len(v.older)
+	older, pruned := olderRanges(v.older)
+	n := len(older)
 	at := func(i int) *rng {
 		if i < n {
-			return &v.older[i]
+			return &older[i]
 		}
 		return &v.last
 	}
@@ -334,11 +335,11 @@ func (s *Store[K]) resolve(v *view, t int64) Result {
 	case t >= v.last.start:
 		i = n
 	default:
-		i = search(v.older, t)
+		i = search(older, t)
 	}
 	r := at(i)
 	switch {
-	case r.start > t && (i > 0 || v.pruned):
+	case r.start > t && (i > 0 || pruned):
 		return Result{Reason: ReasonGap}
 	case r.start > t:
 		return Result{Reason: ReasonBeforeFirstClaim}

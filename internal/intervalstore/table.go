@@ -57,11 +57,13 @@ const (
 	maxOlder = 1<<30 - 1
 )
 
-// view is a consistent snapshot of a live key's ranges: older then last.
+// view is a consistent snapshot of a live key's ranges: the older ranges,
+// still in their array (see newOlder), then last. The array is read only
+// when last does not answer, so that a lookup of a recent time touches the
+// slot alone.
 type view struct {
-	older  []rng
-	last   rng
-	pruned bool
+	older *rng
+	last  rng
 }
 
 func newTable[K comparable](capacity int) *table[K] {
@@ -145,8 +147,7 @@ func (sl *slot[K]) read(gs *groupIndex) (view, bool) {
 				if gi == giDeleted {
 					return view{}, false
 				}
-				older, pruned := olderRanges(p)
-				return view{older: older, last: rng{st, en, g}, pruned: pruned}, true
+				return view{older: p, last: rng{st, en, g}}, true
 			}
 		}
 		if spins >= 16 {
