@@ -65,10 +65,10 @@ func (s *Store[K]) touch(hs []uint64) uint32 {
 	hs = hs[:min(len(hs), lookupAhead)]
 	for i, h := range hs {
 		tab := s.tableFor(h)
-		j := h & tab.mask
+		j := tab.home(h)
 		slots[i] = &tab.slots[j]
 		// A fifth of the keys sit one or more slots past their home.
-		sum += tab.slots[(j+1)&tab.mask].ver.Load()
+		sum += tab.slots[tab.next(j)].ver.Load()
 	}
 	gs := &s.in.groups
 	for i := range hs {

@@ -1,6 +1,7 @@
 package intervalstore
 
 import (
+	"math/bits"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -25,7 +26,6 @@ import (
 //   - The arrays of older ranges are immutable once published.
 type table[K comparable] struct {
 	slots      []slot[K]
-	mask       uint64
 	used, live int // writer-only: slots ever used (live + tombstones), live keys
 }
 
@@ -67,12 +67,28 @@ type view struct {
 }
 
 func newTable[K comparable](capacity int) *table[K] {
-	return &table[K]{slots: make([]slot[K], capacity), mask: uint64(capacity - 1)}
+	return &table[K]{slots: make([]slot[K], capacity)}
+}
+
+// home returns the first slot of the probe sequence of a key whose hash is
+// h. The table's size need not be a power of two: the hash's bits below the
+// shard's, taken as a fraction, are scaled to it.
+func (t *table[K]) home(h uint64) uint64 {
+	i, _ := bits.Mul64(h<<shardBits, uint64(len(t.slots)))
+	return i
+}
+
+// next returns the slot after i, wrapping around.
+func (t *table[K]) next(i uint64) uint64 {
+	if i++; i == uint64(len(t.slots)) {
+		return 0
+	}
+	return i
 }
 
 // lookup returns key's slot, live or deleted, or nil.
 func (t *table[K]) lookup(key K, h uint64) *slot[K] {
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.home(h); ; i = t.next(i) {
 		sl := &t.slots[i]
 		if sl.gi.Load() == giNeverUsed {
 			return nil
@@ -86,7 +102,7 @@ func (t *table[K]) lookup(key K, h uint64) *slot[K] {
 // find returns key's slot, live or deleted, or the never-used slot where it
 // would be inserted. Writers only.
 func (t *table[K]) find(key K, h uint64) *slot[K] {
-	for i := h & t.mask; ; i = (i + 1) & t.mask {
+	for i := t.home(h); ; i = t.next(i) {
 		sl := &t.slots[i]
 		if sl.gi.Load() == giNeverUsed || sl.key == key {
 			return sl
@@ -97,15 +113,12 @@ func (t *table[K]) find(key K, h uint64) *slot[K] {
 // full reports whether using one more slot would exceed a 3/4 load.
 func (t *table[K]) full() bool { return (t.used+1)*4 > len(t.slots)*3 }
 
-// rebuilt returns a new table holding t's live keys at a load of at most
-// 1/2 after one more insertion: a full table (3/4) doubles rather than
-// quadruples.
+// rebuilt returns a new table holding t's live keys at a load of 11/20
+// after one more insertion: a full table (3/4) grows by a third, so that the
+// load stays between 0.55 and 0.75 (doubling would let it fall to 0.375, and
+// a table of 48-byte slots then costs 128 bytes a key).
 func (t *table[K]) rebuilt(h func(K) uint64) *table[K] {
-	n := 8
-	for n < (t.live+1)*2 {
-		n *= 2
-	}
-	nt := newTable[K](n)
+	nt := newTable[K](max(8, (t.live+1)*20/11+1))
 	for i := range t.slots {
 		sl := &t.slots[i]
 		if !sl.live() {
