@@ -60,20 +60,45 @@ type memorySample struct {
 	rssMetric int64         // the collector's own otelcol_process_memory_rss
 	heap      int64         // Go heap in use after a forced GC, bytes
 	fill      time.Duration // time to send and apply every heartbeat
+	settle    time.Duration // time for RSS to settle after the forced GC
 }
 
 func (m memorySample) report(b *testing.B) {
-	b.Logf("rss %d MiB (otelcol_process_memory_rss %d MiB), hwm %d MiB, heap after GC %d MiB, filled in %s",
-		m.rss>>20, m.rssMetric>>20, m.hwm>>20, m.heap>>20, m.fill.Round(time.Millisecond))
+	b.Logf("rss %d MiB (otelcol_process_memory_rss %d MiB), hwm %d MiB, heap after GC %d MiB, filled in %s, rss settled in %s",
+		m.rss>>20, m.rssMetric>>20, m.hwm>>20, m.heap>>20, m.fill.Round(time.Millisecond), m.settle.Round(100*time.Millisecond))
 	const mib = 1 << 20
 	b.ReportMetric(float64(m.rss)/mib, "rss-MiB")
 	b.ReportMetric(float64(m.hwm)/mib, "hwm-MiB")
 	b.ReportMetric(float64(m.heap)/mib, "heap-MiB")
 }
 
-// settle is how long the collector is left alone after the forced GC, for
-// the runtime to return freed pages to the OS as it does in steady state.
-const settle = 3 * time.Second
+// The collector is left alone after the forced GC until its RSS stops
+// falling, for the runtime to return the pages freed after filling to the
+// OS as it does in steady state (its background scavenger works at a bounded
+// rate): settled is when RSS fell by less than settleSlack over settleQuiet,
+// or settleMax has passed.
+const (
+	settleQuiet = 5 * time.Second
+	settleSlack = 256 << 10
+	settleMax   = 60 * time.Second
+)
+
+// settledRSS waits for the collector's RSS to settle and returns its memory
+// then and how long that took.
+func settledRSS(tb testing.TB, col *collector) (memory, time.Duration) {
+	start := time.Now()
+	m := col.memory(tb)
+	low, lowAt := m.rss, start
+	for time.Since(lowAt) < settleQuiet && time.Since(start) < settleMax {
+		time.Sleep(500 * time.Millisecond)
+		m = col.memory(tb)
+		if m.rss < low-settleSlack {
+			lowAt = time.Now()
+		}
+		low = min(low, m.rss)
+	}
+	return m, time.Since(start)
+}
 
 func measureMemory(tb testing.TB, addresses int) memorySample {
 	tb.Helper()
@@ -106,9 +131,8 @@ func measureMemory(tb testing.TB, addresses int) memorySample {
 		tb.Fatal(err)
 	}
 	m.heap = heap
-	time.Sleep(settle)
-	mem := col.memory(tb)
-	m.rss, m.hwm = mem.rss, mem.hwm
+	mem, took := settledRSS(tb, col)
+	m.rss, m.hwm, m.settle = mem.rss, mem.hwm, took
 	rss, ok, err := col.metric(ctx, "otelcol_process_memory_rss")
 	if err != nil || !ok {
 		tb.Fatalf("otelcol_process_memory_rss: exposed %v, %v", ok, err)
