@@ -77,6 +77,61 @@ func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool
 	return o.Canonical(), true
 }
 
+// OwnerReader reads owners as ReadOwner does, but returns the owner it read
+// last, without allocating, when a record's owner attributes are the same:
+// the records of one batch mostly share a few owners. The zero value is
+// ready. Owners it returns share their attributes with it: do not modify
+// them.
+type OwnerReader struct {
+	last   intervalstore.Owner
+	prefix string
+	valid  bool
+}
+
+// Read returns ReadOwner(attrs, prefix).
+func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (intervalstore.Owner, bool) {
+	if r.valid && prefix == r.prefix && r.same(attrs) {
+		return r.last, true
+	}
+	o, ok := ReadOwner(attrs, prefix)
+	if ok {
+		r.last, r.prefix, r.valid = o, prefix, true
+	}
+	return o, ok
+}
+
+// same reports whether the owner written in attrs under r.prefix is r.last:
+// the first ID attribute is r.last's ID, and the other attributes under the
+// prefix are string attributes matching r.last's one for one (a repeated
+// name fails the count).
+func (r *OwnerReader) same(attrs pcommon.Map) bool {
+	idKey := ownerIDKey(r.prefix)
+	idSeen, matched := false, 0
+	for k, v := range attrs.All() {
+		if !strings.HasPrefix(k, r.prefix) || len(k) == len(r.prefix) {
+			continue
+		}
+		if v.Type() != pcommon.ValueTypeStr {
+			return false
+		}
+		if k == idKey {
+			if !idSeen && v.Str() != r.last.ID {
+				return false
+			}
+			idSeen = true
+			continue
+		}
+		i, found := slices.BinarySearchFunc(r.last.Attributes, k[len(r.prefix):], func(a intervalstore.Attribute, name string) int {
+			return strings.Compare(a.Name, name)
+		})
+		if !found || r.last.Attributes[i].Value != v.Str() {
+			return false
+		}
+		matched++
+	}
+	return idSeen && matched == len(r.last.Attributes)
+}
+
 // ownerIDKey returns prefix+OwnerIDSuffix, without building it for the
 // schema's own prefixes.
 func ownerIDKey(prefix string) string {

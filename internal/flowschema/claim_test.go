@@ -2,6 +2,7 @@ package flowschema
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -195,5 +196,64 @@ func TestReadOwnerCases(t *testing.T) {
 		assert.Equal(t, intervalstore.Owner{ID: "w", Attributes: []intervalstore.Attribute{
 			{Name: "rank", Value: "3"}, {Name: "zone", Value: "b"},
 		}}, got, prefix)
+	}
+}
+
+// TestOwnerReaderMatchesReadOwner reads random sequences of owners, drawn
+// from a small vocabulary so that many repeat the one before, with an
+// OwnerReader and with ReadOwner: the answers must be equal.
+func TestOwnerReaderMatchesReadOwner(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	prefixes := []string{PrefixLocalOwner, PrefixPeerOwner}
+	names := []string{"service.name", "k8s.namespace.name", "k8s.pod.name", ""}
+	values := []string{"a", "b", ""}
+	var reader OwnerReader
+	hits := 0
+	prev, prevPrefix := pcommon.NewMap(), prefixes[0]
+	for i := range 5000 {
+		attrs := pcommon.NewMap()
+		if r.IntN(2) == 0 {
+			// The record before again, or with one attribute changed.
+			prev.CopyTo(attrs)
+			if r.IntN(3) == 0 {
+				attrs.PutStr(prevPrefix+names[r.IntN(len(names))], values[r.IntN(len(values))])
+			}
+			checkOwnerReader(t, &reader, attrs, prevPrefix, &hits, i)
+			continue
+		}
+		for range r.IntN(4) {
+			p, n := prefixes[r.IntN(len(prefixes))], names[r.IntN(len(names))]
+			switch r.IntN(10) {
+			case 0:
+				attrs.PutInt(p+n, 7)
+			case 1:
+				attrs.PutStr(p+OwnerIDSuffix, values[r.IntN(len(values))])
+			default:
+				attrs.PutStr(p+n, values[r.IntN(len(values))])
+			}
+		}
+		if r.IntN(5) > 0 {
+			attrs.PutStr(PrefixLocalOwner+OwnerIDSuffix, values[r.IntN(2)])
+		}
+		attrs.PutStr("network.peer.address", "10.0.0.1")
+		prefix := prefixes[r.IntN(len(prefixes))]
+		checkOwnerReader(t, &reader, attrs, prefix, &hits, i)
+		attrs.CopyTo(prev)
+		prevPrefix = prefix
+	}
+	if hits < 500 {
+		t.Fatalf("only %d reads of 5000 hit the last owner: the test does not exercise the fast path", hits)
+	}
+}
+
+func checkOwnerReader(t *testing.T, reader *OwnerReader, attrs pcommon.Map, prefix string, hits *int, i int) {
+	t.Helper()
+	want, wantOK := ReadOwner(attrs, prefix)
+	if reader.valid && reader.prefix == prefix && reader.same(attrs) {
+		*hits++
+	}
+	got, gotOK := reader.Read(attrs, prefix)
+	if gotOK != wantOK || !got.Equal(want) {
+		t.Fatalf("read %d of %v under %q: got %v/%v, ReadOwner %v/%v", i, attrs.AsRaw(), prefix, got, gotOK, want, wantOK)
 	}
 }

@@ -199,7 +199,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 					if !p.cfg.ApplyLocalClaims {
 						return !p.cfg.KeepFlows
 					}
-					c, reason := p.localClaim(lr)
+					c, reason := p.localClaim(lr, &local.owners)
 					if reason == "" {
 						reason = p.checkClaim(c, originFlow, now)
 					}
@@ -276,6 +276,7 @@ type localClaims struct {
 	results []intervalstore.ClaimResult
 
 	heartbeats []intervalstore.Claim[intervalstore.Key128] // the batch's checked heartbeat claims
+	owners     flowschema.OwnerReader                      // reads the local owners of the batch's flows
 }
 
 type joinedClaim struct {
@@ -319,13 +320,14 @@ func (l *localClaims) reset() {
 	l.batch = l.batch[:0]
 	clear(l.heartbeats)
 	l.heartbeats = l.heartbeats[:0]
+	l.owners = flowschema.OwnerReader{}
 	localClaimsPool.Put(l)
 }
 
 // localClaim reads the claim made by a flow record's local side: the local
 // owner held the local address from the flow start (the time attribute, or
 // the record Timestamp when absent) to the record Timestamp.
-func (p *ownershipProcessor) localClaim(lr plog.LogRecord) (flowschema.Claim, string) {
+func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.OwnerReader) (flowschema.Claim, string) {
 	attrs := lr.Attributes()
 	av, ok := attrs.Get(flowschema.AttrNetworkLocalAddress)
 	if !ok || av.Type() != pcommon.ValueTypeStr {
@@ -335,7 +337,7 @@ func (p *ownershipProcessor) localClaim(lr plog.LogRecord) (flowschema.Claim, st
 	if err != nil {
 		return flowschema.Claim{}, string(flowschema.RejectBadAddress)
 	}
-	owner, ok := flowschema.ReadOwner(attrs, flowschema.PrefixLocalOwner)
+	owner, ok := owners.Read(attrs, flowschema.PrefixLocalOwner)
 	if !ok {
 		return flowschema.Claim{}, string(flowschema.RejectMissingOwner)
 	}
