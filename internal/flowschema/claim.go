@@ -77,34 +77,43 @@ func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool
 	return o.Canonical(), true
 }
 
-// OwnerReader reads owners as ReadOwner does, but returns the owner it read
-// last, without allocating, when a record's owner attributes are the same:
-// the records of one batch mostly share a few owners. The zero value is
-// ready. Owners it returns share their attributes with it: do not modify
-// them.
+// OwnerReader reads owners as ReadOwner does, but returns an owner it has
+// read before, without allocating, when a record's owner attributes are the
+// same as that owner's: the records of one batch mostly share a few owners.
+// It remembers up to ownerReaderSize owners by ID. The zero value is ready.
+// Owners it returns share their attributes with it: do not modify them.
 type OwnerReader struct {
-	last   intervalstore.Owner
 	prefix string
-	valid  bool
+	byID   map[string]intervalstore.Owner
 }
+
+const ownerReaderSize = 256
 
 // Read returns ReadOwner(attrs, prefix).
 func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (intervalstore.Owner, bool) {
-	if r.valid && prefix == r.prefix && r.same(attrs) {
-		return r.last, true
+	if prefix != r.prefix || r.byID == nil {
+		r.prefix, r.byID = prefix, make(map[string]intervalstore.Owner)
+	}
+	if id, ok := attrs.Get(ownerIDKey(prefix)); ok && id.Type() == pcommon.ValueTypeStr {
+		if o, ok := r.byID[id.Str()]; ok && r.same(attrs, o) {
+			return o, true
+		}
 	}
 	o, ok := ReadOwner(attrs, prefix)
 	if ok {
-		r.last, r.prefix, r.valid = o, prefix, true
+		if len(r.byID) >= ownerReaderSize {
+			clear(r.byID)
+		}
+		r.byID[o.ID] = o
 	}
 	return o, ok
 }
 
-// same reports whether the owner written in attrs under r.prefix is r.last:
-// the first ID attribute is r.last's ID, and the other attributes under the
-// prefix are string attributes matching r.last's one for one (a repeated
-// name fails the count).
-func (r *OwnerReader) same(attrs pcommon.Map) bool {
+// same reports whether the owner written in attrs under r.prefix is o: the
+// first ID attribute is o's ID, and the other attributes under the prefix
+// are string attributes matching o's one for one (a repeated name fails the
+// count).
+func (r *OwnerReader) same(attrs pcommon.Map, o intervalstore.Owner) bool {
 	idKey := ownerIDKey(r.prefix)
 	idSeen, matched := false, 0
 	for k, v := range attrs.All() {
@@ -115,21 +124,21 @@ func (r *OwnerReader) same(attrs pcommon.Map) bool {
 			return false
 		}
 		if k == idKey {
-			if !idSeen && v.Str() != r.last.ID {
+			if !idSeen && v.Str() != o.ID {
 				return false
 			}
 			idSeen = true
 			continue
 		}
-		i, found := slices.BinarySearchFunc(r.last.Attributes, k[len(r.prefix):], func(a intervalstore.Attribute, name string) int {
+		i, found := slices.BinarySearchFunc(o.Attributes, k[len(r.prefix):], func(a intervalstore.Attribute, name string) int {
 			return strings.Compare(a.Name, name)
 		})
-		if !found || r.last.Attributes[i].Value != v.Str() {
+		if !found || o.Attributes[i].Value != v.Str() {
 			return false
 		}
 		matched++
 	}
-	return idSeen && matched == len(r.last.Attributes)
+	return idSeen && matched == len(o.Attributes)
 }
 
 // ownerIDKey returns prefix+OwnerIDSuffix, without building it for the

@@ -276,7 +276,7 @@ type localClaims struct {
 	results []intervalstore.ClaimResult
 
 	heartbeats []intervalstore.Claim[intervalstore.Key128] // the batch's checked heartbeat claims
-	owners     flowschema.OwnerReader                      // reads the local owners of the batch's flows
+	owners     flowschema.OwnerReader                      // reads the local owners of flows; kept across batches
 }
 
 type joinedClaim struct {
@@ -320,7 +320,6 @@ func (l *localClaims) reset() {
 	l.batch = l.batch[:0]
 	clear(l.heartbeats)
 	l.heartbeats = l.heartbeats[:0]
-	l.owners = flowschema.OwnerReader{}
 	localClaimsPool.Put(l)
 }
 
