@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"slices"
 	"time"
-	"unsafe"
 )
 
 // Query is one lookup of a batch: who held Key at At.
@@ -59,7 +58,7 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 // published, and an index read from a changing slot still names a group.
 func (s *Store[K]) touch(hs []uint64) uint32 {
 	var slots [lookupAhead]*slot[K]
-	var olders [lookupAhead]*rng
+	var olders [lookupAhead]*uint64
 	var groups [lookupAhead]*group
 	var sum uint32
 	hs = hs[:min(len(hs), lookupAhead)]
@@ -79,12 +78,8 @@ func (s *Store[K]) touch(hs []uint64) uint32 {
 		}
 	}
 	for i := range hs {
-		if p := olders[i]; p != nil {
-			if n := p.start; n > 0 {
-				if (*rng)(unsafe.Add(unsafe.Pointer(p), uintptr(n)*unsafe.Sizeof(rng{}))).g != nil {
-					sum++
-				}
-			}
+		if a := loadOlder(olders[i]); len(a) > 0 {
+			sum += uint32(a[len(a)-1])
 		}
 		if g := groups[i]; g != nil && g.owner != nil {
 			sum += uint32(len(g.owner.ID))

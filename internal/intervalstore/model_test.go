@@ -161,19 +161,16 @@ func modelLookup(comps []comp, t, skew, cutoff int64) (Status, Reason, *Owner) {
 	return Unattributed, ReasonGap, nil
 }
 
-// storedRanges returns a key's ranges as a reader sees them.
+// storedRanges returns a key's ranges.
 func storedRanges[K comparable](s *Store[K], key K) []rng {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	h := s.hash(key)
 	sl := s.tableFor(h).lookup(key, h)
-	if sl == nil {
+	if sl == nil || !sl.live() {
 		return nil
 	}
-	v, ok := sl.read(&s.in.groups)
-	if !ok {
-		return nil
-	}
-	older, _ := olderRanges(v.older)
-	return append(slices.Clone(older), v.last)
+	return sl.ranges(&s.in.groups, nil)
 }
 
 // storeSegments dumps a key's stored ranges in the model's form.

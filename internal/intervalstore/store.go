@@ -2,6 +2,7 @@ package intervalstore
 
 import (
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -299,14 +300,7 @@ func (s *Store[K]) lookup(key K, h uint64, t time.Time) Result {
 	tn := nanos(t)
 	res := Result{Reason: ReasonNoClaim}
 	if sl := s.tableFor(h).lookup(key, h); sl != nil {
-		if v, ok := sl.read(&s.in.groups); ok {
-			if g := v.last.g; g.owner != nil && subSat(tn, s.skew) >= v.last.start && addSat(tn, s.skew) <= v.last.end {
-				// The trailing range covers [t-ClockSkew, t+ClockSkew].
-				res = Result{Owner: g.owner, Status: Attributed}
-			} else {
-				res = s.resolve(&v, tn)
-			}
-		}
+		res = s.answer(sl, tn)
 	}
 	// Covered times are answered from the ranges held; only unattributed
 	// answers need the clock to tell expired history apart.
@@ -316,30 +310,68 @@ func (s *Store[K]) lookup(key K, h uint64, t time.Time) Result {
 	return res
 }
 
-// resolve answers a lookup at t from a key's ranges: v's older ranges
-// followed by v.last. A time whose ClockSkew neighbourhood lies within its range, the
-// common case, reads no other range.
-func (s *Store[K]) resolve(v *view, t int64) Result {
-	older, pruned := olderRanges(v.older)
-	n := len(older)
-	at := func(i int) *rng {
-		if i < n {
-			return &older[i]
+// answer answers a lookup at t from sl's ranges. It never blocks a writer:
+// it answers from what it read and keeps the answer only if the slot did not
+// change meanwhile, else it reads again. A time whose ClockSkew
+// neighbourhood lies within the trailing range, the common case, reads
+// nothing beyond the slot and its group.
+func (s *Store[K]) answer(sl *slot[K], t int64) Result {
+	gs := &s.in.groups
+	for spins := 0; ; spins++ {
+		v := sl.ver.Load()
+		if v&1 == 0 {
+			gi := sl.gi.Load() & giMask
+			last := rng{start: sl.start.Load(), end: sl.end.Load()}
+			p := sl.older.Load()
+			var res Result
+			switch {
+			case gi == giDeleted:
+				res = Result{Reason: ReasonNoClaim}
+			default:
+				// gi, and the indexes in the older array, name the
+				// groups they did when read if the slot is unchanged
+				// below (see groupIndex).
+				last.g = gs.at(gi)
+				if o := last.g.owner; o != nil && subSat(t, s.skew) >= last.start && addSat(t, s.skew) <= last.end {
+					// The trailing range covers [t-ClockSkew, t+ClockSkew].
+					res = Result{Owner: o, Status: Attributed}
+				} else {
+					res = s.resolve(loadOlder(p), &last, t)
+				}
+			}
+			if sl.ver.Load() == v {
+				return res
+			}
 		}
-		return &v.last
+		if spins >= 16 {
+			runtime.Gosched() // the writer may have been preempted mid-change
+		}
+	}
+}
+
+// resolve answers a lookup at t from a key's ranges: older followed by
+// last.
+func (s *Store[K]) resolve(older olderArray, last *rng, t int64) Result {
+	gs := &s.in.groups
+	n := older.len()
+	at := func(i int) rng {
+		if i < n {
+			return rng{older.start(i), older.end(i), gs.at(older.gi(i))}
+		}
+		return *last
 	}
 	var i int
 	switch {
-	case t > v.last.end:
+	case t > last.end:
 		return Result{Reason: ReasonAfterLastClaim}
-	case t >= v.last.start:
+	case t >= last.start:
 		i = n
 	default:
-		i = search(older, t)
+		i = older.search(t)
 	}
 	r := at(i)
 	switch {
-	case r.start > t && (i > 0 || pruned):
+	case r.start > t && (i > 0 || older.pruned()):
 		return Result{Reason: ReasonGap}
 	case r.start > t:
 		return Result{Reason: ReasonBeforeFirstClaim}

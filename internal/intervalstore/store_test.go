@@ -745,3 +745,48 @@ func TestConcurrentReadsAreConsistent(t *testing.T) {
 	wg.Wait()
 	checkInvariants(t, s)
 }
+
+// TestConcurrentGroupReuse checks lookups while Prune forgets owners and new
+// owners take their freed group indexes: every generation gives each key a
+// new owner for a new time window, and Prune drops the generations past
+// retention. A lookup inside a window may be answered unattributed once the
+// window expired, but an owner it returns must be that window's.
+func TestConcurrentGroupReuse(t *testing.T) {
+	const keys, gens = 8, 3000
+	clk := &clock{t: sec(0)}
+	s, _ := New[int](Config{Retention: 30 * time.Second, MaxKeys: keys, Now: clk.Now})
+	owner := func(g int64, k int) Owner { return Owner{ID: fmt.Sprintf("g%d-k%d", g, k)} }
+	var gen atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for g := int64(1); g <= gens; g++ {
+			clk.Set(sec(10 * g))
+			for k := range keys {
+				if _, err := s.Apply(k, owner(g, k), sec(10*g), sec(10*g+5)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			gen.Store(g)
+			s.Prune()
+		}
+	})
+	for r := range 2 {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(r), 4))
+			for cur := gen.Load(); cur < gens; cur = gen.Load() {
+				g, k := max(1, cur-rnd.Int64N(4)), rnd.IntN(keys)
+				got := s.Lookup(k, sec(10*g+2))
+				if got.Status == Attributed && got.Owner.ID != owner(g, k).ID {
+					t.Errorf("key %d in generation %d: got owner %s", k, g, got.Owner.ID)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if st := s.Stats(); st.Owners > 4*keys {
+		t.Errorf("%d owners interned after pruning, want at most %d", st.Owners, 4*keys)
+	}
+	checkInvariants(t, s)
+}

@@ -2,8 +2,6 @@ package intervalstore
 
 import (
 	"math/bits"
-	"runtime"
-	"slices"
 	"sync/atomic"
 	"unsafe"
 )
@@ -31,14 +29,15 @@ type table[K comparable] struct {
 
 // slot is a key's state: its newest (trailing) range inline, with its group
 // as an index (see groupIndex), and the older ranges in a separate immutable
-// array. For Key128 keys it is 48 bytes and holds one pointer.
+// array (see olderArray). For Key128 keys it is 48 bytes and holds one
+// pointer, to memory the garbage collector does not scan.
 type slot[K comparable] struct {
 	ver   atomic.Uint32 // sequence lock, odd while a writer changes the slot
 	gi    atomic.Uint32 // trailing range's group index | slotReferenced, or giNeverUsed, giDeleted
 	key   K
 	start atomic.Int64 // trailing range
 	end   atomic.Int64
-	older atomic.Pointer[rng] // the older ranges' header (see newOlder), or nil
+	older atomic.Pointer[uint64] // the older ranges' first word (see olderArray), or nil
 }
 
 const (
@@ -49,22 +48,13 @@ const (
 	slotReferenced = 1 << 31
 	giMask         = slotReferenced - 1
 
-	// olderPruned, in the older ranges' header, marks a key whose earlier
+	// olderPruned, in an olderArray's first word, marks a key whose earlier
 	// ranges Prune dropped.
 	olderPruned = 1
-	// maxOlder bounds the older ranges of one key: at 24 bytes a range,
-	// that is 24 GiB for a single key.
+	// maxOlder bounds the older ranges of one key: at 20 bytes a range,
+	// that is 20 GiB for a single key.
 	maxOlder = 1<<30 - 1
 )
-
-// view is a consistent snapshot of a live key's ranges: the older ranges,
-// still in their array (see newOlder), then last. The array is read only
-// when last does not answer, so that a lookup of a recent time touches the
-// slot alone.
-type view struct {
-	older *rng
-	last  rng
-}
 
 func newTable[K comparable](capacity int) *table[K] {
 	return &table[K]{slots: make([]slot[K], capacity)}
@@ -142,84 +132,105 @@ func (sl *slot[K]) live() bool {
 	return gi != giNeverUsed && gi != giDeleted
 }
 
-// read returns a consistent snapshot of the slot, or false if the key was
-// deleted, resolving its group in gs. It never blocks a writer; it retries
-// while one is changing the slot.
-func (sl *slot[K]) read(gs *groupIndex) (view, bool) {
-	for spins := 0; ; spins++ {
-		v := sl.ver.Load()
-		if v&1 == 0 {
-			gi := sl.gi.Load() & giMask
-			st, en := sl.start.Load(), sl.end.Load()
-			p := sl.older.Load()
-			var g *group
-			if gi != giDeleted {
-				g = gs.at(gi) // checked by the ver below: gi is live while the slot is unchanged
-			}
-			if sl.ver.Load() == v {
-				if gi == giDeleted {
-					return view{}, false
-				}
-				return view{older: p, last: rng{st, en, g}}, true
-			}
-		}
-		if spins >= 16 {
-			runtime.Gosched() // the writer may have been preempted mid-change
-		}
-	}
-}
+// olderArray is a key's ranges before its trailing one, sorted, in one
+// immutable allocation of words with no pointers: word 0 holds the number of
+// ranges n << 1 | olderPruned, words 1 to 2n each range's start and end, and
+// the words after them the ranges' group indexes, two to a word. Three
+// ranges of a key thus take 48 bytes beside its slot, not 80 with pointers,
+// and the garbage collector never scans them. A reader that resolves an
+// index must check the slot's sequence number afterwards (see groupIndex).
+type olderArray []uint64
 
-// newOlder returns the header of a new immutable array of the ranges
-// older (not empty unless pruned): the array holds a header, whose start is
-// the number of ranges and whose end the flags, followed by the ranges, so
-// that reaching the first range needs no second pointer.
-func newOlder(older []rng, pruned bool) *rng {
-	if len(older) == 0 && !pruned {
+// newOlder returns the first word of a new olderArray of the ranges older
+// (not empty unless pruned), or nil.
+func newOlder(older []rng, pruned bool) *uint64 {
+	n := len(older)
+	if n == 0 && !pruned {
 		return nil
 	}
-	a := make([]rng, 1, len(older)+1)
-	a[0].start = int64(len(older))
+	a := make(olderArray, 1+2*n+(n+1)/2)
+	a[0] = uint64(n) << 1
 	if pruned {
-		a[0].end = olderPruned
+		a[0] |= olderPruned
 	}
-	a = append(a, older...)
+	for i, r := range older {
+		a[1+2*i], a[2+2*i] = uint64(r.start), uint64(r.end)
+		a[1+2*n+i/2] |= uint64(r.g.idx) << (32 * (i % 2))
+	}
 	return &a[0]
 }
 
-// olderRanges returns the ranges and the pruned flag of the array whose
-// header is p.
-func olderRanges(p *rng) ([]rng, bool) {
+// loadOlder returns the olderArray whose first word is p (none if nil).
+func loadOlder(p *uint64) olderArray {
 	if p == nil {
-		return nil, false
+		return nil
 	}
-	if p.start == 0 {
-		return nil, p.end&olderPruned != 0
+	n := int(*p >> 1)
+	return unsafe.Slice(p, 1+2*n+(n+1)/2)
+}
+
+func (a olderArray) len() int {
+	if a == nil {
+		return 0
 	}
-	return unsafe.Slice((*rng)(unsafe.Add(unsafe.Pointer(p), unsafe.Sizeof(rng{}))), p.start), p.end&olderPruned != 0
+	return int(a[0] >> 1)
+}
+
+func (a olderArray) pruned() bool   { return a != nil && a[0]&olderPruned != 0 }
+func (a olderArray) start(i int) int64 { return int64(a[1+2*i]) }
+func (a olderArray) end(i int) int64   { return int64(a[2+2*i]) }
+func (a olderArray) gi(i int) uint32 {
+	return uint32(a[1+2*a.len()+i/2] >> (32 * (i % 2)))
+}
+
+// search returns the index of the first range with end >= t, or len().
+func (a olderArray) search(t int64) int {
+	lo, hi := 0, a.len()
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if a.end(m) < t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// equal reports whether a holds exactly the ranges older and the flag
+// pruned.
+func (a olderArray) equal(older []rng, pruned bool) bool {
+	if a.len() != len(older) || a.pruned() != pruned {
+		return false
+	}
+	for i, r := range older {
+		if a.start(i) != r.start || a.end(i) != r.end || a.gi(i) != r.g.idx {
+			return false
+		}
+	}
+	return true
 }
 
 // ranges returns the slot's ranges, appended to buf, with its group
 // resolved in gs. Writers only.
 func (sl *slot[K]) ranges(gs *groupIndex, buf []rng) []rng {
-	older, _ := olderRanges(sl.older.Load())
-	buf = append(buf, older...)
+	older := loadOlder(sl.older.Load())
+	for i := range older.len() {
+		buf = append(buf, rng{older.start(i), older.end(i), gs.at(older.gi(i))})
+	}
 	return append(buf, rng{sl.start.Load(), sl.end.Load(), gs.at(sl.gi.Load() & giMask)})
 }
 
 // pruned reports whether Prune dropped earlier ranges of the key. Writers
 // only.
-func (sl *slot[K]) pruned() bool {
-	_, pruned := olderRanges(sl.older.Load())
-	return pruned
-}
+func (sl *slot[K]) pruned() bool { return loadOlder(sl.older.Load()).pruned() }
 
 // set replaces the slot's ranges with rs (not empty, at most maxOlder+1),
 // keeping the older array when it is unchanged. Writers only.
 func (sl *slot[K]) set(rs []rng, pruned bool) {
 	p := sl.older.Load()
-	old, wasPruned := olderRanges(p)
 	older := rs[:len(rs)-1]
-	if pruned != wasPruned || !slices.Equal(old, older) {
+	if !loadOlder(p).equal(older, pruned) {
 		p = newOlder(older, pruned)
 	}
 	last := rs[len(rs)-1]
