@@ -176,7 +176,7 @@ func (a olderArray) len() int {
 	return int(a[0] >> 1)
 }
 
-func (a olderArray) pruned() bool   { return a != nil && a[0]&olderPruned != 0 }
+func (a olderArray) pruned() bool      { return a != nil && a[0]&olderPruned != 0 }
 func (a olderArray) start(i int) int64 { return int64(a[1+2*i]) }
 func (a olderArray) end(i int) int64   { return int64(a[2+2*i]) }
 func (a olderArray) gi(i int) uint32 {
