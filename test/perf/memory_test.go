@@ -17,19 +17,24 @@ const rangesPerAddress = 3
 
 // BenchmarkMemory measures the collector's memory with 10k, 100k and 1M
 // addresses tracked by the ownership processor, each claimed by 3 owners in
-// turn (3 ranges), fed by heartbeats over OTLP; ips=0, the same
-// configuration with no claims, is the baseline. Reported: resident memory
-// once settled (rss), peak resident memory (hwm, includes the garbage of
-// decoding the heartbeats) and the Go heap left after a GC forced through the
-// pprof extension (heap, the store itself), in MiB and per range beyond the
-// baseline. ns/op is wall time per heartbeat while filling.
+// turn (3 ranges), fed by heartbeats over OTLP. Two baselines: ips=0, the
+// same configuration idle, and, per size, the same collector sent the same
+// heartbeats with times past retention, which it decodes and rejects
+// without storing them: what remains beyond the second is the memory of the
+// ranges alone, without what serving the heartbeats left in the runtime
+// (connection buffers, pools, heap the GC has not returned). Reported:
+// resident memory once settled (rss), peak resident memory (hwm, includes
+// the garbage of decoding the heartbeats) and the Go heap left after a GC
+// forced through the pprof extension (heap, the store itself), in MiB and
+// per range beyond the idle baseline (*-B/range) and beyond the traffic one
+// (*-B/range-stored). ns/op is wall time per heartbeat while filling.
 func BenchmarkMemory(b *testing.B) {
 	collectortest.Binary(b)
 	var base *memorySample // the latest baseline
 	b.Run("ips=0", func(b *testing.B) {
 		var m memorySample
 		for b.Loop() {
-			m = measureMemory(b, 0)
+			m = measureMemory(b, 0, true)
 		}
 		base = &m
 		m.report(b)
@@ -37,12 +42,13 @@ func BenchmarkMemory(b *testing.B) {
 	for _, addresses := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("ips=%d", addresses), func(b *testing.B) {
 			if base == nil { // ips=0 was filtered out by -bench
-				m := measureMemory(b, 0)
+				m := measureMemory(b, 0, true)
 				base = &m
 			}
-			var m memorySample
+			var m, traffic memorySample
 			for b.Loop() {
-				m = measureMemory(b, addresses)
+				m = measureMemory(b, addresses, true)
+				traffic = measureMemory(b, addresses, false)
 			}
 			ranges := float64(addresses * rangesPerAddress)
 			m.report(b)
@@ -50,6 +56,8 @@ func BenchmarkMemory(b *testing.B) {
 			b.ReportMetric(float64(m.rss-base.rss)/ranges, "rss-B/range")
 			b.ReportMetric(float64(m.hwm-base.hwm)/ranges, "hwm-B/range")
 			b.ReportMetric(float64(m.heap-base.heap)/ranges, "heap-B/range")
+			b.ReportMetric(float64(m.rss-traffic.rss)/ranges, "rss-B/range-stored")
+			b.ReportMetric(float64(m.heap-traffic.heap)/ranges, "heap-B/range-stored")
 		})
 	}
 }
@@ -100,7 +108,9 @@ func settledRSS(tb testing.TB, col *collector) (memory, time.Duration) {
 	return m, time.Since(start)
 }
 
-func measureMemory(tb testing.TB, addresses int) memorySample {
+// measureMemory fills a new collector with heartbeats for addresses, stored
+// or (store false) all past retention, and measures it.
+func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 	tb.Helper()
 	col := startCollector(tb, "../../testdata/perf/memory.yaml", nil)
 	client := dialOTLP(tb, col.otlpPort)
@@ -110,13 +120,17 @@ func measureMemory(tb testing.TB, addresses int) memorySample {
 	var m memorySample
 	start := time.Now()
 	// Range r covers [now-12m+3r min, now-10m+3r min]: inside the default
-	// 15m retention, 1 minute apart.
-	if err := sendHeartbeats(ctx, client, addresses, rangesPerAddress, 5000, 2, start.Add(-12*time.Minute), 3*time.Minute, 2*time.Minute); err != nil {
+	// 15m retention, 1 minute apart; or the same an hour earlier, past it.
+	from, keys := start.Add(-12*time.Minute), addresses
+	if !store {
+		from, keys = from.Add(-time.Hour), 0
+	}
+	if err := sendHeartbeats(ctx, client, addresses, rangesPerAddress, 5000, 2, from, 3*time.Minute, 2*time.Minute); err != nil {
 		tb.Fatalf("filling the store: %v", err)
 	}
 	m.fill = time.Since(start)
 
-	for name, want := range map[string]int{"keys": addresses, "ranges": addresses * rangesPerAddress} {
+	for name, want := range map[string]int{"keys": keys, "ranges": keys * rangesPerAddress} {
 		got, ok, err := col.metric(ctx, "otelcol_processor_ownership_"+name)
 		if err != nil {
 			tb.Fatal(err)
