@@ -82,8 +82,9 @@
 // All methods are safe for concurrent use. Writers (Apply, ApplyBatch, Prune,
 // Stats) are serialised by one mutex. Lookups take no lock: keys live in
 // open-addressing hash tables (one per shard of the key hash, each grown by
-// a third when three quarters full) whose 48-byte slots hold a Key128 key,
-// the trailing range inline and its owner as a 32-bit index, changed under a
+// a third when three quarters full) whose slots (48 bytes for Key128 keys)
+// hold the key, the trailing range inline and its owner as a 32-bit index,
+// changed under a
 // per-slot sequence lock that readers retry on. Older ranges live in an
 // immutable, pointer-free array per key (20 bytes a range), which a lookup
 // reads only when the trailing range does not answer it: a lookup at a time
