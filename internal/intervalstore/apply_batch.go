@@ -33,6 +33,7 @@ type ClaimResult struct {
 func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {
 	out = slices.Grow(out, len(cs))
 	var hs [lookupAhead]uint64
+	var ts [lookupAhead]int64
 	var touched uint32
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -41,8 +42,11 @@ func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {
 		n := min(len(cs), lookupAhead)
 		for i := range cs[:n] {
 			hs[i] = s.hash(cs[i].Key)
+			ts[i] = nanos(cs[i].Start)
 		}
-		touched += s.touch(hs[:n])
+		// A claim that starts within the trailing range extends it and
+		// reads no older range.
+		touched += s.touch(hs[:n], ts[:n])
 		for i := range cs[:n] {
 			c := &cs[i]
 			var r ClaimResult

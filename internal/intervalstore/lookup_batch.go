@@ -29,6 +29,7 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 	out = slices.Grow(out, len(qs))
 	var touched uint32
 	var hs [lookupAhead]uint64
+	var ts [lookupAhead]int64
 	for len(qs) > 0 {
 		n := min(len(qs), lookupAhead)
 		// Hashing first keeps the slot loads close together in the
@@ -37,8 +38,9 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 		// overlap.
 		for i := range qs[:n] {
 			hs[i] = s.hash(qs[i].Key)
+			ts[i] = nanos(qs[i].At)
 		}
-		touched += s.touch(hs[:n])
+		touched += s.touch(hs[:n], ts[:n])
 		for i := range qs[:n] {
 			out = append(out, s.lookup(qs[i].Key, hs[i], qs[i].At))
 		}
@@ -50,18 +52,21 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 
 // touch brings into the CPU caches, level by level so that the loads of
 // one level are independent of one another, what answering the keys whose
-// hashes are hs reads: each key's home slot; the slot's older ranges (both
-// ends of the array, which may span two cache lines) and its trailing
-// range's group; the group's owner. It decides nothing: a slot being
-// changed, or not the key's (a probe sequence's start), only makes the
-// touch useless, not wrong. Everything past the slot is immutable once
+// hashes are hs at the times ts reads: each key's home slot and the one
+// after it; the trailing range's owner; and the older ranges (both ends of
+// their array, which may span two cache lines) only for a key whose time's
+// ClockSkew neighbourhood begins before its trailing range, as an answer
+// from the trailing range reads none of them. It decides nothing: a slot
+// being changed, or not the key's (a probe sequence's start), only makes
+// the touch useless, not wrong. Everything past the slot is immutable once
 // published, and an index read from a changing slot still names a group.
-func (s *Store[K]) touch(hs []uint64) uint32 {
+func (s *Store[K]) touch(hs []uint64, ts []int64) uint32 {
 	var slots [lookupAhead]*slot[K]
 	var olders [lookupAhead]*uint64
 	var groups [lookupAhead]*group
 	var sum uint32
 	hs = hs[:min(len(hs), lookupAhead)]
+	ts = ts[:len(hs)]
 	for i, h := range hs {
 		tab := s.tableFor(h)
 		j := tab.home(h)
@@ -72,7 +77,9 @@ func (s *Store[K]) touch(hs []uint64) uint32 {
 	gs := &s.in.groups
 	for i := range hs {
 		sl := slots[i]
-		olders[i] = sl.older.Load()
+		if subSat(ts[i], s.skew) < sl.start.Load() {
+			olders[i] = sl.older.Load()
+		}
 		if gi := sl.gi.Load() & giMask; gi > giDeleted {
 			groups[i] = gs.at(gi)
 		}
