@@ -32,6 +32,7 @@ type ClaimResult struct {
 // writers wait for the whole batch.
 func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {
 	out = slices.Grow(out, len(cs))
+	var keys [lookupAhead]K
 	var hs [lookupAhead]uint64
 	var ts [lookupAhead]int64
 	var touched uint32
@@ -41,12 +42,13 @@ func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {
 	for len(cs) > 0 {
 		n := min(len(cs), lookupAhead)
 		for i := range cs[:n] {
+			keys[i] = cs[i].Key
 			hs[i] = s.hash(cs[i].Key)
 			ts[i] = nanos(cs[i].Start)
 		}
 		// A claim that starts within the trailing range extends it and
 		// reads no older range.
-		touched += s.touch(hs[:n], ts[:n])
+		touched += s.touch(keys[:n], hs[:n], ts[:n])
 		for i := range cs[:n] {
 			c := &cs[i]
 			var r ClaimResult

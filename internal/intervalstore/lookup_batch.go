@@ -28,6 +28,7 @@ const lookupAhead = 16
 func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 	out = slices.Grow(out, len(qs))
 	var touched uint32
+	var keys [lookupAhead]K
 	var hs [lookupAhead]uint64
 	var ts [lookupAhead]int64
 	for len(qs) > 0 {
@@ -37,10 +38,11 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 		// of them fit in the CPU's reorder window and the misses hardly
 		// overlap.
 		for i := range qs[:n] {
+			keys[i] = qs[i].Key
 			hs[i] = s.hash(qs[i].Key)
 			ts[i] = nanos(qs[i].At)
 		}
-		touched += s.touch(hs[:n], ts[:n])
+		touched += s.touch(keys[:n], hs[:n], ts[:n])
 		for i := range qs[:n] {
 			out = append(out, s.lookup(qs[i].Key, hs[i], qs[i].At))
 		}
@@ -51,32 +53,39 @@ func (s *Store[K]) LookupBatch(qs []Query[K], out []Result) []Result {
 }
 
 // touch brings into the CPU caches, level by level so that the loads of
-// one level are independent of one another, what answering the keys whose
-// hashes are hs at the times ts reads: each key's home slot and the one
-// after it; the trailing range's owner; and the older ranges (both ends of
-// their array, which may span two cache lines) only for a key whose time's
-// ClockSkew neighbourhood begins before its trailing range, as an answer
-// from the trailing range reads none of them. It decides nothing: a slot
-// being changed, or not the key's (a probe sequence's start), only makes
-// the touch useless, not wrong. Everything past the slot is immutable once
-// published, and an index read from a changing slot still names a group.
-func (s *Store[K]) touch(hs []uint64, ts []int64) uint32 {
+// one level are independent of one another, what answering keys (whose
+// hashes are hs) at the times ts reads: each key's home slot and the one
+// after it, where a fifth of the keys sit; then, with those in the cache,
+// the key's own slot; its trailing range's owner; and the older ranges
+// (both ends of their array, which may span two cache lines) only for a key
+// whose time's ClockSkew neighbourhood begins before its trailing range, as
+// an answer from the trailing range reads none of them. It decides
+// nothing: a slot being changed only makes the touch useless, not wrong.
+// Everything past the slot is immutable once published, and an index read
+// from a changing slot still names a group.
+func (s *Store[K]) touch(keys []K, hs []uint64, ts []int64) uint32 {
+	var tabs [lookupAhead]*table[K]
 	var slots [lookupAhead]*slot[K]
 	var olders [lookupAhead]*uint64
 	var groups [lookupAhead]*group
 	var sum uint32
 	hs = hs[:min(len(hs), lookupAhead)]
-	ts = ts[:len(hs)]
+	keys, ts = keys[:len(hs)], ts[:len(hs)]
 	for i, h := range hs {
 		tab := s.tableFor(h)
 		j := tab.home(h)
-		slots[i] = &tab.slots[j]
-		// A fifth of the keys sit one or more slots past their home.
-		sum += tab.slots[tab.next(j)].ver.Load()
+		tabs[i] = tab
+		sum += tab.slots[j].ver.Load() + tab.slots[tab.next(j)].ver.Load()
+	}
+	for i, h := range hs {
+		slots[i] = tabs[i].lookup(keys[i], h) // in the cache now, mostly
 	}
 	gs := &s.in.groups
 	for i := range hs {
 		sl := slots[i]
+		if sl == nil {
+			continue
+		}
 		if subSat(ts[i], s.skew) < sl.start.Load() {
 			olders[i] = sl.older.Load()
 		}
