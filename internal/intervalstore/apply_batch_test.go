@@ -2,7 +2,6 @@ package intervalstore
 
 import (
 	"math/rand/v2"
-	"runtime"
 	"testing"
 	"time"
 )
@@ -77,10 +76,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 	const batch = 1000
 	cs := make([]Claim[Key128], 0, batch)
 	out := make([]ClaimResult, 0, batch)
-	b.ReportAllocs()
-	runtime.GC()
-	b.ResetTimer()
-	cpu := startCPU()
+	cpu := startMeasure(b)
 	defer cpu.report(b)
 	for i := 0; i < b.N; {
 		cs = cs[:0]

@@ -78,10 +78,7 @@ func BenchmarkLookup(b *testing.B) {
 	for _, lt := range lookupTimes {
 		b.Run(lt.name, func(b *testing.B) {
 			keys, times := lookupPlan(benchKeys, 3, lt.newest)
-			b.ReportAllocs()
-			runtime.GC()
-			b.ResetTimer()
-			cpu := startCPU()
+			cpu := startMeasure(b)
 			defer cpu.report(b)
 			for i := 0; b.Loop(); i++ {
 				j := i & (len(keys) - 1)
@@ -96,10 +93,7 @@ func BenchmarkLookup(b *testing.B) {
 func BenchmarkLookupParallel(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
 	keys, times := lookupPlan(benchKeys, 3, 3)
-	b.ReportAllocs()
-	runtime.GC()
-	b.ResetTimer()
-	cpu := startCPU()
+	cpu := startMeasure(b)
 	defer cpu.report(b)
 	b.RunParallel(func(pb *testing.PB) {
 		i := rand.IntN(len(keys))
@@ -119,10 +113,7 @@ func BenchmarkApply(b *testing.B) {
 	s := benchStore(b, benchKeys, 1)
 	r := rand.New(rand.NewPCG(2, 2))
 	order := r.Perm(benchKeys)
-	b.ReportAllocs()
-	runtime.GC()
-	b.ResetTimer()
-	cpu := startCPU()
+	cpu := startMeasure(b)
 	defer cpu.report(b)
 	for i := 0; b.Loop(); i++ {
 		k := order[i%benchKeys]
@@ -155,7 +146,15 @@ func BenchmarkMemory(b *testing.B) {
 // machine wall time includes waiting for a CPU, CPU time does not.
 type cpuMeter struct{ start int64 }
 
-func startCPU() cpuMeter { return cpuMeter{processCPU()} }
+// startMeasure starts a benchmark's measured part, after its setup: it
+// reports allocations, collects the setup's garbage, and resets the timer
+// and the CPU meter.
+func startMeasure(b *testing.B) cpuMeter {
+	b.ReportAllocs()
+	runtime.GC()
+	b.ResetTimer()
+	return cpuMeter{processCPU()}
+}
 
 func (m cpuMeter) report(b *testing.B) {
 	if m.start != 0 && b.N > 0 {
@@ -181,10 +180,7 @@ func BenchmarkLookupMapBaseline(b *testing.B) {
 	}
 	keys, _ := lookupPlan(benchKeys, 1, 1)
 	var sum uint64
-	b.ReportAllocs()
-	runtime.GC()
-	b.ResetTimer()
-	cpu := startCPU()
+	cpu := startMeasure(b)
 	defer cpu.report(b)
 	for i := 0; b.Loop(); i++ {
 		sum += m[keys[i&(len(keys)-1)]]

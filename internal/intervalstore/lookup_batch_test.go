@@ -120,10 +120,7 @@ func BenchmarkLookupBatch(b *testing.B) {
 			}
 			const batch = 1000
 			out := make([]Result, 0, batch)
-			b.ReportAllocs()
-			runtime.GC()
-			b.ResetTimer()
-			cpu := startCPU()
+			cpu := startMeasure(b)
 			defer cpu.report(b)
 			j := 0
 			for n := 0; n < b.N; n += batch {
