@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-// rng is one stored range: [start, end] in Unix nanoseconds, inclusive.
+// rng is one range, [start, end] in Unix nanoseconds, inclusive, held by
+// g, as writers work on a key's ranges; a slot and its olderArray store the
+// same with g as a number.
 type rng struct {
 	start, end int64
 	g          *group
