@@ -187,3 +187,29 @@ func BenchmarkLookupMapBaseline(b *testing.B) {
 	}
 	runtime.KeepAlive(sum)
 }
+
+// BenchmarkPointerChase measures this machine's latency of one dependent
+// load, walking a random cycle through a region of the given size one cache
+// line at a time: the floor under any lookup that misses the CPU caches, to
+// read the store's figures against.
+func BenchmarkPointerChase(b *testing.B) {
+	type line struct {
+		next int
+		_    [56]byte
+	}
+	for _, mib := range []int{1, 8, 32, 128} {
+		b.Run(fmt.Sprintf("MiB=%d", mib), func(b *testing.B) {
+			lines := make([]line, mib<<20/64)
+			order := rand.New(rand.NewPCG(3, 3)).Perm(len(lines))
+			for i, l := range order {
+				lines[l].next = order[(i+1)%len(order)]
+			}
+			p := order[0]
+			b.ResetTimer()
+			for b.Loop() {
+				p = lines[p].next
+			}
+			runtime.KeepAlive(p)
+		})
+	}
+}
