@@ -139,6 +139,18 @@ func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 			tb.Fatalf("store has %v %s, want %d", got, name, want)
 		}
 	}
+	if !store {
+		// The baseline did the work of the real fill: every heartbeat
+		// reached the store and was refused there as expired.
+		body, err := col.Get(ctx, loopback(col.metricsPort), "/metrics")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		want := addresses * rangesPerAddress
+		if got := collectortest.MetricSum(body, "otelcol_processor_ownership_heartbeats_rejected", "reason", "expired"); int(got) != want {
+			tb.Fatalf("%v heartbeats rejected as expired, want %d", got, want)
+		}
+	}
 
 	heap, err := heapAfterGC(ctx, col)
 	if err != nil {
