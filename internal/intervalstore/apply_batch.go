@@ -26,7 +26,7 @@ type ClaimResult struct {
 // writer lock is taken and the clock read (for ErrExpired) once for the
 // whole batch. Like LookupBatch, it touches the slots of up to lookupAhead
 // keys before applying their claims, so that their cache misses overlap,
-// and hashes each key once for both. With a store much larger than the CPU
+// and hashes each key and converts each start time once for both. With a store much larger than the CPU
 // caches a heartbeat costs about half as much as by Apply
 // (BenchmarkApplyBatch). Lookups run concurrently as with Apply; other
 // writers wait for the whole batch.
@@ -52,7 +52,7 @@ func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {
 		for i := range cs[:n] {
 			c := &cs[i]
 			var r ClaimResult
-			start, end := nanos(c.Start), nanos(c.End)
+			start, end := ts[i], nanos(c.End)
 			switch {
 			case c.Owner.ID == "":
 				r.Err = ErrEmptyOwner

@@ -293,13 +293,13 @@ func search(rs []rng, t int64) int {
 // Lookup answers who held key at time t. It takes no lock and never waits
 // for other lookups; it retries only while a writer changes key's ranges.
 func (s *Store[K]) Lookup(key K, t time.Time) Result {
-	return s.lookup(key, s.hash(key), t)
+	return s.lookup(key, s.hash(key), nanos(t))
 }
 
-// lookup is Lookup with key's hash h already computed, so that LookupBatch,
-// which needs the hash before answering, does not compute it twice.
-func (s *Store[K]) lookup(key K, h uint64, t time.Time) Result {
-	tn := nanos(t)
+// lookup is Lookup with key's hash h and the time tn, in Unix nanoseconds,
+// already computed, so that LookupBatch, which needs both before answering,
+// does not compute them twice.
+func (s *Store[K]) lookup(key K, h uint64, tn int64) Result {
 	res := Result{Reason: ReasonNoClaim}
 	if sl := s.tableFor(h).lookup(key, h); sl != nil {
 		res = s.answer(sl, tn)
