@@ -91,7 +91,8 @@
 // whose ClockSkew neighbourhood lies in the trailing range reads one slot
 // and the owner. Owners and owner sets are interned and numbered; those no
 // longer referenced are swept by Prune and their numbers reused, which is
-// why a lookup resolves numbers before its sequence check. Interned owners
+// why a lookup resolves numbers before its sequence check, and then checks
+// that its shard's table was not replaced meanwhile. Interned owners
 // share one copy of each attribute name. With 1M keys of 3-4 ranges the
 // store holds about 45 bytes per range (BenchmarkMemory).
 //

@@ -46,9 +46,11 @@ func (g *group) hasOther(id string) bool {
 // trailing range's group in 32 bits, beside its sequence number, instead of
 // a pointer. Readers resolve an index without a lock; writers (under
 // Store.wmu) add groups and free the indexes of swept ones for reuse. A
-// reader that resolves an index read from a slot must check the slot's
-// sequence number afterwards: an index is only freed after every slot that
-// named it changed.
+// reader that resolves an index read from a slot must check afterwards that
+// the slot's sequence number is unchanged and that the slot's table is
+// still its shard's: an index is only freed after every slot of the shards'
+// current tables that named it changed, and slots of a replaced table never
+// change again.
 type groupIndex struct {
 	// dir holds the chunks; it is replaced by a longer copy when full, and
 	// chunks never move, so a reader's old dir still resolves its index.
@@ -102,7 +104,8 @@ func (x *groupIndex) add(g *group) {
 }
 
 // remove frees g's index. Readers may still resolve it to g until it is
-// reused; the slot sequence check rejects what they read then.
+// reused; the checks of the slot's sequence number and table reject what
+// they read then.
 func (x *groupIndex) remove(g *group) { x.free = append(x.free, g.idx) }
 
 // interner deduplicates owners and owner sets. It is guarded by Store.wmu,

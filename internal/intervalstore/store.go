@@ -300,24 +300,35 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 // already computed, so that LookupBatch, which needs both before answering,
 // does not compute them twice.
 func (s *Store[K]) lookup(key K, h uint64, tn int64) Result {
-	res := Result{Reason: ReasonNoClaim}
-	if sl := s.tableFor(h).lookup(key, h); sl != nil {
-		res = s.answer(sl, tn)
+	for {
+		tab := s.tableFor(h)
+		res := Result{Reason: ReasonNoClaim}
+		if sl := tab.lookup(key, h); sl != nil {
+			var current bool
+			if res, current = s.answer(tab, sl, h, tn); !current {
+				continue // the shard's table was replaced: read the new one
+			}
+		}
+		// Covered times are answered from the ranges held; only
+		// unattributed answers need the clock to tell expired history
+		// apart.
+		if res.Status == Unattributed && tn < s.cutoff() {
+			res.Reason = ReasonExpired
+		}
+		return res
 	}
-	// Covered times are answered from the ranges held; only unattributed
-	// answers need the clock to tell expired history apart.
-	if res.Status == Unattributed && tn < s.cutoff() {
-		res.Reason = ReasonExpired
-	}
-	return res
 }
 
-// answer answers a lookup at t from sl's ranges. It never blocks a writer:
+// answer answers a lookup at t from sl's ranges, sl being a slot of tab, the
+// table of the shard of the key whose hash is h. It never blocks a writer:
 // it answers from what it read and keeps the answer only if the slot did not
-// change meanwhile, else it reads again. A time whose ClockSkew
+// change meanwhile, else it reads again. It reports false if tab is no
+// longer the shard's table: writers no longer change tab's slots, so their
+// sequence numbers cannot tell that the group numbers read from them were
+// freed and reused since (see groupIndex). A time whose ClockSkew
 // neighbourhood lies within the trailing range, the common case, reads
 // nothing beyond the slot and its group.
-func (s *Store[K]) answer(sl *slot[K], t int64) Result {
+func (s *Store[K]) answer(tab *table[K], sl *slot[K], h uint64, t int64) (Result, bool) {
 	gs := &s.in.groups
 	for spins := 0; ; spins++ {
 		v := sl.ver.Load()
@@ -342,7 +353,7 @@ func (s *Store[K]) answer(sl *slot[K], t int64) Result {
 				}
 			}
 			if sl.ver.Load() == v {
-				return res
+				return res, s.tableFor(h) == tab
 			}
 		}
 		if spins >= 16 {

@@ -790,3 +790,44 @@ func TestConcurrentGroupReuse(t *testing.T) {
 	}
 	checkInvariants(t, s)
 }
+
+// TestLookupOnReplacedTable plays a reader that found its key's slot in a
+// shard table and was preempted while the table was replaced, the key's
+// group freed by Prune and its number given to a new owner: the reader must
+// not answer with that owner. The old table's slots no longer change, so
+// only checking that the table is still the shard's can tell.
+func TestLookupOnReplacedTable(t *testing.T) {
+	clk := &clock{t: sec(0)}
+	s, err := New[int](Config{Retention: 100 * time.Second, MaxKeys: 1000, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply := func(k int, id string, start, end int64) {
+		t.Helper()
+		if _, err := s.Apply(k, Owner{ID: id}, sec(start), sec(end)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustApply(0, "x", 0, 10)
+	h := s.hash(0)
+	old := s.tableFor(h)
+	sl := old.lookup(0, h) // the reader has found the slot
+	for k := 1; s.tableFor(h) == old; k++ {
+		if s.hash(k)>>(64-shardBits) == h>>(64-shardBits) {
+			mustApply(k, "filler", 150, 160) // grows the shard's table
+		}
+	}
+	clk.Set(sec(200))
+	mustApply(0, "y", 150, 160)
+	s.Prune()                    // x's range expired: its group number is freed
+	mustApply(-1, "z", 150, 160) // and given to z
+	if z := s.in.groups.at(sl.gi.Load() & giMask).owner; z == nil || z.ID != "z" {
+		t.Fatalf("the scenario did not reuse x's group number for z (got %v)", z)
+	}
+	if res, current := s.answer(old, sl, h, nanos(sec(5))); current {
+		t.Fatalf("answer from the replaced table was taken as current: %+v", res)
+	}
+	if res := s.Lookup(0, sec(5)); res.Owner != nil {
+		t.Fatalf("Lookup(0, 5s) = %+v, want no owner: x's range expired and z never claimed key 0", res)
+	}
+}

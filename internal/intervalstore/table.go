@@ -138,7 +138,8 @@ func (sl *slot[K]) live() bool {
 // the words after them the ranges' group indexes, two to a word. Three
 // ranges of a key thus take 48 bytes beside its slot, not 80 with pointers,
 // and the garbage collector never scans them. A reader that resolves an
-// index must check the slot's sequence number afterwards (see groupIndex).
+// index must check the slot's sequence number and table afterwards (see
+// groupIndex).
 type olderArray []uint64
 
 // newOlder returns the first word of a new olderArray of the ranges older
