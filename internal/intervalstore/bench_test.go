@@ -124,6 +124,33 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
+// BenchmarkApplyFlappingKey measures a claim to a key whose owner changes
+// at every claim and which holds the most ranges a key may: each claim
+// splits its trailing range off and rewrites its older ones.
+func BenchmarkApplyFlappingKey(b *testing.B) {
+	s, err := New[int](Config{Retention: 24 * time.Hour, MaxKeys: 1, Now: fixedClock(base.Add(time.Hour))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	owners := []Owner{benchOwners[0], benchOwners[1]}
+	// Claims 2 ms apart, each of the other owner, so that a run of any
+	// length stays within the hour before the store's clock.
+	claim := func(i int) {
+		at := base.Add(time.Duration(i) * 2 * time.Millisecond)
+		if _, err := s.Apply(0, owners[i%2], at, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i <= maxOlder; i++ {
+		claim(i)
+	}
+	cpu := startMeasure(b)
+	defer cpu.report(b)
+	for i := maxOlder + 1; b.Loop(); i++ {
+		claim(i)
+	}
+}
+
 // BenchmarkMemory reports the live heap per stored range of a store with 1M
 // IPv4 keys and 4 ranges each.
 func BenchmarkMemory(b *testing.B) {

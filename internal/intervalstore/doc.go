@@ -62,8 +62,10 @@
 // forgotten there, so the definition above holds for the retained claims (near
 // the retention horizon, within MergeGap or ClockSkew of pruned ranges, answers
 // may differ from what the full history would give; lookups that old already
-// report ReasonExpired). A key holds at most 2^30 ranges; beyond that its
-// oldest ranges are dropped as if pruned (counted in Stats.PrunedRanges).
+// report ReasonExpired). A key holds at most 256 ranges; beyond that its
+// oldest ranges are dropped as if pruned (counted in Stats.PrunedRanges), so
+// that a claim that changes a key's ranges, which copies them, costs at most
+// a few microseconds even for a key whose owner changes every second.
 //
 // When a new key would exceed Config.MaxKeys, a key is evicted by second
 // chance, the CLOCK approximation of least recently used: keys wait in a FIFO

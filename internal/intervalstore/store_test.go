@@ -521,6 +521,23 @@ func TestKeyRangeLimit(t *testing.T) {
 	}
 }
 
+// TestKeyRangeLimitDefault checks the limit as shipped: a key whose owner
+// changes at every claim keeps its newest 256 ranges.
+func TestKeyRangeLimitDefault(t *testing.T) {
+	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 1, Now: fixedClock(sec(3000))})
+	for i := range int64(1000) {
+		if _, err := s.Apply(0, ownerByID([]string{"a", "b"}[i%2]), sec(2*i), sec(2*i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.Ranges != 256 || st.PrunedRanges != 1000-256 {
+		t.Fatalf("stats %+v, want 256 ranges, 744 pruned", st)
+	}
+	if got := s.Lookup(0, sec(2*999)); got.Owner == nil || got.Owner.ID != "b" {
+		t.Fatalf("newest range: %+v, want b", got)
+	}
+}
+
 func TestIdempotentAndOrderIndependent(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	cs := make([]claim, 200)
@@ -705,6 +722,7 @@ func TestKeyTypes(t *testing.T) {
 func TestConcurrentReadsAreConsistent(t *testing.T) {
 	const n = 3000
 	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 1 << 20, Now: fixedClock(sec(0))})
+	s.maxRanges = n // every range stays: long older arrays, replaced at each claim
 	owners := []Owner{ownA, ownB}
 	var applied atomic.Int64 // ranges of key 0 applied so far
 	var wg sync.WaitGroup

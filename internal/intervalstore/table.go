@@ -51,9 +51,11 @@ const (
 	// olderPruned, in an olderArray's first word, marks a key whose earlier
 	// ranges Prune dropped.
 	olderPruned = 1
-	// maxOlder bounds the older ranges of one key: at 20 bytes a range,
-	// that is 20 GiB for a single key.
-	maxOlder = 1<<30 - 1
+	// maxOlder bounds the older ranges of one key. A claim that changes a
+	// key's ranges copies them all, under the writer lock: a key whose
+	// owner flaps must not make each of its claims cost more and more, and
+	// hold up every other writer meanwhile.
+	maxOlder = 1<<8 - 1
 )
 
 func newTable[K comparable](capacity int) *table[K] {
