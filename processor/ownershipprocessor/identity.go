@@ -2,6 +2,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 
 	"google.golang.org/grpc/credentials"
@@ -25,6 +26,9 @@ type senderIdentity struct {
 	// gRPC connection. Batches without a gRPC peer (a local receiver, a
 	// Kafka topic) are not checked: their trust boundary is elsewhere.
 	checked bool
+	// remote is set when the batch came over a gRPC connection, from
+	// another host, not from this collector's own receiver.
+	remote bool
 	// names are the CommonName and DNS SANs of the verified client
 	// certificate; empty when the connection has none.
 	names []string
@@ -33,14 +37,14 @@ type senderIdentity struct {
 // identify reads the sender's identity from the gRPC peer that the OTLP/gRPC
 // receiver leaves in ctx.
 func identify(ctx context.Context, mode string) senderIdentity {
-	if mode != sourceIdentityCertificate {
-		return senderIdentity{}
-	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return senderIdentity{}
 	}
-	id := senderIdentity{checked: true}
+	if mode != sourceIdentityCertificate {
+		return senderIdentity{remote: true}
+	}
+	id := senderIdentity{checked: true, remote: true}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
 		// Plain gRPC, or TLS without a verified client certificate.
@@ -57,4 +61,27 @@ func identify(ctx context.Context, mode string) senderIdentity {
 // mayUse reports whether the sender may send heartbeats under source.
 func (id senderIdentity) mayUse(source string) bool {
 	return !id.checked || (source != "" && slices.Contains(id.names, source))
+}
+
+// localClaimRefusal says why the local side of a flow record from the sender
+// may not claim addr, or "" when it may. A flow record names no source: the
+// records of this collector's own receiver are trusted, as its heartbeats
+// are; those of another host are held to what its heartbeats would be under
+// source_identity and sources, the host being named by its certificate.
+func (id senderIdentity) localClaimRefusal(t *addressTables, addr netip.Addr) string {
+	switch {
+	case !id.remote || !id.checked && t.sources == nil:
+		return ""
+	case !id.checked:
+		// sources is set, and nothing names the sender.
+		return reasonUnauthorized
+	case len(id.names) == 0:
+		return reasonUnauthenticated
+	}
+	for _, name := range id.names {
+		if t.mayClaim(name, addr) {
+			return ""
+		}
+	}
+	return reasonUnauthorized
 }

@@ -105,8 +105,9 @@ func TestSourceIdentityStopsImpersonation(t *testing.T) {
 	assert.Equal(t, "<absent>", owner)
 }
 
-// Local claims from flow records carry no source and are not checked, even
-// on a batch that came over a connection.
+// The local side of a flow record from another host claims for the host its
+// certificate names: with no sources configured, any authenticated host
+// may claim.
 func TestSourceIdentityLeavesLocalClaims(t *testing.T) {
 	cfg := noHoldConfig()
 	cfg.SourceIdentity = sourceIdentityCertificate
@@ -118,4 +119,47 @@ func TestSourceIdentityLeavesLocalClaims(t *testing.T) {
 	require.Len(t, recs, 2)
 	_, _, owner := attribution(recs[1])
 	assert.Equal(t, "checkout", owner)
+}
+
+// The local side of a flow record is a claim, held to what the sending
+// host's heartbeats may claim: a flow record from another host cannot claim
+// an address its heartbeats could not, while this collector's own records
+// (no connection) claim as its heartbeats do.
+func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
+	sources := map[string][]string{"node-a": {"10.0.1.0/24"}, "node-b": {"10.0.2.0/24"}}
+	tests := []struct {
+		name   string
+		mode   string
+		ctx    context.Context
+		local  string
+		reason string // the local claim's rejection, or "" if applied
+	}{
+		{"own receiver", sourceIdentityNone, context.Background(), "10.0.2.5", ""},
+		{"own receiver, certificate mode", sourceIdentityCertificate, context.Background(), "10.0.2.5", ""},
+		{"other host, nothing names it", sourceIdentityNone, grpcPeer(nil, false), "10.0.2.5", "unauthorized_source"},
+		{"other host, certificate for its own CIDR", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.1.5", ""},
+		{"other host, certificate for another's CIDR", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.2.5", "unauthorized_source"},
+		{"other host, no certificate", sourceIdentityCertificate, grpcPeer(nil, true), "10.0.1.5", "unauthenticated_source"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := noHoldConfig()
+			cfg.SourceIdentity = tt.mode
+			cfg.Sources = sources
+			h := newHarness(t, cfg)
+			require.NoError(t, h.proc.ConsumeLogs(tt.ctx,
+				logsOf(ownedFlow(tt.local, "evil", "10.0.1.1", t0.Add(-time.Minute), t0))))
+			h.consume(flow("10.0.1.1", tt.local, t0.Add(-30*time.Second), t0))
+			recs := h.records()
+			require.Len(t, recs, 2)
+			_, _, owner := attribution(recs[1])
+			if tt.reason == "" {
+				assert.Equal(t, "evil", owner)
+				return
+			}
+			assert.Equal(t, "<absent>", owner)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
+				map[string]string{"origin": "flow", "reason": tt.reason}, 1)
+		})
+	}
 }

@@ -161,7 +161,7 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 // applyClaims applies heartbeat records and, when configured, the local side
 // of flow records to the store, removes heartbeat records unless kept, and
 // returns the keys that got claims. sender is checked against every
-// heartbeat's source.
+// heartbeat's source and, when it is another host, every local claim.
 func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, now time.Time, st *batchStats) []netip.Addr {
 	var touched []netip.Addr
 	local := localClaimsPool.Get().(*localClaims)
@@ -202,6 +202,9 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 					c, reason := p.localClaim(lr, &local.owners)
 					if reason == "" {
 						reason = p.checkClaim(c, originFlow, now)
+					}
+					if reason == "" {
+						reason = sender.localClaimRefusal(p.tables, c.Address)
 					}
 					if reason != "" {
 						st.reject(originFlow, reason, 1)
