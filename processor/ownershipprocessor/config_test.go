@@ -69,6 +69,8 @@ func TestValidateErrors(t *testing.T) {
 		{"static_without_workload", []string{"static_owners[0]: static owners name addresses outside workload_cidrs, but workload_cidrs is empty"}},
 		{"static_overlap", []string{"static_owners[0].cidr 10.1.0.0/16 overlaps workload_cidrs"}},
 		{"static_no_id", []string{"static_owners[0].id must not be empty"}},
+		{"static_reserved_id", []string{`static_owners[0].attributes: "id" is reserved for the owner ID; use the entry's id field`}},
+		{"static_empty_attribute", []string{"static_owners[0].attributes: an attribute name must not be empty"}},
 		{"source_without_cidrs", []string{"sources[node-a]: list the CIDRs this source may claim"}},
 		{"negative", []string{
 			"max_wait must not be negative", "max_future must not be negative",

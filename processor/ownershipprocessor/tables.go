@@ -7,6 +7,7 @@ import (
 
 	"github.com/gaissmai/bart"
 
+	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
 )
 
@@ -71,6 +72,14 @@ func (cfg *Config) tables() (*addressTables, error) {
 		}
 		if _, dup := t.static.Get(p); dup {
 			errs = append(errs, fmt.Errorf("%s.cidr %s is listed twice in static_owners", field, p))
+			continue
+		}
+		if _, ok := so.Attributes[flowschema.OwnerIDSuffix]; ok {
+			errs = append(errs, fmt.Errorf("%s.attributes: %q is reserved for the owner ID; use the entry's id field", field, flowschema.OwnerIDSuffix))
+			continue
+		}
+		if _, ok := so.Attributes[""]; ok {
+			errs = append(errs, fmt.Errorf("%s.attributes: an attribute name must not be empty", field))
 			continue
 		}
 		o := intervalstore.Owner{ID: so.ID}
