@@ -3,6 +3,7 @@ package flowschema
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -111,11 +112,16 @@ func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (intervalstore.Owne
 
 // same reports whether the owner written in attrs under r.prefix is o: the
 // first ID attribute is o's ID, and the other attributes under the prefix
-// are string attributes matching o's one for one (a repeated name fails the
-// count).
+// are string attributes matching o's one for one, each name once. A mask
+// marks the names seen, so o may have at most 64 attributes; a larger owner
+// is never the same, and is read by ReadOwner.
 func (r *OwnerReader) same(attrs pcommon.Map, o intervalstore.Owner) bool {
+	if len(o.Attributes) > 64 {
+		return false
+	}
 	idKey := ownerIDKey(r.prefix)
-	idSeen, matched := false, 0
+	idSeen := false
+	var seen uint64
 	for k, v := range attrs.All() {
 		if !strings.HasPrefix(k, r.prefix) || len(k) == len(r.prefix) {
 			continue
@@ -133,12 +139,12 @@ func (r *OwnerReader) same(attrs pcommon.Map, o intervalstore.Owner) bool {
 		i, found := slices.BinarySearchFunc(o.Attributes, k[len(r.prefix):], func(a intervalstore.Attribute, name string) int {
 			return strings.Compare(a.Name, name)
 		})
-		if !found || o.Attributes[i].Value != v.Str() {
+		if !found || o.Attributes[i].Value != v.Str() || seen&(1<<i) != 0 {
 			return false
 		}
-		matched++
+		seen |= 1 << i
 	}
-	return idSeen && matched == len(o.Attributes)
+	return idSeen && bits.OnesCount64(seen) == len(o.Attributes)
 }
 
 // ownerIDKey returns prefix+OwnerIDSuffix, without building it for the

@@ -259,3 +259,49 @@ func checkOwnerReader(t *testing.T, reader *OwnerReader, attrs pcommon.Map, pref
 		t.Fatalf("read %d of %v under %q: got %v/%v, ReadOwner %v/%v", i, attrs.AsRaw(), prefix, got, gotOK, want, wantOK)
 	}
 }
+
+// TestOwnerReaderRepeatedKeys: decoded records can repeat a key (the Map API
+// cannot make them). An owner read before is returned only for a record
+// carrying exactly its attributes, so that a repeated name never stands in
+// for a missing one; a hit does not allocate.
+func TestOwnerReaderRepeatedKeys(t *testing.T) {
+	const recs = `{"resourceLogs":[{"scopeLogs":[{"logRecords":[
+		{"attributes":[
+			{"key":"flowattr.local.owner.id","value":{"stringValue":"w"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"a"}},
+			{"key":"flowattr.local.owner.zone","value":{"stringValue":"b"}}]},
+		{"attributes":[
+			{"key":"flowattr.local.owner.id","value":{"stringValue":"w"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"a"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"a"}}]},
+		{"attributes":[
+			{"key":"flowattr.local.owner.id","value":{"stringValue":"w"}},
+			{"key":"flowattr.local.owner.zone","value":{"stringValue":"b"}},
+			{"key":"flowattr.local.owner.zone","value":{"stringValue":"b"}}]},
+		{"attributes":[
+			{"key":"flowattr.local.owner.id","value":{"stringValue":"w"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"a"}},
+			{"key":"flowattr.local.owner.zone","value":{"stringValue":"b"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"a"}}]},
+		{"attributes":[
+			{"key":"flowattr.local.owner.id","value":{"stringValue":"w"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"a"}},
+			{"key":"flowattr.local.owner.zone","value":{"stringValue":"b"}},
+			{"key":"flowattr.local.owner.service.name","value":{"stringValue":"c"}}]}
+	]}]}]}`
+	ld, err := (&plog.JSONUnmarshaler{}).UnmarshalLogs([]byte(recs))
+	require.NoError(t, err)
+	lrs := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+	require.Equal(t, 5, lrs.Len())
+	var reader OwnerReader
+	hits := 0
+	for i := range lrs.Len() {
+		// Each record after the first owner, with that owner cached.
+		checkOwnerReader(t, &reader, lrs.At(0).Attributes(), PrefixLocalOwner, &hits, 0)
+		checkOwnerReader(t, &reader, lrs.At(i).Attributes(), PrefixLocalOwner, &hits, i)
+	}
+	require.NotZero(t, hits, "no read hit the cached owner")
+	attrs := lrs.At(0).Attributes()
+	reader.Read(attrs, PrefixLocalOwner)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { reader.Read(attrs, PrefixLocalOwner) }))
+}
