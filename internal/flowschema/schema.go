@@ -79,6 +79,22 @@ const (
 	AttrNetnsInode = "flowattr.netns.inode"
 )
 
+// FlowAttributes returns the names of the attributes above, which a flow
+// record carries besides its owners and attribution.
+func FlowAttributes() []string {
+	return []string{
+		AttrNetworkTransport, AttrNetworkType,
+		AttrNetworkLocalAddress, AttrNetworkLocalPort,
+		AttrNetworkPeerAddress, AttrNetworkPeerPort,
+		AttrClientAddress, AttrClientPort, AttrServerAddress, AttrServerPort,
+		AttrProcessPID, AttrProcessExecutableName,
+		AttrFlowRole, AttrFlowState, AttrFlowStartTime, AttrFlowStartPredatesCapture,
+		AttrFlowSocketCookie, AttrFlowBytesSent, AttrFlowBytesReceived,
+		AttrFlowSegmentsSent, AttrFlowSegmentsReceived, AttrFlowRetransmits,
+		AttrFlowSRTT, AttrFlowError, AttrCgroupID, AttrNetnsInode,
+	}
+}
+
 // Values of AttrFlowRole.
 const (
 	RoleClient = "client"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,12 +108,23 @@ func (cfg *Config) Validate() error {
 	if cfg.OwnerPrefix == "" {
 		errs = append(errs, errors.New("owner_prefix must not be empty, e.g. "+flowschema.PrefixPeerOwner))
 	} else {
-		// Attributes under owner_prefix are replaced on every flow record.
-		for _, kept := range []string{cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner, flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason} {
-			if strings.HasPrefix(kept, cfg.OwnerPrefix) {
-				errs = append(errs, fmt.Errorf("owner_prefix %q would replace %q: every attribute under owner_prefix is rewritten on flow records; choose a prefix used only for the peer owner, e.g. %s", cfg.OwnerPrefix, kept, flowschema.PrefixPeerOwner))
+		// Every attribute under owner_prefix is removed from a flow record
+		// before the peer owner is written.
+		var replaced []string
+		for _, kept := range append([]string{cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner, flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason}, flowschema.FlowAttributes()...) {
+			if strings.HasPrefix(kept, cfg.OwnerPrefix) && !slices.Contains(replaced, strconv.Quote(kept)) {
+				replaced = append(replaced, strconv.Quote(kept))
 			}
 		}
+		if len(replaced) > 0 {
+			errs = append(errs, fmt.Errorf("owner_prefix %q would replace %s: every attribute under owner_prefix is removed from flow records before the peer owner is written; choose a prefix used only for the peer owner, e.g. %s", cfg.OwnerPrefix, strings.Join(replaced, ", "), flowschema.PrefixPeerOwner))
+		}
+		if strings.HasPrefix(cfg.OwnerPrefix, flowschema.PrefixLocalOwner) && cfg.OwnerPrefix != flowschema.PrefixLocalOwner {
+			errs = append(errs, fmt.Errorf("owner_prefix %q lies inside %s: the peer owner written there would be read as attributes of the flow's local owner; choose a prefix outside it, e.g. %s", cfg.OwnerPrefix, flowschema.PrefixLocalOwner, flowschema.PrefixPeerOwner))
+		}
+	}
+	if cfg.KeyAttribute != "" && cfg.KeyAttribute == cfg.TimeAttribute {
+		errs = append(errs, fmt.Errorf("key_attribute and time_attribute must differ, both are %q: one holds the peer address (a string), the other the flow start time (an int)", cfg.KeyAttribute))
 	}
 	if cfg.SourceIdentity != sourceIdentityNone && cfg.SourceIdentity != sourceIdentityCertificate {
 		errs = append(errs, fmt.Errorf("source_identity must be %q or %q, got %q", sourceIdentityNone, sourceIdentityCertificate, cfg.SourceIdentity))

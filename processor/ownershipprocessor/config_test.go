@@ -80,7 +80,10 @@ func TestValidateErrors(t *testing.T) {
 		{"zero_limits", []string{"max_pending must be positive when max_wait is set", "max_keys must be positive"}},
 		{"empty_names", []string{"key_attribute must not be empty", "time_attribute must not be empty", "owner_prefix must not be empty"}},
 		{"bad_source_identity", []string{`source_identity must be "none" or "certificate", got "cert"`}},
-		{"prefix_clobbers", []string{`owner_prefix "flowattr." would replace "flowattr.local.owner."`}},
+		{"prefix_clobbers", []string{`owner_prefix "flowattr." would replace "flowattr.flow.start_time_unix_nano", "flowattr.local.owner.", `, `"flowattr.flow.role"`}},
+		{"prefix_clobbers_flow", []string{`owner_prefix "server." would replace "server.address", "server.port"`}},
+		{"prefix_in_local_owner", []string{`owner_prefix "flowattr.local.owner.peer." lies inside flowattr.local.owner.`}},
+		{"key_is_time", []string{`key_attribute and time_attribute must differ, both are "flowattr.flow.start_time_unix_nano"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

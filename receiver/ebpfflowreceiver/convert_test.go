@@ -135,7 +135,8 @@ func TestFlowWriterLocalAddrCache(t *testing.T) {
 
 // TestPutFlowCapacity: an event with every optional field writes exactly
 // maxFlowAttrs attributes, for either role, so the capacity putFlow reserves
-// is neither short nor wasted.
+// is neither short nor wasted; all of them are in flowschema.FlowAttributes,
+// which the ownership processor keeps owner_prefix clear of.
 func TestPutFlowCapacity(t *testing.T) {
 	for _, role := range []tracer.Role{tracer.RoleClient, tracer.RoleServer} {
 		ev := tracer.Event{
@@ -147,5 +148,8 @@ func TestPutFlowCapacity(t *testing.T) {
 		lr := plog.NewLogRecord()
 		newFlowWriter().putFlow(lr, &ev, nil, at(3))
 		assert.Equal(t, maxFlowAttrs, lr.Attributes().Len(), "role %v", role)
+		for k := range lr.Attributes().All() {
+			assert.Contains(t, flowschema.FlowAttributes(), k, "flowschema.FlowAttributes lacks an attribute putFlow writes")
+		}
 	}
 }
