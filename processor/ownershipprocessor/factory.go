@@ -22,11 +22,11 @@ func NewFactory() processor.Factory {
 // NewFactoryWithClock returns the factory of the ownership processor reading
 // time from c, for deterministic simulations and tests. Nothing runs in the
 // background: every ConsumeLogs first releases the held records whose
-// max_wait is over on c, with their final lookup, in its own output, and
-// prunes the store when the prune interval has passed on c. A pipeline's held
-// records therefore leave only through its own ConsumeLogs (or a claim for
-// their address, or shutdown): to let time pass without new records, consume
-// an empty plog.Logs.
+// max_wait is over on c, with their final lookup, in a batch of their own
+// after its output, and prunes the store when the prune interval has passed
+// on c. A pipeline's held records therefore leave only through its own
+// ConsumeLogs (or a claim for their address, or shutdown): to let time pass
+// without new records, consume an empty plog.Logs.
 func NewFactoryWithClock(c Clock) processor.Factory {
 	return newFactory(injectedClock{c})
 }
@@ -76,7 +76,7 @@ func (f *factory) createLogs(ctx context.Context, set processor.Settings, cfg co
 		p.shutdown(ctx, func() { f.release(set.ID) })
 		return nil, err
 	}
-	return lp, nil
+	return logsProcessor{Logs: lp, p: p}, nil
 }
 
 // acquire returns the shared store of set.ID, creating it on first use, and

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -108,12 +109,19 @@ func newHarness(t *testing.T, cfg *Config) *harness {
 
 func newHarnessWith(t *testing.T, f processor.Factory, clk *fakeClock, cfg *Config, id component.ID) *harness {
 	t.Helper()
+	sink := new(consumertest.LogsSink)
+	return newHarnessTo(t, f, clk, cfg, id, sink, sink)
+}
+
+// newHarnessTo builds a harness whose processor sends to next, which passes
+// what it accepts on to sink.
+func newHarnessTo(t *testing.T, f processor.Factory, clk *fakeClock, cfg *Config, id component.ID, next consumer.Logs, sink *consumertest.LogsSink) *harness {
+	t.Helper()
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	set := metadatatest.NewSettings(tel)
 	set.ID = id
-	sink := new(consumertest.LogsSink)
-	proc, err := f.CreateLogs(context.Background(), set, cfg, sink)
+	proc, err := f.CreateLogs(context.Background(), set, cfg, next)
 	require.NoError(t, err)
 	require.NoError(t, proc.Start(context.Background(), componenttest.NewNopHost()))
 	h := &harness{t: t, clock: clk, tel: tel, sink: sink, proc: proc}

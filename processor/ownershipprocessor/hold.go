@@ -237,6 +237,21 @@ func (h *hold) expire(now time.Time, lookup func(netip.Addr, time.Time) interval
 	return out
 }
 
+// withdraw removes those of records that are still held, unreleased, and
+// returns how many it removed.
+func (h *hold) withdraw(records []*heldRecord) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range records {
+		if slices.Contains(h.byKey[r.key], r) {
+			h.remove(r)
+			n++
+		}
+	}
+	return n
+}
+
 // drain releases every held record, with its final lookup, and closes the
 // hold.
 func (h *hold) drain(lookup func(netip.Addr, time.Time) intervalstore.Result) []releasedRecord {

@@ -132,24 +132,70 @@ func (st *batchStats) lookup(s intervalstore.Status) {
 	}
 }
 
+// consumeBatch is what processLogs did to the hold in one ConsumeLogs, for
+// consumeLogs to finish once the batch has gone downstream.
+type consumeBatch struct {
+	released []releasedRecord // timeout and overflow releases
+	held     []*heldRecord    // the batch's own records put in the hold
+}
+
+type consumeBatchKey struct{}
+
+// logsProcessor is the processorhelper's processor, with consumeLogs around
+// its ConsumeLogs.
+type logsProcessor struct {
+	processor.Logs
+	p *ownershipProcessor
+}
+
+func (l logsProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	return l.p.consumeLogs(ctx, ld, l.Logs.ConsumeLogs)
+}
+
+// consumeLogs runs consume, the processorhelper's ConsumeLogs that calls
+// processLogs and then the next consumer, and handles what the hold did in
+// it. Records released by it (max_wait over, pushed out of a full hold) are
+// sent after the batch in one of their own, as every other release: a
+// refusal is then counted in release_failures and logged, and neither fails
+// nor loses the receiver's batch. When the batch fails, its receiver may
+// retry it whole, so the records of the batch that were put in the hold
+// leave it again, undelivered: kept, they would go downstream twice. A
+// record that a claim from another pipeline released while the batch was
+// still in consume has gone on already and cannot be taken back.
+func (p *ownershipProcessor) consumeLogs(ctx context.Context, ld plog.Logs, consume consumer.ConsumeLogsFunc) error {
+	var b consumeBatch
+	err := consume(context.WithValue(ctx, consumeBatchKey{}, &b), ld)
+	if err != nil && len(b.held) > 0 {
+		own := make(map[*heldRecord]bool, len(b.held))
+		for _, r := range b.held {
+			own[r] = true
+		}
+		released := len(b.released)
+		b.released = slices.DeleteFunc(b.released, func(r releasedRecord) bool { return own[r.heldRecord] })
+		if n := p.hold.withdraw(b.held) + released - len(b.released); n > 0 {
+			p.tel.ProcessorOwnershipRecordsHeld.Add(ctx, -int64(n))
+		}
+	}
+	p.send(ctx, b.released)
+	return err
+}
+
+// processLogs runs within consumeLogs, which it tells through ctx about the
+// records it held and released.
 func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plog.Logs, error) {
+	b := ctx.Value(consumeBatchKey{}).(*consumeBatch)
 	now := p.clock.Now()
 	var st batchStats
 	// Time-driven work first, on the processor's clock, so that it is
 	// deterministic under an injected one: records whose max_wait is over
-	// leave (looked up before this batch's claims) in this batch's output.
+	// leave, looked up before this batch's claims.
 	p.shared.pruneIfDue(now)
-	var released []releasedRecord
 	if p.hold != nil {
-		released = p.hold.expire(now, p.lookup)
+		b.released = p.hold.expire(now, p.lookup)
 	}
 	// Claims first, so that flows in the same batch see them.
 	p.shared.claimsApplied(p.applyClaims(ld, identify(ctx, p.cfg.SourceIdentity), now, &st))
-	// Released records join the output after the batch's own records are
-	// handled, so that they are not taken for new ones.
-	if released = append(released, p.attributeFlows(ld, &st)...); len(released) > 0 {
-		p.emit(ctx, released, ld, &st)
-	}
+	p.attributeFlows(ld, b, &st)
 	p.report(ctx, &st)
 	removeEmpty(ld)
 	if ld.LogRecordCount() == 0 {
@@ -396,11 +442,11 @@ func (p *ownershipProcessor) countApply(res intervalstore.ApplyResult, err error
 }
 
 // attributeFlows writes the peer attribution on every flow record, holding
-// those that wait for a claim. It returns the held records that the new ones
-// pushed out of a full hold. The keys and times of the whole batch are read
-// first, so that the store lookups are made a chunk at a time, together,
-// and their cache misses overlap.
-func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []releasedRecord {
+// those that wait for a claim. It adds to b the records it held and those
+// they pushed out of a full hold. The keys and times of the whole batch are
+// read first, so that the store lookups are made a chunk at a time,
+// together, and their cache misses overlap.
+func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *batchStats) {
 	fb := flowBatchPool.Get().(*flowBatch)
 	defer fb.reset()
 	rls := ld.ResourceLogs()
@@ -414,7 +460,6 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 		}
 	}
 
-	var overflow []releasedRecord
 	next := 0 // index in fb.flows of the record RemoveIf visits
 	for i := 0; i < rls.Len(); i++ {
 		rl := rls.At(i)
@@ -458,7 +503,8 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 					var pushed []releasedRecord
 					if held, res, pushed = p.hold.add(r, lr, p.lookup); held {
 						st.heldChange++
-						overflow = append(overflow, pushed...)
+						b.held = append(b.held, r)
+						b.released = append(b.released, pushed...)
 						return true
 					}
 				}
@@ -468,7 +514,6 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, st *batchStats) []rele
 			})
 		}
 	}
-	return overflow
 }
 
 // flowBatch holds what attributeFlows reads from a batch's records before
@@ -686,8 +731,8 @@ func (p *ownershipProcessor) emit(ctx context.Context, released []releasedRecord
 	}
 }
 
-// send emits released records in a batch of their own, for releases that
-// happen outside this pipeline's consume path.
+// send emits released records in a batch of their own; a refusal is counted
+// and logged.
 func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord) {
 	if len(released) == 0 {
 		return
