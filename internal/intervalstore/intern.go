@@ -103,10 +103,19 @@ func (x *groupIndex) add(g *group) {
 	dir[c][g.idx&(1<<groupChunkBits-1)].Store(g)
 }
 
-// remove frees g's index. Readers may still resolve it to g until it is
-// reused; the checks of the slot's sequence number and table reject what
-// they read then.
-func (x *groupIndex) remove(g *group) { x.free = append(x.free, g.idx) }
+// freedGroup is what a freed index resolves to until it is reused: no owner
+// and no members, which a reader takes for a conflict until its checks
+// reject what it read.
+var freedGroup = &group{}
+
+// remove frees g's index, and lets g and its owner go: an index left naming
+// g would keep them in memory until it is reused. Readers may still resolve
+// the index (to g, or freedGroup, or a group that reuses it); the checks of
+// the slot's sequence number and table reject what they read then.
+func (x *groupIndex) remove(g *group) {
+	(*x.dir.Load())[g.idx>>groupChunkBits][g.idx&(1<<groupChunkBits-1)].Store(freedGroup)
+	x.free = append(x.free, g.idx)
+}
 
 // interner deduplicates owners and owner sets. It is guarded by Store.wmu,
 // except that readers resolve indexes through groups.

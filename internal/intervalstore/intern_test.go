@@ -1,9 +1,12 @@
 package intervalstore
 
 import (
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
+	"weak"
 )
 
 // TestInternedOwnersShareNames checks that owners interned from separately
@@ -23,4 +26,30 @@ func TestInternedOwnersShareNames(t *testing.T) {
 	if a.Attributes[0].Name != "service.name" || unsafe.StringData(a.Attributes[0].Name) != unsafe.StringData(b.Attributes[0].Name) {
 		t.Fatalf("names %q at %p and %q at %p: not one copy", a.Attributes[0].Name, unsafe.StringData(a.Attributes[0].Name), b.Attributes[0].Name, unsafe.StringData(b.Attributes[0].Name))
 	}
+}
+
+// TestPruneLetsOwnersGo checks that an owner Prune forgets is no longer
+// reachable from the store, even while no new owner reuses its number.
+func TestPruneLetsOwnersGo(t *testing.T) {
+	clk := &clock{t: sec(0)}
+	s, err := New[int](Config{Retention: 100 * time.Second, MaxKeys: 10, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(0, Owner{ID: "gone", Attributes: []Attribute{{"service.name", "old"}}}, sec(0), sec(10)); err != nil {
+		t.Fatal(err)
+	}
+	gone := weak.Make(s.Lookup(0, sec(5)).Owner)
+	if gone.Value() == nil {
+		t.Fatal("no owner to watch")
+	}
+	clk.Set(sec(200))
+	if _, keys := s.Prune(); keys != 1 {
+		t.Fatalf("Prune dropped %d keys, want 1", keys)
+	}
+	runtime.GC()
+	if gone.Value() != nil {
+		t.Fatal("the owner Prune forgot is still reachable")
+	}
+	runtime.KeepAlive(s) // the store, not only the owner, must stay
 }
