@@ -1,7 +1,8 @@
 // Package intervalstore keeps heartbeat-based ownership: for every key
 // (normally an IP address, but the store is generic over any comparable key)
 // a sorted list of non-overlapping time ranges, each held by one owner or, where
-// claims of different owners overlap, marked as a conflict.
+// claims of different owners overlap, marked as a conflict. As in a Go map, a
+// key must equal itself: one holding a floating-point NaN is never found.
 //
 // # Definition
 //
