@@ -240,3 +240,60 @@ func BenchmarkPointerChase(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLookupSteps splits a single lookup at a recent time, in a store
+// of 1M keys, into cumulative steps, with a Go map of the same keys in the
+// same process: a load of each key's home slot alone, finding the key's
+// slot, answering from it, and the whole Lookup (hashing the key and
+// converting the time as well). Consecutive lookups are independent, so the
+// CPU overlaps their cache misses, as many as fit in its window of
+// instructions in flight: the more instructions a lookup takes, the fewer
+// overlap, and the more each costs beyond the floor of one trip to memory
+// (see docs/performance.md). Each step has its own loop, so that none pays
+// for a call the others do not make.
+func BenchmarkLookupSteps(b *testing.B) {
+	s := benchStore(b, benchKeys, 3)
+	keys, times := lookupPlan(benchKeys, 3, 1)
+	hs, ts := make([]uint64, len(keys)), make([]int64, len(keys))
+	for i, k := range keys {
+		hs[i], ts[i] = s.hash(k), nanos(times[i])
+	}
+	m := make(map[Key128]uint64, benchKeys)
+	for i := range benchKeys {
+		m[benchKey(i)] = uint64(i)
+	}
+	const mask = 1<<16 - 1
+	var sum uint64
+	b.Run("home-slot-load", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			tab := s.tableFor(hs[i&mask])
+			sum += uint64(tab.slots[tab.home(hs[i&mask])].ver.Load())
+		}
+	})
+	b.Run("find-slot", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			j := i & mask
+			sum += uint64(s.tableFor(hs[j]).lookup(keys[j], hs[j]).ver.Load())
+		}
+	})
+	b.Run("find-and-answer", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			j := i & mask
+			tab := s.tableFor(hs[j])
+			res, _ := s.answer(tab, tab.lookup(keys[j], hs[j]), hs[j], ts[j])
+			sum += uint64(res.Status)
+		}
+	})
+	b.Run("Lookup", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			j := i & mask
+			sum += uint64(s.Lookup(keys[j], times[j]).Status)
+		}
+	})
+	b.Run("map", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			sum += m[keys[i&mask]]
+		}
+	})
+	runtime.KeepAlive(sum)
+}
