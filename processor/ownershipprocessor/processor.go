@@ -65,6 +65,12 @@ type ownershipProcessor struct {
 	outcomeAttrs map[string]metric.MeasurementOption
 
 	shutdownOnce sync.Once
+	// outside counts the releases under way that another pipeline's claim
+	// or the store's ticker started, which shutdown waits for: their
+	// records must reach the next consumer before it is shut down.
+	outside   sync.WaitGroup
+	outsideMu sync.Mutex
+	stopping  bool // set by shutdown, under outsideMu: start no more
 }
 
 func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedStore, next consumer.Logs) (*ownershipProcessor, error) {
@@ -754,13 +760,29 @@ func (p *ownershipProcessor) lookup(addr netip.Addr, t time.Time) intervalstore.
 }
 
 func (p *ownershipProcessor) recheck(ctx context.Context, keys []netip.Addr) {
-	if p.hold != nil {
+	if p.hold != nil && p.startOutside() {
+		defer p.outside.Done()
 		p.send(ctx, p.hold.recheck(keys, p.lookup))
 	}
 }
 
+// startOutside reports whether a release from outside this pipeline's
+// ConsumeLogs may start, and counts it if so; the caller calls
+// p.outside.Done when it is over. Once shutdown has begun, none may: the
+// records stay held, for shutdown to drain.
+func (p *ownershipProcessor) startOutside() bool {
+	p.outsideMu.Lock()
+	defer p.outsideMu.Unlock()
+	if p.stopping {
+		return false
+	}
+	p.outside.Add(1)
+	return true
+}
+
 func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) {
-	if p.hold != nil {
+	if p.hold != nil && p.startOutside() {
+		defer p.outside.Done()
 		p.send(ctx, p.hold.expire(now, p.lookup))
 	}
 }
@@ -770,6 +792,10 @@ func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) 
 func (p *ownershipProcessor) shutdown(ctx context.Context, release func()) {
 	p.shutdownOnce.Do(func() {
 		p.shared.unsubscribe(p)
+		p.outsideMu.Lock()
+		p.stopping = true
+		p.outsideMu.Unlock()
+		p.outside.Wait()
 		if p.hold != nil {
 			p.send(ctx, p.hold.drain(p.lookup))
 		}

@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
@@ -124,4 +126,54 @@ func TestConcurrentHeartbeatsReleaseEveryHeldRecord(t *testing.T) {
 		require.Equal(t, "attributed", status)
 		require.Equal(t, "owner", owner)
 	}
+}
+
+// gatedConsumer holds its first ConsumeLogs until open is closed, telling
+// entered when it is there.
+type gatedConsumer struct {
+	consumertest.LogsSink
+	once          sync.Once
+	entered, open chan struct{}
+}
+
+func (c *gatedConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	first := false
+	c.once.Do(func() { first = true })
+	if first {
+		close(c.entered)
+		<-c.open
+	}
+	return c.LogsSink.ConsumeLogs(ctx, ld)
+}
+
+// A heartbeat in one pipeline releases a record held by another, whose
+// Shutdown must then wait until that record has reached its next consumer:
+// the collector shuts the next consumer down after it.
+func TestShutdownWaitsForReleaseFromOtherPipeline(t *testing.T) {
+	clk := newFakeClock()
+	f := newFactory(clk)
+	cfg := createDefaultConfig()
+	id := component.NewID(metadata.Type)
+	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	gate := &gatedConsumer{entered: make(chan struct{}), open: make(chan struct{})}
+	flows := newHarnessTo(t, f, clk, cfg, id, gate, &gate.LogsSink)
+
+	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
+	go heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	<-gate.entered // the release is in the flow pipeline's next consumer
+
+	delivered := make(chan int, 1)
+	go func() {
+		assert.NoError(t, flows.proc.Shutdown(context.Background()))
+		delivered <- gate.LogRecordCount()
+	}()
+	// Shutdown may not return before the gate opens; give a wrong one the
+	// time to do so, then open it.
+	select {
+	case n := <-delivered:
+		t.Fatalf("Shutdown returned with %d records delivered, while the release was still in the next consumer", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate.open)
+	assert.Equal(t, 1, <-delivered, "the released record reached the next consumer before Shutdown returned")
 }
