@@ -256,3 +256,78 @@ func flowSummary(recs []plog.LogRecord) []string {
 	}
 	return out
 }
+
+// TestShutdownHandsOverEventsInRing closes connections and shuts the
+// receiver down as soon as the kernel has closed them, before the reader's
+// next periodic wakeup: their events are still in the ring, and every one
+// must become a record.
+func TestShutdownHandsOverEventsInRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads eBPF programs; skipped in -short mode")
+	}
+	probe, err := tracer.New(tracer.Options{})
+	if errors.Is(err, tracer.ErrUnsupported) {
+		t.Skipf("SKIPPED, NOT PASSED: the eBPF tracer cannot run here: %v", err)
+	}
+	require.NoError(t, err)
+	require.NoError(t, probe.Close())
+
+	const server, client, n = "127.78.0.1", "127.78.0.2", 50
+	cfg := createDefaultConfig()
+	cfg.ActiveInterval = 0
+	cfg.Filter.ExcludeLoopback = false
+	cfg.Filter.IncludeCIDRs = []string{"127.78.0.0/24"}
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	sink := new(consumertest.LogsSink)
+	rcv, err := NewFactory().CreateLogs(context.Background(), metadatatest.NewSettings(tel), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+
+	ln, err := net.Listen("tcp4", server+":0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(client)}}
+	for range n {
+		c, err := dialer.Dial("tcp4", ln.Addr().String())
+		require.NoError(t, err)
+		_, _ = c.Read(make([]byte, 1)) // the server's close
+		require.NoError(t, c.Close())
+	}
+	// The client side closes when the server's last ACK arrives, just after
+	// Close returns: wait for the kernel to have closed every connection
+	// (each side closed or in TIME_WAIT), not for the reader.
+	require.Eventually(t, func() bool { return openSockets(t, "004E7F") == 0 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, rcv.Shutdown(context.Background()))
+
+	flows, _ := split(records(sink))
+	assert.Len(t, flows, 2*n, "a record for each side of each closed connection")
+}
+
+// openSockets counts the IPv4 TCP sockets of /proc/net/tcp, other than
+// listeners and those in TIME_WAIT, with an address whose hex form (as the
+// file writes it, little-endian) ends in suffix.
+func openSockets(t *testing.T, suffix string) int {
+	data, err := os.ReadFile("/proc/net/tcp")
+	require.NoError(t, err)
+	n := 0
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] == "06" || f[3] == "0A" { // TIME_WAIT, LISTEN
+			continue
+		}
+		if strings.HasSuffix(strings.Split(f[1], ":")[0], suffix) || strings.HasSuffix(strings.Split(f[2], ":")[0], suffix) {
+			n++
+		}
+	}
+	return n
+}

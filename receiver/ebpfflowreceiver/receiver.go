@@ -222,17 +222,19 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	return nil
 }
 
-// Shutdown stops reading, closes the tracer, then lets the emitter hand over
-// what is queued and the last heartbeats before it stops.
+// Shutdown stops reading once the reader has drained what the ring holds,
+// closes the tracer, then lets the emitter hand over what is queued and the
+// last heartbeats before it stops. Closing the tracer first would discard
+// the events of the connections that closed since the reader last woke.
 func (r *flowReceiver) Shutdown(context.Context) error {
 	var errs []error
 	if r.stopIngest != nil {
 		r.stopIngest()
 	}
+	r.ingest.Wait()
 	if r.tracer != nil {
 		errs = append(errs, r.tracer.Close())
 	}
-	r.ingest.Wait()
 	if r.stopEmit != nil {
 		r.stopEmit()
 	}
