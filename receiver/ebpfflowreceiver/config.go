@@ -224,9 +224,20 @@ func (o *OwnershipConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("ownership.precedence: enabled source %q is missing; list every enabled source, first wins", name))
 		}
 	}
+	// A prefix given twice would silently go to the last entry.
+	first := map[netip.Prefix]int{}
 	for i, e := range o.Static.Entries {
-		if _, err := e.prefixes(); err != nil {
+		ps, err := e.prefixes()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("ownership.static.entries[%d]: %w", i, err))
+			continue
+		}
+		for _, p := range ps {
+			if j, dup := first[p]; dup {
+				errs = append(errs, fmt.Errorf("ownership.static.entries[%d]: %s is already in entries[%d]; give each address or prefix one owner", i, p, j))
+				continue
+			}
+			first[p] = i
 		}
 	}
 	return errs

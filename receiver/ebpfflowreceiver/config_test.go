@@ -90,6 +90,7 @@ func TestValidateErrors(t *testing.T) {
 			"ownership.static.entries[0]: owner: must not be empty",
 			"ownership.static.entries[1]: prefixes: must list at least one address or CIDR prefix",
 			`ownership.static.entries[2]: attributes: attribute name "id" is reserved for the owner ID`,
+			"ownership.static.entries[4]: 10.0.0.3/32 is already in entries[3]; give each address or prefix one owner",
 		}},
 		{"bad_precedence", []string{
 			"ownership.file.poll_interval: must be at least 100ms, got 10ms",
