@@ -120,7 +120,8 @@ const (
 // fileSource is an ownership map that another program writes to a file. It is
 // polled rather than watched: polling sees atomic rename-replace, edits in
 // place and files on any filesystem alike, and a poll costs one read of a
-// small file. A file that cannot be read or parsed leaves the last good map
+// small file. An edit in place can be read half done and, if that half
+// parses, loaded until the next poll; the README says to rename-replace. A file that cannot be read or parsed leaves the last good map
 // in use; the failure is logged and counted once per distinct content.
 type fileSource struct {
 	path     string
