@@ -38,10 +38,10 @@ const (
 	itServerPayload = 789
 )
 
-// TestIntegrationKernel runs the receiver with the real eBPF tracer and
-// checks the records of real loopback connections. It needs root (or CAP_BPF
-// and CAP_PERFMON) and kernel BTF; without them it skips and says why.
-func TestIntegrationKernel(t *testing.T) {
+// requireTracer skips t, saying why, where the eBPF tracer cannot load: in
+// -short mode, or without root (or CAP_BPF and CAP_PERFMON) and kernel BTF.
+func requireTracer(t *testing.T) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("loads eBPF programs; skipped in -short mode")
 	}
@@ -51,6 +51,13 @@ func TestIntegrationKernel(t *testing.T) {
 	}
 	require.NoError(t, err)
 	require.NoError(t, probe.Close())
+}
+
+// TestIntegrationKernel runs the receiver with the real eBPF tracer and
+// checks the records of real loopback connections. It needs root (or CAP_BPF
+// and CAP_PERFMON) and kernel BTF; without them it skips and says why.
+func TestIntegrationKernel(t *testing.T) {
+	requireTracer(t)
 
 	cfg := createDefaultConfig()
 	cfg.FlushInterval = 50 * time.Millisecond
@@ -262,15 +269,7 @@ func flowSummary(recs []plog.LogRecord) []string {
 // next periodic wakeup: their events are still in the ring, and every one
 // must become a record.
 func TestShutdownHandsOverEventsInRing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("loads eBPF programs; skipped in -short mode")
-	}
-	probe, err := tracer.New(tracer.Options{})
-	if errors.Is(err, tracer.ErrUnsupported) {
-		t.Skipf("SKIPPED, NOT PASSED: the eBPF tracer cannot run here: %v", err)
-	}
-	require.NoError(t, err)
-	require.NoError(t, probe.Close())
+	requireTracer(t)
 
 	const server, client, n = "127.78.0.1", "127.78.0.2", 50
 	cfg := createDefaultConfig()
