@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
@@ -53,6 +54,19 @@ func requireTracer(t *testing.T) {
 	require.NoError(t, probe.Close())
 }
 
+// startReceiver creates and starts a receiver on cfg and returns it with
+// the sink its records go to.
+func startReceiver(t *testing.T, cfg *Config) (receiver.Logs, *consumertest.LogsSink) {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	sink := new(consumertest.LogsSink)
+	rcv, err := NewFactory().CreateLogs(context.Background(), metadatatest.NewSettings(tel), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	return rcv, sink
+}
+
 // TestIntegrationKernel runs the receiver with the real eBPF tracer and
 // checks the records of real loopback connections. It needs root (or CAP_BPF
 // and CAP_PERFMON) and kernel BTF; without them it skips and says why.
@@ -73,12 +87,7 @@ func TestIntegrationKernel(t *testing.T) {
 	}
 	require.NoError(t, cfg.Validate())
 
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	sink := new(consumertest.LogsSink)
-	rcv, err := NewFactory().CreateLogs(context.Background(), metadatatest.NewSettings(tel), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	rcv, sink := startReceiver(t, cfg)
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -276,12 +285,7 @@ func TestShutdownHandsOverEventsInRing(t *testing.T) {
 	cfg.ActiveInterval = 0
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{"127.78.0.0/24"}
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	sink := new(consumertest.LogsSink)
-	rcv, err := NewFactory().CreateLogs(context.Background(), metadatatest.NewSettings(tel), cfg, sink)
-	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	rcv, sink := startReceiver(t, cfg)
 
 	ln, err := net.Listen("tcp4", server+":0")
 	require.NoError(t, err)
