@@ -163,3 +163,66 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	e, _ := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
 	assert.Equal(t, "from-static", e.owner.ID)
 }
+
+func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m",
+		"10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.64/26", "sub",
+		"10.0.2.0/24", "other", "10.0.3.7", "y")
+	own := newOwnership([]ownershipSource{src}, clock.Now)
+	require.NoError(t, own.start(context.Background()))
+	entry := func(addr string) *ownerEntry {
+		e, ok := own.snapshot().lookup(netip.MustParseAddr(addr))
+		require.True(t, ok, addr)
+		return e
+	}
+	assert.True(t, entry("10.0.1.5").knownFrom(at(-1)), "entries made before capture predate every flow")
+
+	clock.Set(at(10))
+	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.64/26", "sub",
+		"10.0.2.0/24", "other", "10.0.3.7", "y2")
+	own.rebuild()
+
+	// 10.0.1.5 falls back to the /24: pool's only from now on, and so,
+	// conservatively, every address of the /24 and of the /16 around it.
+	for _, addr := range []string{"10.0.1.5", "10.0.1.9", "10.0.9.9"} {
+		e := entry(addr)
+		assert.Equal(t, at(10), e.since, addr)
+		assert.False(t, e.knownFrom(at(9)), addr)
+		assert.True(t, e.knownFrom(at(10)), addr)
+	}
+	assert.Equal(t, "pool", entry("10.0.1.5").owner.ID)
+	// Prefixes that neither contain the removed one nor changed keep their
+	// entries.
+	for _, addr := range []string{"10.0.1.70", "10.0.2.1"} {
+		assert.True(t, entry(addr).knownFrom(at(-1)), addr)
+	}
+	// A changed owner is known from the rebuild; the entry is not initial.
+	assert.Equal(t, at(10), entry("10.0.3.7").since)
+	assert.False(t, entry("10.0.3.7").knownFrom(at(9)))
+
+	// A renewed entry keeps its renewal time across unchanged rebuilds.
+	clock.Set(at(20))
+	own.rebuild()
+	assert.Equal(t, at(10), entry("10.0.1.5").since)
+}
+
+func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own := newOwnership([]ownershipSource{src}, clock.Now)
+	hb := newHeartbeats("node-1", at(0))
+	a := netip.MustParseAddr("10.0.1.5")
+
+	clock.Set(at(4))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	e, _ := own.snapshot().lookup(a)
+	require.Equal(t, "pool", e.owner.ID)
+	hb.observe(a, e, at(2), at(6)) // started while x held the address
+
+	got := hb.claims(at(10), own.snapshot())
+	require.Len(t, got, 1)
+	assert.Equal(t, "pool", got[0].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(4), at(6)}, span(got[0]), "pool never claims the address before it fell back to it")
+}

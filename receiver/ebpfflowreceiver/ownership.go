@@ -172,9 +172,21 @@ type ownerEntry struct {
 	owner intervalstore.Owner
 	// key identifies the owner (ID and attributes) for grouping heartbeats.
 	key string
-	// since is when this receiver started to know the prefix as this
-	// owner's: claims for the prefix never start earlier.
+	// since is when this receiver started to know every address of the
+	// prefix that the prefix resolves as this owner's: claims for them
+	// never start earlier.
 	since time.Time
+	// initial marks an entry made before the receiver started capturing:
+	// it predates every flow the receiver sees.
+	initial bool
+}
+
+// knownFrom reports whether the receiver knew e's owner for e's addresses
+// from start on: whether a flow that started at start is this owner's
+// throughout. A flow that began before its address's owner changed, or
+// before the receiver learnt it, is not.
+func (e *ownerEntry) knownFrom(start time.Time) bool {
+	return e.initial || !start.Before(e.since)
 }
 
 func ownerKey(o intervalstore.Owner) string {
@@ -209,8 +221,9 @@ type ownership struct {
 	sources []ownershipSource // highest precedence first
 	now     func() time.Time
 
-	mu      sync.Mutex // serializes rebuilds
-	current atomic.Pointer[ownershipSnapshot]
+	mu        sync.Mutex // serializes rebuilds
+	current   atomic.Pointer[ownershipSnapshot]
+	capturing bool // start has returned: new entries are not initial; under mu
 }
 
 func newOwnership(sources []ownershipSource, now func() time.Time) *ownership {
@@ -225,7 +238,9 @@ func (o *ownership) snapshot() *ownershipSnapshot { return o.current.Load() }
 // rebuild merges the sources' current entries. For a prefix named by several
 // sources the first in precedence wins; lookups then prefer the longest
 // prefix whatever its source. A prefix that keeps its owner keeps its since
-// time, so that reloading an unchanged file does not shorten claims.
+// time, so that reloading an unchanged file does not shorten claims, unless
+// a narrower prefix inside it went away: the addresses of that one now
+// resolve to it, and are its owner's only from now on.
 func (o *ownership) rebuild() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -248,19 +263,42 @@ func (o *ownership) rebuild() {
 				}
 			}
 			if e == nil {
-				e = &ownerEntry{owner: owner, key: key, since: now}
+				e = &ownerEntry{owner: owner, key: key, since: now, initial: !o.capturing}
 			}
 			next.byPrefix[p] = e
-			next.table.Insert(p, e)
-			if p.IsSingleIP() {
-				next.addresses[p.Addr()] = e
+		}
+	}
+	if prev != nil {
+		for p := range prev.byPrefix {
+			if _, kept := next.byPrefix[p]; !kept {
+				renewSupernets(next.byPrefix, p, now)
 			}
+		}
+	}
+	for p, e := range next.byPrefix {
+		next.table.Insert(p, e)
+		if p.IsSingleIP() {
+			next.addresses[p.Addr()] = e
 		}
 	}
 	o.current.Store(next)
 }
 
+// renewSupernets gives every prefix of entries that strictly contains
+// removed, and was known before now, an entry known from now: addresses of
+// removed fall back to one of them, a new owner for those addresses.
+func renewSupernets(entries map[netip.Prefix]*ownerEntry, removed netip.Prefix, now time.Time) {
+	for bits := removed.Bits() - 1; bits >= 0; bits-- {
+		q := netip.PrefixFrom(removed.Addr(), bits).Masked()
+		if e, ok := entries[q]; ok && e.since.Before(now) {
+			entries[q] = &ownerEntry{owner: e.owner, key: e.key, since: now}
+		}
+	}
+}
+
 // start starts every source, rebuilding the merged map when one changes.
+// The receiver starts capturing after it returns: entries made until then
+// are initial.
 func (o *ownership) start(ctx context.Context) error {
 	for i, src := range o.sources {
 		if err := src.Start(ctx, o.rebuild); err != nil {
@@ -271,6 +309,9 @@ func (o *ownership) start(ctx context.Context) error {
 		}
 	}
 	o.rebuild()
+	o.mu.Lock()
+	o.capturing = true
+	o.mu.Unlock()
 	return nil
 }
 

@@ -96,8 +96,9 @@ type flowReceiver struct {
 	emit       sync.WaitGroup
 
 	// Precomputed metric attribute options.
-	stateAttrs  map[string]metric.AddOption
-	originAttrs map[string]metric.AddOption
+	stateAttrs   map[string]metric.AddOption
+	originAttrs  map[string]metric.AddOption
+	unownedAttrs map[string]metric.AddOption
 }
 
 func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs, env environment) (*flowReceiver, error) {
@@ -131,15 +132,16 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 		return m
 	}
 	return &flowReceiver{
-		cfg:         cfg,
-		settings:    settings,
-		next:        next,
-		env:         env,
-		obsrecv:     obsrecv,
-		telemetry:   telemetry,
-		filter:      filter,
-		stateAttrs:  attrOptions("state", flowschema.FlowStateClosed, flowschema.FlowStateFailed, flowschema.FlowStateActive),
-		originAttrs: attrOptions("origin", originFlow, originSource),
+		cfg:          cfg,
+		settings:     settings,
+		next:         next,
+		env:          env,
+		obsrecv:      obsrecv,
+		telemetry:    telemetry,
+		filter:       filter,
+		stateAttrs:   attrOptions("state", flowschema.FlowStateClosed, flowschema.FlowStateFailed, flowschema.FlowStateActive),
+		originAttrs:  attrOptions("origin", originFlow, originSource),
+		unownedAttrs: attrOptions("reason", unownedUnknownAddress, unownedOwnerChanged),
 	}, nil
 }
 
@@ -381,14 +383,34 @@ func (r *flowReceiver) drain(ctx context.Context) {
 	}
 }
 
+// Why a flow record has no local owner, the "reason" attribute of
+// ebpfflow_flows_unowned.
+const (
+	// unownedUnknownAddress: no ownership source covers the local address.
+	unownedUnknownAddress = "unknown_address"
+	// unownedOwnerChanged: the local address's owner changed, or the
+	// receiver learnt it, after the flow started.
+	unownedOwnerChanged = "owner_changed"
+)
+
 // addFlow converts ev into a record, notes its local address for heartbeats
-// and flushes a full batch.
+// and flushes a full batch. The record names the local owner only if that
+// owner held the address for the whole flow as far as the receiver knows:
+// the processor applies the record's local side as a claim from the flow's
+// start, and the owner looked up now may not be the one at that start.
 func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 	entry, owned := r.ownership.snapshot().lookup(ev.LocalAddr)
-	if owned {
+	switch {
+	case !owned:
+		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedUnknownAddress])
+	case !entry.knownFrom(ev.Start):
+		// Heartbeats still claim the part of the flow since the owner
+		// was known.
 		r.hb.observe(ev.LocalAddr, entry, ev.Start, ev.End)
-	} else {
-		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1)
+		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedOwnerChanged])
+		entry = nil
+	default:
+		r.hb.observe(ev.LocalAddr, entry, ev.Start, ev.End)
 	}
 	r.flows.putFlow(r.batch.append(), ev, entry, r.env.now())
 	r.batch.flows[flowState(ev.Kind)]++

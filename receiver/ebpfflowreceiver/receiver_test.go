@@ -145,7 +145,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 		{Value: 1, Attributes: sumAttrs("state", "failed")},
 	}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowFlowsFiltered(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
-	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{{Value: 1, Attributes: sumAttrs("reason", "unknown_address")}}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowHeartbeatsEmitted(t, tel, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: sumAttrs("origin", "flow")},
 		{Value: 3, Attributes: sumAttrs("origin", "source")},
@@ -319,4 +319,87 @@ func TestReceiverPassesOptionsToTracer(t *testing.T) {
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, r.Shutdown(context.Background()))
 	assert.Equal(t, tracer.Options{RingBufferSize: 1 << 22, MaxConnections: 1000}, got)
+}
+
+// A flow record names its local owner only if that owner held the address
+// for the whole flow as far as the receiver knows: the processor applies the
+// record's local side as a claim from the flow's start.
+func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	replaceFile(t, path, "10.0.0.1: a\n10.0.1.0/24: pool\n10.0.1.5: x\n10.0.2.0/24: other\n")
+	ev := func(local string, start float64) tracer.Event {
+		return tracer.Event{
+			Kind: tracer.KindClosed, Role: tracer.RoleClient,
+			LocalAddr: netip.MustParseAddr(local), LocalPort: 40000,
+			PeerAddr: netip.MustParseAddr("198.51.100.1"), PeerPort: 443,
+			Start: at(start), StartKnown: true, End: at(12),
+		}
+	}
+	ft := newFakeTracer(
+		ev("10.0.0.1", 5),    // began under a, now b's
+		ev("10.0.0.1", 11),   // began under b
+		ev("10.0.1.5", 5),    // began under x, now falls back to pool
+		ev("10.0.2.7", 5),    // its owner never changed
+		ev("192.0.2.99", 5),  // no owner at all
+		ev("10.0.2.8", -100), // before the receiver started: owned as far as it knows
+	)
+	clock := newManualClock(at(0))
+	cfg := createDefaultConfig()
+	cfg.HeartbeatInterval = time.Hour
+	cfg.FlushInterval = time.Hour
+	cfg.ActiveInterval = 0
+	cfg.Ownership.Static.HostAddresses = false
+	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
+	require.NoError(t, cfg.Validate())
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	sink := new(consumertest.LogsSink)
+	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
+	require.NoError(t, err)
+	ft.beforeEvent = func(i int) {
+		if i > 0 {
+			return
+		}
+		// The file changes at 10 s, before any event is read.
+		clock.Set(at(10))
+		replaceFile(t, path, "10.0.0.1: b\n10.0.1.0/24: pool\n10.0.2.0/24: other\n")
+		for _, src := range r.ownership.sources {
+			if fs, ok := src.(*fileSource); ok {
+				assert.True(t, fs.reload())
+			}
+		}
+		r.ownership.rebuild()
+	}
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	<-ft.delivered
+	clock.Set(at(20))
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	flows, heartbeats := split(records(sink))
+	require.Len(t, flows, 6)
+	var owners []string
+	for _, lr := range flows {
+		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
+		owners = append(owners, o.ID)
+	}
+	assert.Equal(t, []string{"", "b", "", "other", "", "other"}, owners)
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: sumAttrs("reason", "owner_changed")},
+		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
+	}, metricdatatest.IgnoreTimestamp())
+
+	// Heartbeats still claim what the flows showed once the owner was
+	// known.
+	spans := map[string][2]time.Time{}
+	for _, lr := range heartbeats {
+		c, err := flowschema.ParseClaim(lr)
+		require.NoError(t, err)
+		spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
+	}
+	assert.Equal(t, map[string][2]time.Time{
+		"10.0.0.1 b":     {at(10), at(20)},
+		"10.0.1.5 pool":  {at(10), at(12)},
+		"10.0.2.7 other": {at(5), at(12)},
+		"10.0.2.8 other": {at(0), at(12)},
+	}, spans)
 }

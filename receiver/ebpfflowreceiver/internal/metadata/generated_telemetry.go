@@ -163,7 +163,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowFlowsUnowned, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_flows_unowned",
-		metric.WithDescription("Flow records emitted without a local owner because no ownership source covers their local address. [Alpha]"),
+		metric.WithDescription("Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -56,7 +56,7 @@ func AssertEqualEbpfflowFlowsFiltered(t *testing.T, tt *componenttest.Telemetry,
 func AssertEqualEbpfflowFlowsUnowned(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_flows_unowned",
-		Description: "Flow records emitted without a local owner because no ownership source covers their local address. [Alpha]",
+		Description: "Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started). [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
