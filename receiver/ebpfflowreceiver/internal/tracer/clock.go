@@ -12,15 +12,24 @@ import (
 // bootClock converts bpf_ktime_get_boot_ns timestamps (CLOCK_BOOTTIME, which
 // unlike CLOCK_MONOTONIC keeps counting across suspend) to wall-clock time.
 // The offset between the two clocks changes when the wall clock is stepped
-// or slewed, so Active refreshes it on every pass; changes below
-// offsetTolerance are sampling jitter and ignored, so that the Start of one
-// connection is the same in its interim and final records.
+// or slewed, so Read refreshes it every refreshEvery and Active on every
+// pass; changes below offsetTolerance are sampling jitter and ignored, so
+// that the Start of one connection is the same in its interim and final
+// records.
 type bootClock struct {
 	offsetNanos atomic.Int64 // wall clock minus CLOCK_BOOTTIME
+	// wallNanos reads the wall clock (time.Now), and refreshEvery is how
+	// often Read refreshes the offset; tests change both before Read.
+	wallNanos    func() int64
+	refreshEvery time.Duration
 }
 
+// clockRefreshInterval is how long after a step of the wall clock records
+// may still carry times on the old scale.
+const clockRefreshInterval = time.Second
+
 func newBootClock() (*bootClock, error) {
-	c := &bootClock{}
+	c := &bootClock{wallNanos: func() int64 { return time.Now().UnixNano() }, refreshEvery: clockRefreshInterval}
 	if err := c.refresh(); err != nil {
 		return nil, err
 	}
@@ -37,7 +46,7 @@ func (c *bootClock) refresh() error {
 		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &before); err != nil {
 			return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
 		}
-		wall := time.Now().UnixNano()
+		wall := c.wallNanos()
 		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &after); err != nil {
 			return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
 		}

@@ -233,8 +233,17 @@ func (t *Tracer) Read(ctx context.Context, handle func(*Event)) error {
 		ev  Event
 	)
 	ring.SetDeadline(time.Now().Add(readInterval))
+	nextRefresh := time.Now().Add(t.clock.refreshEvery)
 	for {
 		err := ring.ReadInto(&rec)
+		// Without this, a wall clock step would shift every record until
+		// the next Active pass, or forever with active_interval 0.
+		if now := time.Now(); !now.Before(nextRefresh) {
+			if err := t.clock.refresh(); err != nil {
+				return err
+			}
+			nextRefresh = now.Add(t.clock.refreshEvery)
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):

@@ -497,3 +497,28 @@ func TestCloseRateNoLoss(t *testing.T) {
 			run.records, run.closes(), run.lost, run.birthMapFull, run.missed, run.unaccounted)
 	}
 }
+
+// TestReadFollowsWallClockSteps steps the wall clock the tracer reads by an
+// hour after it started: records Read decodes afterwards carry times on the
+// new scale, without an Active pass.
+func TestReadFollowsWallClockSteps(t *testing.T) {
+	tr := startTracer(t, Options{})
+	const step = time.Hour
+	tr.clock.wallNanos = func() int64 { return time.Now().Add(step).UnixNano() }
+	tr.clock.refreshEvery = 0
+	rec := record(t, tr)
+
+	before := time.Now().Add(step)
+	client, server, _ := connectPair(t,
+		func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+		func(port uint16) (net.Conn, error) {
+			return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())
+		})
+	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+	exchange(t, client, server, clientPayload, serverPayload, true)
+	ev := rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+	after := time.Now().Add(step)
+	if ev.Start.Before(before) || ev.End.After(after) || ev.End.Before(ev.Start) {
+		t.Errorf("start %v end %v outside [%v, %v]: not on the stepped clock", ev.Start, ev.End, before, after)
+	}
+}
