@@ -290,6 +290,12 @@ func (r *flowReceiver) registerStatsCallbacks() error {
 			}
 			return nil
 		}),
+		r.telemetry.RegisterEbpfflowKernelListenerMapFullCallback(func(_ context.Context, o metric.Int64Observer) error {
+			if st, err := r.tracer.Stats(); err == nil {
+				o.Observe(int64(st.ListenerMapFull))
+			}
+			return nil
+		}),
 		r.telemetry.RegisterEbpfflowKernelRecursionMissesCallback(func(_ context.Context, o metric.Int64Observer) error {
 			if st, err := r.tracer.Stats(); err == nil {
 				o.Observe(int64(st.RecursionMisses))

@@ -80,7 +80,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 		ev(tracer.KindClosed, "192.0.2.99", 3, 4), // no owner
 		ev(tracer.KindClosed, "127.0.0.1", 3, 4),  // loopback, filtered
 	)
-	ft.stats = tracer.Stats{LostEvents: 3, BirthMapFull: 2, RecursionMisses: 7, RingBytesUsed: 1 << 20, RingBytesSize: 4 << 20}
+	ft.stats = tracer.Stats{LostEvents: 3, BirthMapFull: 2, ListenerMapFull: 4, RecursionMisses: 7, RingBytesUsed: 1 << 20, RingBytesSize: 4 << 20}
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
 	cfg.HeartbeatInterval = time.Hour // only the final heartbeat at shutdown
@@ -103,6 +103,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 
 	metadatatest.AssertEqualEbpfflowKernelEventsLost(t, tel, []metricdata.DataPoint[int64]{{Value: 3}}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowKernelBirthMapFull(t, tel, []metricdata.DataPoint[int64]{{Value: 2}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowKernelListenerMapFull(t, tel, []metricdata.DataPoint[int64]{{Value: 4}}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowKernelRecursionMisses(t, tel, []metricdata.DataPoint[int64]{{Value: 7}}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowRingFillRatio(t, tel, []metricdata.DataPoint[float64]{{Value: 0.25}}, metricdatatest.IgnoreTimestamp())
 

@@ -34,6 +34,7 @@ type TelemetryBuilder struct {
 	EbpfflowHeartbeatsEmitted     metric.Int64Counter
 	EbpfflowKernelBirthMapFull    metric.Int64ObservableCounter
 	EbpfflowKernelEventsLost      metric.Int64ObservableCounter
+	EbpfflowKernelListenerMapFull metric.Int64ObservableCounter
 	EbpfflowKernelRecursionMisses metric.Int64ObservableCounter
 	EbpfflowOwnershipFileReloads  metric.Int64Counter
 	EbpfflowQueueDropped          metric.Int64Counter
@@ -72,6 +73,21 @@ func (builder *TelemetryBuilder) RegisterEbpfflowKernelEventsLostCallback(cb met
 		cb(ctx, &observerInt64{inst: builder.EbpfflowKernelEventsLost, obs: o})
 		return nil
 	}, builder.EbpfflowKernelEventsLost)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterEbpfflowKernelListenerMapFullCallback sets callback for observable EbpfflowKernelListenerMapFull metric.
+func (builder *TelemetryBuilder) RegisterEbpfflowKernelListenerMapFullCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EbpfflowKernelListenerMapFull, obs: o})
+		return nil
+	}, builder.EbpfflowKernelListenerMapFull)
 	if err != nil {
 		return err
 	}
@@ -183,6 +199,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_ebpfflow_kernel_events_lost",
 		metric.WithDescription("Flow events dropped in the kernel because the ring buffer was full. [Alpha]"),
 		metric.WithUnit("{event}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowKernelListenerMapFull, err = builder.meter.Int64ObservableCounter(
+		"otelcol_ebpfflow_kernel_listener_map_full",
+		metric.WithDescription("Listening sockets an active pass could not note because the kernel side's listener set (16384 network namespace and port pairs) was full; connections older than the receiver on their ports are then reported as clients. [Alpha]"),
+		metric.WithUnit("{socket}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EbpfflowKernelRecursionMisses, err = builder.meter.Int64ObservableCounter(

@@ -117,6 +117,22 @@ func AssertEqualEbpfflowKernelEventsLost(t *testing.T, tt *componenttest.Telemet
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualEbpfflowKernelListenerMapFull(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_ebpfflow_kernel_listener_map_full",
+		Description: "Listening sockets an active pass could not note because the kernel side's listener set (16384 network namespace and port pairs) was full; connections older than the receiver on their ports are then reported as clients. [Alpha]",
+		Unit:        "{socket}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_ebpfflow_kernel_listener_map_full")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualEbpfflowKernelRecursionMisses(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_kernel_recursion_misses",

@@ -134,6 +134,9 @@ type Options struct {
 
 	// classicTracepoint skips tp_btf, so tests can exercise the fallback.
 	classicTracepoint bool
+	// maxListeners, if not zero, shrinks the listener set, so tests can
+	// fill it.
+	maxListeners int
 }
 
 // Defaults and bounds of Options.
@@ -152,6 +155,11 @@ type Stats struct {
 	// BirthMapFull counts connections not tracked because the birth map was
 	// full.
 	BirthMapFull uint64
+	// ListenerMapFull counts listening sockets an Active pass could not
+	// note because the listener set (16384 netns and port pairs) was full:
+	// connections that predate the tracer on their ports are then reported
+	// as clients.
+	ListenerMapFull uint64
 	// RecursionMisses counts runs of the tracing programs that the kernel
 	// skipped because one of them was already running on that CPU (a
 	// softirq state change interrupting one in process context). A skipped

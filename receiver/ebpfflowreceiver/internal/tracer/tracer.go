@@ -92,6 +92,9 @@ func New(opts Options) (*Tracer, error) {
 	}
 	spec.Maps["births"].MaxEntries = uint32(opts.MaxConnections)
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
+	if opts.maxListeners > 0 {
+		spec.Maps["listeners"].MaxEntries = uint32(opts.maxListeners)
+	}
 
 	var maps flowMaps
 	if err := spec.LoadAndAssign(&maps, nil); err != nil {
@@ -355,6 +358,10 @@ func (t *Tracer) Stats() (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
+	listenersFull, err := t.counter(counterListenerMapFull)
+	if err != nil {
+		return Stats{}, err
+	}
 	var misses uint64
 	for _, p := range t.progs {
 		st, err := p.Stats()
@@ -366,6 +373,7 @@ func (t *Tracer) Stats() (Stats, error) {
 	return Stats{
 		LostEvents:      lost,
 		BirthMapFull:    full,
+		ListenerMapFull: listenersFull,
 		RecursionMisses: misses,
 		RingBytesUsed:   t.ring.AvailableBytes(),
 		RingBytesSize:   t.ring.BufferSize(),
@@ -374,8 +382,9 @@ func (t *Tracer) Stats() (Stats, error) {
 
 // Counter indexes, as enum counter in bpf/flow.h.
 const (
-	counterLostEvents   uint32 = 0
-	counterBirthMapFull uint32 = 1
+	counterLostEvents      uint32 = 0
+	counterBirthMapFull    uint32 = 1
+	counterListenerMapFull uint32 = 2
 )
 
 func (t *Tracer) counter(idx uint32) (uint64, error) {

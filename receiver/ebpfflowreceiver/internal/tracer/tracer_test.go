@@ -415,6 +415,30 @@ func TestLossCounters(t *testing.T) {
 	}
 }
 
+// TestListenerMapFullIsCounted runs an Active pass over more listening
+// sockets than the listener set holds.
+func TestListenerMapFullIsCounted(t *testing.T) {
+	tr := startTracer(t, Options{maxListeners: 2})
+	const listeners = 5
+	for range listeners {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+	}
+	if err := tr.Active(context.Background(), func(*Event) {}); err != nil {
+		t.Fatalf("Active: %v", err)
+	}
+	st, err := tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ListenerMapFull < listeners-2 {
+		t.Errorf("listener map full %d times, want >= %d", st.ListenerMapFull, listeners-2)
+	}
+}
+
 func TestClassicTracepointFallback(t *testing.T) {
 	if _, err := os.Stat("/sys/kernel/tracing/events/sock/inet_sock_set_state"); err != nil {
 		if _, err2 := os.Stat("/sys/kernel/debug/tracing/events/sock/inet_sock_set_state"); err2 != nil {

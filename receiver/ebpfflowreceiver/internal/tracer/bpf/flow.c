@@ -47,9 +47,11 @@ struct {
 // Listening (netns, port) pairs seen by the iterator in the current pass; it
 // visits listeners before established sockets, so a socket that predates the
 // tracer and shares its local port with a listener is taken as the server.
+// Pairs beyond max_entries are counted; the sockets of their ports that
+// predate the tracer are then taken as clients.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 16384);
 	__type(key, struct listen_key);
 	__type(value, __u8);
 } listeners SEC(".maps");
@@ -381,7 +383,8 @@ int active_connections(struct bpf_iter__tcp *ctx)
 		};
 		__u8 one = 1;
 
-		bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY);
+		if (bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY) != 0)
+			count(COUNTER_LISTENER_MAP_FULL);
 		return 0;
 	}
 	if (!is_open_state(state))

@@ -7,7 +7,8 @@
 enum counter {
 	COUNTER_LOST_EVENTS = 0,
 	COUNTER_BIRTH_MAP_FULL = 1,
-	COUNTER_MAX = 2,
+	COUNTER_LISTENER_MAP_FULL = 2,
+	COUNTER_MAX = 3,
 };
 
 enum kind {
