@@ -115,13 +115,16 @@ func parseOwnerNode(n *yaml.Node) (intervalstore.Owner, error) {
 const (
 	reloadSuccess = "success"
 	reloadError   = "error"
+	// reloadDeferred: new content, modified moments before or while it was
+	// read, left for the next poll (see fileSettle).
+	reloadDeferred = "deferred"
 )
 
 // fileSource is an ownership map that another program writes to a file. It is
 // polled rather than watched: polling sees atomic rename-replace, edits in
 // place and files on any filesystem alike, and a poll costs one read of a
-// small file. An edit in place can be read half done and, if that half
-// parses, loaded until the next poll; the README says to rename-replace. A file that cannot be read or parsed leaves the last good map
+// small file. New content is loaded only once the file has settled (see
+// fileSettle). A file that cannot be read or parsed leaves the last good map
 // in use; the failure is logged and counted once per distinct content.
 type fileSource struct {
 	path     string
@@ -129,6 +132,9 @@ type fileSource struct {
 	logger   *zap.Logger
 	// recordReload counts a load by result.
 	recordReload func(result string)
+	// now is the clock the file's modification time is compared with:
+	// the filesystem's, time.Now.
+	now func() time.Time
 
 	mu      sync.RWMutex
 	entries map[netip.Prefix]intervalstore.Owner
@@ -148,6 +154,7 @@ func newFileSource(cfg FileSourceConfig, logger *zap.Logger, recordReload func(s
 		interval:     cfg.PollInterval,
 		logger:       logger.With(zap.String("path", cfg.Path)),
 		recordReload: recordReload,
+		now:          time.Now,
 		entries:      map[netip.Prefix]intervalstore.Owner{},
 	}
 }
@@ -174,10 +181,18 @@ func (s *fileSource) Shutdown() error {
 	return nil
 }
 
-// reload reads the file and, when its content changed and parses, replaces
-// the map. It reports whether the map changed.
+// fileSettle is how long the file must have been left alone for a poll to
+// load new content from it. An edit in place caught midway often parses (a
+// YAML map cut short is a shorter map, an owner ID cut short another
+// owner's), so content modified less than this before the poll, or while it
+// was read, waits for the next poll. A modification time in the future (a
+// clock elsewhere) cannot be judged and does not hold content back.
+const fileSettle = 100 * time.Millisecond
+
+// reload reads the file and, when its content changed, has settled and
+// parses, replaces the map. It reports whether the map changed.
 func (s *fileSource) reload() bool {
-	data, err := readLimited(s.path, maxOwnershipFileSize)
+	data, modified, err := readLimited(s.path, maxOwnershipFileSize)
 	if err != nil {
 		// A file missing for an hour is one warning, not one per poll.
 		if msg := err.Error(); msg != s.lastReadErr {
@@ -189,6 +204,11 @@ func (s *fileSource) reload() bool {
 	s.lastReadErr = ""
 	digest := sha256.Sum256(data)
 	if digest == s.goodDigest || digest == s.badDigest {
+		return false
+	}
+	if age := s.now().Sub(modified); modified.IsZero() || (age >= 0 && age < fileSettle) {
+		s.recordReload(reloadDeferred)
+		s.logger.Debug("Ownership file changed moments ago; loading it at the next poll")
 		return false
 	}
 	entries, err := parseOwnershipFile(data)
@@ -214,18 +234,32 @@ func (s *fileSource) fail(err error) {
 	s.logger.Warn("Cannot load ownership file; keeping the last good map", zap.Error(err), zap.Int("entries_kept", n))
 }
 
-func readLimited(path string, limit int64) ([]byte, error) {
+// readLimited reads the file at path, of at most limit bytes, and returns
+// its modification time, or the zero time if the file changed while it was
+// read.
+func readLimited(path string, limit int64) (data []byte, modified time.Time, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer f.Close()
+	before, err := f.Stat()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, io.LimitReader(f, limit+1)); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if int64(buf.Len()) > limit {
-		return nil, fmt.Errorf("file is larger than %d bytes", limit)
+		return nil, time.Time{}, fmt.Errorf("file is larger than %d bytes", limit)
 	}
-	return buf.Bytes(), nil
+	after, err := f.Stat()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() || int64(buf.Len()) != after.Size() {
+		return buf.Bytes(), time.Time{}, nil
+	}
+	return buf.Bytes(), after.ModTime(), nil
 }

@@ -123,12 +123,23 @@ func (c *reloadCounter) get() map[string]int {
 }
 
 // replaceFile writes data to path the way orchestrators do: a temporary file
-// in the same directory renamed over the target.
+// in the same directory renamed over the target. The file is dated a minute
+// back, settled (see fileSettle).
 func replaceFile(t *testing.T, path, data string) {
 	t.Helper()
 	tmp := path + ".tmp"
 	require.NoError(t, os.WriteFile(tmp, []byte(data), 0o600))
+	settled := time.Now().Add(-time.Minute)
+	require.NoError(t, os.Chtimes(tmp, settled, settled))
 	require.NoError(t, os.Rename(tmp, path))
+}
+
+// writeSettled rewrites path in place, dated a minute back.
+func writeSettled(t *testing.T, path, data string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(data), 0o600))
+	settled := time.Now().Add(-time.Minute)
+	require.NoError(t, os.Chtimes(path, settled, settled))
 }
 
 func ownerIDs(m map[netip.Prefix]intervalstore.Owner) map[string]string {
@@ -165,7 +176,7 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
 
 	// A corrupt file keeps the last good map, counted and logged once.
-	require.NoError(t, os.WriteFile(path, []byte("10.0.0.1: [oops\n"), 0o600))
+	writeSettled(t, path, "10.0.0.1: [oops\n")
 	assert.False(t, src.reload())
 	assert.False(t, src.reload())
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
@@ -174,7 +185,7 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Equal(t, int64(2), logs.All()[1].ContextMap()["entries_kept"])
 
 	// Truncated mid-write: also an error, not an empty map.
-	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	writeSettled(t, path, "")
 	assert.False(t, src.reload())
 	assert.Len(t, src.Entries(), 2)
 	assert.Equal(t, map[string]int{reloadError: 3, reloadSuccess: 2}, counts.get())
@@ -183,6 +194,44 @@ func TestFileSourceReload(t *testing.T) {
 	replaceFile(t, path, "{}")
 	assert.True(t, src.reload())
 	assert.Empty(t, src.Entries())
+}
+
+// An edit in place caught midway often parses: new content is loaded only
+// once the file has been left alone for fileSettle.
+func TestFileSourceWaitsForTheFileToSettle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	var counts reloadCounter
+	src := newFileSource(FileSourceConfig{Path: path, PollInterval: time.Hour}, zap.NewNop(), counts.record)
+	writeSettled(t, path, "10.0.0.1: a\n")
+	require.True(t, src.reload())
+
+	// A writer truncates the file and has written part of it when a poll
+	// comes, 10ms after its last write.
+	written := time.Now().Add(-time.Hour)
+	writeAt := func(data string) {
+		require.NoError(t, os.WriteFile(path, []byte(data), 0o600))
+		require.NoError(t, os.Chtimes(path, written, written))
+	}
+	writeAt("10.0.0.1: checkout-7f")
+	src.now = func() time.Time { return written.Add(10 * time.Millisecond) }
+	assert.False(t, src.reload())
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "a"}, ownerIDs(src.Entries()), "a half-written file is not loaded")
+
+	// It finishes; a poll a second later loads the whole file.
+	writeAt("10.0.0.1: checkout-7f9c\n")
+	assert.False(t, src.reload(), "still within fileSettle")
+	src.now = func() time.Time { return written.Add(time.Second) }
+	assert.True(t, src.reload())
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "checkout-7f9c"}, ownerIDs(src.Entries()))
+	assert.Equal(t, map[string]int{reloadSuccess: 2, reloadDeferred: 2}, counts.get())
+
+	// A modification time ahead of the clock cannot be judged: the content
+	// is loaded.
+	future := written.Add(time.Hour)
+	require.NoError(t, os.WriteFile(path, []byte("10.0.0.1: b\n"), 0o600))
+	require.NoError(t, os.Chtimes(path, future, future))
+	assert.True(t, src.reload())
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "b"}, ownerIDs(src.Entries()))
 }
 
 func TestFileSourcePollsAndNotifies(t *testing.T) {
