@@ -3,6 +3,7 @@ package ownershipprocessor
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
 
@@ -205,4 +207,41 @@ func TestRecheckReleasesOnlyCoveredRecordsOfAKey(t *testing.T) {
 	assert.Equal(t, "old-owner", owner)
 	assert.Equal(t, t0.Add(-10*time.Minute).UnixNano(), recs[2].Attributes().AsRaw()[flowschema.AttrFlowStartTime])
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
+}
+
+// BenchmarkHoldWithdraw withdraws a refused batch's 10k records, the newest
+// of an address that has 100k held: the cost must grow with the records
+// withdrawn and their address's list, not with their product.
+func BenchmarkHoldWithdraw(b *testing.B) {
+	const (
+		held      = 100_000
+		withdrawn = 10_000
+	)
+	key := mustAddr("10.0.0.2")
+	noClaim := func(netip.Addr, time.Time) intervalstore.Result {
+		return intervalstore.Result{Status: intervalstore.Unattributed, Reason: intervalstore.ReasonNoClaim}
+	}
+	lr := plog.NewLogRecord()
+	h := newHold(time.Minute, held)
+	records := make([]*heldRecord, held)
+	add := func(records []*heldRecord) {
+		for _, r := range records {
+			if ok, _, _ := h.add(r, lr, noClaim); !ok {
+				b.Fatal("not held")
+			}
+		}
+	}
+	for i := range records {
+		records[i] = &heldRecord{key: key, at: t0, since: t0}
+	}
+	add(records)
+	batch := records[held-withdrawn:]
+	for range b.N {
+		if n := h.withdraw(batch); n != withdrawn {
+			b.Fatalf("withdrew %d", n)
+		}
+		b.StopTimer()
+		add(batch) // the newest again, as before
+		b.StartTimer()
+	}
 }
