@@ -78,6 +78,7 @@ type heldRecord struct {
 	at        time.Time
 	fallback  bool // at came from the record Timestamp
 	since     time.Time
+	held      bool // in the hold: set by add, cleared when it leaves
 	prev, nxt *heldRecord
 }
 
@@ -142,6 +143,7 @@ func (h *hold) add(r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, tim
 	}
 	h.tail = r
 	h.byKey[r.key] = append(h.byKey[r.key], r)
+	r.held = true
 	h.count++
 	return true, res, overflow
 }
@@ -178,6 +180,7 @@ func (h *hold) unlink(r *heldRecord) {
 		h.tail = r.prev
 	}
 	r.prev, r.nxt = nil, nil
+	r.held = false
 	h.count--
 	h.active.Add(-1)
 }
@@ -238,15 +241,25 @@ func (h *hold) expire(now time.Time, lookup func(netip.Addr, time.Time) interval
 }
 
 // withdraw removes those of records that are still held, unreleased, and
-// returns how many it removed.
+// returns how many it removed. It unlinks them, then filters the list of
+// each address they touch once: linear in the records and those lists.
 func (h *hold) withdraw(records []*heldRecord) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	touched := make(map[netip.Addr]struct{})
 	n := 0
 	for _, r := range records {
-		if slices.Contains(h.byKey[r.key], r) {
-			h.remove(r)
+		if r.held {
+			h.unlink(r)
+			touched[r.key] = struct{}{}
 			n++
+		}
+	}
+	for k := range touched {
+		if list := slices.DeleteFunc(h.byKey[k], func(r *heldRecord) bool { return !r.held }); len(list) == 0 {
+			delete(h.byKey, k)
+		} else {
+			h.byKey[k] = list
 		}
 	}
 	return n
