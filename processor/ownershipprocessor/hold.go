@@ -80,6 +80,10 @@ type heldRecord struct {
 	since     time.Time
 	held      bool // in the hold: set by add, cleared when it leaves
 	prev, nxt *heldRecord
+	// batch is the batch that held the record, until settle once that
+	// batch's consume has returned: meanwhile the record is tentative, and
+	// whatever releases it hands it to the batch. Guarded by the hold's mu.
+	batch *batchRecords
 }
 
 // releasedRecord is a record leaving the hold with its final lookup.
@@ -87,6 +91,15 @@ type releasedRecord struct {
 	*heldRecord
 	result  intervalstore.Result
 	outcome string
+}
+
+// batchRecords are the records one batch put in the hold, tentative until
+// settle: the batch's receiver retries the whole batch if the next consumer
+// refuses it, so none of them may go on before the batch's outcome is known.
+// Every field is guarded by the hold's mu.
+type batchRecords struct {
+	held   []*heldRecord    // every record the batch put in the hold
+	handed []releasedRecord // those of held released while tentative
 }
 
 // hold keeps waiting records in arrival order (which is deadline order, as
@@ -111,12 +124,13 @@ func newHold(maxWait time.Duration, maxPending int) *hold {
 	return &hold{maxWait: maxWait, maxPending: maxPending, byKey: make(map[netip.Addr][]*heldRecord)}
 }
 
-// add moves lr into r and holds it if lookup, run under the hold's lock so
-// that a claim applied concurrently is either seen here or rechecks r, still
-// waits for a claim. Otherwise lr stays where it is and add returns false
-// with the lookup's result. overflow lists the records pushed out to stay
-// within max_pending.
-func (h *hold) add(r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, time.Time) intervalstore.Result) (held bool, res intervalstore.Result, overflow []releasedRecord) {
+// add moves lr into r and holds it for batch b, tentatively, if lookup, run
+// under the hold's lock so that a claim applied concurrently is either seen
+// here or rechecks r, still waits for a claim. Otherwise lr stays where it is
+// and add returns false with the lookup's result. overflow lists the records
+// pushed out to stay within max_pending, but for tentative ones, which go to
+// their batch.
+func (h *hold) add(b *batchRecords, r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, time.Time) intervalstore.Result) (held bool, res intervalstore.Result, overflow []releasedRecord) {
 	h.active.Add(1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -129,7 +143,7 @@ func (h *hold) add(r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, tim
 	for h.count >= h.maxPending {
 		oldest := h.head
 		h.remove(oldest)
-		overflow = append(overflow, releasedRecord{
+		overflow = h.release(overflow, releasedRecord{
 			heldRecord: oldest,
 			result:     intervalstore.Result{Status: intervalstore.Unattributed},
 			outcome:    outcomeOverflow,
@@ -144,8 +158,20 @@ func (h *hold) add(r *heldRecord, lr plog.LogRecord, lookup func(netip.Addr, tim
 	h.tail = r
 	h.byKey[r.key] = append(h.byKey[r.key], r)
 	r.held = true
+	r.batch = b
+	b.held = append(b.held, r)
 	h.count++
 	return true, res, overflow
+}
+
+// release appends r, which has just left the hold, to out, unless it is
+// tentative: then it goes to its batch, for settle. The caller holds mu.
+func (h *hold) release(out []releasedRecord, r releasedRecord) []releasedRecord {
+	if b := r.batch; b != nil {
+		b.handed = append(b.handed, r)
+		return out
+	}
+	return append(out, r)
 }
 
 // remove unlinks r from the arrival list and its key's list; the caller
@@ -211,7 +237,7 @@ func (h *hold) recheck(keys []netip.Addr, lookup func(netip.Addr, time.Time) int
 			if res.Status == intervalstore.Attributed {
 				outcome = outcomeAttributed
 			}
-			out = append(out, releasedRecord{heldRecord: r, result: res, outcome: outcome})
+			out = h.release(out, releasedRecord{heldRecord: r, result: res, outcome: outcome})
 		}
 		if len(waiting) == 0 {
 			delete(h.byKey, k)
@@ -235,17 +261,35 @@ func (h *hold) expire(now time.Time, lookup func(netip.Addr, time.Time) interval
 	for h.head != nil && !now.Before(h.head.since.Add(h.maxWait)) {
 		r := h.head
 		h.remove(r)
-		out = append(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeTimeout})
+		out = h.release(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeTimeout})
 	}
 	return out
 }
 
-// withdraw removes those of records that are still held, unreleased, and
-// returns how many it removed. It unlinks them, then filters the list of
-// each address they touch once: linear in the records and those lists.
-func (h *hold) withdraw(records []*heldRecord) int {
+// settle ends the tentative state of batch b's records once its consume
+// has returned. When the batch went on, the records released meanwhile are
+// returned, to be sent. When it was refused, its receiver retries it whole:
+// its records leave the hold unsent, those still held and those released
+// meanwhile alike, and dropped says how many left.
+func (h *hold) settle(b *batchRecords, refused bool) (released []releasedRecord, dropped int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, r := range b.held {
+		r.batch = nil
+	}
+	released, b.handed = b.handed, nil
+	if refused {
+		dropped = h.withdraw(b.held) + len(released)
+		released = nil
+	}
+	return released, dropped
+}
+
+// withdraw removes those of records that are still held, unreleased, and
+// returns how many it removed; the caller holds mu. It unlinks them, then
+// filters the list of each address they touch once: linear in the records
+// and those lists.
+func (h *hold) withdraw(records []*heldRecord) int {
 	touched := make(map[netip.Addr]struct{})
 	n := 0
 	for _, r := range records {
@@ -275,7 +319,7 @@ func (h *hold) drain(lookup func(netip.Addr, time.Time) intervalstore.Result) []
 	for h.head != nil {
 		r := h.head
 		h.remove(r)
-		out = append(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeShutdown})
+		out = h.release(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeShutdown})
 	}
 	return out
 }

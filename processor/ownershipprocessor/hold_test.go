@@ -224,9 +224,9 @@ func BenchmarkHoldWithdraw(b *testing.B) {
 	lr := plog.NewLogRecord()
 	h := newHold(time.Minute, held)
 	records := make([]*heldRecord, held)
-	add := func(records []*heldRecord) {
+	add := func(batch *batchRecords, records []*heldRecord) {
 		for _, r := range records {
-			if ok, _, _ := h.add(r, lr, noClaim); !ok {
+			if ok, _, _ := h.add(batch, r, lr, noClaim); !ok {
 				b.Fatal("not held")
 			}
 		}
@@ -234,14 +234,16 @@ func BenchmarkHoldWithdraw(b *testing.B) {
 	for i := range records {
 		records[i] = &heldRecord{key: key, at: t0, since: t0}
 	}
-	add(records)
-	batch := records[held-withdrawn:]
+	var older batchRecords
+	add(&older, records[:held-withdrawn])
+	h.settle(&older, false)
 	for range b.N {
-		if n := h.withdraw(batch); n != withdrawn {
+		b.StopTimer()
+		var batch batchRecords
+		add(&batch, records[held-withdrawn:]) // the newest, again
+		b.StartTimer()
+		if _, n := h.settle(&batch, true); n != withdrawn {
 			b.Fatalf("withdrew %d", n)
 		}
-		b.StopTimer()
-		add(batch) // the newest again, as before
-		b.StartTimer()
 	}
 }

@@ -141,8 +141,8 @@ func (st *batchStats) lookup(s intervalstore.Status) {
 // consumeBatch is what processLogs did to the hold in one ConsumeLogs, for
 // consumeLogs to finish once the batch has gone downstream.
 type consumeBatch struct {
-	released []releasedRecord // timeout and overflow releases
-	held     []*heldRecord    // the batch's own records put in the hold
+	released []releasedRecord // timeout and overflow releases of settled records
+	own      batchRecords     // the batch's own records put in the hold
 }
 
 type consumeBatchKey struct{}
@@ -163,23 +163,21 @@ func (l logsProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 // it. Records released by it (max_wait over, pushed out of a full hold) are
 // sent after the batch in one of their own, as every other release: a
 // refusal is then counted in release_failures and logged, and neither fails
-// nor loses the receiver's batch. When the batch fails, its receiver may
-// retry it whole, so the records of the batch that were put in the hold
-// leave it again, undelivered: kept, they would go downstream twice. A
-// record that a claim from another pipeline released while the batch was
-// still in consume has gone on already and cannot be taken back.
+// nor loses the receiver's batch. The records the batch put in the hold
+// stay tentative until consume returns: whatever releases one meanwhile (a
+// claim from any pipeline, max_wait, another batch's overflow, shutdown)
+// hands it to the batch. When the batch went on, those follow it with the
+// others. When it failed, its receiver may retry it whole, so the batch's
+// records leave the hold undelivered, held or handed over: kept, they would
+// go downstream twice.
 func (p *ownershipProcessor) consumeLogs(ctx context.Context, ld plog.Logs, consume consumer.ConsumeLogsFunc) error {
 	var b consumeBatch
 	err := consume(context.WithValue(ctx, consumeBatchKey{}, &b), ld)
-	if err != nil && len(b.held) > 0 {
-		own := make(map[*heldRecord]bool, len(b.held))
-		for _, r := range b.held {
-			own[r] = true
-		}
-		released := len(b.released)
-		b.released = slices.DeleteFunc(b.released, func(r releasedRecord) bool { return own[r.heldRecord] })
-		if n := p.hold.withdraw(b.held) + released - len(b.released); n > 0 {
-			p.tel.ProcessorOwnershipRecordsHeld.Add(ctx, -int64(n))
+	if len(b.own.held) > 0 {
+		released, dropped := p.hold.settle(&b.own, err != nil)
+		b.released = append(b.released, released...)
+		if dropped > 0 {
+			p.tel.ProcessorOwnershipRecordsHeld.Add(ctx, -int64(dropped))
 		}
 	}
 	p.send(ctx, b.released)
@@ -507,9 +505,8 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 					r := &heldRecord{group: sg, key: f.key, at: f.at, fallback: f.fallback, since: p.clock.Now()}
 					var held bool
 					var pushed []releasedRecord
-					if held, res, pushed = p.hold.add(r, lr, p.lookup); held {
+					if held, res, pushed = p.hold.add(&b.own, r, lr, p.lookup); held {
 						st.heldChange++
-						b.held = append(b.held, r)
 						b.released = append(b.released, pushed...)
 						return true
 					}
