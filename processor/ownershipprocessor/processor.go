@@ -184,10 +184,17 @@ func (p *ownershipProcessor) consumeLogs(ctx context.Context, ld plog.Logs, cons
 	return err
 }
 
+// errOutsideConsumeLogs is processLogs' answer when it runs outside
+// consumeLogs, which alone can settle the records it would hold.
+var errOutsideConsumeLogs = errors.New("ownershipprocessor: processLogs called outside consumeLogs")
+
 // processLogs runs within consumeLogs, which it tells through ctx about the
 // records it held and released.
 func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plog.Logs, error) {
-	b := ctx.Value(consumeBatchKey{}).(*consumeBatch)
+	b, ok := ctx.Value(consumeBatchKey{}).(*consumeBatch)
+	if !ok {
+		return ld, errOutsideConsumeLogs
+	}
 	now := p.clock.Now()
 	var st batchStats
 	// Time-driven work first, on the processor's clock, so that it is
