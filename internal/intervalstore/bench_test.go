@@ -297,3 +297,35 @@ func BenchmarkLookupSteps(b *testing.B) {
 	})
 	runtime.KeepAlive(sum)
 }
+
+// BenchmarkMapWithWork is BenchmarkLookupMapBaseline with a loop of cheap
+// instructions after each lookup that depend neither on it nor on the
+// next: they cost a few nanoseconds alone, yet each lookup's cache miss
+// keeps them from retiring, so they fill the CPU's window of instructions
+// in flight and fewer lookups overlap. It shows on this machine what any
+// instruction between two lookups' misses costs (see docs/performance.md).
+func BenchmarkMapWithWork(b *testing.B) {
+	m := make(map[Key128]uint64, benchKeys)
+	for i := range benchKeys {
+		m[benchKey(i)] = uint64(i)
+	}
+	keys, _ := lookupPlan(benchKeys, 1, 1)
+	for _, n := range []int{0, 20, 40} {
+		b.Run(fmt.Sprintf("iterations=%d", n), func(b *testing.B) {
+			var sum, acc uint64
+			for i := 0; b.Loop(); i++ {
+				sum += m[keys[i&(len(keys)-1)]]
+				acc = independentWork(acc, n)
+			}
+			runtime.KeepAlive(sum + acc)
+		})
+	}
+}
+
+//go:noinline
+func independentWork(x uint64, n int) uint64 {
+	for i := range n {
+		x += uint64(i) ^ 0x9e37
+	}
+	return x
+}
