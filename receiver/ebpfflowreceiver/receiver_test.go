@@ -404,3 +404,65 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		"10.0.2.8 other": {at(0), at(12)},
 	}, spans)
 }
+
+// A connection capture found already open has no known birth: its start is
+// only when capture first saw it, so it may predate an owner change the
+// receiver saw. It names its local owner only if that owner predates capture.
+func TestReceiverLeavesOutNewOwnersOfConnectionsOfUnknownStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	replaceFile(t, path, "10.0.0.1: a\n10.0.0.2: c\n")
+	ev := func(local string) tracer.Event {
+		return tracer.Event{
+			Kind: tracer.KindClosed, Role: tracer.RoleClient,
+			LocalAddr: netip.MustParseAddr(local), LocalPort: 40000,
+			PeerAddr: netip.MustParseAddr("198.51.100.1"), PeerPort: 443,
+			Start: at(12), StartKnown: false, End: at(12),
+		}
+	}
+	ft := newFakeTracer(
+		ev("10.0.0.1"), // may have begun under a, now b's
+		ev("10.0.0.2"), // c's since before capture
+	)
+	clock := newManualClock(at(0))
+	cfg := createDefaultConfig()
+	cfg.HeartbeatInterval = time.Hour
+	cfg.FlushInterval = time.Hour
+	cfg.ActiveInterval = 0
+	cfg.Ownership.Static.HostAddresses = false
+	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
+	require.NoError(t, cfg.Validate())
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	sink := new(consumertest.LogsSink)
+	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
+	require.NoError(t, err)
+	ft.beforeEvent = func(i int) {
+		if i > 0 {
+			return
+		}
+		clock.Set(at(10))
+		replaceFile(t, path, "10.0.0.1: b\n10.0.0.2: c\n")
+		for _, src := range r.ownership.sources {
+			if fs, ok := src.(*fileSource); ok {
+				assert.True(t, fs.reload())
+			}
+		}
+		r.ownership.rebuild()
+	}
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	<-ft.delivered
+	clock.Set(at(20))
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	flows, _ := split(records(sink))
+	require.Len(t, flows, 2)
+	var owners []string
+	for _, lr := range flows {
+		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
+		owners = append(owners, o.ID)
+	}
+	assert.Equal(t, []string{"", "c"}, owners)
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: sumAttrs("reason", "owner_changed")},
+	}, metricdatatest.IgnoreTimestamp())
+}
