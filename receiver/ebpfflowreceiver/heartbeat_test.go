@@ -226,3 +226,23 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 	assert.Equal(t, "pool", got[0].Owner.ID)
 	assert.Equal(t, [2]time.Time{at(4), at(6)}, span(got[0]), "pool never claims the address before it fell back to it")
 }
+
+// After the wall clock steps back, entries carried over are dated ahead of
+// the rebuild: a prefix that a removed one falls back to is renewed all the
+// same, or a flow of the removed prefix's owner would be stamped with the
+// wider prefix's owner.
+func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
+	clock := newManualClock(at(100))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own := newOwnership([]ownershipSource{src}, clock.Now)
+	require.NoError(t, own.start(context.Background()))
+
+	clock.Set(at(50))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	e, ok := own.snapshot().lookup(netip.MustParseAddr("10.0.1.5"))
+	require.True(t, ok)
+	assert.Equal(t, "pool", e.owner.ID)
+	assert.False(t, e.knownFrom(at(40)), "a flow of x's time must not be pool's")
+	assert.Equal(t, at(50), e.since)
+}

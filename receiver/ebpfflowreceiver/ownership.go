@@ -271,7 +271,7 @@ func (o *ownership) rebuild() {
 	if prev != nil {
 		for p := range prev.byPrefix {
 			if _, kept := next.byPrefix[p]; !kept {
-				renewSupernets(next.byPrefix, p, now)
+				renewSupernets(next.byPrefix, prev.byPrefix, p, now)
 			}
 		}
 	}
@@ -285,12 +285,15 @@ func (o *ownership) rebuild() {
 }
 
 // renewSupernets gives every prefix of entries that strictly contains
-// removed, and was known before now, an entry known from now: addresses of
-// removed fall back to one of them, a new owner for those addresses.
-func renewSupernets(entries map[netip.Prefix]*ownerEntry, removed netip.Prefix, now time.Time) {
+// removed, and whose entry was carried over from prev, an entry known from
+// now: addresses of removed fall back to one of them, a new owner for those
+// addresses. Entries made or renewed in this rebuild are already known from
+// now. Comparing entries rather than since times holds when the wall clock
+// stepped back and since lies ahead of now.
+func renewSupernets(entries, prev map[netip.Prefix]*ownerEntry, removed netip.Prefix, now time.Time) {
 	for bits := removed.Bits() - 1; bits >= 0; bits-- {
 		q := netip.PrefixFrom(removed.Addr(), bits).Masked()
-		if e, ok := entries[q]; ok && e.since.Before(now) {
+		if e, ok := entries[q]; ok && e == prev[q] {
 			entries[q] = &ownerEntry{owner: e.owner, key: e.key, since: now}
 		}
 	}
