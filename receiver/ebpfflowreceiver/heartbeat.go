@@ -18,20 +18,22 @@ const (
 	originSource = "source"
 )
 
+// heartbeatKey is an address and the entry it resolved to. Keying by entry
+// rather than by owner keeps apart two tenures of one owner with another's
+// in between: each is claimed from its own entry's since only.
 type heartbeatKey struct {
 	addr  netip.Addr
-	owner string // ownerEntry.key
+	entry *ownerEntry
 }
 
-// seenRange is what flows showed about one (address, owner) in an interval.
+// seenRange is what flows showed about one (address, entry) in an interval.
 type seenRange struct {
-	entry      *ownerEntry
 	start, end time.Time
 }
 
 // heartbeats aggregates the local addresses seen in flows into one claim per
-// (address, owner) per interval, and adds claims for the single addresses the
-// ownership sources name. It is used by one goroutine.
+// (address, owner entry) per interval, and adds claims for the single
+// addresses the ownership sources name. It is used by one goroutine.
 //
 // Every claim lies within the interval [last, now] and never starts before
 // the receiver learnt the owner (ownerEntry.since): the owner is known at
@@ -51,7 +53,7 @@ func newHeartbeats(source string, start time.Time) *heartbeats {
 
 // observe records a flow from addr, owned by e, over [start, end].
 func (h *heartbeats) observe(addr netip.Addr, e *ownerEntry, start, end time.Time) {
-	k := heartbeatKey{addr: addr, owner: e.key}
+	k := heartbeatKey{addr: addr, entry: e}
 	if r, ok := h.seen[k]; ok {
 		if start.Before(r.start) {
 			r.start = start
@@ -61,7 +63,7 @@ func (h *heartbeats) observe(addr netip.Addr, e *ownerEntry, start, end time.Tim
 		}
 		return
 	}
-	h.seen[k] = &seenRange{entry: e, start: start, end: end}
+	h.seen[k] = &seenRange{start: start, end: end}
 }
 
 // claim is a heartbeat to emit and why.
@@ -88,14 +90,14 @@ func (h *heartbeats) claims(now time.Time, snap *ownershipSnapshot) []claim {
 		if start.After(now) {
 			continue
 		}
-		covered[heartbeatKey{addr: addr, owner: e.key}] = true
+		covered[heartbeatKey{addr: addr, entry: e}] = true
 		out = append(out, claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: now, Source: h.source}, origin: originSource})
 	}
 	for k, r := range h.seen {
 		if covered[k] {
 			continue // the periodic claim covers the whole interval
 		}
-		start := later(later(r.start, from), r.entry.since)
+		start := later(later(r.start, from), k.entry.since)
 		end := r.end
 		if end.After(now) {
 			end = now
@@ -103,7 +105,7 @@ func (h *heartbeats) claims(now time.Time, snap *ownershipSnapshot) []claim {
 		if end.Before(start) {
 			continue // seen only before the interval or the mapping
 		}
-		out = append(out, claim{Claim: flowschema.Claim{Address: k.addr, Owner: r.entry.owner, Start: start, End: end, Source: h.source}, origin: originFlow})
+		out = append(out, claim{Claim: flowschema.Claim{Address: k.addr, Owner: k.entry.owner, Start: start, End: end, Source: h.source}, origin: originFlow})
 	}
 	clear(h.seen)
 	h.last = now

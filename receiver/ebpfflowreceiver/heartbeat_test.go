@@ -246,3 +246,37 @@ func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 	assert.False(t, e.knownFrom(at(40)), "a flow of x's time must not be pool's")
 	assert.Equal(t, at(50), e.since)
 }
+
+// An owner's flows on either side of another owner's tenure of the address
+// are claimed apart, each from its own entry's since: one claim spanning both
+// would cover the other owner's tenure.
+func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool")
+	own := newOwnership([]ownershipSource{src}, clock.Now)
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("node-1", at(0))
+	a := netip.MustParseAddr("10.0.1.5")
+	observe := func(start, end float64) {
+		e, ok := own.snapshot().lookup(a)
+		require.True(t, ok)
+		require.Equal(t, "pool", e.owner.ID)
+		hb.observe(a, e, at(start), at(end))
+	}
+	observe(1, 2)
+	clock.Set(at(3))
+	src.set("10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own.rebuild()
+	clock.Set(at(7))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	observe(8, 9)
+
+	var pool [][2]time.Time
+	for _, c := range hb.claims(at(10), own.snapshot()) {
+		if c.Owner.ID == "pool" {
+			pool = append(pool, span(c))
+		}
+	}
+	assert.Equal(t, [][2]time.Time{{at(1), at(2)}, {at(8), at(9)}}, pool, "pool's claims leave x's tenure, 3 s to 7 s, out")
+}

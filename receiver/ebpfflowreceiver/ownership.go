@@ -170,7 +170,8 @@ func hostUnicastAddrs() ([]netip.Addr, error) {
 // shared by all lookups of one snapshot.
 type ownerEntry struct {
 	owner intervalstore.Owner
-	// key identifies the owner (ID and attributes) for grouping heartbeats.
+	// key identifies the owner (ID and attributes): a prefix whose owner
+	// has the same key across a rebuild keeps its entry.
 	key string
 	// since is when this receiver started to know every address of the
 	// prefix that the prefix resolves as this owner's: claims for them
