@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
@@ -35,7 +36,7 @@ func BenchmarkAddFlow(b *testing.B) {
 		b.Fatal(err)
 	}
 	src := newMapSource("m", "10.0.0.0/16", "pool", "10.0.0.1", "web")
-	r.ownership = newOwnership([]ownershipSource{src}, clock.Now)
+	r.ownership = newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
 	r.hb = newHeartbeats("n", at(0))
 	r.batch = newBatch(pcommon.NewResource(), "", cfg.MaxBatchSize)
 	r.flows = newFlowWriter()

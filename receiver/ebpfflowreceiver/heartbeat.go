@@ -13,8 +13,9 @@ import (
 const (
 	// originFlow is a claim for an address seen in flows.
 	originFlow = "flow"
-	// originSource is a periodic claim for an address an ownership source
-	// names, with or without traffic.
+	// originSource is a claim for an address an ownership source names,
+	// with or without traffic: periodic, or up to when a source removed it
+	// or gave it to another owner.
 	originSource = "source"
 )
 
@@ -73,8 +74,11 @@ type claim struct {
 }
 
 // claims closes the interval at now and returns its claims, sorted by
-// address then start. snap provides the sources' single addresses.
-func (h *heartbeats) claims(now time.Time, snap *ownershipSnapshot) []claim {
+// address then start. own provides the sources' single addresses: those of
+// the current map, claimed to now, and those retired during the interval,
+// claimed until they were.
+func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
+	snap, retired := own.closeInterval()
 	from := h.last
 	if now.Before(from) {
 		// The wall clock stepped back: claim nothing rather than a range
@@ -83,8 +87,21 @@ func (h *heartbeats) claims(now time.Time, snap *ownershipSnapshot) []claim {
 		clear(h.seen)
 		return nil
 	}
-	out := make([]claim, 0, len(snap.addresses)+len(h.seen))
-	covered := make(map[heartbeatKey]bool, len(snap.addresses))
+	out := make([]claim, 0, len(snap.addresses)+len(retired)+len(h.seen))
+	covered := make(map[heartbeatKey]bool, len(snap.addresses)+len(retired))
+	for _, r := range retired {
+		start := later(from, r.entry.since)
+		end := r.until
+		if end.After(now) {
+			end = now
+		}
+		if end.Before(start) {
+			continue // retired before the interval
+		}
+		// Flows seen under the entry were seen before it was retired.
+		covered[heartbeatKey{addr: r.addr, entry: r.entry}] = true
+		out = append(out, claim{Claim: flowschema.Claim{Address: r.addr, Owner: r.entry.owner, Start: start, End: end, Source: h.source}, origin: originSource})
+	}
 	for addr, e := range snap.addresses {
 		start := later(from, e.since)
 		if start.After(now) {
@@ -95,7 +112,7 @@ func (h *heartbeats) claims(now time.Time, snap *ownershipSnapshot) []claim {
 	}
 	for k, r := range h.seen {
 		if covered[k] {
-			continue // the periodic claim covers the whole interval
+			continue // the periodic claim covers the entry's part of the interval
 		}
 		start := later(later(r.start, from), k.entry.since)
 		end := r.end

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
@@ -55,25 +57,25 @@ func span(c claim) [2]time.Time { return [2]time.Time{c.Start, c.End} }
 
 func TestHeartbeatsPeriodicClaimsTouch(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now)
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now, zap.NewNop())
 	hb := newHeartbeats("node-1", at(0))
 
-	first := hb.claims(at(10), own.snapshot())
+	first := hb.claims(at(10), own)
 	require.Len(t, first, 1, "only the single address is claimed without traffic, not the /24")
 	assert.Equal(t, flowschema.Claim{Address: netip.MustParseAddr("10.0.0.1"), Owner: intervalstore.Owner{ID: "a"}, Start: at(0), End: at(10), Source: "node-1"}, first[0].Claim)
 	assert.Equal(t, originSource, first[0].origin)
 
-	second := hb.claims(at(20), own.snapshot())
+	second := hb.claims(at(20), own)
 	require.Len(t, second, 1)
 	assert.Equal(t, [2]time.Time{at(10), at(20)}, span(second[0]), "consecutive claims touch")
 }
 
 func TestHeartbeatsAggregateFlows(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now)
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now, zap.NewNop())
 	snap := own.snapshot()
 	hb := newHeartbeats("node-1", at(0))
-	hb.claims(at(10), snap) // the interval is now [10, 20]
+	hb.claims(at(10), own) // the interval is now [10, 20]
 
 	observe := func(addr string, start, end float64) {
 		a := netip.MustParseAddr(addr)
@@ -87,7 +89,7 @@ func TestHeartbeatsAggregateFlows(t *testing.T) {
 	observe("10.0.1.6", 3, 15)    // started before the interval: clamped
 	observe("10.0.0.1", 12, 13)   // covered by the periodic claim
 
-	got := hb.claims(at(20), snap)
+	got := hb.claims(at(20), own)
 	require.Len(t, got, 3, "one claim per (address, owner), not one per flow")
 	assert.Equal(t, "10.0.0.1", got[0].Address.String())
 	assert.Equal(t, originSource, got[0].origin)
@@ -101,13 +103,13 @@ func TestHeartbeatsAggregateFlows(t *testing.T) {
 	assert.Equal(t, "10.0.1.6", got[2].Address.String())
 	assert.Equal(t, [2]time.Time{at(10), at(15)}, span(got[2]), "bounded to the interval")
 
-	assert.Len(t, hb.claims(at(30), snap), 1, "flows are forgotten once claimed")
+	assert.Len(t, hb.claims(at(30), own), 1, "flows are forgotten once claimed")
 }
 
 func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
-	own := newOwnership([]ownershipSource{src}, clock.Now)
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
 	hb := newHeartbeats("node-1", at(0))
 	a1 := netip.MustParseAddr("10.0.0.1")
 	eA, _ := own.snapshot().lookup(a1)
@@ -119,11 +121,13 @@ func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
 	eC, _ := own.snapshot().lookup(a1)
 	hb.observe(a1, eC, at(3), at(6)) // started before the change was known
 
-	got := hb.claims(at(10), own.snapshot())
+	got := hb.claims(at(10), own)
 	require.Len(t, got, 3)
-	// 10.0.0.1: a's flow claim, then c from the moment the change was loaded.
+	// 10.0.0.1: a until the change was loaded (its flow within that), then
+	// c from then on.
 	assert.Equal(t, "a", got[0].Owner.ID)
-	assert.Equal(t, [2]time.Time{at(1), at(2)}, span(got[0]))
+	assert.Equal(t, originSource, got[0].origin)
+	assert.Equal(t, [2]time.Time{at(0), at(4)}, span(got[0]))
 	assert.Equal(t, "c", got[1].Owner.ID)
 	assert.Equal(t, [2]time.Time{at(4), at(10)}, span(got[1]), "never claims before the owner was known")
 	// 10.0.0.2 did not change: its since is kept across the rebuild.
@@ -133,10 +137,10 @@ func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
 
 func TestHeartbeatsClockStepsBack(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a")}, clock.Now)
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a")}, clock.Now, zap.NewNop())
 	hb := newHeartbeats("n", at(10))
-	assert.Empty(t, hb.claims(at(5), own.snapshot()), "no claim that ends before it starts")
-	got := hb.claims(at(15), own.snapshot())
+	assert.Empty(t, hb.claims(at(5), own), "no claim that ends before it starts")
+	got := hb.claims(at(15), own)
 	require.Len(t, got, 1)
 	assert.Equal(t, [2]time.Time{at(5), at(15)}, span(got[0]))
 }
@@ -145,7 +149,7 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	clock := newManualClock(at(0))
 	file := newMapSource(sourceFile, "10.0.0.1", "from-file", "10.0.0.0/8", "file-wide")
 	static := newMapSource(sourceStatic, "10.0.0.1", "from-static", "10.1.2.0/24", "static-narrow", "10.9.9.9", "static-only")
-	own := newOwnership([]ownershipSource{file, static}, clock.Now)
+	own := newOwnership([]ownershipSource{file, static}, clock.Now, zap.NewNop())
 	lookup := func(s string) string {
 		e, ok := own.snapshot().lookup(netip.MustParseAddr(s))
 		if !ok {
@@ -159,7 +163,7 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	assert.Equal(t, "static-only", lookup("10.9.9.9"))
 	assert.Empty(t, lookup("192.0.2.1"))
 
-	own = newOwnership([]ownershipSource{static, file}, clock.Now)
+	own = newOwnership([]ownershipSource{static, file}, clock.Now, zap.NewNop())
 	e, _ := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
 	assert.Equal(t, "from-static", e.owner.ID)
 }
@@ -169,7 +173,7 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 	src := newMapSource("m",
 		"10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.64/26", "sub",
 		"10.0.2.0/24", "other", "10.0.3.7", "y")
-	own := newOwnership([]ownershipSource{src}, clock.Now)
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 	entry := func(addr string) *ownerEntry {
 		e, ok := own.snapshot().lookup(netip.MustParseAddr(addr))
@@ -210,7 +214,7 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now)
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
 
@@ -221,10 +225,12 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 	require.Equal(t, "pool", e.owner.ID)
 	hb.observe(a, e, at(2), at(6)) // started while x held the address
 
-	got := hb.claims(at(10), own.snapshot())
-	require.Len(t, got, 1)
-	assert.Equal(t, "pool", got[0].Owner.ID)
-	assert.Equal(t, [2]time.Time{at(4), at(6)}, span(got[0]), "pool never claims the address before it fell back to it")
+	got := hb.claims(at(10), own)
+	require.Len(t, got, 2)
+	assert.Equal(t, "x", got[0].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(0), at(4)}, span(got[0]), "x held the address until it was removed")
+	assert.Equal(t, "pool", got[1].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(4), at(6)}, span(got[1]), "pool never claims the address before it fell back to it")
 }
 
 // After the wall clock steps back, entries carried over are dated ahead of
@@ -234,7 +240,7 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 	clock := newManualClock(at(100))
 	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now)
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 
 	clock.Set(at(50))
@@ -249,11 +255,13 @@ func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 
 // An owner's flows on either side of another owner's tenure of the address
 // are claimed apart, each from its own entry's since: one claim spanning both
-// would cover the other owner's tenure.
+// would cover the other owner's tenure. That tenure, begun and ended within
+// the interval, is claimed too: without it the processor could bridge the
+// two claims across it.
 func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.1.0/24", "pool")
-	own := newOwnership([]ownershipSource{src}, clock.Now)
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
@@ -272,11 +280,62 @@ func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 	own.rebuild()
 	observe(8, 9)
 
-	var pool [][2]time.Time
-	for _, c := range hb.claims(at(10), own.snapshot()) {
-		if c.Owner.ID == "pool" {
-			pool = append(pool, span(c))
-		}
+	spans := map[string][][2]time.Time{}
+	for _, c := range hb.claims(at(10), own) {
+		spans[c.Owner.ID] = append(spans[c.Owner.ID], span(c))
 	}
-	assert.Equal(t, [][2]time.Time{{at(1), at(2)}, {at(8), at(9)}}, pool, "pool's claims leave x's tenure, 3 s to 7 s, out")
+	assert.Equal(t, [][2]time.Time{{at(1), at(2)}, {at(8), at(9)}}, spans["pool"], "pool's claims leave x's tenure, 3 s to 7 s, out")
+	assert.Equal(t, [][2]time.Time{{at(3), at(7)}}, spans["x"], "x's tenure is claimed")
+}
+
+// A single address claimed periodically and then removed, or given to
+// another owner, mid-interval is claimed for its owner until the change.
+func TestHeartbeatsClaimAddressesRetiredMidInterval(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("node-1", at(0))
+	require.Len(t, hb.claims(at(10), own), 2)
+
+	clock.Set(at(13))
+	src.set("10.0.0.2", "c")
+	own.rebuild()
+	got := hb.claims(at(20), own)
+	require.Len(t, got, 3)
+	for i, want := range []struct {
+		addr, owner string
+		span        [2]time.Time
+	}{
+		{"10.0.0.1", "a", [2]time.Time{at(10), at(13)}},
+		{"10.0.0.2", "b", [2]time.Time{at(10), at(13)}},
+		{"10.0.0.2", "c", [2]time.Time{at(13), at(20)}},
+	} {
+		assert.Equal(t, want.addr, got[i].Address.String(), i)
+		assert.Equal(t, want.owner, got[i].Owner.ID, i)
+		assert.Equal(t, want.span, span(got[i]), i)
+		assert.Equal(t, originSource, got[i].origin, i)
+	}
+	require.Len(t, hb.claims(at(30), own), 1, "a retired address is claimed once")
+}
+
+// The addresses retired in one interval are bounded; beyond the bound they
+// are dropped with one warning per interval.
+func TestOwnershipBoundsRetiredAddresses(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b", "10.0.0.3", "c")
+	core, logs := observer.New(zap.WarnLevel)
+	own := newOwnership([]ownershipSource{src}, clock.Now, zap.New(core))
+	own.maxRetired = 2
+	hb := newHeartbeats("node-1", at(0))
+
+	clock.Set(at(5))
+	src.set()
+	own.rebuild()
+	assert.Len(t, hb.claims(at(10), own), 2)
+	require.Equal(t, 1, logs.Len())
+	assert.Equal(t, int64(1), logs.All()[0].ContextMap()["dropped"])
+
+	assert.Empty(t, hb.claims(at(20), own))
+	assert.Equal(t, 1, logs.Len(), "no warning for an interval that dropped nothing")
 }

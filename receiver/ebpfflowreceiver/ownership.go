@@ -216,25 +216,62 @@ func (s *ownershipSnapshot) lookup(addr netip.Addr) (*ownerEntry, bool) {
 	return s.table.Lookup(addr)
 }
 
+// maxRetiredPerInterval bounds the retired addresses kept for one heartbeat
+// interval, so that a source flapping many addresses cannot exhaust memory.
+const maxRetiredPerInterval = 1 << 16
+
+// retiredAddress is a single address whose entry a rebuild replaced or
+// removed: the entry held it until then. Periodic claims cover only the
+// addresses of the snapshot at the interval's close, so without this an
+// owner that held an address for part of an interval would not be claimed
+// for it, and the processor could bridge the claims of the owner before and
+// after it across its tenure.
+type retiredAddress struct {
+	addr  netip.Addr
+	entry *ownerEntry
+	until time.Time
+}
+
 // ownership merges the sources into snapshots that readers load without
 // locking.
 type ownership struct {
 	sources []ownershipSource // highest precedence first
 	now     func() time.Time
+	logger  *zap.Logger
 
 	mu        sync.Mutex // serializes rebuilds
 	current   atomic.Pointer[ownershipSnapshot]
 	capturing bool // start has returned: new entries are not initial; under mu
+	// Single addresses retired since the last closeInterval, at most
+	// maxRetired, and how many more were dropped; under mu.
+	retired        []retiredAddress
+	maxRetired     int
+	retiredDropped int
 }
 
-func newOwnership(sources []ownershipSource, now func() time.Time) *ownership {
-	o := &ownership{sources: sources, now: now}
+func newOwnership(sources []ownershipSource, now func() time.Time, logger *zap.Logger) *ownership {
+	o := &ownership{sources: sources, now: now, logger: logger, maxRetired: maxRetiredPerInterval}
 	o.rebuild()
 	return o
 }
 
 // snapshot returns the current merged map.
 func (o *ownership) snapshot() *ownershipSnapshot { return o.current.Load() }
+
+// closeInterval returns the current merged map and takes the single
+// addresses retired since the previous call, both as of one moment.
+func (o *ownership) closeInterval() (*ownershipSnapshot, []retiredAddress) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	retired := o.retired
+	o.retired = nil
+	if o.retiredDropped > 0 {
+		o.logger.Warn("Too many addresses changed owner in one heartbeat interval; the owners they left are not claimed for the part of the interval they held them",
+			zap.Int("claimed", len(retired)), zap.Int("dropped", o.retiredDropped))
+		o.retiredDropped = 0
+	}
+	return o.current.Load(), retired
+}
 
 // rebuild merges the sources' current entries. For a prefix named by several
 // sources the first in precedence wins; lookups then prefer the longest
@@ -280,6 +317,18 @@ func (o *ownership) rebuild() {
 		next.table.Insert(p, e)
 		if p.IsSingleIP() {
 			next.addresses[p.Addr()] = e
+		}
+	}
+	if prev != nil {
+		for addr, e := range prev.addresses {
+			if next.addresses[addr] == e {
+				continue
+			}
+			if len(o.retired) < o.maxRetired {
+				o.retired = append(o.retired, retiredAddress{addr: addr, entry: e, until: now})
+			} else {
+				o.retiredDropped++
+			}
 		}
 	}
 	o.current.Store(next)

@@ -157,7 +157,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	if err != nil {
 		return err
 	}
-	r.ownership = newOwnership(sources, r.env.now)
+	r.ownership = newOwnership(sources, r.env.now, r.settings.Logger)
 	if err := r.ownership.start(ctx); err != nil {
 		return fmt.Errorf("starting ownership sources: %w", err)
 	}
@@ -431,7 +431,7 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 func (r *flowReceiver) addHeartbeats(ctx context.Context) {
 	now := r.env.now()
 	observed := pcommon.NewTimestampFromTime(now)
-	for _, c := range r.hb.claims(now, r.ownership.snapshot()) {
+	for _, c := range r.hb.claims(now, r.ownership) {
 		lr := r.batch.append()
 		flowschema.PutClaim(lr, c.Claim)
 		lr.SetObservedTimestamp(observed)

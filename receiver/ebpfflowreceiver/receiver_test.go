@@ -390,7 +390,7 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 	}, metricdatatest.IgnoreTimestamp())
 
 	// Heartbeats still claim what the flows showed once the owner was
-	// known.
+	// known, and the owners the file change removed until it did.
 	spans := map[string][2]time.Time{}
 	for _, lr := range heartbeats {
 		c, err := flowschema.ParseClaim(lr)
@@ -398,7 +398,9 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
 	}
 	assert.Equal(t, map[string][2]time.Time{
+		"10.0.0.1 a":     {at(0), at(10)},
 		"10.0.0.1 b":     {at(10), at(20)},
+		"10.0.1.5 x":     {at(0), at(10)},
 		"10.0.1.5 pool":  {at(10), at(12)},
 		"10.0.2.7 other": {at(5), at(12)},
 		"10.0.2.8 other": {at(0), at(12)},
