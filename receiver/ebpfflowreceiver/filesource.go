@@ -115,26 +115,25 @@ func parseOwnerNode(n *yaml.Node) (intervalstore.Owner, error) {
 const (
 	reloadSuccess = "success"
 	reloadError   = "error"
-	// reloadDeferred: new content, modified moments before or while it was
-	// read, left for the next poll (see fileSettle).
+	// reloadDeferred: new content that changed again within fileSettle of
+	// being read, left for the next poll.
 	reloadDeferred = "deferred"
 )
 
 // fileSource is an ownership map that another program writes to a file. It is
 // polled rather than watched: polling sees atomic rename-replace, edits in
 // place and files on any filesystem alike, and a poll costs one read of a
-// small file. New content is loaded only once the file has settled (see
-// fileSettle). A file that cannot be read or parsed leaves the last good map
-// in use; the failure is logged and counted once per distinct content.
+// small file. New content is loaded only if it stays the same for fileSettle.
+// A file that cannot be read or parsed leaves the last good map in use; the
+// failure is logged and counted once per distinct content.
 type fileSource struct {
 	path     string
 	interval time.Duration
 	logger   *zap.Logger
 	// recordReload counts a load by result.
 	recordReload func(result string)
-	// now is the clock the file's modification time is compared with:
-	// the filesystem's, time.Now.
-	now func() time.Time
+	// settle waits between the two reads of new content: fileSettle.
+	settle func()
 
 	mu      sync.RWMutex
 	entries map[netip.Prefix]intervalstore.Owner
@@ -154,7 +153,7 @@ func newFileSource(cfg FileSourceConfig, logger *zap.Logger, recordReload func(s
 		interval:     cfg.PollInterval,
 		logger:       logger.With(zap.String("path", cfg.Path)),
 		recordReload: recordReload,
-		now:          time.Now,
+		settle:       func() { time.Sleep(fileSettle) },
 		entries:      map[netip.Prefix]intervalstore.Owner{},
 	}
 }
@@ -167,9 +166,10 @@ func (s *fileSource) Entries() map[netip.Prefix]intervalstore.Owner {
 	return s.entries
 }
 
-// Start loads the file once and polls it. A file that is missing or bad at
-// start does not fail the receiver: orchestrators often write it after the
-// agents start. Flows then carry no owner from this source until it loads.
+// Start loads the file once, waiting fileSettle if it is there, and polls it.
+// A file that is missing or bad at start does not fail the receiver:
+// orchestrators often write it after the agents start. Flows then carry no
+// owner from this source until it loads.
 func (s *fileSource) Start(_ context.Context, onChange func()) error {
 	s.reload()
 	s.poll.start(s.interval, s.reload, onChange)
@@ -181,18 +181,21 @@ func (s *fileSource) Shutdown() error {
 	return nil
 }
 
-// fileSettle is how long the file must have been left alone for a poll to
-// load new content from it. An edit in place caught midway often parses (a
-// YAML map cut short is a shorter map, an owner ID cut short another
-// owner's), so content modified less than this before the poll, or while it
-// was read, waits for the next poll. A modification time in the future (a
-// clock elsewhere) cannot be judged and does not hold content back.
+// fileSettle is how long new content must stay the same to be loaded. An
+// edit in place caught midway often parses (a YAML map cut short is a shorter
+// map, an owner ID cut short another owner's), so a poll that reads new
+// content reads the file again fileSettle later and loads it only if both
+// reads are the same; otherwise it waits for the next poll. Comparing content
+// rather than modification times holds on filesystems with coarse times,
+// with a writer whose clock is ahead, and for files whose size is not their
+// content's (procfs, some FUSE filesystems).
 const fileSettle = 100 * time.Millisecond
 
-// reload reads the file and, when its content changed, has settled and
-// parses, replaces the map. It reports whether the map changed.
+// reload reads the file and, when its content changed, stayed the same for
+// fileSettle and parses, replaces the map. It reports whether the map
+// changed.
 func (s *fileSource) reload() bool {
-	data, modified, err := readLimited(s.path, maxOwnershipFileSize)
+	data, err := readLimited(s.path, maxOwnershipFileSize)
 	if err != nil {
 		// A file missing for an hour is one warning, not one per poll.
 		if msg := err.Error(); msg != s.lastReadErr {
@@ -206,9 +209,10 @@ func (s *fileSource) reload() bool {
 	if digest == s.goodDigest || digest == s.badDigest {
 		return false
 	}
-	if age := s.now().Sub(modified); modified.IsZero() || (age >= 0 && age < fileSettle) {
+	s.settle()
+	if again, err := readLimited(s.path, maxOwnershipFileSize); err != nil || !bytes.Equal(again, data) {
 		s.recordReload(reloadDeferred)
-		s.logger.Debug("Ownership file changed moments ago; loading it at the next poll")
+		s.logger.Debug("Ownership file is changing; loading it at the next poll")
 		return false
 	}
 	entries, err := parseOwnershipFile(data)
@@ -234,32 +238,19 @@ func (s *fileSource) fail(err error) {
 	s.logger.Warn("Cannot load ownership file; keeping the last good map", zap.Error(err), zap.Int("entries_kept", n))
 }
 
-// readLimited reads the file at path, of at most limit bytes, and returns
-// its modification time, or the zero time if the file changed while it was
-// read.
-func readLimited(path string, limit int64) (data []byte, modified time.Time, err error) {
+// readLimited reads the file at path, of at most limit bytes.
+func readLimited(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	defer f.Close()
-	before, err := f.Stat()
-	if err != nil {
-		return nil, time.Time{}, err
-	}
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, io.LimitReader(f, limit+1)); err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	if int64(buf.Len()) > limit {
-		return nil, time.Time{}, fmt.Errorf("file is larger than %d bytes", limit)
+		return nil, fmt.Errorf("file is larger than %d bytes", limit)
 	}
-	after, err := f.Stat()
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	if !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() || int64(buf.Len()) != after.Size() {
-		return buf.Bytes(), time.Time{}, nil
-	}
-	return buf.Bytes(), after.ModTime(), nil
+	return buf.Bytes(), nil
 }

@@ -123,23 +123,18 @@ func (c *reloadCounter) get() map[string]int {
 }
 
 // replaceFile writes data to path the way orchestrators do: a temporary file
-// in the same directory renamed over the target. The file is dated a minute
-// back, settled (see fileSettle).
+// in the same directory renamed over the target.
 func replaceFile(t *testing.T, path, data string) {
 	t.Helper()
 	tmp := path + ".tmp"
 	require.NoError(t, os.WriteFile(tmp, []byte(data), 0o600))
-	settled := time.Now().Add(-time.Minute)
-	require.NoError(t, os.Chtimes(tmp, settled, settled))
 	require.NoError(t, os.Rename(tmp, path))
 }
 
-// writeSettled rewrites path in place, dated a minute back.
-func writeSettled(t *testing.T, path, data string) {
+// writeInPlace rewrites path in place: truncated, then written.
+func writeInPlace(t *testing.T, path, data string) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(path, []byte(data), 0o600))
-	settled := time.Now().Add(-time.Minute)
-	require.NoError(t, os.Chtimes(path, settled, settled))
 }
 
 func ownerIDs(m map[netip.Prefix]intervalstore.Owner) map[string]string {
@@ -155,6 +150,7 @@ func TestFileSourceReload(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	var counts reloadCounter
 	src := newFileSource(FileSourceConfig{Path: path, PollInterval: time.Hour}, zap.New(core), counts.record)
+	src.settle = func() {} // nothing writes the file meanwhile
 
 	// Missing at start: an empty map, one counted error however often polled.
 	assert.False(t, src.reload())
@@ -176,7 +172,7 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
 
 	// A corrupt file keeps the last good map, counted and logged once.
-	writeSettled(t, path, "10.0.0.1: [oops\n")
+	writeInPlace(t, path, "10.0.0.1: [oops\n")
 	assert.False(t, src.reload())
 	assert.False(t, src.reload())
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
@@ -185,7 +181,7 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Equal(t, int64(2), logs.All()[1].ContextMap()["entries_kept"])
 
 	// Truncated mid-write: also an error, not an empty map.
-	writeSettled(t, path, "")
+	writeInPlace(t, path, "")
 	assert.False(t, src.reload())
 	assert.Len(t, src.Entries(), 2)
 	assert.Equal(t, map[string]int{reloadError: 3, reloadSuccess: 2}, counts.get())
@@ -196,42 +192,50 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Empty(t, src.Entries())
 }
 
-// An edit in place caught midway often parses: new content is loaded only
-// once the file has been left alone for fileSettle.
-func TestFileSourceWaitsForTheFileToSettle(t *testing.T) {
+// An edit in place caught midway often parses: new content is loaded only if
+// a second read fileSettle later finds the same, whatever the file's
+// modification time says.
+func TestFileSourceLoadsOnlyContentThatStaysTheSame(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "owners.yaml")
 	var counts reloadCounter
 	src := newFileSource(FileSourceConfig{Path: path, PollInterval: time.Hour}, zap.NewNop(), counts.record)
-	writeSettled(t, path, "10.0.0.1: a\n")
+	waits := 0
+	src.settle = func() { waits++ }
+	writeInPlace(t, path, "10.0.0.1: a\n")
 	require.True(t, src.reload())
+	assert.False(t, src.reload(), "unchanged content is not a change")
+	assert.Equal(t, 1, waits, "only new content is read twice")
 
 	// A writer truncates the file and has written part of it when a poll
-	// comes, 10ms after its last write.
-	written := time.Now().Add(-time.Hour)
-	writeAt := func(data string) {
-		require.NoError(t, os.WriteFile(path, []byte(data), 0o600))
-		require.NoError(t, os.Chtimes(path, written, written))
+	// comes; it finishes while the poll waits. The file looks old, as on a
+	// filesystem with coarse times, or new, as from a clock ahead: neither
+	// matters.
+	for _, modified := range []time.Time{time.Now().Add(-time.Hour), time.Now().Add(time.Hour)} {
+		writeInPlace(t, path, "10.0.0.1: checkout-7f")
+		require.NoError(t, os.Chtimes(path, modified, modified))
+		src.settle = func() { writeInPlace(t, path, "10.0.0.1: checkout-7f9c\n") }
+		assert.False(t, src.reload())
+		assert.Equal(t, map[string]string{"10.0.0.1/32": "a"}, ownerIDs(src.Entries()), "a half-written file is not loaded")
+
+		// The next poll finds the whole file, the same across the wait.
+		src.settle = func() {}
+		assert.True(t, src.reload())
+		assert.Equal(t, map[string]string{"10.0.0.1/32": "checkout-7f9c"}, ownerIDs(src.Entries()))
+		writeInPlace(t, path, "10.0.0.1: a\n")
+		require.True(t, src.reload())
 	}
-	writeAt("10.0.0.1: checkout-7f")
-	src.now = func() time.Time { return written.Add(10 * time.Millisecond) }
-	assert.False(t, src.reload())
-	assert.Equal(t, map[string]string{"10.0.0.1/32": "a"}, ownerIDs(src.Entries()), "a half-written file is not loaded")
+	assert.Equal(t, map[string]int{reloadSuccess: 5, reloadDeferred: 2}, counts.get())
+}
 
-	// It finishes; a poll a second later loads the whole file.
-	writeAt("10.0.0.1: checkout-7f9c\n")
-	assert.False(t, src.reload(), "still within fileSettle")
-	src.now = func() time.Time { return written.Add(time.Second) }
-	assert.True(t, src.reload())
-	assert.Equal(t, map[string]string{"10.0.0.1/32": "checkout-7f9c"}, ownerIDs(src.Entries()))
-	assert.Equal(t, map[string]int{reloadSuccess: 2, reloadDeferred: 2}, counts.get())
-
-	// A modification time ahead of the clock cannot be judged: the content
-	// is loaded.
-	future := written.Add(time.Hour)
-	require.NoError(t, os.WriteFile(path, []byte("10.0.0.1: b\n"), 0o600))
-	require.NoError(t, os.Chtimes(path, future, future))
-	assert.True(t, src.reload())
-	assert.Equal(t, map[string]string{"10.0.0.1/32": "b"}, ownerIDs(src.Entries()))
+// A file written moments before Start is loaded by Start, before capture
+// begins, so its entries predate every flow.
+func TestFileSourceStartLoadsAFileJustWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	writeInPlace(t, path, "10.0.0.1: a\n")
+	src := newFileSource(FileSourceConfig{Path: path, PollInterval: time.Hour}, zap.NewNop(), func(string) {})
+	require.NoError(t, src.Start(context.Background(), func() {}))
+	defer func() { require.NoError(t, src.Shutdown()) }()
+	assert.Equal(t, map[string]string{"10.0.0.1/32": "a"}, ownerIDs(src.Entries()))
 }
 
 func TestFileSourcePollsAndNotifies(t *testing.T) {

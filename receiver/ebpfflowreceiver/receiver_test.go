@@ -366,6 +366,7 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		replaceFile(t, path, "10.0.0.1: b\n10.0.1.0/24: pool\n10.0.2.0/24: other\n")
 		for _, src := range r.ownership.sources {
 			if fs, ok := src.(*fileSource); ok {
+				fs.settle = func() {} // the file is written
 				assert.True(t, fs.reload())
 			}
 		}
@@ -446,6 +447,7 @@ func TestReceiverLeavesOutNewOwnersOfConnectionsOfUnknownStart(t *testing.T) {
 		replaceFile(t, path, "10.0.0.1: b\n10.0.0.2: c\n")
 		for _, src := range r.ownership.sources {
 			if fs, ok := src.(*fileSource); ok {
+				fs.settle = func() {} // the file is written
 				assert.True(t, fs.reload())
 			}
 		}
