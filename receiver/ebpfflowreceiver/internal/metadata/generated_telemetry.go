@@ -203,7 +203,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowKernelListenerMapFull, err = builder.meter.Int64ObservableCounter(
 		"otelcol_ebpfflow_kernel_listener_map_full",
-		metric.WithDescription("Listening sockets an active pass could not note because the kernel side's listener set (16384 network namespace and port pairs) was full; connections older than the receiver on their ports are then reported as clients. [Alpha]"),
+		metric.WithDescription("Listening sockets an active pass could not note because the kernel side's listener set (16384 network namespace and port pairs) was full, summed over passes; a socket left out is counted again by every pass (every active_interval), so this is not a count of distinct sockets. Connections older than the receiver on their ports are then reported as clients. [Alpha]"),
 		metric.WithUnit("{socket}"),
 	)
 	errs = errors.Join(errs, err)

@@ -120,7 +120,7 @@ func AssertEqualEbpfflowKernelEventsLost(t *testing.T, tt *componenttest.Telemet
 func AssertEqualEbpfflowKernelListenerMapFull(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_kernel_listener_map_full",
-		Description: "Listening sockets an active pass could not note because the kernel side's listener set (16384 network namespace and port pairs) was full; connections older than the receiver on their ports are then reported as clients. [Alpha]",
+		Description: "Listening sockets an active pass could not note because the kernel side's listener set (16384 network namespace and port pairs) was full, summed over passes; a socket left out is counted again by every pass (every active_interval), so this is not a count of distinct sockets. Connections older than the receiver on their ports are then reported as clients. [Alpha]",
 		Unit:        "{socket}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,

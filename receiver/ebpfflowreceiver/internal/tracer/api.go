@@ -156,9 +156,10 @@ type Stats struct {
 	// full.
 	BirthMapFull uint64
 	// ListenerMapFull counts listening sockets an Active pass could not
-	// note because the listener set (16384 netns and port pairs) was full:
-	// connections that predate the tracer on their ports are then reported
-	// as clients.
+	// note because the listener set (16384 netns and port pairs) was full,
+	// summed over passes: each pass starts from an empty set, so a socket
+	// left out is counted again by every pass, not once. Connections that
+	// predate the tracer on their ports are then reported as clients.
 	ListenerMapFull uint64
 	// RecursionMisses counts runs of the tracing programs that the kernel
 	// skipped because one of them was already running on that CPU (a
