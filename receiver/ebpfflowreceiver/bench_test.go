@@ -36,7 +36,7 @@ func BenchmarkAddFlow(b *testing.B) {
 		b.Fatal(err)
 	}
 	src := newMapSource("m", "10.0.0.0/16", "pool", "10.0.0.1", "web")
-	r.ownership = newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	r.ownership = newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	r.hb = newHeartbeats("n", at(0))
 	r.batch = newBatch(pcommon.NewResource(), "", cfg.MaxBatchSize)
 	r.flows = newFlowWriter()

@@ -57,7 +57,7 @@ func span(c claim) [2]time.Time { return [2]time.Time{c.Start, c.End} }
 
 func TestHeartbeatsPeriodicClaimsTouch(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now, clock.Boot, zap.NewNop())
 	hb := newHeartbeats("node-1", at(0))
 
 	first := hb.claims(at(10), own)
@@ -72,7 +72,7 @@ func TestHeartbeatsPeriodicClaimsTouch(t *testing.T) {
 
 func TestHeartbeatsAggregateFlows(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.Now, clock.Boot, zap.NewNop())
 	snap := own.snapshot()
 	hb := newHeartbeats("node-1", at(0))
 	hb.claims(at(10), own) // the interval is now [10, 20]
@@ -109,7 +109,7 @@ func TestHeartbeatsAggregateFlows(t *testing.T) {
 func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	hb := newHeartbeats("node-1", at(0))
 	a1 := netip.MustParseAddr("10.0.0.1")
 	eA, _ := own.snapshot().lookup(a1)
@@ -137,7 +137,7 @@ func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
 
 func TestHeartbeatsClockStepsBack(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a")}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{newMapSource("m", "10.0.0.1", "a")}, clock.Now, clock.Boot, zap.NewNop())
 	hb := newHeartbeats("n", at(10))
 	assert.Empty(t, hb.claims(at(5), own), "no claim that ends before it starts")
 	got := hb.claims(at(15), own)
@@ -149,7 +149,7 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	clock := newManualClock(at(0))
 	file := newMapSource(sourceFile, "10.0.0.1", "from-file", "10.0.0.0/8", "file-wide")
 	static := newMapSource(sourceStatic, "10.0.0.1", "from-static", "10.1.2.0/24", "static-narrow", "10.9.9.9", "static-only")
-	own := newOwnership([]ownershipSource{file, static}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{file, static}, clock.Now, clock.Boot, zap.NewNop())
 	lookup := func(s string) string {
 		e, ok := own.snapshot().lookup(netip.MustParseAddr(s))
 		if !ok {
@@ -163,7 +163,7 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	assert.Equal(t, "static-only", lookup("10.9.9.9"))
 	assert.Empty(t, lookup("192.0.2.1"))
 
-	own = newOwnership([]ownershipSource{static, file}, clock.Now, zap.NewNop())
+	own = newOwnership([]ownershipSource{static, file}, clock.Now, clock.Boot, zap.NewNop())
 	e, _ := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
 	assert.Equal(t, "from-static", e.owner.ID)
 }
@@ -173,14 +173,14 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 	src := newMapSource("m",
 		"10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.64/26", "sub",
 		"10.0.2.0/24", "other", "10.0.3.7", "y")
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 	entry := func(addr string) *ownerEntry {
 		e, ok := own.snapshot().lookup(netip.MustParseAddr(addr))
 		require.True(t, ok, addr)
 		return e
 	}
-	assert.True(t, entry("10.0.1.5").knownFrom(at(-1)), "entries made before capture predate every flow")
+	assert.True(t, entry("10.0.1.5").knownFrom(bootAt(-1)), "entries made before capture predate every flow")
 
 	clock.Set(at(10))
 	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.64/26", "sub",
@@ -192,18 +192,18 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 	for _, addr := range []string{"10.0.1.5", "10.0.1.9", "10.0.9.9"} {
 		e := entry(addr)
 		assert.Equal(t, at(10), e.since, addr)
-		assert.False(t, e.knownFrom(at(9)), addr)
-		assert.True(t, e.knownFrom(at(10)), addr)
+		assert.False(t, e.knownFrom(bootAt(9)), addr)
+		assert.True(t, e.knownFrom(bootAt(10)), addr)
 	}
 	assert.Equal(t, "pool", entry("10.0.1.5").owner.ID)
 	// Prefixes that neither contain the removed one nor changed keep their
 	// entries.
 	for _, addr := range []string{"10.0.1.70", "10.0.2.1"} {
-		assert.True(t, entry(addr).knownFrom(at(-1)), addr)
+		assert.True(t, entry(addr).knownFrom(bootAt(-1)), addr)
 	}
 	// A changed owner is known from the rebuild; the entry is not initial.
 	assert.Equal(t, at(10), entry("10.0.3.7").since)
-	assert.False(t, entry("10.0.3.7").knownFrom(at(9)))
+	assert.False(t, entry("10.0.3.7").knownFrom(bootAt(9)))
 
 	// A renewed entry keeps its renewal time across unchanged rebuilds.
 	clock.Set(at(20))
@@ -214,7 +214,7 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
 
@@ -240,7 +240,7 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 	clock := newManualClock(at(100))
 	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 
 	clock.Set(at(50))
@@ -249,7 +249,7 @@ func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 	e, ok := own.snapshot().lookup(netip.MustParseAddr("10.0.1.5"))
 	require.True(t, ok)
 	assert.Equal(t, "pool", e.owner.ID)
-	assert.False(t, e.knownFrom(at(40)), "a flow of x's time must not be pool's")
+	assert.False(t, e.knownFrom(bootAt(40)), "a flow of x's time must not be pool's")
 	assert.Equal(t, at(50), e.since)
 }
 
@@ -261,7 +261,7 @@ func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.1.0/24", "pool")
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
@@ -293,7 +293,7 @@ func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 func TestHeartbeatsClaimAddressesRetiredMidInterval(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 	hb := newHeartbeats("node-1", at(0))
 	require.Len(t, hb.claims(at(10), own), 2)
@@ -325,7 +325,7 @@ func TestOwnershipBoundsRetiredAddresses(t *testing.T) {
 	clock := newManualClock(at(0))
 	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b", "10.0.0.3", "c")
 	core, logs := observer.New(zap.WarnLevel)
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.New(core))
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.New(core))
 	own.maxRetired = 2
 	hb := newHeartbeats("node-1", at(0))
 

@@ -23,10 +23,27 @@ func (c *manualClock) Now() time.Time {
 	return c.t
 }
 
+// Boot is the kernel's boot clock of the tests: it reads zero at t0 and
+// moves with the manual clock, unless a test says otherwise.
+func (c *manualClock) Boot() time.Duration { return c.Now().Sub(t0) }
+
+// bootAt is at on the tests' boot clock.
+func bootAt(seconds float64) time.Duration { return at(seconds).Sub(t0) }
+
 func (c *manualClock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = t
+}
+
+// withBootStart gives ev the boot-clock start its Start has on the tests'
+// boot clock (see manualClock.Boot), unless the test set one: as the tracer
+// would read it with the wall clock never stepped.
+func withBootStart(ev tracer.Event) tracer.Event {
+	if ev.StartBoot == 0 {
+		ev.StartBoot = ev.Start.Sub(t0)
+	}
+	return ev
 }
 
 // fakeTracer delivers preloaded events from Read, then waits for the context
@@ -63,7 +80,7 @@ func (f *fakeTracer) Read(ctx context.Context, handle func(*tracer.Event)) error
 		if f.beforeEvent != nil {
 			f.beforeEvent(i)
 		}
-		ev = f.events[i]
+		ev = withBootStart(f.events[i])
 		handle(&ev)
 	}
 	close(f.delivered)
@@ -76,7 +93,7 @@ func (f *fakeTracer) Read(ctx context.Context, handle func(*tracer.Event)) error
 
 func (f *fakeTracer) Active(_ context.Context, handle func(*tracer.Event)) error {
 	for i := range f.active {
-		ev := f.active[i]
+		ev := withBootStart(f.active[i])
 		handle(&ev)
 	}
 	f.activeOnce.Do(func() { close(f.activeCalled) })
@@ -94,6 +111,7 @@ func testEnvironment(ft *fakeTracer, clock *manualClock, machineIDFile string, h
 	return environment{
 		newTracer: func(tracer.Options) (flowTracer, error) { return ft, nil },
 		now:       clock.Now,
+		bootNow:   clock.Boot,
 		hostAddrs: func() ([]netip.Addr, error) {
 			out := make([]netip.Addr, len(hostAddrs))
 			for i, s := range hostAddrs {

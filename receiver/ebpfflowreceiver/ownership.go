@@ -175,19 +175,24 @@ type ownerEntry struct {
 	key string
 	// since is when this receiver started to know every address of the
 	// prefix that the prefix resolves as this owner's: claims for them
-	// never start earlier.
-	since time.Time
+	// never start earlier. sinceBoot is the same moment on the kernel's
+	// boot clock, which flows are compared with (see knownFrom).
+	since     time.Time
+	sinceBoot time.Duration
 	// initial marks an entry made before the receiver started capturing:
 	// it predates every flow the receiver sees.
 	initial bool
 }
 
 // knownFrom reports whether the receiver knew e's owner for e's addresses
-// from start on: whether a flow that started at start is this owner's
-// throughout. A flow that began before its address's owner changed, or
-// before the receiver learnt it, is not.
-func (e *ownerEntry) knownFrom(start time.Time) bool {
-	return e.initial || !start.Before(e.since)
+// from startBoot on, a time on the kernel's boot clock: whether a flow that
+// started then is this owner's throughout. A flow that began before its
+// address's owner changed, or before the receiver learnt it, is not. The
+// boot clock, unlike the wall clock, never steps: a flow's wall-clock start
+// is converted with the clock offset of when it is read, and a step between
+// its start and then would move it across since.
+func (e *ownerEntry) knownFrom(startBoot time.Duration) bool {
+	return e.initial || startBoot >= e.sinceBoot
 }
 
 func ownerKey(o intervalstore.Owner) string {
@@ -237,6 +242,7 @@ type retiredAddress struct {
 type ownership struct {
 	sources []ownershipSource // highest precedence first
 	now     func() time.Time
+	bootNow func() time.Duration // the kernel's boot clock, see ownerEntry.sinceBoot
 	logger  *zap.Logger
 
 	mu        sync.Mutex // serializes rebuilds
@@ -249,8 +255,8 @@ type ownership struct {
 	retiredDropped int
 }
 
-func newOwnership(sources []ownershipSource, now func() time.Time, logger *zap.Logger) *ownership {
-	o := &ownership{sources: sources, now: now, logger: logger, maxRetired: maxRetiredPerInterval}
+func newOwnership(sources []ownershipSource, now func() time.Time, bootNow func() time.Duration, logger *zap.Logger) *ownership {
+	o := &ownership{sources: sources, now: now, bootNow: bootNow, logger: logger, maxRetired: maxRetiredPerInterval}
 	o.rebuild()
 	return o
 }
@@ -283,7 +289,7 @@ func (o *ownership) rebuild() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	prev := o.current.Load()
-	now := o.now()
+	now, nowBoot := o.now(), o.bootNow()
 	next := &ownershipSnapshot{
 		byPrefix:  map[netip.Prefix]*ownerEntry{},
 		addresses: map[netip.Addr]*ownerEntry{},
@@ -301,7 +307,7 @@ func (o *ownership) rebuild() {
 				}
 			}
 			if e == nil {
-				e = &ownerEntry{owner: owner, key: key, since: now, initial: !o.capturing}
+				e = &ownerEntry{owner: owner, key: key, since: now, sinceBoot: nowBoot, initial: !o.capturing}
 			}
 			next.byPrefix[p] = e
 		}
@@ -309,7 +315,7 @@ func (o *ownership) rebuild() {
 	if prev != nil {
 		for p := range prev.byPrefix {
 			if _, kept := next.byPrefix[p]; !kept {
-				renewSupernets(next.byPrefix, prev.byPrefix, p, now)
+				renewSupernets(next.byPrefix, prev.byPrefix, p, now, nowBoot)
 			}
 		}
 	}
@@ -340,11 +346,11 @@ func (o *ownership) rebuild() {
 // addresses. Entries made or renewed in this rebuild are already known from
 // now. Comparing entries rather than since times holds when the wall clock
 // stepped back and since lies ahead of now.
-func renewSupernets(entries, prev map[netip.Prefix]*ownerEntry, removed netip.Prefix, now time.Time) {
+func renewSupernets(entries, prev map[netip.Prefix]*ownerEntry, removed netip.Prefix, now time.Time, nowBoot time.Duration) {
 	for bits := removed.Bits() - 1; bits >= 0; bits-- {
 		q := netip.PrefixFrom(removed.Addr(), bits).Masked()
 		if e, ok := entries[q]; ok && e == prev[q] {
-			entries[q] = &ownerEntry{owner: e.owner, key: e.key, since: now}
+			entries[q] = &ownerEntry{owner: e.owner, key: e.key, since: now, sinceBoot: nowBoot}
 		}
 	}
 }

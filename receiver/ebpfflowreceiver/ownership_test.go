@@ -244,7 +244,7 @@ func TestFileSourcePollsAndNotifies(t *testing.T) {
 	var counts reloadCounter
 	src := newFileSource(FileSourceConfig{Path: path, PollInterval: 10 * time.Millisecond}, zap.NewNop(), counts.record)
 	clock := newManualClock(at(0))
-	own := newOwnership([]ownershipSource{src}, clock.Now, zap.NewNop())
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
 	require.NoError(t, own.start(context.Background()))
 	defer func() { require.NoError(t, own.shutdown()) }()
 

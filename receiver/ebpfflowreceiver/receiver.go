@@ -35,8 +35,10 @@ type flowTracer interface {
 
 // environment is what the receiver takes from the host, replaceable in tests.
 type environment struct {
-	newTracer     func(tracer.Options) (flowTracer, error)
-	now           func() time.Time
+	newTracer func(tracer.Options) (flowTracer, error)
+	now       func() time.Time
+	// bootNow reads the kernel's boot clock, that of Event.StartBoot.
+	bootNow       func() time.Duration
 	machineIDFile string
 	hostAddrs     func() ([]netip.Addr, error)
 	// netnsInode returns the inode of the collector's network namespace.
@@ -53,6 +55,7 @@ func hostEnvironment() environment {
 			return t, nil
 		},
 		now:           time.Now,
+		bootNow:       tracer.BootTime,
 		machineIDFile: machineIDPath,
 		hostAddrs:     hostUnicastAddrs,
 		netnsInode:    ownNetnsInode,
@@ -157,7 +160,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	if err != nil {
 		return err
 	}
-	r.ownership = newOwnership(sources, r.env.now, r.settings.Logger)
+	r.ownership = newOwnership(sources, r.env.now, r.env.bootNow, r.settings.Logger)
 	if err := r.ownership.start(ctx); err != nil {
 		return fmt.Errorf("starting ownership sources: %w", err)
 	}
@@ -409,7 +412,7 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 	switch {
 	case !owned:
 		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedUnknownAddress])
-	case !entry.knownFrom(ev.Start) || (!ev.StartKnown && !entry.initial):
+	case !entry.knownFrom(ev.StartBoot) || (!ev.StartKnown && !entry.initial):
 		// A connection of unknown birth (StartKnown false) may be older
 		// than ev.Start: only an owner known since before capture held
 		// its address throughout. Heartbeats still claim the part of the

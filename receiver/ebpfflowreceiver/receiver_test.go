@@ -322,28 +322,22 @@ func TestReceiverPassesOptionsToTracer(t *testing.T) {
 	assert.Equal(t, tracer.Options{RingBufferSize: 1 << 22, MaxConnections: 1000}, got)
 }
 
-// A flow record names its local owner only if that owner held the address
-// for the whole flow as far as the receiver knows: the processor applies the
-// record's local side as a claim from the flow's start.
-func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
+// ownerChangeTest is a receiver whose only ownership source is a file,
+// holding before at its start (at 0 s); the file changes to after at 10 s,
+// before the receiver reads its first event. Heartbeats and flushes wait
+// for the shutdown, at 20 s.
+type ownerChangeTest struct {
+	tel   *componenttest.Telemetry
+	sink  *consumertest.LogsSink
+	flows []plog.LogRecord
+	spans map[string][2]time.Time // heartbeat ranges by "address owner"
+}
+
+func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "owners.yaml")
-	replaceFile(t, path, "10.0.0.1: a\n10.0.1.0/24: pool\n10.0.1.5: x\n10.0.2.0/24: other\n")
-	ev := func(local string, start float64) tracer.Event {
-		return tracer.Event{
-			Kind: tracer.KindClosed, Role: tracer.RoleClient,
-			LocalAddr: netip.MustParseAddr(local), LocalPort: 40000,
-			PeerAddr: netip.MustParseAddr("198.51.100.1"), PeerPort: 443,
-			Start: at(start), StartKnown: true, End: at(12),
-		}
-	}
-	ft := newFakeTracer(
-		ev("10.0.0.1", 5),    // began under a, now b's
-		ev("10.0.0.1", 11),   // began under b
-		ev("10.0.1.5", 5),    // began under x, now falls back to pool
-		ev("10.0.2.7", 5),    // its owner never changed
-		ev("192.0.2.99", 5),  // no owner at all
-		ev("10.0.2.8", -100), // before the receiver started: owned as far as it knows
-	)
+	replaceFile(t, path, before)
+	ft := newFakeTracer(events...)
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
 	cfg.HeartbeatInterval = time.Hour
@@ -352,18 +346,16 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 	cfg.Ownership.Static.HostAddresses = false
 	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
 	require.NoError(t, cfg.Validate())
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	sink := new(consumertest.LogsSink)
-	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
+	oc := &ownerChangeTest{tel: componenttest.NewTelemetry(), sink: new(consumertest.LogsSink), spans: map[string][2]time.Time{}}
+	t.Cleanup(func() { require.NoError(t, oc.tel.Shutdown(context.Background())) })
+	r, err := newFlowReceiver(metadatatest.NewSettings(oc.tel), cfg, oc.sink, testEnvironment(ft, clock, machineIDFile(t)))
 	require.NoError(t, err)
 	ft.beforeEvent = func(i int) {
 		if i > 0 {
 			return
 		}
-		// The file changes at 10 s, before any event is read.
 		clock.Set(at(10))
-		replaceFile(t, path, "10.0.0.1: b\n10.0.1.0/24: pool\n10.0.2.0/24: other\n")
+		replaceFile(t, path, after)
 		for _, src := range r.ownership.sources {
 			if fs, ok := src.(*fileSource); ok {
 				fs.settle = func() {} // the file is written
@@ -377,27 +369,58 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 	clock.Set(at(20))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	flows, heartbeats := split(records(sink))
-	require.Len(t, flows, 6)
-	var owners []string
-	for _, lr := range flows {
-		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
-		owners = append(owners, o.ID)
-	}
-	assert.Equal(t, []string{"", "b", "", "other", "", "other"}, owners)
-	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{
-		{Value: 2, Attributes: sumAttrs("reason", "owner_changed")},
-		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
-	}, metricdatatest.IgnoreTimestamp())
-
-	// Heartbeats still claim what the flows showed once the owner was
-	// known, and the owners the file change removed until it did.
-	spans := map[string][2]time.Time{}
+	var heartbeats []plog.LogRecord
+	oc.flows, heartbeats = split(records(oc.sink))
 	for _, lr := range heartbeats {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
-		spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
+		oc.spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
 	}
+	return oc
+}
+
+// localOwners returns the local owner ID of each flow record, "" for none.
+func (oc *ownerChangeTest) localOwners() []string {
+	var owners []string
+	for _, lr := range oc.flows {
+		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
+		owners = append(owners, o.ID)
+	}
+	return owners
+}
+
+// closedFlow is a client connection from local to a peer outside every
+// ownership source.
+func closedFlow(local string, start, end float64) tracer.Event {
+	return tracer.Event{
+		Kind: tracer.KindClosed, Role: tracer.RoleClient,
+		LocalAddr: netip.MustParseAddr(local), LocalPort: 40000,
+		PeerAddr: netip.MustParseAddr("198.51.100.1"), PeerPort: 443,
+		Start: at(start), StartKnown: true, End: at(end),
+	}
+}
+
+// A flow record names its local owner only if that owner held the address
+// for the whole flow as far as the receiver knows: the processor applies the
+// record's local side as a claim from the flow's start.
+func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
+	oc := runOwnerChange(t,
+		"10.0.0.1: a\n10.0.1.0/24: pool\n10.0.1.5: x\n10.0.2.0/24: other\n",
+		"10.0.0.1: b\n10.0.1.0/24: pool\n10.0.2.0/24: other\n",
+		closedFlow("10.0.0.1", 5, 12),    // began under a, now b's
+		closedFlow("10.0.0.1", 11, 12),   // began under b
+		closedFlow("10.0.1.5", 5, 12),    // began under x, now falls back to pool
+		closedFlow("10.0.2.7", 5, 12),    // its owner never changed
+		closedFlow("192.0.2.99", 5, 12),  // no owner at all
+		closedFlow("10.0.2.8", -100, 12), // before the receiver started: owned as far as it knows
+	)
+	assert.Equal(t, []string{"", "b", "", "other", "", "other"}, oc.localOwners())
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, oc.tel, []metricdata.DataPoint[int64]{
+		{Value: 2, Attributes: sumAttrs("reason", "owner_changed")},
+		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
+	}, metricdatatest.IgnoreTimestamp())
+	// Heartbeats still claim what the flows showed once the owner was
+	// known, and the owners the file change removed until it did.
 	assert.Equal(t, map[string][2]time.Time{
 		"10.0.0.1 a":     {at(0), at(10)},
 		"10.0.0.1 b":     {at(10), at(20)},
@@ -405,68 +428,42 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		"10.0.1.5 pool":  {at(10), at(12)},
 		"10.0.2.7 other": {at(5), at(12)},
 		"10.0.2.8 other": {at(0), at(12)},
-	}, spans)
+	}, oc.spans)
 }
 
 // A connection capture found already open has no known birth: its start is
 // only when capture first saw it, so it may predate an owner change the
 // receiver saw. It names its local owner only if that owner predates capture.
 func TestReceiverLeavesOutNewOwnersOfConnectionsOfUnknownStart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "owners.yaml")
-	replaceFile(t, path, "10.0.0.1: a\n10.0.0.2: c\n")
-	ev := func(local string) tracer.Event {
-		return tracer.Event{
-			Kind: tracer.KindClosed, Role: tracer.RoleClient,
-			LocalAddr: netip.MustParseAddr(local), LocalPort: 40000,
-			PeerAddr: netip.MustParseAddr("198.51.100.1"), PeerPort: 443,
-			Start: at(12), StartKnown: false, End: at(12),
-		}
+	unknownBirth := func(local string) tracer.Event {
+		ev := closedFlow(local, 12, 12)
+		ev.StartKnown = false
+		return ev
 	}
-	ft := newFakeTracer(
-		ev("10.0.0.1"), // may have begun under a, now b's
-		ev("10.0.0.2"), // c's since before capture
+	oc := runOwnerChange(t, "10.0.0.1: a\n10.0.0.2: c\n", "10.0.0.1: b\n10.0.0.2: c\n",
+		unknownBirth("10.0.0.1"), // may have begun under a, now b's
+		unknownBirth("10.0.0.2"), // c's since before capture
 	)
-	clock := newManualClock(at(0))
-	cfg := createDefaultConfig()
-	cfg.HeartbeatInterval = time.Hour
-	cfg.FlushInterval = time.Hour
-	cfg.ActiveInterval = 0
-	cfg.Ownership.Static.HostAddresses = false
-	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
-	require.NoError(t, cfg.Validate())
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	sink := new(consumertest.LogsSink)
-	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
-	require.NoError(t, err)
-	ft.beforeEvent = func(i int) {
-		if i > 0 {
-			return
-		}
-		clock.Set(at(10))
-		replaceFile(t, path, "10.0.0.1: b\n10.0.0.2: c\n")
-		for _, src := range r.ownership.sources {
-			if fs, ok := src.(*fileSource); ok {
-				fs.settle = func() {} // the file is written
-				assert.True(t, fs.reload())
-			}
-		}
-		r.ownership.rebuild()
-	}
-	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
-	<-ft.delivered
-	clock.Set(at(20))
-	require.NoError(t, r.Shutdown(context.Background()))
-
-	flows, _ := split(records(sink))
-	require.Len(t, flows, 2)
-	var owners []string
-	for _, lr := range flows {
-		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
-		owners = append(owners, o.ID)
-	}
-	assert.Equal(t, []string{"", "c"}, owners)
-	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{
+	assert.Equal(t, []string{"", "c"}, oc.localOwners())
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, oc.tel, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: sumAttrs("reason", "owner_changed")},
 	}, metricdatatest.IgnoreTimestamp())
+}
+
+// The tracer converts a flow's start to wall-clock time when it reads it,
+// with the clock offset of that moment: after the wall clock steps forward,
+// a flow that began before an owner change reads as if it began after it.
+// Starts are compared with the change on the kernel's boot clock instead.
+func TestReceiverComparesFlowStartsOnTheBootClock(t *testing.T) {
+	// The wall clock stepped 60 s forward after the change at 10 s.
+	stepped := func(start, end float64) tracer.Event {
+		ev := closedFlow("10.0.0.1", start+60, end+60)
+		ev.StartBoot = bootAt(start)
+		return ev
+	}
+	oc := runOwnerChange(t, "10.0.0.1: a\n", "10.0.0.1: b\n",
+		stepped(5, 7),   // began under a
+		stepped(11, 13), // began under b
+	)
+	assert.Equal(t, []string{"", "b"}, oc.localOwners())
 }

@@ -89,6 +89,10 @@ type Event struct {
 	// the tracer first saw it.
 	Start      time.Time
 	StartKnown bool
+	// StartBoot is Start on the kernel's boot clock (see BootTime), which
+	// steps of the wall clock do not move: Start is converted to wall-clock
+	// time with the offset between the two clocks when it is read.
+	StartBoot time.Duration
 	// End is the close time; for KindActive the observation time.
 	End time.Time
 

@@ -63,6 +63,16 @@ func (c *bootClock) refresh() error {
 
 const offsetTolerance = int64(100 * time.Microsecond)
 
+// BootTime reads CLOCK_BOOTTIME, the clock of Event.StartBoot. It returns 0
+// if the clock cannot be read, which a loaded Tracer rules out: New reads it.
+func BootTime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
 // wall converts a CLOCK_BOOTTIME reading in nanoseconds to wall-clock time.
 func (c *bootClock) wall(bootNanos uint64) time.Time {
 	return time.Unix(0, int64(bootNanos)+c.offsetNanos.Load())

@@ -39,6 +39,7 @@ func decodeEvent(b []byte, clock *bootClock, ev *Event) error {
 		PeerPort:         le.Uint16(b[34:]),
 		Cookie:           le.Uint64(b[40:]),
 		Start:            clock.wall(le.Uint64(b[48:])),
+		StartBoot:        time.Duration(le.Uint64(b[48:])),
 		StartKnown:       b[118]&eventStartUnknown == 0,
 		End:              clock.wall(le.Uint64(b[56:])),
 		BytesSent:        le.Uint64(b[64:]),

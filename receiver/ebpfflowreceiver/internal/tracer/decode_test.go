@@ -86,7 +86,7 @@ func TestDecodeEvent(t *testing.T) {
 		Kind: KindClosed, Role: RoleServer,
 		LocalAddr: netip.MustParseAddr("10.1.2.3"), PeerAddr: netip.MustParseAddr("fd00::7"),
 		LocalPort: 443, PeerPort: 51000,
-		Start: time.Unix(1_700_000_001, 0), StartKnown: false, End: time.Unix(1_700_000_003, 500_000_000),
+		Start: time.Unix(1_700_000_001, 0), StartKnown: false, StartBoot: time.Second, End: time.Unix(1_700_000_003, 500_000_000),
 		BytesSent: 123457, BytesReceived: 65539, SegmentsSent: 10, SegmentsReceived: 11, Retransmits: 2,
 		SRTT: 250 * time.Microsecond, Err: syscall.ECONNRESET, PID: 4242, Comm: "nginx", CgroupID: 9,
 		NetnsInode: 4026531833, Cookie: 77,

@@ -524,7 +524,8 @@ func TestCloseRateNoLoss(t *testing.T) {
 
 // TestReadFollowsWallClockSteps steps the wall clock the tracer reads by an
 // hour after it started: records Read decodes afterwards carry times on the
-// new scale, without an Active pass.
+// new scale, without an Active pass, and their boot-clock start does not
+// move.
 func TestReadFollowsWallClockSteps(t *testing.T) {
 	tr := startTracer(t, Options{})
 	const step = time.Hour
@@ -532,7 +533,7 @@ func TestReadFollowsWallClockSteps(t *testing.T) {
 	tr.clock.refreshEvery = 0
 	rec := record(t, tr)
 
-	before := time.Now().Add(step)
+	before, bootBefore := time.Now().Add(step), BootTime()
 	client, server, _ := connectPair(t,
 		func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
 		func(port uint16) (net.Conn, error) {
@@ -541,8 +542,11 @@ func TestReadFollowsWallClockSteps(t *testing.T) {
 	clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
 	exchange(t, client, server, clientPayload, serverPayload, true)
 	ev := rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
-	after := time.Now().Add(step)
+	after, bootAfter := time.Now().Add(step), BootTime()
 	if ev.Start.Before(before) || ev.End.After(after) || ev.End.Before(ev.Start) {
 		t.Errorf("start %v end %v outside [%v, %v]: not on the stepped clock", ev.Start, ev.End, before, after)
+	}
+	if ev.StartBoot < bootBefore || ev.StartBoot > bootAfter {
+		t.Errorf("boot-clock start %v outside [%v, %v]: the step must not move it", ev.StartBoot, bootBefore, bootAfter)
 	}
 }
