@@ -113,6 +113,9 @@ type hold struct {
 	byKey      map[netip.Addr][]*heldRecord
 	count      int
 	closed     bool // drained at shutdown; holds nothing more
+	// tentative are the batches with records in the hold, or handed over,
+	// that are not settled yet: drain flushes their handed records too.
+	tentative map[*batchRecords]struct{}
 
 	// active counts held records plus adds in progress. An add counts itself
 	// before its lookup, so a claim applied before a recheck that reads zero
@@ -121,7 +124,7 @@ type hold struct {
 }
 
 func newHold(maxWait time.Duration, maxPending int) *hold {
-	return &hold{maxWait: maxWait, maxPending: maxPending, byKey: make(map[netip.Addr][]*heldRecord)}
+	return &hold{maxWait: maxWait, maxPending: maxPending, byKey: make(map[netip.Addr][]*heldRecord), tentative: make(map[*batchRecords]struct{})}
 }
 
 // add moves lr into r and holds it for batch b, tentatively, if lookup, run
@@ -160,6 +163,7 @@ func (h *hold) add(b *batchRecords, r *heldRecord, lr plog.LogRecord, lookup fun
 	r.held = true
 	r.batch = b
 	b.held = append(b.held, r)
+	h.tentative[b] = struct{}{}
 	h.count++
 	return true, res, overflow
 }
@@ -274,6 +278,7 @@ func (h *hold) expire(now time.Time, lookup func(netip.Addr, time.Time) interval
 func (h *hold) settle(b *batchRecords, refused bool) (released []releasedRecord, dropped int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	delete(h.tentative, b)
 	for _, r := range b.held {
 		r.batch = nil
 	}
@@ -310,16 +315,23 @@ func (h *hold) withdraw(records []*heldRecord) int {
 }
 
 // drain releases every held record, with its final lookup, and closes the
-// hold.
+// hold. Tentative records go too, and so do those already handed to their
+// batch: a batch still downstream may settle only after the collector has
+// shut down what it would send them to. If that batch is then refused and
+// retried, they go again; at shutdown that is the lesser harm.
 func (h *hold) drain(lookup func(netip.Addr, time.Time) intervalstore.Result) []releasedRecord {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
 	var out []releasedRecord
+	for b := range h.tentative {
+		out = append(out, b.handed...)
+		b.handed = nil
+	}
 	for h.head != nil {
 		r := h.head
 		h.remove(r)
-		out = h.release(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeShutdown})
+		out = append(out, releasedRecord{heldRecord: r, result: lookup(r.key, r.at), outcome: outcomeShutdown})
 	}
 	return out
 }

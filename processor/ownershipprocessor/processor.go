@@ -165,23 +165,43 @@ func (l logsProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 // refusal is then counted in release_failures and logged, and neither fails
 // nor loses the receiver's batch. The records the batch put in the hold
 // stay tentative until consume returns: whatever releases one meanwhile (a
-// claim from any pipeline, max_wait, another batch's overflow, shutdown)
-// hands it to the batch. When the batch went on, those follow it with the
+// claim from any pipeline, max_wait, another batch's overflow) hands it to
+// the batch; only shutdown sends it (see hold.drain). When the batch went on, those follow it with the
 // others. When it failed, its receiver may retry it whole, so the batch's
 // records leave the hold undelivered, held or handed over: kept, they would
 // go downstream twice.
 func (p *ownershipProcessor) consumeLogs(ctx context.Context, ld plog.Logs, consume consumer.ConsumeLogsFunc) error {
 	var b consumeBatch
-	err := consume(context.WithValue(ctx, consumeBatchKey{}, &b), ld)
-	if len(b.own.held) > 0 {
-		released, dropped := p.hold.settle(&b.own, err != nil)
-		b.released = append(b.released, released...)
-		if dropped > 0 {
-			p.tel.ProcessorOwnershipRecordsHeld.Add(ctx, -int64(dropped))
+	returned := false
+	defer func() {
+		if !returned {
+			// consume panicked (a server may recover from it and fail
+			// the request): the batch is settled as refused, lest its
+			// records stay tentative for good, and the records it
+			// released go on.
+			p.settle(ctx, &b, true)
+			p.send(context.WithoutCancel(ctx), b.released)
 		}
-	}
-	p.send(ctx, b.released)
+	}()
+	err := consume(context.WithValue(ctx, consumeBatchKey{}, &b), ld)
+	returned = true
+	p.settle(ctx, &b, err != nil)
+	// Released records go on after the batch's request may have ended.
+	p.send(context.WithoutCancel(ctx), b.released)
 	return err
+}
+
+// settle ends the tentative state of the records batch b held, adding to
+// b.released those to send.
+func (p *ownershipProcessor) settle(ctx context.Context, b *consumeBatch, refused bool) {
+	if len(b.own.held) == 0 {
+		return
+	}
+	released, dropped := p.hold.settle(&b.own, refused)
+	b.released = append(b.released, released...)
+	if dropped > 0 {
+		p.tel.ProcessorOwnershipRecordsHeld.Add(ctx, -int64(dropped))
+	}
 }
 
 // errOutsideConsumeLogs is processLogs' answer when it runs outside

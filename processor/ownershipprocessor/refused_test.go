@@ -392,3 +392,35 @@ func TestProcessLogsOutsideConsumeLogs(t *testing.T) {
 	require.ErrorIs(t, err, errOutsideConsumeLogs)
 	assert.Zero(t, h.sink.LogRecordCount())
 }
+
+// A Shutdown while a batch that held a record is still downstream flushes
+// that record with the others, rather than leaving it to the batch, which
+// may return only after the collector shut down the next consumer.
+func TestShutdownDuringBatchFlushesItsHeldRecords(t *testing.T) {
+	h, next := newRefusingHarness(t, createDefaultConfig())
+	var atShutdown []string
+	next.whileConsuming(func() {
+		require.NoError(t, h.proc.Shutdown(context.Background()))
+		atShutdown = h.peers()
+	})
+	require.NoError(t, h.proc.ConsumeLogs(context.Background(), heldBatch()))
+	assert.Equal(t, []string{"10.0.0.2"}, atShutdown, "flushed by Shutdown")
+	assert.Equal(t, []string{"10.0.0.2", "<absent>"}, h.peers(), "once")
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "shutdown"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
+}
+
+// A panic downstream settles the batch as refused: its held records do not
+// stay tentative for good, and the hold's gauge comes back down.
+func TestPanicDownstreamSettlesTheBatch(t *testing.T) {
+	flows, next, heartbeats := newRefusingPipelines(t, createDefaultConfig())
+	next.whileConsuming(func() { panic("exporter bug") })
+	func() {
+		defer func() { require.NotNil(t, recover()) }()
+		_ = flows.proc.ConsumeLogs(context.Background(), heldBatch())
+	}()
+	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
+	heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
+	require.NoError(t, flows.proc.Shutdown(context.Background()))
+	assert.Empty(t, flows.peers(), "like a refused batch, left to the client's retry")
+}
