@@ -180,7 +180,7 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 		require.True(t, ok, addr)
 		return e
 	}
-	assert.True(t, entry("10.0.1.5").knownFrom(bootAt(-1)), "entries made before capture predate every flow")
+	assert.True(t, entry("10.0.1.5").knownFrom(at(-1), bootAt(-1)), "entries made before capture predate every flow")
 
 	clock.Set(at(10))
 	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.64/26", "sub",
@@ -192,18 +192,18 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 	for _, addr := range []string{"10.0.1.5", "10.0.1.9", "10.0.9.9"} {
 		e := entry(addr)
 		assert.Equal(t, at(10), e.since, addr)
-		assert.False(t, e.knownFrom(bootAt(9)), addr)
-		assert.True(t, e.knownFrom(bootAt(10)), addr)
+		assert.False(t, e.knownFrom(at(9), bootAt(9)), addr)
+		assert.True(t, e.knownFrom(at(10), bootAt(10)), addr)
 	}
 	assert.Equal(t, "pool", entry("10.0.1.5").owner.ID)
 	// Prefixes that neither contain the removed one nor changed keep their
 	// entries.
 	for _, addr := range []string{"10.0.1.70", "10.0.2.1"} {
-		assert.True(t, entry(addr).knownFrom(bootAt(-1)), addr)
+		assert.True(t, entry(addr).knownFrom(at(-1), bootAt(-1)), addr)
 	}
 	// A changed owner is known from the rebuild; the entry is not initial.
 	assert.Equal(t, at(10), entry("10.0.3.7").since)
-	assert.False(t, entry("10.0.3.7").knownFrom(bootAt(9)))
+	assert.False(t, entry("10.0.3.7").knownFrom(at(9), bootAt(9)))
 
 	// A renewed entry keeps its renewal time across unchanged rebuilds.
 	clock.Set(at(20))
@@ -249,7 +249,7 @@ func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 	e, ok := own.snapshot().lookup(netip.MustParseAddr("10.0.1.5"))
 	require.True(t, ok)
 	assert.Equal(t, "pool", e.owner.ID)
-	assert.False(t, e.knownFrom(bootAt(40)), "a flow of x's time must not be pool's")
+	assert.False(t, e.knownFrom(at(40), bootAt(40)), "a flow of x's time must not be pool's")
 	assert.Equal(t, at(50), e.since)
 }
 
@@ -338,4 +338,80 @@ func TestOwnershipBoundsRetiredAddresses(t *testing.T) {
 
 	assert.Empty(t, hb.claims(at(20), own))
 	assert.Equal(t, 1, logs.Len(), "no warning for an interval that dropped nothing")
+}
+
+// hookSource runs hook whenever a rebuild reads its entries: in the middle
+// of the rebuild.
+type hookSource struct {
+	*mapSource
+	hook func()
+}
+
+func (s *hookSource) Entries() map[netip.Prefix]intervalstore.Owner {
+	if s.hook != nil {
+		s.hook()
+	}
+	return s.mapSource.Entries()
+}
+
+// A rebuild dates its changes when it publishes them: until then readers
+// see the previous owner, which held the address until that moment.
+func TestOwnershipDatesChangesWhenPublished(t *testing.T) {
+	clock := newManualClock(at(0))
+	hs := &hookSource{mapSource: newMapSource("m", "10.0.0.1", "a")}
+	own := newOwnership([]ownershipSource{hs}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("n", at(0))
+	addr := netip.MustParseAddr("10.0.0.1")
+	var stampedDuringMerge string
+	hs.hook = func() { // the merge runs from 10 s to 10.5 s
+		clock.Set(at(10.5))
+		if e, _ := own.snapshot().lookup(addr); e.knownFrom(at(10.2), bootAt(10.2)) {
+			stampedDuringMerge = e.owner.ID
+		}
+	}
+	clock.Set(at(10))
+	hs.set("10.0.0.1", "b")
+	own.rebuild()
+	hs.hook = nil
+
+	spans := map[string][2]time.Time{}
+	for _, c := range hb.claims(at(20), own) {
+		spans[c.Owner.ID] = span(c)
+	}
+	assert.Equal(t, "a", stampedDuringMerge, "readers see a until the rebuild publishes b")
+	assert.Equal(t, map[string][2]time.Time{"a": {at(0), at(10.5)}, "b": {at(10.5), at(20)}}, spans,
+		"a held the address until the rebuild published b, b from then")
+}
+
+// closeInterval, which the emitter calls at every heartbeat, does not wait
+// for a rebuild's merge, which can take long for a large file.
+func TestCloseIntervalDoesNotWaitForARebuild(t *testing.T) {
+	clock := newManualClock(at(0))
+	hs := &hookSource{mapSource: newMapSource("m", "10.0.0.1", "a")}
+	own := newOwnership([]ownershipSource{hs}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	merging, finish := make(chan struct{}), make(chan struct{})
+	hs.hook = func() {
+		close(merging)
+		<-finish
+	}
+	rebuilt := make(chan struct{})
+	go func() {
+		own.rebuild()
+		close(rebuilt)
+	}()
+	<-merging
+	closed := make(chan struct{})
+	go func() {
+		own.closeInterval()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Error("closeInterval waited for the rebuild")
+	}
+	close(finish)
+	<-rebuilt
 }

@@ -185,14 +185,16 @@ type ownerEntry struct {
 }
 
 // knownFrom reports whether the receiver knew e's owner for e's addresses
-// from startBoot on, a time on the kernel's boot clock: whether a flow that
-// started then is this owner's throughout. A flow that began before its
-// address's owner changed, or before the receiver learnt it, is not. The
-// boot clock, unlike the wall clock, never steps: a flow's wall-clock start
-// is converted with the clock offset of when it is read, and a step between
-// its start and then would move it across since.
-func (e *ownerEntry) knownFrom(startBoot time.Duration) bool {
-	return e.initial || startBoot >= e.sinceBoot
+// from a flow's start on, given on the wall clock and on the kernel's boot
+// clock: whether the flow is this owner's throughout. A flow that began
+// before its address's owner changed, or before the receiver learnt it, is
+// not. Both clocks must agree. The boot clock never steps, but a flow's
+// wall-clock start is converted with the clock offset of when the tracer
+// read it: a step between its start and then moves it across since. The
+// wall-clock start is what the processor claims from, so it must not lie
+// before since either (the tracer's offset lags a step by up to a second).
+func (e *ownerEntry) knownFrom(start time.Time, startBoot time.Duration) bool {
+	return e.initial || (startBoot >= e.sinceBoot && !start.Before(e.since))
 }
 
 func ownerKey(o intervalstore.Owner) string {
@@ -246,10 +248,15 @@ type ownership struct {
 	logger  *zap.Logger
 
 	mu        sync.Mutex // serializes rebuilds
-	current   atomic.Pointer[ownershipSnapshot]
-	capturing bool // start has returned: new entries are not initial; under mu
+	capturing bool       // start has returned: new entries are not initial; under mu
+
+	// pubMu guards publishing a snapshot together with the single
+	// addresses it retired, so that closeInterval takes both as of one
+	// moment without waiting for a rebuild's merge.
+	pubMu   sync.Mutex
+	current atomic.Pointer[ownershipSnapshot]
 	// Single addresses retired since the last closeInterval, at most
-	// maxRetired, and how many more were dropped; under mu.
+	// maxRetired, and how many more were dropped; under pubMu.
 	retired        []retiredAddress
 	maxRetired     int
 	retiredDropped int
@@ -267,8 +274,8 @@ func (o *ownership) snapshot() *ownershipSnapshot { return o.current.Load() }
 // closeInterval returns the current merged map and takes the single
 // addresses retired since the previous call, both as of one moment.
 func (o *ownership) closeInterval() (*ownershipSnapshot, []retiredAddress) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.pubMu.Lock()
+	defer o.pubMu.Unlock()
 	retired := o.retired
 	o.retired = nil
 	if o.retiredDropped > 0 {
@@ -289,11 +296,11 @@ func (o *ownership) rebuild() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	prev := o.current.Load()
-	now, nowBoot := o.now(), o.bootNow()
 	next := &ownershipSnapshot{
 		byPrefix:  map[netip.Prefix]*ownerEntry{},
 		addresses: map[netip.Addr]*ownerEntry{},
 	}
+	var made []*ownerEntry // entries new in next, dated when it is published
 	for _, src := range o.sources {
 		for p, owner := range src.Entries() {
 			if _, taken := next.byPrefix[p]; taken {
@@ -307,7 +314,8 @@ func (o *ownership) rebuild() {
 				}
 			}
 			if e == nil {
-				e = &ownerEntry{owner: owner, key: key, since: now, sinceBoot: nowBoot, initial: !o.capturing}
+				e = &ownerEntry{owner: owner, key: key, initial: !o.capturing}
+				made = append(made, e)
 			}
 			next.byPrefix[p] = e
 		}
@@ -315,7 +323,7 @@ func (o *ownership) rebuild() {
 	if prev != nil {
 		for p := range prev.byPrefix {
 			if _, kept := next.byPrefix[p]; !kept {
-				renewSupernets(next.byPrefix, prev.byPrefix, p, now, nowBoot)
+				made = renewSupernets(next.byPrefix, prev.byPrefix, p, made)
 			}
 		}
 	}
@@ -325,34 +333,50 @@ func (o *ownership) rebuild() {
 			next.addresses[p.Addr()] = e
 		}
 	}
+	var retired []retiredAddress
 	if prev != nil {
 		for addr, e := range prev.addresses {
-			if next.addresses[addr] == e {
-				continue
-			}
-			if len(o.retired) < o.maxRetired {
-				o.retired = append(o.retired, retiredAddress{addr: addr, entry: e, until: now})
-			} else {
-				o.retiredDropped++
+			if next.addresses[addr] != e {
+				retired = append(retired, retiredAddress{addr: addr, entry: e})
 			}
 		}
+	}
+	// Readers see the previous entries until the Store below: the new
+	// ones are known, and the retired ones held their addresses, until
+	// then, not from when the merge began.
+	o.pubMu.Lock()
+	defer o.pubMu.Unlock()
+	now, nowBoot := o.now(), o.bootNow()
+	for _, e := range made {
+		e.since, e.sinceBoot = now, nowBoot
+	}
+	for _, r := range retired {
+		if len(o.retired) >= o.maxRetired {
+			o.retiredDropped++
+			continue
+		}
+		r.until = now
+		o.retired = append(o.retired, r)
 	}
 	o.current.Store(next)
 }
 
 // renewSupernets gives every prefix of entries that strictly contains
-// removed, and whose entry was carried over from prev, an entry known from
-// now: addresses of removed fall back to one of them, a new owner for those
-// addresses. Entries made or renewed in this rebuild are already known from
-// now. Comparing entries rather than since times holds when the wall clock
-// stepped back and since lies ahead of now.
-func renewSupernets(entries, prev map[netip.Prefix]*ownerEntry, removed netip.Prefix, now time.Time, nowBoot time.Duration) {
+// removed, and whose entry was carried over from prev, a new entry, which it
+// appends to made: addresses of removed fall back to one of them, a new
+// owner for those addresses. Entries made or renewed in this rebuild are new
+// already. Comparing entries rather than since times holds when the wall
+// clock stepped back and since lies ahead of now.
+func renewSupernets(entries, prev map[netip.Prefix]*ownerEntry, removed netip.Prefix, made []*ownerEntry) []*ownerEntry {
 	for bits := removed.Bits() - 1; bits >= 0; bits-- {
 		q := netip.PrefixFrom(removed.Addr(), bits).Masked()
 		if e, ok := entries[q]; ok && e == prev[q] {
-			entries[q] = &ownerEntry{owner: e.owner, key: e.key, since: now, sinceBoot: nowBoot}
+			ne := &ownerEntry{owner: e.owner, key: e.key}
+			entries[q] = ne
+			made = append(made, ne)
 		}
 	}
+	return made
 }
 
 // start starts every source, rebuilding the merged map when one changes.

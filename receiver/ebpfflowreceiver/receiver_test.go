@@ -467,3 +467,14 @@ func TestReceiverComparesFlowStartsOnTheBootClock(t *testing.T) {
 	)
 	assert.Equal(t, []string{"", "b"}, oc.localOwners())
 }
+
+// After a forward step the tracer converts starts with the old clock offset
+// for up to a second: a flow that began after the change on the boot clock
+// can read as if it began before it on the wall clock. The processor claims
+// from that wall-clock start, so such a flow is not stamped either.
+func TestReceiverStampsOnlyFlowsAfterSinceOnBothClocks(t *testing.T) {
+	ev := closedFlow("10.0.0.1", 9.5, 9.8) // a 0.8 s step not yet applied
+	ev.StartBoot = bootAt(10.3)            // began after the change at 10 s
+	oc := runOwnerChange(t, "10.0.0.0/24: a\n", "10.0.0.0/24: a\n10.0.0.1: b\n", ev)
+	assert.Equal(t, []string{""}, oc.localOwners())
+}
