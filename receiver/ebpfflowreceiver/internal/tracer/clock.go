@@ -1,8 +1,14 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,15 +48,16 @@ func newBootClock() (*bootClock, error) {
 func (c *bootClock) refresh() error {
 	best, bestWidth := int64(0), int64(math.MaxInt64)
 	for range 5 {
-		var before, after unix.Timespec
-		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &before); err != nil {
-			return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+		before, err := hostBootNanos()
+		if err != nil {
+			return err
 		}
 		wall := c.wallNanos()
-		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &after); err != nil {
-			return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+		after, err := hostBootNanos()
+		if err != nil {
+			return err
 		}
-		b, a := before.Nano(), after.Nano()
+		b, a := before, after
 		if width := a - b; width < bestWidth {
 			best, bestWidth = wall-(b+(a-b)/2), width
 		}
@@ -63,14 +70,63 @@ func (c *bootClock) refresh() error {
 
 const offsetTolerance = int64(100 * time.Microsecond)
 
-// BootTime reads CLOCK_BOOTTIME, the clock of Event.StartBoot. It returns 0
-// if the clock cannot be read, which a loaded Tracer rules out: New reads it.
+// BootTime reads the host's CLOCK_BOOTTIME, the clock of Event.StartBoot.
+// If it cannot, it returns the largest Duration: a time after every event.
 func BootTime() time.Duration {
+	n, err := hostBootNanos()
+	if err != nil {
+		return math.MaxInt64
+	}
+	return time.Duration(n)
+}
+
+// hostBootNanos reads the host's CLOCK_BOOTTIME, that of
+// bpf_ktime_get_boot_ns, in nanoseconds. In a time namespace
+// (time_namespaces(7)) the clock reads the host's plus the namespace's
+// offset; the BPF programs stamp events with the host's.
+func hostBootNanos() (int64, error) {
+	offset, err := bootOffset()
+	if err != nil {
+		return 0, err
+	}
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0
+		return 0, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
 	}
-	return time.Duration(ts.Nano())
+	return ts.Nano() - offset, nil
+}
+
+// bootOffset is the boot clock offset of this process's time namespace, in
+// nanoseconds; a process cannot change namespaces' offsets once it runs in
+// one, so it is read once.
+var bootOffset = sync.OnceValues(func() (int64, error) {
+	data, err := os.ReadFile("/proc/self/timens_offsets")
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil // a kernel without time namespaces
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading the time namespace's clock offsets: %w", err)
+	}
+	return parseBootOffset(data)
+})
+
+// parseBootOffset returns the boottime line's offset of a
+// /proc/<pid>/timens_offsets file: lines of a clock (a name, or its clock
+// ID), seconds and nanoseconds.
+func parseBootOffset(data []byte) (int64, error) {
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) != 3 || (f[0] != "boottime" && f[0] != strconv.Itoa(unix.CLOCK_BOOTTIME)) {
+			continue
+		}
+		secs, err1 := strconv.ParseInt(f[1], 10, 64)
+		nsecs, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return 0, fmt.Errorf("time namespace offsets: line %q: %w", strings.TrimSpace(line), err)
+		}
+		return secs*int64(time.Second) + nsecs, nil
+	}
+	return 0, fmt.Errorf("time namespace offsets: no boottime line in %q", data)
 }
 
 // wall converts a CLOCK_BOOTTIME reading in nanoseconds to wall-clock time.

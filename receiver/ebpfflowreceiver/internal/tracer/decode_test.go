@@ -122,3 +122,23 @@ func TestBootClock(t *testing.T) {
 		t.Errorf("boot time converted to %v, outside [%v, %v]", got, before, after)
 	}
 }
+
+func TestParseBootOffset(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"monotonic           0         0\nboottime            0         0\n", 0, false},
+		{"monotonic           0         0\nboottime         3000         0\n", 3000 * int64(time.Second), false},
+		{"monotonic 0 0\nboottime -3000 500\n", -3000*int64(time.Second) + 500, false},
+		{"7 2 1\n", 2*int64(time.Second) + 1, false}, // the clock as its ID
+		{"monotonic 0 0\n", 0, true},
+		{"boottime x 0\n", 0, true},
+	} {
+		got, err := parseBootOffset([]byte(tc.in))
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("parseBootOffset(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}

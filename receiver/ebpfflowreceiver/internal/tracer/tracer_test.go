@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -548,5 +550,32 @@ func TestReadFollowsWallClockSteps(t *testing.T) {
 	}
 	if ev.StartBoot < bootBefore || ev.StartBoot > bootAfter {
 		t.Errorf("boot-clock start %v outside [%v, %v]: the step must not move it", ev.StartBoot, bootBefore, bootAfter)
+	}
+}
+
+// TestInTimeNamespace runs TestLoopback and TestReadFollowsWallClockSteps
+// again in a time namespace (time_namespaces(7)) whose boot clock reads 3000 s
+// more than the host's: the kernel stamps events on the host's boot clock,
+// and the tracer must convert them all the same.
+func TestInTimeNamespace(t *testing.T) {
+	if os.Getenv("FLOWATTR_IN_TIME_NAMESPACE") != "" {
+		t.Skip("already in the time namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skipf("SKIPPING: no unshare(1) to make a time namespace: %v", err)
+	}
+	if err := exec.Command(unshare, "--time", "--fork", "--boottime", "3000", "true").Run(); err != nil {
+		t.Skipf("SKIPPING: this kernel or unshare(1) cannot make a time namespace: %v", err)
+	}
+	cmd := exec.Command(unshare, "--time", "--fork", "--boottime", "3000",
+		os.Args[0], "-test.run", "^(TestLoopback|TestReadFollowsWallClockSteps)$", "-test.count", "1", "-test.v")
+	cmd.Env = append(os.Environ(), "FLOWATTR_IN_TIME_NAMESPACE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("in a time namespace: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestReadFollowsWallClockSteps") {
+		t.Errorf("in a time namespace the tests did not run:\n%s", out)
 	}
 }
