@@ -179,7 +179,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowFlowsUnowned, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_flows_unowned",
-		metric.WithDescription("Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started). [Alpha]"),
+		metric.WithDescription("Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started, or the connection's birth was not seen and its owner is not one the sources gave at the receiver's start). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
@@ -215,7 +215,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowOwnershipFileReloads, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_ownership_file_reloads",
-		metric.WithDescription("Loads of the ownership file, by result (success; error, when the last good map stays in use; deferred, when new content read again 100ms later differs and is left for the next poll). [Alpha]"),
+		metric.WithDescription("Loads of the ownership file, by result (success; error, when the last good map stays in use; deferred, when new content read again 100ms later differs, or cannot be read, and is left for the next poll). [Alpha]"),
 		metric.WithUnit("{reload}"),
 	)
 	errs = errors.Join(errs, err)

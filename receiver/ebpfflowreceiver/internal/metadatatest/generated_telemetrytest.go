@@ -56,7 +56,7 @@ func AssertEqualEbpfflowFlowsFiltered(t *testing.T, tt *componenttest.Telemetry,
 func AssertEqualEbpfflowFlowsUnowned(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_flows_unowned",
-		Description: "Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started). [Alpha]",
+		Description: "Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started, or the connection's birth was not seen and its owner is not one the sources gave at the receiver's start). [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -152,7 +152,7 @@ func AssertEqualEbpfflowKernelRecursionMisses(t *testing.T, tt *componenttest.Te
 func AssertEqualEbpfflowOwnershipFileReloads(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_ownership_file_reloads",
-		Description: "Loads of the ownership file, by result (success; error, when the last good map stays in use; deferred, when new content read again 100ms later differs and is left for the next poll). [Alpha]",
+		Description: "Loads of the ownership file, by result (success; error, when the last good map stays in use; deferred, when new content read again 100ms later differs, or cannot be read, and is left for the next poll). [Alpha]",
 		Unit:        "{reload}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
