@@ -75,10 +75,10 @@ type claim struct {
 
 // claims closes the interval at now and returns its claims, sorted by
 // address then start. own provides the sources' single addresses: those of
-// the current map, claimed to now, and those retired during the interval,
-// claimed until they were.
+// the current map, claimed to now, its fallbacks, claimed to now or their
+// until, and those retired during the interval, claimed until they were.
 func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
-	snap, retired := own.closeInterval()
+	snap, retired := own.closeInterval(now)
 	from := h.last
 	if now.Before(from) {
 		// The wall clock stepped back: claim nothing rather than a range
@@ -87,33 +87,34 @@ func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
 		clear(h.seen)
 		return nil
 	}
-	out := make([]claim, 0, len(snap.addresses)+len(retired)+len(h.seen))
-	covered := make(map[heartbeatKey]bool, len(snap.addresses)+len(retired))
-	for _, r := range retired {
-		start := later(from, r.entry.since)
-		end := r.until
+	n := len(snap.addresses) + len(snap.fallbacks) + len(retired)
+	out := make([]claim, 0, n+len(h.seen))
+	// covered is the end of the claim made for a key from the sources:
+	// flows seen under the entry up to then need no claim of their own.
+	covered := make(map[heartbeatKey]time.Time, n)
+	sourceClaim := func(addr netip.Addr, e *ownerEntry, until time.Time) {
+		start := later(from, e.since)
+		end := until
 		if end.After(now) {
 			end = now
 		}
 		if end.Before(start) {
-			continue // retired before the interval
+			return // ended before the interval, or not known yet
 		}
-		// Flows seen under the entry were seen before it was retired.
-		covered[heartbeatKey{addr: r.addr, entry: r.entry}] = true
-		out = append(out, claim{Claim: flowschema.Claim{Address: r.addr, Owner: r.entry.owner, Start: start, End: end, Source: h.source}, origin: originSource})
+		k := heartbeatKey{addr: addr, entry: e}
+		covered[k] = later(covered[k], end)
+		out = append(out, claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: end, Source: h.source}, origin: originSource})
+	}
+	for _, r := range retired {
+		sourceClaim(r.addr, r.entry, r.until)
 	}
 	for addr, e := range snap.addresses {
-		start := later(from, e.since)
-		if start.After(now) {
-			continue
-		}
-		covered[heartbeatKey{addr: addr, entry: e}] = true
-		out = append(out, claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: now, Source: h.source}, origin: originSource})
+		sourceClaim(addr, e, now)
+	}
+	for addr, f := range snap.fallbacks {
+		sourceClaim(addr, f.entry, f.until())
 	}
 	for k, r := range h.seen {
-		if covered[k] {
-			continue // the periodic claim covers the entry's part of the interval
-		}
 		start := later(later(r.start, from), k.entry.since)
 		end := r.end
 		if end.After(now) {
@@ -121,6 +122,9 @@ func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
 		}
 		if end.Before(start) {
 			continue // seen only before the interval or the mapping
+		}
+		if c, ok := covered[k]; ok && !end.After(c) {
+			continue // a claim from the sources covers the flows
 		}
 		out = append(out, claim{Claim: flowschema.Claim{Address: k.addr, Owner: k.entry.owner, Start: start, End: end, Source: h.source}, origin: originFlow})
 	}

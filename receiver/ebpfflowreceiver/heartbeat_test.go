@@ -230,7 +230,8 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 	assert.Equal(t, "x", got[0].Owner.ID)
 	assert.Equal(t, [2]time.Time{at(0), at(4)}, span(got[0]), "x held the address until it was removed")
 	assert.Equal(t, "pool", got[1].Owner.ID)
-	assert.Equal(t, [2]time.Time{at(4), at(6)}, span(got[1]), "pool never claims the address before it fell back to it")
+	assert.Equal(t, originSource, got[1].origin, "the fallback's claim covers the flow")
+	assert.Equal(t, [2]time.Time{at(4), at(10)}, span(got[1]), "pool never claims the address before it fell back to it")
 }
 
 // After the wall clock steps back, entries carried over are dated ahead of
@@ -284,7 +285,7 @@ func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 	for _, c := range hb.claims(at(10), own) {
 		spans[c.Owner.ID] = append(spans[c.Owner.ID], span(c))
 	}
-	assert.Equal(t, [][2]time.Time{{at(1), at(2)}, {at(8), at(9)}}, spans["pool"], "pool's claims leave x's tenure, 3 s to 7 s, out")
+	assert.Equal(t, [][2]time.Time{{at(1), at(2)}, {at(7), at(10)}}, spans["pool"], "pool's claims leave x's tenure, 3 s to 7 s, out")
 	assert.Equal(t, [][2]time.Time{{at(3), at(7)}}, spans["x"], "x's tenure is claimed")
 }
 
@@ -404,7 +405,7 @@ func TestCloseIntervalDoesNotWaitForARebuild(t *testing.T) {
 	<-merging
 	closed := make(chan struct{})
 	go func() {
-		own.closeInterval()
+		own.closeInterval(at(1))
 		close(closed)
 	}()
 	select {
@@ -414,4 +415,156 @@ func TestCloseIntervalDoesNotWaitForARebuild(t *testing.T) {
 	}
 	close(finish)
 	<-rebuilt
+}
+
+// ownerSpan is a claim's owner, span and origin.
+type ownerSpan struct {
+	owner  string
+	from   float64
+	to     float64
+	origin string
+}
+
+// spansOf returns the claims of addr in got, in order.
+func spansOf(got []claim, addr string) []ownerSpan {
+	var out []ownerSpan
+	for _, c := range got {
+		if c.Address.String() == addr {
+			out = append(out, ownerSpan{c.Owner.ID, c.Start.Sub(t0).Seconds(), c.End.Sub(t0).Seconds(), c.origin})
+		}
+	}
+	return out
+}
+
+// An address whose own entry is removed falls back to the wider prefix's
+// owner, which is claimed for it: when the address returns to its owner
+// within merge_gap, the processor must not join that owner's claims across
+// the wider owner's tenure.
+func TestHeartbeatsClaimTheFallbackOfARemovedAddress(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("node-1", at(0))
+	clock.Set(at(3))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	clock.Set(at(5))
+	src.set("10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own.rebuild()
+
+	assert.Equal(t, []ownerSpan{
+		{"x", 0, 3, originSource},
+		{"pool", 3, 5, originSource},
+		{"x", 5, 10, originSource},
+	}, spansOf(hb.claims(at(10), own), "10.0.1.5"))
+	assert.Empty(t, own.snapshot().fallbacks, "the address has its own entry again")
+	assert.Equal(t, []ownerSpan{{"x", 10, 20, originSource}}, spansOf(hb.claims(at(20), own), "10.0.1.5"))
+}
+
+// A fallback is claimed periodically, like a single address, and kept by
+// rebuilds that leave its entry alone; it ends, claimed up to then, when the
+// address gets its own entry again.
+func TestHeartbeatsClaimAFallbackUntilTheAddressReturns(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.2.0/24", "other")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("node-1", at(0))
+	clock.Set(at(3))
+	src.set("10.0.1.0/24", "pool", "10.0.2.0/24", "other")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"x", 0, 3, originSource}, {"pool", 3, 10, originSource}},
+		spansOf(hb.claims(at(10), own), "10.0.1.5"))
+
+	clock.Set(at(12))
+	src.set("10.0.1.0/24", "pool", "10.0.2.0/24", "other2") // another prefix changes
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"pool", 10, 20, originSource}}, spansOf(hb.claims(at(20), own), "10.0.1.5"))
+
+	clock.Set(at(24))
+	src.set("10.0.1.0/24", "pool", "10.0.2.0/24", "other2", "10.0.1.5", "x")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"pool", 20, 24, originSource}, {"x", 24, 30, originSource}},
+		spansOf(hb.claims(at(30), own), "10.0.1.5"))
+	assert.Equal(t, []ownerSpan{{"x", 30, 40, originSource}}, spansOf(hb.claims(at(40), own), "10.0.1.5"))
+}
+
+// A fallback is claimed for fallbackClaimFor only, up to then in the
+// interval it ends in; flows seen later are claimed as flows. A rebuild
+// after the claim up to the end forgets it.
+func TestHeartbeatsClaimAFallbackForFallbackClaimFor(t *testing.T) {
+	require.Greater(t, fallbackClaimFor, 30*time.Second, "longer than the default merge_gap")
+	end := 3 + fallbackClaimFor.Seconds()
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("node-1", at(0))
+	a := netip.MustParseAddr("10.0.1.5")
+	clock.Set(at(3))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"x", 0, 3, originSource}, {"pool", 3, end - 3, originSource}},
+		spansOf(hb.claims(at(end-3), own), "10.0.1.5"))
+
+	clock.Set(at(end + 5))
+	e, _ := own.snapshot().lookup(a)
+	hb.observe(a, e, at(end+2), at(end+4))
+	assert.Equal(t, []ownerSpan{{"pool", end - 3, end, originSource}, {"pool", end + 2, end + 4, originFlow}},
+		spansOf(hb.claims(at(end+7), own), "10.0.1.5"))
+	assert.Empty(t, hb.claims(at(end+17), own))
+
+	clock.Set(at(end + 20))
+	own.rebuild()
+	assert.Empty(t, own.snapshot().fallbacks, "claimed up to its end: forgotten")
+	clock.Set(at(end + 22))
+	src.set("10.0.1.0/24", "pool", "10.0.1.5", "x")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"x", end + 22, end + 27, originSource}}, spansOf(hb.claims(at(end+27), own), "10.0.1.5"))
+}
+
+// A fallback whose entry is replaced follows the address to its new wider
+// prefix, as a new fallback claimed from then; it keeps its start when the
+// owner is the same. It ends when the address resolves to no owner.
+func TestHeartbeatsFallbackFollowsTheAddress(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.7", "y")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("node-1", at(0))
+	a := netip.MustParseAddr("10.0.1.5")
+	clock.Set(at(3))
+	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.7", "y")
+	own.rebuild()
+	hb.claims(at(10), own)
+
+	clock.Set(at(13)) // the /24's owner changes
+	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool2", "10.0.1.7", "y")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"pool", 10, 13, originSource}, {"pool2", 13, 20, originSource}},
+		spansOf(hb.claims(at(20), own), "10.0.1.5"))
+	assert.Equal(t, at(13), own.snapshot().fallbacks[a].started)
+
+	clock.Set(at(23)) // y removed: the /24 gets a new entry of the same owner
+	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool2")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"pool2", 20, 23, originSource}, {"pool2", 23, 30, originSource}},
+		spansOf(hb.claims(at(30), own), "10.0.1.5"))
+	assert.Equal(t, at(13), own.snapshot().fallbacks[a].started, "the same owner: still claimed until 10 minutes after 13 s")
+	assert.Equal(t, at(23), own.snapshot().fallbacks[netip.MustParseAddr("10.0.1.7")].started)
+
+	clock.Set(at(33)) // the /24 removed: the address falls back to the /16
+	src.set("10.0.0.0/16", "wide")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"pool2", 30, 33, originSource}, {"wide", 33, 40, originSource}},
+		spansOf(hb.claims(at(40), own), "10.0.1.5"))
+	assert.Equal(t, at(33), own.snapshot().fallbacks[a].started)
+
+	clock.Set(at(43)) // no owner left
+	src.set()
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"wide", 40, 43, originSource}}, spansOf(hb.claims(at(50), own), "10.0.1.5"))
+	assert.Empty(t, own.snapshot().fallbacks)
+	assert.Empty(t, hb.claims(at(60), own))
 }

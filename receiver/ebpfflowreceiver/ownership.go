@@ -216,6 +216,10 @@ type ownershipSnapshot struct {
 	// addresses are the single-address prefixes: heartbeats claim them
 	// periodically even when they see no traffic.
 	addresses map[netip.Addr]*ownerEntry
+	// fallbacks are the addresses that lost their single-address entry
+	// and resolve to a wider prefix's: heartbeats claim them like
+	// addresses, for a while (see fallback).
+	fallbacks map[netip.Addr]fallback
 }
 
 // lookup returns the owner of addr by longest-prefix match.
@@ -227,12 +231,48 @@ func (s *ownershipSnapshot) lookup(addr netip.Addr) (*ownerEntry, bool) {
 // interval, so that a source flapping many addresses cannot exhaust memory.
 const maxRetiredPerInterval = 1 << 16
 
-// retiredAddress is a single address whose entry a rebuild replaced or
-// removed: the entry held it until then. Periodic claims cover only the
-// addresses of the snapshot at the interval's close, so without this an
-// owner that held an address for part of an interval would not be claimed
-// for it, and the processor could bridge the claims of the owner before and
-// after it across its tenure.
+// fallbackClaimFor is how long heartbeats claim an address that fell back to
+// a wider prefix's owner (see fallback). The owner that held the address
+// before is claimed up to the fall-back, so once the wider owner has been
+// claimed for longer than merge_gap the processor cannot join that owner's
+// claims across the fall-back. 10 minutes is comfortably longer than any
+// merge_gap worth having (30 s by default), and spares claiming every
+// address a wide prefix ever took back for good.
+const fallbackClaimFor = 10 * time.Minute
+
+// fallback is an address whose single-address entry a rebuild removed and
+// that resolves to a wider prefix's entry instead. Nothing else claims the
+// wider owner for it without traffic: the processor would join the claims
+// of the owner around its tenure (merge_gap), attributing flows of that
+// tenure to it, when the address soon returns to that owner.
+type fallback struct {
+	entry *ownerEntry
+	// started is when the address fell back to entry's owner: it is
+	// claimed until fallbackClaimFor later. A fallback that follows the
+	// address to a renewed entry of the same owner keeps it.
+	started time.Time
+}
+
+// until is when heartbeats stop claiming f.
+func (f fallback) until() time.Time { return f.started.Add(fallbackClaimFor) }
+
+// fallbackMove is what a rebuild found for an address that had a fallback
+// (prev) or lost its single-address entry (prev nil): next is the wider
+// prefix's entry it resolves to now, nil when it resolves to none or has a
+// single-address entry. The fallback is decided when the rebuild is
+// published, which dates it.
+type fallbackMove struct {
+	addr netip.Addr
+	prev *fallback
+	next *ownerEntry
+}
+
+// retiredAddress is a single address, or a fallback, whose entry a rebuild
+// replaced or removed: the entry held it until then. Periodic claims cover
+// only the addresses of the snapshot at the interval's close, so without
+// this an owner that held an address for part of an interval would not be
+// claimed for it, and the processor could bridge the claims of the owner
+// before and after it across its tenure.
 type retiredAddress struct {
 	addr  netip.Addr
 	entry *ownerEntry
@@ -260,6 +300,9 @@ type ownership struct {
 	retired        []retiredAddress
 	maxRetired     int
 	retiredDropped int
+	// closed is when the last interval closed: fallbacks claimed up to
+	// then need no claim any more; under pubMu.
+	closed time.Time
 }
 
 func newOwnership(sources []ownershipSource, now func() time.Time, bootNow func() time.Duration, logger *zap.Logger) *ownership {
@@ -271,11 +314,13 @@ func newOwnership(sources []ownershipSource, now func() time.Time, bootNow func(
 // snapshot returns the current merged map.
 func (o *ownership) snapshot() *ownershipSnapshot { return o.current.Load() }
 
-// closeInterval returns the current merged map and takes the single
-// addresses retired since the previous call, both as of one moment.
-func (o *ownership) closeInterval() (*ownershipSnapshot, []retiredAddress) {
+// closeInterval closes the heartbeat interval at now: it returns the
+// current merged map and takes the single addresses and fallbacks retired
+// since the previous call, both as of one moment.
+func (o *ownership) closeInterval(now time.Time) (*ownershipSnapshot, []retiredAddress) {
 	o.pubMu.Lock()
 	defer o.pubMu.Unlock()
+	o.closed = now
 	retired := o.retired
 	o.retired = nil
 	if o.retiredDropped > 0 {
@@ -291,7 +336,8 @@ func (o *ownership) closeInterval() (*ownershipSnapshot, []retiredAddress) {
 // prefix whatever its source. A prefix that keeps its owner keeps its since
 // time, so that reloading an unchanged file does not shorten claims, unless
 // a narrower prefix inside it went away: the addresses of that one now
-// resolve to it, and are its owner's only from now on.
+// resolve to it, and are its owner's only from now on. Such an address that
+// was a single-address prefix keeps a fallback to it (see fallback).
 func (o *ownership) rebuild() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -299,6 +345,7 @@ func (o *ownership) rebuild() {
 	next := &ownershipSnapshot{
 		byPrefix:  map[netip.Prefix]*ownerEntry{},
 		addresses: map[netip.Addr]*ownerEntry{},
+		fallbacks: map[netip.Addr]fallback{},
 	}
 	var made []*ownerEntry // entries new in next, dated when it is published
 	for _, src := range o.sources {
@@ -334,10 +381,17 @@ func (o *ownership) rebuild() {
 		}
 	}
 	var retired []retiredAddress
+	var moves []fallbackMove
 	if prev != nil {
+		for addr, f := range prev.fallbacks {
+			moves = append(moves, fallbackMove{addr: addr, prev: &f, next: next.widerEntry(addr)})
+		}
 		for addr, e := range prev.addresses {
 			if next.addresses[addr] != e {
 				retired = append(retired, retiredAddress{addr: addr, entry: e})
+				if w := next.widerEntry(addr); w != nil {
+					moves = append(moves, fallbackMove{addr: addr, next: w})
+				}
 			}
 		}
 	}
@@ -351,14 +405,68 @@ func (o *ownership) rebuild() {
 		e.since, e.sinceBoot = now, nowBoot
 	}
 	for _, r := range retired {
-		if len(o.retired) >= o.maxRetired {
-			o.retiredDropped++
-			continue
-		}
 		r.until = now
-		o.retired = append(o.retired, r)
+		o.retire(r)
+	}
+	for _, m := range moves {
+		o.moveFallback(next, m, now)
 	}
 	o.current.Store(next)
+}
+
+// retire keeps r for the interval's claims, unless maxRetired are kept
+// already. Under pubMu.
+func (o *ownership) retire(r retiredAddress) {
+	if len(o.retired) >= o.maxRetired {
+		o.retiredDropped++
+		return
+	}
+	o.retired = append(o.retired, r)
+}
+
+// widerEntry returns the entry addr resolves to in s when that is a wider
+// prefix's, nil when addr has a single-address entry or no owner.
+func (s *ownershipSnapshot) widerEntry(addr netip.Addr) *ownerEntry {
+	if _, ok := s.addresses[addr]; ok {
+		return nil
+	}
+	e, ok := s.lookup(addr)
+	if !ok {
+		return nil
+	}
+	return e
+}
+
+// moveFallback decides, as of now, the fallback of m.addr in next, the
+// snapshot being published: a fallback still on its entry is kept while it
+// needs claims; one whose address resolves elsewhere now ends, claimed up
+// to then, and is followed by a new one if the address resolves to a wider
+// prefix again before fallbackClaimFor passed. Under pubMu.
+func (o *ownership) moveFallback(next *ownershipSnapshot, m fallbackMove, now time.Time) {
+	f := fallback{entry: m.next, started: now}
+	if m.prev != nil {
+		if m.next == m.prev.entry {
+			// Kept until an interval closed past its until.
+			if o.closed.Before(m.prev.until()) {
+				next.fallbacks[m.addr] = *m.prev
+			}
+			return
+		}
+		until := m.prev.until()
+		if now.Before(until) {
+			until = now
+		}
+		if o.closed.Before(until) {
+			o.retire(retiredAddress{addr: m.addr, entry: m.prev.entry, until: until})
+		}
+		if m.next == nil || !now.Before(m.prev.until()) {
+			return
+		}
+		if m.next.key == m.prev.entry.key {
+			f.started = m.prev.started
+		}
+	}
+	next.fallbacks[m.addr] = f
 }
 
 // renewSupernets gives every prefix of entries that strictly contains

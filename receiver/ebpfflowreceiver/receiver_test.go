@@ -420,12 +420,13 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
 	}, metricdatatest.IgnoreTimestamp())
 	// Heartbeats still claim what the flows showed once the owner was
-	// known, and the owners the file change removed until it did.
+	// known, the owners the file change removed until it did, and the
+	// owner an address fell back to from then.
 	assert.Equal(t, map[string][2]time.Time{
 		"10.0.0.1 a":     {at(0), at(10)},
 		"10.0.0.1 b":     {at(10), at(20)},
 		"10.0.1.5 x":     {at(0), at(10)},
-		"10.0.1.5 pool":  {at(10), at(12)},
+		"10.0.1.5 pool":  {at(10), at(20)},
 		"10.0.2.7 other": {at(5), at(12)},
 		"10.0.2.8 other": {at(0), at(12)},
 	}, oc.spans)
