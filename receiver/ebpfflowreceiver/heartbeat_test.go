@@ -568,3 +568,35 @@ func TestHeartbeatsFallbackFollowsTheAddress(t *testing.T) {
 	assert.Empty(t, own.snapshot().fallbacks)
 	assert.Empty(t, hb.claims(at(60), own))
 }
+
+// The fallbacks of a snapshot are bounded; beyond the bound no more are
+// made, with one warning per interval that dropped some.
+func TestOwnershipBoundsFallbacks(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.1", "a", "10.0.1.2", "b", "10.0.1.3", "c")
+	core, logs := observer.New(zap.WarnLevel)
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.New(core))
+	require.NoError(t, own.start(context.Background()))
+	own.maxFallbacks = 2
+	hb := newHeartbeats("node-1", at(0))
+
+	clock.Set(at(5))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	pool := 0
+	for _, c := range hb.claims(at(10), own) {
+		if c.Owner.ID == "pool" {
+			pool++
+			assert.Equal(t, [2]time.Time{at(5), at(10)}, span(c))
+		}
+	}
+	assert.Equal(t, 2, pool)
+	require.Equal(t, 1, logs.Len())
+	assert.Equal(t, int64(2), logs.All()[0].ContextMap()["claimed"])
+	assert.Equal(t, int64(1), logs.All()[0].ContextMap()["dropped"])
+
+	clock.Set(at(15))
+	own.rebuild()
+	assert.Len(t, hb.claims(at(20), own), 2, "the fallbacks kept are claimed on")
+	assert.Equal(t, 1, logs.Len(), "no warning for an interval that dropped nothing")
+}

@@ -240,6 +240,10 @@ const maxRetiredPerInterval = 1 << 16
 // address a wide prefix ever took back for good.
 const fallbackClaimFor = 10 * time.Minute
 
+// maxFallbacks bounds the fallbacks of a snapshot, so that a source removing
+// many addresses inside wide prefixes cannot exhaust memory.
+const maxFallbacks = 1 << 16
+
 // fallback is an address whose single-address entry a rebuild removed and
 // that resolves to a wider prefix's entry instead. Nothing else claims the
 // wider owner for it without traffic: the processor would join the claims
@@ -300,13 +304,17 @@ type ownership struct {
 	retired        []retiredAddress
 	maxRetired     int
 	retiredDropped int
+	// At most maxFallbacks fallbacks per snapshot, and how many more
+	// were dropped since the last closeInterval; under pubMu.
+	maxFallbacks     int
+	fallbacksDropped int
 	// closed is when the last interval closed: fallbacks claimed up to
 	// then need no claim any more; under pubMu.
 	closed time.Time
 }
 
 func newOwnership(sources []ownershipSource, now func() time.Time, bootNow func() time.Duration, logger *zap.Logger) *ownership {
-	o := &ownership{sources: sources, now: now, bootNow: bootNow, logger: logger, maxRetired: maxRetiredPerInterval}
+	o := &ownership{sources: sources, now: now, bootNow: bootNow, logger: logger, maxRetired: maxRetiredPerInterval, maxFallbacks: maxFallbacks}
 	o.rebuild()
 	return o
 }
@@ -328,7 +336,13 @@ func (o *ownership) closeInterval(now time.Time) (*ownershipSnapshot, []retiredA
 			zap.Int("claimed", len(retired)), zap.Int("dropped", o.retiredDropped))
 		o.retiredDropped = 0
 	}
-	return o.current.Load(), retired
+	snap := o.current.Load()
+	if o.fallbacksDropped > 0 {
+		o.logger.Warn("Too many addresses fell back to a wider prefix; the owners of the prefixes are not claimed for the rest",
+			zap.Int("claimed", len(snap.fallbacks)), zap.Int("dropped", o.fallbacksDropped))
+		o.fallbacksDropped = 0
+	}
+	return snap, retired
 }
 
 // rebuild merges the sources' current entries. For a prefix named by several
@@ -441,14 +455,15 @@ func (s *ownershipSnapshot) widerEntry(addr netip.Addr) *ownerEntry {
 // snapshot being published: a fallback still on its entry is kept while it
 // needs claims; one whose address resolves elsewhere now ends, claimed up
 // to then, and is followed by a new one if the address resolves to a wider
-// prefix again before fallbackClaimFor passed. Under pubMu.
+// prefix again before fallbackClaimFor passed. Fallbacks beyond
+// maxFallbacks are dropped; the ones of prev come first. Under pubMu.
 func (o *ownership) moveFallback(next *ownershipSnapshot, m fallbackMove, now time.Time) {
 	f := fallback{entry: m.next, started: now}
 	if m.prev != nil {
 		if m.next == m.prev.entry {
 			// Kept until an interval closed past its until.
 			if o.closed.Before(m.prev.until()) {
-				next.fallbacks[m.addr] = *m.prev
+				o.addFallback(next, m.addr, *m.prev)
 			}
 			return
 		}
@@ -466,7 +481,16 @@ func (o *ownership) moveFallback(next *ownershipSnapshot, m fallbackMove, now ti
 			f.started = m.prev.started
 		}
 	}
-	next.fallbacks[m.addr] = f
+	o.addFallback(next, m.addr, f)
+}
+
+// addFallback adds f to next unless it holds maxFallbacks. Under pubMu.
+func (o *ownership) addFallback(next *ownershipSnapshot, addr netip.Addr, f fallback) {
+	if len(next.fallbacks) >= o.maxFallbacks {
+		o.fallbacksDropped++
+		return
+	}
+	next.fallbacks[addr] = f
 }
 
 // renewSupernets gives every prefix of entries that strictly contains
