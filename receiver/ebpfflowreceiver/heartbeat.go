@@ -15,7 +15,8 @@ const (
 	originFlow = "flow"
 	// originSource is a claim for an address an ownership source names,
 	// with or without traffic: periodic, or up to when a source removed it
-	// or gave it to another owner.
+	// or gave it to another owner; and for an address a source removed
+	// that falls back to a wider prefix's owner (see fallback).
 	originSource = "source"
 )
 
@@ -92,8 +93,8 @@ func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
 	// covered is the end of the claim made for a key from the sources:
 	// flows seen under the entry up to then need no claim of their own.
 	covered := make(map[heartbeatKey]time.Time, n)
-	sourceClaim := func(addr netip.Addr, e *ownerEntry, until time.Time) {
-		start := later(from, e.since)
+	sourceClaim := func(addr netip.Addr, e *ownerEntry, since, until time.Time) {
+		start := later(from, since)
 		end := until
 		if end.After(now) {
 			end = now
@@ -106,13 +107,15 @@ func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
 		out = append(out, claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: end, Source: h.source}, origin: originSource})
 	}
 	for _, r := range retired {
-		sourceClaim(r.addr, r.entry, r.until)
+		sourceClaim(r.addr, r.entry, r.entry.since, r.until)
 	}
 	for addr, e := range snap.addresses {
-		sourceClaim(addr, e, now)
+		sourceClaim(addr, e, e.since, now)
 	}
 	for addr, f := range snap.fallbacks {
-		sourceClaim(addr, f.entry, f.until())
+		// From the fall-back: a renewed entry of the same owner, which
+		// f follows, is known only from its renewal.
+		sourceClaim(addr, f.entry, f.started, f.until())
 	}
 	for k, r := range h.seen {
 		start := later(later(r.start, from), k.entry.since)

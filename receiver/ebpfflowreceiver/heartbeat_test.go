@@ -549,8 +549,8 @@ func TestHeartbeatsFallbackFollowsTheAddress(t *testing.T) {
 	clock.Set(at(23)) // y removed: the /24 gets a new entry of the same owner
 	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool2")
 	own.rebuild()
-	assert.Equal(t, []ownerSpan{{"pool2", 20, 23, originSource}, {"pool2", 23, 30, originSource}},
-		spansOf(hb.claims(at(30), own), "10.0.1.5"))
+	assert.Equal(t, []ownerSpan{{"pool2", 20, 30, originSource}},
+		spansOf(hb.claims(at(30), own), "10.0.1.5"), "one tenure, one claim: no retired claim spent on it")
 	assert.Equal(t, at(13), own.snapshot().fallbacks[a].started, "the same owner: still claimed until 10 minutes after 13 s")
 	assert.Equal(t, at(23), own.snapshot().fallbacks[netip.MustParseAddr("10.0.1.7")].started)
 
@@ -599,4 +599,76 @@ func TestOwnershipBoundsFallbacks(t *testing.T) {
 	own.rebuild()
 	assert.Len(t, hb.claims(at(20), own), 2, "the fallbacks kept are claimed on")
 	assert.Equal(t, 1, logs.Len(), "no warning for an interval that dropped nothing")
+}
+
+// Renewing a wider prefix (a narrower one inside it went away) does not end
+// the fallbacks under it: the owner did not change, and their claims do not
+// use up the retired budget that real changes need.
+func TestFallbackRenewalsDoNotSpendTheRetiredBudget(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool",
+		"10.0.1.1", "a", "10.0.1.2", "b", "10.0.1.3", "c", "10.0.1.4", "d",
+		"10.0.1.6", "w", "10.0.2.9", "z")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	own.maxRetired = 5 // stands for 65536
+	hb := newHeartbeats("n", at(0))
+	clock.Set(at(1)) // four fallbacks to the /24
+	src.set("10.0.1.0/24", "pool", "10.0.1.6", "w", "10.0.2.9", "z")
+	own.rebuild()
+	hb.claims(at(10), own)
+	clock.Set(at(12)) // w goes: the /24 is renewed
+	src.set("10.0.1.0/24", "pool", "10.0.2.9", "z")
+	own.rebuild()
+	clock.Set(at(13))
+	src.set("10.0.1.0/24", "pool", "10.0.2.9", "z2")
+	own.rebuild()
+	clock.Set(at(14))
+	src.set("10.0.1.0/24", "pool", "10.0.2.9", "z")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"z", 10, 13, originSource}, {"z2", 13, 14, originSource}, {"z", 14, 20, originSource}},
+		spansOf(hb.claims(at(20), own), "10.0.2.9"))
+}
+
+// At maxFallbacks the newest fallbacks are kept: an old one no longer keeps
+// the processor from joining claims across it.
+func TestFallbackBoundKeepsTheNewest(t *testing.T) {
+	clock := newManualClock(at(0))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.1", "a", "10.0.1.2", "b")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	own.maxFallbacks = 1
+	hb := newHeartbeats("n", at(0))
+	clock.Set(at(1))
+	src.set("10.0.1.0/24", "pool", "10.0.1.2", "b")
+	own.rebuild()
+	for s := 10.0; s <= 120; s += 10 {
+		hb.claims(at(s), own)
+	}
+	clock.Set(at(121))
+	src.set("10.0.1.0/24", "pool")
+	own.rebuild()
+	clock.Set(at(125)) // b back within merge_gap
+	src.set("10.0.1.0/24", "pool", "10.0.1.2", "b")
+	own.rebuild()
+	assert.Equal(t, []ownerSpan{{"b", 120, 121, originSource}, {"pool", 121, 125, originSource}, {"b", 125, 130, originSource}},
+		spansOf(hb.claims(at(130), own), "10.0.1.2"))
+}
+
+// After the wall clock steps back, a live fallback is not taken for one an
+// interval closed past already.
+func TestFallbackSurvivesAStepBack(t *testing.T) {
+	clock := newManualClock(at(2000))
+	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.9.9", "q")
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	hb := newHeartbeats("n", at(2000))
+	hb.claims(at(2010), own)
+	clock.Set(at(100))
+	src.set("10.0.1.0/24", "pool", "10.0.9.9", "q")
+	own.rebuild()
+	clock.Set(at(101))
+	src.set("10.0.1.0/24", "pool", "10.0.9.9", "q2")
+	own.rebuild()
+	assert.Contains(t, own.snapshot().fallbacks, netip.MustParseAddr("10.0.1.5"))
 }

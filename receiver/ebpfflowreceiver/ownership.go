@@ -252,8 +252,10 @@ const maxFallbacks = 1 << 16
 type fallback struct {
 	entry *ownerEntry
 	// started is when the address fell back to entry's owner: it is
-	// claimed until fallbackClaimFor later. A fallback that follows the
-	// address to a renewed entry of the same owner keeps it.
+	// claimed from then until fallbackClaimFor later. A fallback that
+	// follows the address to a renewed entry of the same owner keeps it,
+	// and is claimed from it too, although the renewed entry is known only
+	// from its renewal: the owner held the address throughout.
 	started time.Time
 }
 
@@ -269,6 +271,14 @@ type fallbackMove struct {
 	addr netip.Addr
 	prev *fallback
 	next *ownerEntry
+}
+
+// started is when m's fallback started, now for a new one.
+func (m fallbackMove) started(now time.Time) time.Time {
+	if m.prev != nil {
+		return m.prev.started
+	}
+	return now
 }
 
 // retiredAddress is a single address, or a fallback, whose entry a rebuild
@@ -422,6 +432,13 @@ func (o *ownership) rebuild() {
 		r.until = now
 		o.retire(r)
 	}
+	// At maxFallbacks the newest fallbacks are kept: a fallback keeps the
+	// processor from joining claims across it only while the owner before
+	// it could come back within merge_gap.
+	slices.SortFunc(moves, func(a, b fallbackMove) int { return b.started(now).Compare(a.started(now)) })
+	if now.Before(o.closed) {
+		o.closed = now // the wall clock stepped back: claim again rather than drop
+	}
 	for _, m := range moves {
 		o.moveFallback(next, m, now)
 	}
@@ -452,18 +469,21 @@ func (s *ownershipSnapshot) widerEntry(addr netip.Addr) *ownerEntry {
 }
 
 // moveFallback decides, as of now, the fallback of m.addr in next, the
-// snapshot being published: a fallback still on its entry is kept while it
-// needs claims; one whose address resolves elsewhere now ends, claimed up
-// to then, and is followed by a new one if the address resolves to a wider
-// prefix again before fallbackClaimFor passed. Fallbacks beyond
-// maxFallbacks are dropped; the ones of prev come first. Under pubMu.
+// snapshot being published: a fallback still on its entry, or on a renewed
+// entry of the same owner, is kept while it needs claims; one whose address
+// resolves to another owner, or to none, now ends, claimed up to then, and
+// is followed by a new one if the address resolves to a wider prefix again
+// before fallbackClaimFor passed. Fallbacks beyond maxFallbacks are dropped
+// (see rebuild for which). Under pubMu.
 func (o *ownership) moveFallback(next *ownershipSnapshot, m fallbackMove, now time.Time) {
 	f := fallback{entry: m.next, started: now}
 	if m.prev != nil {
-		if m.next == m.prev.entry {
-			// Kept until an interval closed past its until.
+		if m.next == m.prev.entry || (m.next != nil && m.next.key == m.prev.entry.key) {
+			// The same owner, maybe a renewed entry of it: one tenure,
+			// claimed from its start (see fallback.started), until an
+			// interval closed past its until.
 			if o.closed.Before(m.prev.until()) {
-				o.addFallback(next, m.addr, *m.prev)
+				o.addFallback(next, m.addr, fallback{entry: m.next, started: m.prev.started})
 			}
 			return
 		}
@@ -476,9 +496,6 @@ func (o *ownership) moveFallback(next *ownershipSnapshot, m fallbackMove, now ti
 		}
 		if m.next == nil || !now.Before(m.prev.until()) {
 			return
-		}
-		if m.next.key == m.prev.entry.key {
-			f.started = m.prev.started
 		}
 	}
 	o.addFallback(next, m.addr, f)

@@ -185,7 +185,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowHeartbeatsEmitted, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_heartbeats_emitted",
-		metric.WithDescription("Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for addresses an ownership source names, periodic or up to when a source removed or reassigned them). [Alpha]"),
+		metric.WithDescription("Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for addresses an ownership source names, periodic or up to when a source removed or reassigned them, and for addresses a source removed that fall back to a wider prefix's owner, for 10 minutes). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

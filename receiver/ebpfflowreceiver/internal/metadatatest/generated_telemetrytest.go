@@ -72,7 +72,7 @@ func AssertEqualEbpfflowFlowsUnowned(t *testing.T, tt *componenttest.Telemetry, 
 func AssertEqualEbpfflowHeartbeatsEmitted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_heartbeats_emitted",
-		Description: "Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for addresses an ownership source names, periodic or up to when a source removed or reassigned them). [Alpha]",
+		Description: "Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for addresses an ownership source names, periodic or up to when a source removed or reassigned them, and for addresses a source removed that fall back to a wider prefix's owner, for 10 minutes). [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
