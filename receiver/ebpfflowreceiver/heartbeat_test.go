@@ -115,9 +115,7 @@ func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
 	eA, _ := own.snapshot().lookup(a1)
 	hb.observe(a1, eA, at(1), at(2))
 
-	clock.Set(at(4))
-	src.set("10.0.0.1", "c", "10.0.0.2", "b")
-	own.rebuild()
+	rebuildAt(clock, src, own, 4, "10.0.0.1", "c", "10.0.0.2", "b")
 	eC, _ := own.snapshot().lookup(a1)
 	hb.observe(a1, eC, at(3), at(6)) // started before the change was known
 
@@ -218,9 +216,7 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
 
-	clock.Set(at(4))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
+	rebuildAt(clock, src, own, 4, "10.0.1.0/24", "pool")
 	e, _ := own.snapshot().lookup(a)
 	require.Equal(t, "pool", e.owner.ID)
 	hb.observe(a, e, at(2), at(6)) // started while x held the address
@@ -239,14 +235,9 @@ func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
 // same, or a flow of the removed prefix's owner would be stamped with the
 // wider prefix's owner.
 func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
-	clock := newManualClock(at(100))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 100, "10.0.1.0/24", "pool", "10.0.1.5", "x")
 
-	clock.Set(at(50))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
+	rebuildAt(clock, src, own, 50, "10.0.1.0/24", "pool")
 	e, ok := own.snapshot().lookup(netip.MustParseAddr("10.0.1.5"))
 	require.True(t, ok)
 	assert.Equal(t, "pool", e.owner.ID)
@@ -260,10 +251,7 @@ func TestOwnershipRenewsPrefixesAfterTheClockStepsBack(t *testing.T) {
 // the interval, is claimed too: without it the processor could bridge the
 // two claims across it.
 func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool")
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
 	observe := func(start, end float64) {
@@ -273,12 +261,8 @@ func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 		hb.observe(a, e, at(start), at(end))
 	}
 	observe(1, 2)
-	clock.Set(at(3))
-	src.set("10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own.rebuild()
-	clock.Set(at(7))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
+	rebuildAt(clock, src, own, 3, "10.0.1.0/24", "pool", "10.0.1.5", "x")
+	rebuildAt(clock, src, own, 7, "10.0.1.0/24", "pool")
 	observe(8, 9)
 
 	spans := map[string][][2]time.Time{}
@@ -292,16 +276,11 @@ func TestHeartbeatsKeepOneOwnersTenuresApart(t *testing.T) {
 // A single address claimed periodically and then removed, or given to
 // another owner, mid-interval is claimed for its owner until the change.
 func TestHeartbeatsClaimAddressesRetiredMidInterval(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.0.1", "a", "10.0.0.2", "b")
 	hb := newHeartbeats("node-1", at(0))
 	require.Len(t, hb.claims(at(10), own), 2)
 
-	clock.Set(at(13))
-	src.set("10.0.0.2", "c")
-	own.rebuild()
+	rebuildAt(clock, src, own, 13, "10.0.0.2", "c")
 	got := hb.claims(at(20), own)
 	require.Len(t, got, 3)
 	for i, want := range []struct {
@@ -330,9 +309,7 @@ func TestOwnershipBoundsRetiredAddresses(t *testing.T) {
 	own.maxRetired = 2
 	hb := newHeartbeats("node-1", at(0))
 
-	clock.Set(at(5))
-	src.set()
-	own.rebuild()
+	rebuildAt(clock, src, own, 5)
 	assert.Len(t, hb.claims(at(10), own), 2)
 	require.Equal(t, 1, logs.Len())
 	assert.Equal(t, int64(1), logs.All()[0].ContextMap()["dropped"])
@@ -441,17 +418,10 @@ func spansOf(got []claim, addr string) []ownerSpan {
 // within merge_gap, the processor must not join that owner's claims across
 // the wider owner's tenure.
 func TestHeartbeatsClaimTheFallbackOfARemovedAddress(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool", "10.0.1.5", "x")
 	hb := newHeartbeats("node-1", at(0))
-	clock.Set(at(3))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
-	clock.Set(at(5))
-	src.set("10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own.rebuild()
+	rebuildAt(clock, src, own, 3, "10.0.1.0/24", "pool")
+	rebuildAt(clock, src, own, 5, "10.0.1.0/24", "pool", "10.0.1.5", "x")
 
 	assert.Equal(t, []ownerSpan{
 		{"x", 0, 3, originSource},
@@ -466,14 +436,9 @@ func TestHeartbeatsClaimTheFallbackOfARemovedAddress(t *testing.T) {
 // rebuilds that leave its entry alone; it ends, claimed up to then, when the
 // address gets its own entry again.
 func TestHeartbeatsClaimAFallbackUntilTheAddressReturns(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.2.0/24", "other")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.2.0/24", "other")
 	hb := newHeartbeats("node-1", at(0))
-	clock.Set(at(3))
-	src.set("10.0.1.0/24", "pool", "10.0.2.0/24", "other")
-	own.rebuild()
+	rebuildAt(clock, src, own, 3, "10.0.1.0/24", "pool", "10.0.2.0/24", "other")
 	assert.Equal(t, []ownerSpan{{"x", 0, 3, originSource}, {"pool", 3, 10, originSource}},
 		spansOf(hb.claims(at(10), own), "10.0.1.5"))
 
@@ -482,9 +447,7 @@ func TestHeartbeatsClaimAFallbackUntilTheAddressReturns(t *testing.T) {
 	own.rebuild()
 	assert.Equal(t, []ownerSpan{{"pool", 10, 20, originSource}}, spansOf(hb.claims(at(20), own), "10.0.1.5"))
 
-	clock.Set(at(24))
-	src.set("10.0.1.0/24", "pool", "10.0.2.0/24", "other2", "10.0.1.5", "x")
-	own.rebuild()
+	rebuildAt(clock, src, own, 24, "10.0.1.0/24", "pool", "10.0.2.0/24", "other2", "10.0.1.5", "x")
 	assert.Equal(t, []ownerSpan{{"pool", 20, 24, originSource}, {"x", 24, 30, originSource}},
 		spansOf(hb.claims(at(30), own), "10.0.1.5"))
 	assert.Equal(t, []ownerSpan{{"x", 30, 40, originSource}}, spansOf(hb.claims(at(40), own), "10.0.1.5"))
@@ -496,15 +459,10 @@ func TestHeartbeatsClaimAFallbackUntilTheAddressReturns(t *testing.T) {
 func TestHeartbeatsClaimAFallbackForFallbackClaimFor(t *testing.T) {
 	require.Greater(t, fallbackClaimFor, 30*time.Second, "longer than the default merge_gap")
 	end := 3 + fallbackClaimFor.Seconds()
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool", "10.0.1.5", "x")
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
-	clock.Set(at(3))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
+	rebuildAt(clock, src, own, 3, "10.0.1.0/24", "pool")
 	assert.Equal(t, []ownerSpan{{"x", 0, 3, originSource}, {"pool", 3, end - 3, originSource}},
 		spansOf(hb.claims(at(end-3), own), "10.0.1.5"))
 
@@ -518,9 +476,7 @@ func TestHeartbeatsClaimAFallbackForFallbackClaimFor(t *testing.T) {
 	clock.Set(at(end + 20))
 	own.rebuild()
 	assert.Empty(t, own.snapshot().fallbacks, "claimed up to its end: forgotten")
-	clock.Set(at(end + 22))
-	src.set("10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own.rebuild()
+	rebuildAt(clock, src, own, end+22, "10.0.1.0/24", "pool", "10.0.1.5", "x")
 	assert.Equal(t, []ownerSpan{{"x", end + 22, end + 27, originSource}}, spansOf(hb.claims(at(end+27), own), "10.0.1.5"))
 }
 
@@ -528,42 +484,29 @@ func TestHeartbeatsClaimAFallbackForFallbackClaimFor(t *testing.T) {
 // prefix, as a new fallback claimed from then; it keeps its start when the
 // owner is the same. It ends when the address resolves to no owner.
 func TestHeartbeatsFallbackFollowsTheAddress(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.7", "y")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.7", "y")
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
-	clock.Set(at(3))
-	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.7", "y")
-	own.rebuild()
+	rebuildAt(clock, src, own, 3, "10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.7", "y")
 	hb.claims(at(10), own)
 
-	clock.Set(at(13)) // the /24's owner changes
-	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool2", "10.0.1.7", "y")
-	own.rebuild()
+	rebuildAt(clock, src, own, 13, "10.0.0.0/16", "wide", "10.0.1.0/24", "pool2", "10.0.1.7", "y") // the /24's owner changes
 	assert.Equal(t, []ownerSpan{{"pool", 10, 13, originSource}, {"pool2", 13, 20, originSource}},
 		spansOf(hb.claims(at(20), own), "10.0.1.5"))
 	assert.Equal(t, at(13), own.snapshot().fallbacks[a].started)
 
-	clock.Set(at(23)) // y removed: the /24 gets a new entry of the same owner
-	src.set("10.0.0.0/16", "wide", "10.0.1.0/24", "pool2")
-	own.rebuild()
+	rebuildAt(clock, src, own, 23, "10.0.0.0/16", "wide", "10.0.1.0/24", "pool2") // y removed: the /24 gets a new entry of the same owner
 	assert.Equal(t, []ownerSpan{{"pool2", 20, 30, originSource}},
 		spansOf(hb.claims(at(30), own), "10.0.1.5"), "one tenure, one claim: no retired claim spent on it")
 	assert.Equal(t, at(13), own.snapshot().fallbacks[a].started, "the same owner: still claimed until 10 minutes after 13 s")
 	assert.Equal(t, at(23), own.snapshot().fallbacks[netip.MustParseAddr("10.0.1.7")].started)
 
-	clock.Set(at(33)) // the /24 removed: the address falls back to the /16
-	src.set("10.0.0.0/16", "wide")
-	own.rebuild()
+	rebuildAt(clock, src, own, 33, "10.0.0.0/16", "wide") // the /24 removed: the address falls back to the /16
 	assert.Equal(t, []ownerSpan{{"pool2", 30, 33, originSource}, {"wide", 33, 40, originSource}},
 		spansOf(hb.claims(at(40), own), "10.0.1.5"))
 	assert.Equal(t, at(33), own.snapshot().fallbacks[a].started)
 
-	clock.Set(at(43)) // no owner left
-	src.set()
-	own.rebuild()
+	rebuildAt(clock, src, own, 43) // no owner left
 	assert.Equal(t, []ownerSpan{{"wide", 40, 43, originSource}}, spansOf(hb.claims(at(50), own), "10.0.1.5"))
 	assert.Empty(t, own.snapshot().fallbacks)
 	assert.Empty(t, hb.claims(at(60), own))
@@ -580,9 +523,7 @@ func TestOwnershipBoundsFallbacks(t *testing.T) {
 	own.maxFallbacks = 2
 	hb := newHeartbeats("node-1", at(0))
 
-	clock.Set(at(5))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
+	rebuildAt(clock, src, own, 5, "10.0.1.0/24", "pool")
 	pool := 0
 	for _, c := range hb.claims(at(10), own) {
 		if c.Owner.ID == "pool" {
@@ -613,19 +554,11 @@ func TestFallbackRenewalsDoNotSpendTheRetiredBudget(t *testing.T) {
 	require.NoError(t, own.start(context.Background()))
 	own.maxRetired = 5 // stands for 65536
 	hb := newHeartbeats("n", at(0))
-	clock.Set(at(1)) // four fallbacks to the /24
-	src.set("10.0.1.0/24", "pool", "10.0.1.6", "w", "10.0.2.9", "z")
-	own.rebuild()
+	rebuildAt(clock, src, own, 1, "10.0.1.0/24", "pool", "10.0.1.6", "w", "10.0.2.9", "z") // four fallbacks to the /24
 	hb.claims(at(10), own)
-	clock.Set(at(12)) // w goes: the /24 is renewed
-	src.set("10.0.1.0/24", "pool", "10.0.2.9", "z")
-	own.rebuild()
-	clock.Set(at(13))
-	src.set("10.0.1.0/24", "pool", "10.0.2.9", "z2")
-	own.rebuild()
-	clock.Set(at(14))
-	src.set("10.0.1.0/24", "pool", "10.0.2.9", "z")
-	own.rebuild()
+	rebuildAt(clock, src, own, 12, "10.0.1.0/24", "pool", "10.0.2.9", "z") // w goes: the /24 is renewed
+	rebuildAt(clock, src, own, 13, "10.0.1.0/24", "pool", "10.0.2.9", "z2")
+	rebuildAt(clock, src, own, 14, "10.0.1.0/24", "pool", "10.0.2.9", "z")
 	assert.Equal(t, []ownerSpan{{"z", 10, 13, originSource}, {"z2", 13, 14, originSource}, {"z", 14, 20, originSource}},
 		spansOf(hb.claims(at(20), own), "10.0.2.9"))
 }
@@ -633,24 +566,15 @@ func TestFallbackRenewalsDoNotSpendTheRetiredBudget(t *testing.T) {
 // At maxFallbacks the newest fallbacks are kept: an old one no longer keeps
 // the processor from joining claims across it.
 func TestFallbackBoundKeepsTheNewest(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.1", "a", "10.0.1.2", "b")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool", "10.0.1.1", "a", "10.0.1.2", "b")
 	own.maxFallbacks = 1
 	hb := newHeartbeats("n", at(0))
-	clock.Set(at(1))
-	src.set("10.0.1.0/24", "pool", "10.0.1.2", "b")
-	own.rebuild()
+	rebuildAt(clock, src, own, 1, "10.0.1.0/24", "pool", "10.0.1.2", "b")
 	for s := 10.0; s <= 120; s += 10 {
 		hb.claims(at(s), own)
 	}
-	clock.Set(at(121))
-	src.set("10.0.1.0/24", "pool")
-	own.rebuild()
-	clock.Set(at(125)) // b back within merge_gap
-	src.set("10.0.1.0/24", "pool", "10.0.1.2", "b")
-	own.rebuild()
+	rebuildAt(clock, src, own, 121, "10.0.1.0/24", "pool")
+	rebuildAt(clock, src, own, 125, "10.0.1.0/24", "pool", "10.0.1.2", "b") // b back within merge_gap
 	assert.Equal(t, []ownerSpan{{"b", 120, 121, originSource}, {"pool", 121, 125, originSource}, {"b", 125, 130, originSource}},
 		spansOf(hb.claims(at(130), own), "10.0.1.2"))
 }
@@ -658,17 +582,28 @@ func TestFallbackBoundKeepsTheNewest(t *testing.T) {
 // After the wall clock steps back, a live fallback is not taken for one an
 // interval closed past already.
 func TestFallbackSurvivesAStepBack(t *testing.T) {
-	clock := newManualClock(at(2000))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.9.9", "q")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
+	clock, src, own := startOwnership(t, 2000, "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.9.9", "q")
 	hb := newHeartbeats("n", at(2000))
 	hb.claims(at(2010), own)
-	clock.Set(at(100))
-	src.set("10.0.1.0/24", "pool", "10.0.9.9", "q")
-	own.rebuild()
-	clock.Set(at(101))
-	src.set("10.0.1.0/24", "pool", "10.0.9.9", "q2")
-	own.rebuild()
+	rebuildAt(clock, src, own, 100, "10.0.1.0/24", "pool", "10.0.9.9", "q")
+	rebuildAt(clock, src, own, 101, "10.0.1.0/24", "pool", "10.0.9.9", "q2")
 	assert.Contains(t, own.snapshot().fallbacks, netip.MustParseAddr("10.0.1.5"))
+}
+
+// startOwnership starts an ownership of one map source holding kv (see
+// mapSource.set), on a manual clock at start seconds.
+func startOwnership(t *testing.T, start float64, kv ...string) (*manualClock, *mapSource, *ownership) {
+	t.Helper()
+	clock := newManualClock(at(start))
+	src := newMapSource("m", kv...)
+	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	require.NoError(t, own.start(context.Background()))
+	return clock, src, own
+}
+
+// rebuildAt sets src to kv at seconds and rebuilds own.
+func rebuildAt(clock *manualClock, src *mapSource, own *ownership, seconds float64, kv ...string) {
+	clock.Set(at(seconds))
+	src.set(kv...)
+	own.rebuild()
 }
