@@ -215,6 +215,10 @@ func (t *Tracer) Hooks() Hooks { return t.hooks }
 // wakes the reader only when the ring is a quarter full.
 const readInterval = 50 * time.Millisecond
 
+// clockCheckEvery is how many records Read reads between looks at the wall
+// clock for its refresh of the clock offset.
+const clockCheckEvery = 64
+
 // Read delivers ring buffer records (KindClosed and KindFailed) to handle
 // until ctx is done or the Tracer is closed; it then returns nil. handle runs
 // on Read's goroutine and must not block long or retain the *Event, which is
@@ -237,15 +241,19 @@ func (t *Tracer) Read(ctx context.Context, handle func(*Event)) error {
 	)
 	ring.SetDeadline(time.Now().Add(readInterval))
 	nextRefresh := time.Now().Add(t.clock.refreshEvery)
-	for {
+	for n := 0; ; n++ {
 		err := ring.ReadInto(&rec)
 		// Without this, a wall clock step would shift every record until
-		// the next Active pass, or forever with active_interval 0.
-		if now := time.Now(); !now.Before(nextRefresh) {
-			if err := t.clock.refresh(); err != nil {
-				return err
+		// the next Active pass, or forever with active_interval 0. The
+		// clock is read every clockCheckEvery records, as reading it costs
+		// more than decoding one, and whenever the ring is idle.
+		if n%clockCheckEvery == 0 || err != nil {
+			if now := time.Now(); !now.Before(nextRefresh) {
+				if err := t.clock.refresh(); err != nil {
+					return err
+				}
+				nextRefresh = now.Add(t.clock.refreshEvery)
 			}
-			nextRefresh = now.Add(t.clock.refreshEvery)
 		}
 		switch {
 		case err == nil:
