@@ -169,10 +169,18 @@ func (s *fileSource) Entries() map[netip.Prefix]intervalstore.Owner {
 // Start loads the file once, waiting fileSettle if it is there, and polls it.
 // A file that is missing or bad at start does not fail the receiver:
 // orchestrators often write it after the agents start. Flows then carry no
-// owner from this source until it loads.
+// owner from this source until it loads. A load counts as a success once
+// onChange has returned, the merged map using it: operators wait for that
+// count before they give a removed address to another host
+// (docs/deployment.md).
 func (s *fileSource) Start(_ context.Context, onChange func()) error {
-	s.reload()
-	s.poll.start(s.interval, s.reload, onChange)
+	if s.reload() {
+		s.recordReload(reloadSuccess) // the receiver merges it before capturing
+	}
+	s.poll.start(s.interval, s.reload, func() {
+		onChange()
+		s.recordReload(reloadSuccess)
+	})
 	return nil
 }
 
@@ -193,7 +201,7 @@ const fileSettle = 100 * time.Millisecond
 
 // reload reads the file and, when its content changed, stayed the same for
 // fileSettle and parses, replaces the map. It reports whether the map
-// changed.
+// changed, and counts every other outcome; Start counts successes.
 func (s *fileSource) reload() bool {
 	data, err := readLimited(s.path, maxOwnershipFileSize)
 	if err != nil {
@@ -225,7 +233,6 @@ func (s *fileSource) reload() bool {
 	s.mu.Lock()
 	s.entries = entries
 	s.mu.Unlock()
-	s.recordReload(reloadSuccess)
 	s.logger.Info("Loaded ownership file", zap.Int("entries", len(entries)))
 	return true
 }

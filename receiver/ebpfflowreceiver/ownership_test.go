@@ -164,7 +164,7 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "a", "10.0.1.0/24": "pool"}, ownerIDs(src.Entries()))
 	assert.Equal(t, []intervalstore.Attribute{{Name: "service.name", Value: "batch"}}, src.Entries()[netip.MustParsePrefix("10.0.1.0/24")].Attributes)
 	assert.False(t, src.reload(), "unchanged content is not a change")
-	assert.Equal(t, map[string]int{reloadError: 1, reloadSuccess: 1}, counts.get())
+	assert.Equal(t, map[string]int{reloadError: 1}, counts.get(), "successes are counted by Start's poller")
 
 	// Atomic replace with new content.
 	replaceFile(t, path, `{"10.0.0.1": "b", "::ffff:10.0.0.2": {"id": "c"}}`)
@@ -176,7 +176,7 @@ func TestFileSourceReload(t *testing.T) {
 	assert.False(t, src.reload())
 	assert.False(t, src.reload())
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "b", "10.0.0.2/32": "c"}, ownerIDs(src.Entries()))
-	assert.Equal(t, map[string]int{reloadError: 2, reloadSuccess: 2}, counts.get())
+	assert.Equal(t, map[string]int{reloadError: 2}, counts.get())
 	assert.Equal(t, 2, logs.Len())
 	assert.Equal(t, int64(2), logs.All()[1].ContextMap()["entries_kept"])
 
@@ -184,7 +184,7 @@ func TestFileSourceReload(t *testing.T) {
 	writeInPlace(t, path, "")
 	assert.False(t, src.reload())
 	assert.Len(t, src.Entries(), 2)
-	assert.Equal(t, map[string]int{reloadError: 3, reloadSuccess: 2}, counts.get())
+	assert.Equal(t, map[string]int{reloadError: 3}, counts.get())
 
 	// Deliberately empty.
 	replaceFile(t, path, "{}")
@@ -224,7 +224,7 @@ func TestFileSourceLoadsOnlyContentThatStaysTheSame(t *testing.T) {
 		writeInPlace(t, path, "10.0.0.1: a\n")
 		require.True(t, src.reload())
 	}
-	assert.Equal(t, map[string]int{reloadSuccess: 5, reloadDeferred: 2}, counts.get())
+	assert.Equal(t, map[string]int{reloadDeferred: 2}, counts.get())
 }
 
 // A file written moments before Start is loaded by Start, before capture
@@ -256,9 +256,12 @@ func TestFileSourcePollsAndNotifies(t *testing.T) {
 		return e.owner.ID
 	}
 	assert.Equal(t, "a", owner(), "loaded synchronously at start")
+	assert.Equal(t, map[string]int{reloadSuccess: 1}, counts.get())
 	clock.Set(at(7))
 	replaceFile(t, path, `{"10.0.0.1": "b"}`)
-	require.Eventually(t, func() bool { return owner() == "b" }, 5*time.Second, 5*time.Millisecond)
+	// The success is counted once the merged map uses the new content.
+	require.Eventually(t, func() bool { return counts.get()[reloadSuccess] == 2 }, 5*time.Second, 5*time.Millisecond)
+	assert.Equal(t, "b", owner())
 	e, _ := own.snapshot().lookup(netip.MustParseAddr("10.0.0.1"))
 	assert.Equal(t, at(7), e.since, "a changed owner is known from the rebuild")
 }
@@ -283,4 +286,20 @@ func TestParseOwnershipFileErrors(t *testing.T) {
 		_, err := parseOwnershipFile([]byte(in))
 		assert.ErrorContains(t, err, want, "input %q", in)
 	}
+}
+
+// A poll's load counts as a success only once onChange, the merge of the
+// new map, has returned: operators release an address on that count.
+func TestFileSourceCountsSuccessAfterTheMerge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.json")
+	replaceFile(t, path, `{"10.0.0.1": "a"}`)
+	var counts reloadCounter
+	src := newFileSource(FileSourceConfig{Path: path, PollInterval: 10 * time.Millisecond}, zap.NewNop(), counts.record)
+	src.settle = func() {} // nothing writes the file meanwhile
+	merging := make(chan int, 1)
+	require.NoError(t, src.Start(context.Background(), func() { merging <- counts.get()[reloadSuccess] }))
+	defer func() { require.NoError(t, src.Shutdown()) }()
+	replaceFile(t, path, `{"10.0.0.1": "b"}`)
+	assert.Equal(t, 1, <-merging, "only the load at Start counted while the poll's merge runs")
+	require.Eventually(t, func() bool { return counts.get()[reloadSuccess] == 2 }, 5*time.Second, 5*time.Millisecond)
 }

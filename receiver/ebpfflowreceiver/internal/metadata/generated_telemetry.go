@@ -215,7 +215,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowOwnershipFileReloads, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_ownership_file_reloads",
-		metric.WithDescription("Loads of the ownership file, by result (success; error, when the last good map stays in use; deferred, when new content read again 100ms later differs, or cannot be read, and is left for the next poll). [Alpha]"),
+		metric.WithDescription("Loads of the ownership file, by result (success, counted once the merged map uses the new content; error, when the last good map stays in use; deferred, when new content read again 100ms later differs, or cannot be read, and is left for the next poll). [Alpha]"),
 		metric.WithUnit("{reload}"),
 	)
 	errs = errors.Join(errs, err)

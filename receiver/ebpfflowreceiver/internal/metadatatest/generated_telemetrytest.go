@@ -152,7 +152,7 @@ func AssertEqualEbpfflowKernelRecursionMisses(t *testing.T, tt *componenttest.Te
 func AssertEqualEbpfflowOwnershipFileReloads(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_ownership_file_reloads",
-		Description: "Loads of the ownership file, by result (success; error, when the last good map stays in use; deferred, when new content read again 100ms later differs, or cannot be read, and is left for the next poll). [Alpha]",
+		Description: "Loads of the ownership file, by result (success, counted once the merged map uses the new content; error, when the last good map stays in use; deferred, when new content read again 100ms later differs, or cannot be read, and is left for the next poll). [Alpha]",
 		Unit:        "{reload}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
