@@ -107,9 +107,7 @@ func TestHeartbeatsAggregateFlows(t *testing.T) {
 }
 
 func TestHeartbeatsOwnerChangeMidInterval(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.0.1", "a", "10.0.0.2", "b")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	clock, src, own := startOwnership(t, 0, "10.0.0.1", "a", "10.0.0.2", "b")
 	hb := newHeartbeats("node-1", at(0))
 	a1 := netip.MustParseAddr("10.0.0.1")
 	eA, _ := own.snapshot().lookup(a1)
@@ -167,12 +165,9 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 }
 
 func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m",
+	clock, src, own := startOwnership(t, 0,
 		"10.0.0.0/16", "wide", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.1.64/26", "sub",
 		"10.0.2.0/24", "other", "10.0.3.7", "y")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
 	entry := func(addr string) *ownerEntry {
 		e, ok := own.snapshot().lookup(netip.MustParseAddr(addr))
 		require.True(t, ok, addr)
@@ -210,9 +205,7 @@ func TestOwnershipRenewsPrefixesAroundRemovedOne(t *testing.T) {
 }
 
 func TestHeartbeatsAddressFallsBackToCoveringPrefix(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool", "10.0.1.5", "x")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool", "10.0.1.5", "x")
 	hb := newHeartbeats("node-1", at(0))
 	a := netip.MustParseAddr("10.0.1.5")
 
@@ -546,12 +539,9 @@ func TestOwnershipBoundsFallbacks(t *testing.T) {
 // the fallbacks under it: the owner did not change, and their claims do not
 // use up the retired budget that real changes need.
 func TestFallbackRenewalsDoNotSpendTheRetiredBudget(t *testing.T) {
-	clock := newManualClock(at(0))
-	src := newMapSource("m", "10.0.1.0/24", "pool",
+	clock, src, own := startOwnership(t, 0, "10.0.1.0/24", "pool",
 		"10.0.1.1", "a", "10.0.1.2", "b", "10.0.1.3", "c", "10.0.1.4", "d",
 		"10.0.1.6", "w", "10.0.2.9", "z")
-	own := newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	require.NoError(t, own.start(context.Background()))
 	own.maxRetired = 5 // stands for 65536
 	hb := newHeartbeats("n", at(0))
 	rebuildAt(clock, src, own, 1, "10.0.1.0/24", "pool", "10.0.1.6", "w", "10.0.2.9", "z") // four fallbacks to the /24
