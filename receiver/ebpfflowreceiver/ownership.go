@@ -17,6 +17,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
 
 // ownershipSource maps local addresses to owners. It is the one interface the
@@ -195,6 +196,17 @@ type ownerEntry struct {
 // before since either (the tracer's offset lags a step by up to a second).
 func (e *ownerEntry) knownFrom(start time.Time, startBoot time.Duration) bool {
 	return e.initial || (startBoot >= e.sinceBoot && !start.Before(e.since))
+}
+
+// heldThroughout reports whether e's owner held the local address of ev's
+// connection for all of it, as far as the receiver knows. A connection of
+// unknown birth (StartKnown false) may be older than ev.Start: only an
+// owner known since before capture held its address throughout.
+func (e *ownerEntry) heldThroughout(ev *tracer.Event) bool {
+	if !ev.StartKnown {
+		return e.initial
+	}
+	return e.knownFrom(ev.Start, ev.StartBoot)
 }
 
 func ownerKey(o intervalstore.Owner) string {

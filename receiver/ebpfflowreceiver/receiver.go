@@ -412,11 +412,9 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 	switch {
 	case !owned:
 		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedUnknownAddress])
-	case !entry.knownFrom(ev.Start, ev.StartBoot) || (!ev.StartKnown && !entry.initial):
-		// A connection of unknown birth (StartKnown false) may be older
-		// than ev.Start: only an owner known since before capture held
-		// its address throughout. Heartbeats still claim the part of the
-		// flow since the owner was known.
+	case !entry.heldThroughout(ev):
+		// Heartbeats still claim the part of the flow since the owner
+		// was known.
 		r.hb.observe(ev.LocalAddr, entry, ev.Start, ev.End)
 		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedOwnerChanged])
 		entry = nil
