@@ -370,12 +370,39 @@ func BenchmarkLookupAgainstMap(b *testing.B) {
 		m[benchKey(i)] = uint64(i)
 	}
 	for _, lt := range lookupTimes {
-		b.Run(lt.name, func(b *testing.B) { lookupAgainstMap(b, s, m, lt.newest) })
+		keys, times := lookupPlan(benchKeys, 3, lt.newest)
+		b.Run(lt.name, func(b *testing.B) { lookupAgainstMap(b, s, m, keys, times) })
 	}
 }
 
-func lookupAgainstMap(b *testing.B, s *Store[Key128], m map[Key128]uint64, newest int) {
-	keys, times := lookupPlan(benchKeys, 3, newest)
+// BenchmarkLookupDisplacement is BenchmarkLookupAgainstMap at a recent time
+// for keys found in their home slot and for keys linear probing put further
+// on (about 7 in 10 and 3 in 10 of the keys).
+func BenchmarkLookupDisplacement(b *testing.B) {
+	s := benchStore(b, benchKeys, 3)
+	m := make(map[Key128]uint64, benchKeys)
+	for i := range benchKeys {
+		m[benchKey(i)] = uint64(i)
+	}
+	atHome := func(k Key128) bool {
+		h := s.hash(k)
+		tab := s.tableFor(h)
+		return tab.slots[tab.home(h)].key == k
+	}
+	at := base.Add(2*70*time.Second + 30*time.Second) // in the newest range (see lookupPlan)
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, home := range []bool{true, false} {
+		ks, ts := make([]Key128, 0, 1<<16), make([]time.Time, 0, 1<<16)
+		for len(ks) < cap(ks) {
+			if k := benchKey(r.IntN(benchKeys)); atHome(k) == home {
+				ks, ts = append(ks, k), append(ts, at)
+			}
+		}
+		b.Run(fmt.Sprintf("home=%t", home), func(b *testing.B) { lookupAgainstMap(b, s, m, ks, ts) })
+	}
+}
+
+func lookupAgainstMap(b *testing.B, s *Store[Key128], m map[Key128]uint64, keys []Key128, times []time.Time) {
 	qs := make([]Query[Key128], len(keys))
 	for i := range keys {
 		qs[i] = Query[Key128]{keys[i], times[i]}
