@@ -102,5 +102,5 @@
 // A random lookup in a store much larger than the CPU caches waits on
 // memory: LookupBatch and ApplyBatch hash up to 16 keys and load what they
 // will read together, so that the misses overlap (see BenchmarkLookupBatch,
-// BenchmarkApplyBatch and BenchmarkLookupMapBaseline).
+// BenchmarkApplyBatch and BenchmarkLookupAgainstMap).
 package intervalstore
