@@ -49,6 +49,16 @@ func benchStore(b *testing.B, n, rangesPerKey int) *Store[Key128] {
 	return s
 }
 
+// benchMap is the plain Go map of benchStore's first n keys that the
+// lookup benchmarks read their figures against.
+func benchMap(n int) map[Key128]uint64 {
+	m := make(map[Key128]uint64, n)
+	for i := range n {
+		m[benchKey(i)] = uint64(i)
+	}
+	return m
+}
+
 // lookupPlan is a shuffled sequence of (key, time) lookups: uniform over the
 // keys, so most of them miss the CPU caches, and over the newest `newest` of
 // the keys' rangesPerKey ranges (see benchStore).
@@ -201,10 +211,7 @@ func heapInUse() uint64 {
 // plan as BenchmarkLookup: the floor set by cache misses on this machine,
 // to read BenchmarkLookup against (only ratios within one run mean much).
 func BenchmarkLookupMapBaseline(b *testing.B) {
-	m := make(map[Key128]uint64, benchKeys)
-	for i := range benchKeys {
-		m[benchKey(i)] = uint64(i)
-	}
+	m := benchMap(benchKeys)
 	keys, _ := lookupPlan(benchKeys, 1, 1)
 	var sum uint64
 	cpu := startMeasure(b)
@@ -258,10 +265,7 @@ func BenchmarkLookupSteps(b *testing.B) {
 	for i, k := range keys {
 		hs[i], ts[i] = s.hash(k), nanos(times[i])
 	}
-	m := make(map[Key128]uint64, benchKeys)
-	for i := range benchKeys {
-		m[benchKey(i)] = uint64(i)
-	}
+	m := benchMap(benchKeys)
 	const mask = 1<<16 - 1
 	var sum uint64
 	b.Run("home-slot-load", func(b *testing.B) {
@@ -305,10 +309,7 @@ func BenchmarkLookupSteps(b *testing.B) {
 // in flight and fewer lookups overlap. It shows on this machine what any
 // instruction between two lookups' misses costs (see docs/performance.md).
 func BenchmarkMapWithWork(b *testing.B) {
-	m := make(map[Key128]uint64, benchKeys)
-	for i := range benchKeys {
-		m[benchKey(i)] = uint64(i)
-	}
+	m := benchMap(benchKeys)
 	keys, _ := lookupPlan(benchKeys, 1, 1)
 	for _, n := range []int{0, 20, 40} {
 		b.Run(fmt.Sprintf("iterations=%d", n), func(b *testing.B) {
@@ -337,10 +338,7 @@ func BenchmarkLookupInCache(b *testing.B) {
 	const n = 1 << 10
 	s := benchStore(b, n, 3)
 	keys, times := lookupPlan(n, 3, 1)
-	m := make(map[Key128]uint64, n)
-	for i := range n {
-		m[benchKey(i)] = uint64(i)
-	}
+	m := benchMap(n)
 	var sum uint64
 	b.Run("Lookup", func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
@@ -365,10 +363,7 @@ func BenchmarkLookupInCache(b *testing.B) {
 // lookup each.
 func BenchmarkLookupAgainstMap(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
-	m := make(map[Key128]uint64, benchKeys)
-	for i := range benchKeys {
-		m[benchKey(i)] = uint64(i)
-	}
+	m := benchMap(benchKeys)
 	for _, lt := range lookupTimes {
 		keys, times := lookupPlan(benchKeys, 3, lt.newest)
 		b.Run(lt.name, func(b *testing.B) { lookupAgainstMap(b, s, m, keys, times) })
@@ -380,10 +375,7 @@ func BenchmarkLookupAgainstMap(b *testing.B) {
 // on (about 7 in 10 and 3 in 10 of the keys).
 func BenchmarkLookupDisplacement(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
-	m := make(map[Key128]uint64, benchKeys)
-	for i := range benchKeys {
-		m[benchKey(i)] = uint64(i)
-	}
+	m := benchMap(benchKeys)
 	atHome := func(k Key128) bool {
 		h := s.hash(k)
 		tab := s.tableFor(h)
