@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // Epoch is simulated time zero; the simulation works in int64 nanoseconds
@@ -18,7 +18,7 @@ var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // [start, end] of true time, on host.
 type segment struct {
 	id         int64
-	owner      intervalstore.Owner
+	owner      owners.Owner
 	ip         int32
 	host       int32
 	start, end int64
@@ -97,7 +97,7 @@ func (f *fleet) startSegment(ip int32, at, end int64) *segment {
 	id := "wl-" + strconv.FormatInt(f.nextID, 10)
 	s := &segment{
 		id: f.nextID,
-		owner: intervalstore.Owner{ID: id, Attributes: []intervalstore.Attribute{
+		owner: owners.Owner{ID: id, Attributes: []owners.Attribute{
 			{Name: "host.name", Value: f.hosts[hostIdx].name},
 			{Name: "service.name", Value: f.services[f.rng.IntN(len(f.services))]},
 		}},

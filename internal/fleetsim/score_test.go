@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 func TestClassifyAttribution(t *testing.T) {
@@ -78,7 +78,7 @@ func TestScoreRecords(t *testing.T) {
 		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
 		oracle:   newCoverageOracle(sc.IPs, int64(sc.Processor.Retention)),
 	}
-	peer := &segment{id: 7, owner: intervalstore.Owner{ID: "wl-7"}, ip: 2}
+	peer := &segment{id: 7, owner: owners.Owner{ID: "wl-7"}, ip: 2}
 	for id := uint64(1); id <= 7; id++ {
 		r.pending[id] = &flow{id: id, peer: peer, start: 1000, skew: 5, arrived: 2000}
 	}
@@ -105,7 +105,7 @@ func TestScoreRecords(t *testing.T) {
 	put(1, "attributed", "wl-7") // again
 	put(99, "attributed", "wl-7")
 	hb := records.AppendEmpty() // heartbeats passed on are not scored
-	flowschema.PutClaim(hb, flowschema.Claim{Owner: intervalstore.Owner{ID: "x"}})
+	flowschema.PutClaim(hb, flowschema.Claim{Owner: owners.Owner{ID: "x"}})
 	require.NoError(t, sink.ConsumeLogs(t.Context(), ld))
 
 	r.clock.set(2000 + 3*int64(sc.Tick)) // the records come out three ticks after they arrived

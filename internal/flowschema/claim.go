@@ -14,14 +14,14 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // Claim is the content of one heartbeat record: Owner held Address during
 // [Start, End], as observed by Source.
 type Claim struct {
 	Address netip.Addr
-	Owner   intervalstore.Owner
+	Owner   owners.Owner
 	Start   time.Time
 	End     time.Time
 	Source  string
@@ -45,7 +45,7 @@ func CanonicalAddr(a netip.Addr) netip.Addr {
 
 // PutOwner writes o into attrs as prefix+"id" and one prefix+name attribute per
 // owner attribute.
-func PutOwner(attrs pcommon.Map, prefix string, o intervalstore.Owner) {
+func PutOwner(attrs pcommon.Map, prefix string, o owners.Owner) {
 	attrs.PutStr(prefix+OwnerIDSuffix, o.ID)
 	for _, a := range o.Attributes {
 		attrs.PutStr(prefix+a.Name, a.Value)
@@ -54,7 +54,7 @@ func PutOwner(attrs pcommon.Map, prefix string, o intervalstore.Owner) {
 
 // ReadOwner reads the owner written under prefix by PutOwner. ok is false when
 // there is no non-empty string ID attribute. The returned owner is canonical.
-func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool) {
+func ReadOwner(attrs pcommon.Map, prefix string) (o owners.Owner, ok bool) {
 	idKey := ownerIDKey(prefix)
 	var id pcommon.Value
 	found := false
@@ -69,10 +69,10 @@ func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool
 			}
 			continue
 		}
-		o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: k[len(prefix):], Value: v.AsString()})
+		o.Attributes = append(o.Attributes, owners.Attribute{Name: k[len(prefix):], Value: v.AsString()})
 	}
 	if !found || id.Type() != pcommon.ValueTypeStr || id.Str() == "" {
-		return intervalstore.Owner{}, false
+		return owners.Owner{}, false
 	}
 	o.ID = id.Str()
 	return o.Canonical(), true
@@ -85,15 +85,15 @@ func ReadOwner(attrs pcommon.Map, prefix string) (o intervalstore.Owner, ok bool
 // Owners it returns share their attributes with it: do not modify them.
 type OwnerReader struct {
 	prefix string
-	byID   map[string]intervalstore.Owner
+	byID   map[string]owners.Owner
 }
 
 const ownerReaderSize = 256
 
 // Read returns ReadOwner(attrs, prefix).
-func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (intervalstore.Owner, bool) {
+func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (owners.Owner, bool) {
 	if prefix != r.prefix || r.byID == nil {
-		r.prefix, r.byID = prefix, make(map[string]intervalstore.Owner)
+		r.prefix, r.byID = prefix, make(map[string]owners.Owner)
 	}
 	if id, ok := attrs.Get(ownerIDKey(prefix)); ok && id.Type() == pcommon.ValueTypeStr {
 		if o, ok := r.byID[id.Str()]; ok && r.same(attrs, o) {
@@ -115,7 +115,7 @@ func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (intervalstore.Owne
 // are string attributes matching o's one for one, each name once. A mask
 // marks the names seen, so o may have at most 64 attributes; a larger owner
 // is never the same, and is read by ReadOwner.
-func (r *OwnerReader) same(attrs pcommon.Map, o intervalstore.Owner) bool {
+func (r *OwnerReader) same(attrs pcommon.Map, o owners.Owner) bool {
 	if len(o.Attributes) > 64 {
 		return false
 	}
@@ -136,7 +136,7 @@ func (r *OwnerReader) same(attrs pcommon.Map, o intervalstore.Owner) bool {
 			idSeen = true
 			continue
 		}
-		i, found := slices.BinarySearchFunc(o.Attributes, k[len(r.prefix):], func(a intervalstore.Attribute, name string) int {
+		i, found := slices.BinarySearchFunc(o.Attributes, k[len(r.prefix):], func(a owners.Attribute, name string) int {
 			return strings.Compare(a.Name, name)
 		})
 		if !found || o.Attributes[i].Value != v.Str() || seen&(1<<i) != 0 {
@@ -281,7 +281,7 @@ func NewOwnerWriter(prefix string) *OwnerWriter {
 }
 
 // Put writes o into attrs like PutOwner(attrs, prefix, o).
-func (w *OwnerWriter) Put(attrs pcommon.Map, o intervalstore.Owner) {
+func (w *OwnerWriter) Put(attrs pcommon.Map, o owners.Owner) {
 	attrs.PutStr(w.idKey, o.ID)
 	for _, a := range o.Attributes {
 		attrs.PutStr(w.Key(a.Name), a.Value)

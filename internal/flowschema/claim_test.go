@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -23,16 +23,16 @@ func TestClaimRoundTrip(t *testing.T) {
 		in   Claim
 		addr string // canonical address expected back
 	}{
-		{"ipv4", Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: intervalstore.Owner{ID: "checkout"}, Start: t0, End: t0.Add(time.Minute), Source: "node-a"}, "10.0.0.2"},
+		{"ipv4", Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: owners.Owner{ID: "checkout"}, Start: t0, End: t0.Add(time.Minute), Source: "node-a"}, "10.0.0.2"},
 		{"ipv6 with attributes", Claim{
 			Address: netip.MustParseAddr("fd00::2"),
-			Owner: intervalstore.Owner{ID: "pod-1", Attributes: []intervalstore.Attribute{
+			Owner: owners.Owner{ID: "pod-1", Attributes: []owners.Attribute{
 				{Name: "service.name", Value: "cart"}, {Name: "k8s.namespace.name", Value: "shop"},
 			}},
 			Start: t0, End: t0,
 		}, "fd00::2"},
-		{"mapped ipv4 is unmapped", Claim{Address: netip.MustParseAddr("::ffff:10.0.0.3"), Owner: intervalstore.Owner{ID: "x"}, Start: t0, End: t0.Add(time.Nanosecond)}, "10.0.0.3"},
-		{"zone dropped", Claim{Address: netip.MustParseAddr("fe80::1%eth0"), Owner: intervalstore.Owner{ID: "x"}, Start: t0, End: t0.Add(time.Second)}, "fe80::1"},
+		{"mapped ipv4 is unmapped", Claim{Address: netip.MustParseAddr("::ffff:10.0.0.3"), Owner: owners.Owner{ID: "x"}, Start: t0, End: t0.Add(time.Nanosecond)}, "10.0.0.3"},
+		{"zone dropped", Claim{Address: netip.MustParseAddr("fe80::1%eth0"), Owner: owners.Owner{ID: "x"}, Start: t0, End: t0.Add(time.Second)}, "fe80::1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +59,7 @@ func TestClaimRoundTrip(t *testing.T) {
 func TestParseClaimRejects(t *testing.T) {
 	valid := func() plog.LogRecord {
 		lr := plog.NewLogRecord()
-		PutClaim(lr, Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: intervalstore.Owner{ID: "a"}, Start: t0, End: t0.Add(time.Minute)})
+		PutClaim(lr, Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: owners.Owner{ID: "a"}, Start: t0, End: t0.Add(time.Minute)})
 		return lr
 	}
 	tests := []struct {
@@ -91,7 +91,7 @@ func TestParseClaimRejects(t *testing.T) {
 }
 
 func TestOwnerRoundTripAndWriter(t *testing.T) {
-	o := intervalstore.Owner{ID: "pod-1", Attributes: []intervalstore.Attribute{
+	o := owners.Owner{ID: "pod-1", Attributes: []owners.Attribute{
 		{Name: "service.name", Value: "cart"}, {Name: "k8s.pod.name", Value: "cart-7"},
 	}}
 	viaPut := pcommon.NewMap()
@@ -118,7 +118,7 @@ func TestOwnerWriterBoundsItsCache(t *testing.T) {
 	for i := range maxCachedOwnerKeys + 10 {
 		m := pcommon.NewMap()
 		name := string(binary.BigEndian.AppendUint32(nil, uint32(i)))
-		w.Put(m, intervalstore.Owner{ID: "x", Attributes: []intervalstore.Attribute{{Name: name, Value: "v"}}})
+		w.Put(m, owners.Owner{ID: "x", Attributes: []owners.Attribute{{Name: name, Value: "v"}}})
 		v, ok := m.Get("p." + name)
 		require.True(t, ok)
 		require.Equal(t, "v", v.Str())
@@ -193,7 +193,7 @@ func TestReadOwnerCases(t *testing.T) {
 		m.PutStr(prefix+OwnerIDSuffix, "w")
 		got, ok := ReadOwner(m, prefix)
 		require.True(t, ok, prefix)
-		assert.Equal(t, intervalstore.Owner{ID: "w", Attributes: []intervalstore.Attribute{
+		assert.Equal(t, owners.Owner{ID: "w", Attributes: []owners.Attribute{
 			{Name: "rank", Value: "3"}, {Name: "zone", Value: "b"},
 		}}, got, prefix)
 	}

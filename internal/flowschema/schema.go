@@ -10,6 +10,8 @@
 // otherwise.
 package flowschema
 
+import "github.com/flowattr/flowattr/internal/owners"
+
 // Event names of the two record kinds.
 const (
 	// EventFlow marks a flow record: one TCP connection, closed or (for
@@ -123,7 +125,7 @@ const (
 )
 
 // OwnerIDSuffix completes an owner prefix into the owner's ID attribute.
-const OwnerIDSuffix = "id"
+const OwnerIDSuffix = owners.IDAttribute
 
 // Attribution results written by the ownership processor on flow records.
 const (

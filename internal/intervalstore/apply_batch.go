@@ -4,13 +4,15 @@ import (
 	"runtime"
 	"slices"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // Claim is one claim of a batch: Owner held Key during [Start, End], both
 // inclusive.
 type Claim[K comparable] struct {
 	Key        K
-	Owner      Owner
+	Owner      owners.Owner
 	Start, End time.Time
 }
 

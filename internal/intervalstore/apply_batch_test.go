@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // TestApplyBatchEqualsApply applies the same random claims (refused ones,
@@ -30,7 +32,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 			st := r.Int64N(70)
 			o := testOwners[r.IntN(len(testOwners))]
 			if r.IntN(20) == 0 {
-				o = Owner{} // ErrEmptyOwner
+				o = owners.Owner{} // ErrEmptyOwner
 			}
 			cs[i] = Claim[int]{Key: r.IntN(40), Owner: o, Start: at(st), End: at(st + r.Int64N(8) - 1)}
 		}
@@ -63,7 +65,7 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 	}
 }
 
-func ownerEqual(a, b *Owner) bool {
+func ownerEqual(a, b *owners.Owner) bool {
 	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
 }
 

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 const benchKeys = 1 << 20
@@ -17,10 +19,10 @@ func benchKey(i int) Key128 {
 	return AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
 }
 
-var benchOwners = func() []Owner {
-	os := make([]Owner, 1000)
+var benchOwners = func() []owners.Owner {
+	os := make([]owners.Owner, 1000)
 	for i := range os {
-		os[i] = Owner{ID: fmt.Sprintf("workload-%d", i), Attributes: []Attribute{{"k8s.namespace.name", "shop"}, {"service.name", fmt.Sprintf("svc-%d", i)}}}
+		os[i] = owners.Owner{ID: fmt.Sprintf("workload-%d", i), Attributes: []owners.Attribute{{Name: "k8s.namespace.name", Value: "shop"}, {Name: "service.name", Value: fmt.Sprintf("svc-%d", i)}}}
 	}
 	return os
 }()
@@ -142,7 +144,7 @@ func BenchmarkApplyFlappingKey(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	owners := []Owner{benchOwners[0], benchOwners[1]}
+	owners := []owners.Owner{benchOwners[0], benchOwners[1]}
 	// Claims 2 ms apart, each of the other owner, so that a run of any
 	// length stays within the hour before the store's clock.
 	claim := func(i int) {

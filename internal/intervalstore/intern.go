@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"unique"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // group is what a range points at: either one interned owner (owner != nil)
@@ -13,7 +15,7 @@ import (
 // per ID, at least two). Groups are immutable once interned, so pointer
 // equality is set equality.
 type group struct {
-	owner   *Owner
+	owner   *owners.Owner
 	members []*group
 	num     uint64 // interning number of a single owner; names it in set keys
 	key     string // key of a conflict set in interner.sets
@@ -135,7 +137,7 @@ func (in *interner) init() {
 }
 
 // owner returns the interned single-owner group for o, canonicalising it.
-func (in *interner) owner(o Owner) *group {
+func (in *interner) owner(o owners.Owner) *group {
 	if !isCanonical(o.Attributes) {
 		o = o.Canonical()
 	}
@@ -153,7 +155,7 @@ func (in *interner) owner(o Owner) *group {
 		// two of them finds equal pointers.
 		attrs[i].Name = unique.Make(attrs[i].Name).Value()
 	}
-	g := &group{owner: &Owner{ID: o.ID, Attributes: attrs}, num: in.nextNum}
+	g := &group{owner: &owners.Owner{ID: o.ID, Attributes: attrs}, num: in.nextNum}
 	in.groups.add(g)
 	in.owners[o.ID] = append(list, g)
 	in.nOwners++
@@ -243,7 +245,7 @@ func (in *interner) sweep(epoch uint64) {
 	}
 }
 
-func isCanonical(attrs []Attribute) bool {
+func isCanonical(attrs []owners.Attribute) bool {
 	for i := 1; i < len(attrs); i++ {
 		if attrs[i-1].Name >= attrs[i].Name {
 			return false
@@ -253,8 +255,8 @@ func isCanonical(attrs []Attribute) bool {
 }
 
 // cmpAttrs orders attribute lists lexicographically by (Name, Value).
-func cmpAttrs(a, b []Attribute) int {
-	return slices.CompareFunc(a, b, func(x, y Attribute) int {
+func cmpAttrs(a, b []owners.Attribute) int {
+	return slices.CompareFunc(a, b, func(x, y owners.Attribute) int {
 		if c := strings.Compare(x.Name, y.Name); c != 0 {
 			return c
 		}

@@ -7,6 +7,8 @@ import (
 	"time"
 	"unsafe"
 	"weak"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // TestInternedOwnersShareNames checks that owners interned from separately
@@ -15,7 +17,7 @@ func TestInternedOwnersShareNames(t *testing.T) {
 	s := newModelStore(t, 0, 0)
 	name := func() string { return strings.Clone("service.name") }
 	for k, id := range []string{"a", "b"} {
-		if _, err := s.Apply(k, Owner{ID: id, Attributes: []Attribute{{name(), id}}}, at(0), at(10)); err != nil {
+		if _, err := s.Apply(k, owners.Owner{ID: id, Attributes: []owners.Attribute{{Name: name(), Value: id}}}, at(0), at(10)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -36,7 +38,7 @@ func TestPruneLetsOwnersGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Apply(0, Owner{ID: "gone", Attributes: []Attribute{{"service.name", "old"}}}, sec(0), sec(10)); err != nil {
+	if _, err := s.Apply(0, owners.Owner{ID: "gone", Attributes: []owners.Attribute{{Name: "service.name", Value: "old"}}}, sec(0), sec(10)); err != nil {
 		t.Fatal(err)
 	}
 	gone := weak.Make(s.Lookup(0, sec(5)).Owner)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // This file holds the brute-force reference model: the package doc's
@@ -19,14 +21,14 @@ func at(n int64) time.Time { return base.Add(time.Duration(n)) }
 
 type claim struct {
 	key   int
-	owner Owner
+	owner owners.Owner
 	s, e  int64 // offsets from base, ns
 }
 
 type comp struct {
 	id   string
 	s, e int64
-	own  Owner // attributes of the claim ending last (ties: greatest)
+	own  owners.Owner // attributes of the claim ending last (ties: greatest)
 }
 
 // components returns, per owner ID, the gap closure of the key's claims.
@@ -73,7 +75,7 @@ type seg struct {
 	owners string
 }
 
-func ownersString(os []Owner) string {
+func ownersString(os []owners.Owner) string {
 	var b strings.Builder
 	for _, o := range os {
 		fmt.Fprintf(&b, "%s%v;", o.ID, o.Attributes)
@@ -92,7 +94,7 @@ func modelSegments(comps []comp) []seg {
 	pts = slices.Compact(pts)
 	var out []seg
 	for i := 0; i+1 < len(pts); i++ {
-		var os []Owner
+		var os []owners.Owner
 		for _, c := range comps {
 			if c.s <= pts[i] && pts[i] <= c.e {
 				os = append(os, c.own)
@@ -101,7 +103,7 @@ func modelSegments(comps []comp) []seg {
 		if len(os) == 0 {
 			continue
 		}
-		slices.SortFunc(os, func(a, b Owner) int { return strings.Compare(a.ID, b.ID) })
+		slices.SortFunc(os, func(a, b owners.Owner) int { return strings.Compare(a.ID, b.ID) })
 		sg := seg{pts[i], pts[i+1] - 1, ownersString(os)}
 		if n := len(out); n > 0 && out[n-1].owners == sg.owners && out[n-1].e+1 == sg.s {
 			out[n-1].e = sg.e
@@ -114,7 +116,7 @@ func modelSegments(comps []comp) []seg {
 
 // modelLookup evaluates Lookup's definition at t (offset from base) with no
 // pruning; cutoff is now-Retention as an offset.
-func modelLookup(comps []comp, t, skew, cutoff int64) (Status, Reason, *Owner) {
+func modelLookup(comps []comp, t, skew, cutoff int64) (Status, Reason, *owners.Owner) {
 	var cover []comp
 	for _, c := range comps {
 		if c.s <= t && t <= c.e {
@@ -177,9 +179,9 @@ func storedRanges[K comparable](s *Store[K], key K) []rng {
 func storeSegments[K comparable](s *Store[K], key K) []seg {
 	var out []seg
 	for _, r := range storedRanges(s, key) {
-		var os []Owner
+		var os []owners.Owner
 		if r.g.owner != nil {
-			os = []Owner{*r.g.owner}
+			os = []owners.Owner{*r.g.owner}
 		}
 		for _, m := range r.g.members {
 			os = append(os, *m.owner)

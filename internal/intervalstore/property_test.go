@@ -5,14 +5,16 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
-var testOwners = func() []Owner {
-	var os []Owner
+var testOwners = func() []owners.Owner {
+	var os []owners.Owner
 	for _, id := range []string{"a", "b", "c", "d"} {
 		os = append(os,
-			Owner{ID: id},
-			Owner{ID: id, Attributes: []Attribute{{"v", "2"}, {"app", id}}},
+			owners.Owner{ID: id},
+			owners.Owner{ID: id, Attributes: []owners.Attribute{{Name: "v", Value: "2"}, {Name: "app", Value: id}}},
 		)
 	}
 	return os

@@ -1,5 +1,7 @@
 package intervalstore
 
+import "github.com/flowattr/flowattr/internal/owners"
+
 // Status is the outcome of a Lookup.
 type Status uint8
 
@@ -73,7 +75,7 @@ func (r Reason) String() string {
 type Result struct {
 	// Owner is non-nil only when Status is Attributed. It is shared and
 	// immutable: do not modify it.
-	Owner  *Owner
+	Owner  *owners.Owner
 	Status Status
 	Reason Reason
 }

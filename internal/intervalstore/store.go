@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // rng is one range, [start, end] in Unix nanoseconds, inclusive, held by
@@ -77,7 +79,7 @@ func (s *Store[K]) cutoff() int64 { return subSat(nanos(s.now()), s.retention) }
 
 // Apply records that owner held key during [start, end], both inclusive.
 // The owner is canonicalised and interned; the caller may reuse it.
-func (s *Store[K]) Apply(key K, owner Owner, start, end time.Time) (ApplyResult, error) {
+func (s *Store[K]) Apply(key K, owner owners.Owner, start, end time.Time) (ApplyResult, error) {
 	if owner.ID == "" {
 		return ApplyResult{}, ErrEmptyOwner
 	}
@@ -92,7 +94,7 @@ func (s *Store[K]) Apply(key K, owner Owner, start, end time.Time) (ApplyResult,
 
 // apply is Apply of a validated claim (owner.ID not empty, cs <= ce) to key,
 // whose hash is h, with the retention cutoff cut. The caller holds wmu.
-func (s *Store[K]) apply(key K, h uint64, owner Owner, cs, ce, cut int64) (ApplyResult, error) {
+func (s *Store[K]) apply(key K, h uint64, owner owners.Owner, cs, ce, cut int64) (ApplyResult, error) {
 	if ce < cut {
 		return ApplyResult{}, ErrExpired
 	}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 func sec(n int64) time.Time { return base.Add(time.Duration(n) * time.Second) }
@@ -47,13 +49,13 @@ type probe struct {
 }
 
 var (
-	ownA = Owner{ID: "a", Attributes: []Attribute{{"service.name", "alpha"}}}
-	ownB = Owner{ID: "b"}
-	ownC = Owner{ID: "c"}
+	ownA = owners.Owner{ID: "a", Attributes: []owners.Attribute{{Name: "service.name", Value: "alpha"}}}
+	ownB = owners.Owner{ID: "b"}
+	ownC = owners.Owner{ID: "c"}
 )
 
-func ownerByID(id string) Owner {
-	return map[string]Owner{"a": ownA, "b": ownB, "c": ownC}[id]
+func ownerByID(id string) owners.Owner {
+	return map[string]owners.Owner{"a": ownA, "b": ownB, "c": ownC}[id]
 }
 
 func TestRules(t *testing.T) {
@@ -283,10 +285,10 @@ func TestRules(t *testing.T) {
 
 func TestAttributesOfLatestClaimWin(t *testing.T) {
 	s, _ := New[string](Config{Retention: time.Hour, MaxKeys: 10, Now: fixedClock(sec(100))})
-	v1 := Owner{ID: "a", Attributes: []Attribute{{"version", "1"}, {"app", "x"}}}
-	v2 := Owner{ID: "a", Attributes: []Attribute{{"app", "x"}, {"version", "2"}}}
+	v1 := owners.Owner{ID: "a", Attributes: []owners.Attribute{{Name: "version", Value: "1"}, {Name: "app", Value: "x"}}}
+	v2 := owners.Owner{ID: "a", Attributes: []owners.Attribute{{Name: "app", Value: "x"}, {Name: "version", Value: "2"}}}
 	for _, c := range []struct {
-		o    Owner
+		o    owners.Owner
 		s, e int64
 	}{{v2, 10, 20}, {v1, 0, 12}, {v1, 5, 6}} {
 		res, err := s.Apply("k", c.o, sec(c.s), sec(c.e))
@@ -305,7 +307,7 @@ func TestAttributesOfLatestClaimWin(t *testing.T) {
 
 func TestOwnersAreCanonicalAndInterned(t *testing.T) {
 	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 100, Now: fixedClock(sec(100))})
-	unsorted := Owner{ID: "w", Attributes: []Attribute{{"z", "1"}, {"a", "0"}, {"a", "2"}}}
+	unsorted := owners.Owner{ID: "w", Attributes: []owners.Attribute{{Name: "z", Value: "1"}, {Name: "a", Value: "0"}, {Name: "a", Value: "2"}}}
 	for k := range 10 {
 		if _, err := s.Apply(k, unsorted, sec(0), sec(1)); err != nil {
 			t.Fatal(err)
@@ -313,7 +315,7 @@ func TestOwnersAreCanonicalAndInterned(t *testing.T) {
 	}
 	unsorted.Attributes[0].Value = "changed by caller"
 	first := s.Lookup(0, sec(0)).Owner
-	want := Owner{ID: "w", Attributes: []Attribute{{"a", "2"}, {"z", "1"}}}
+	want := owners.Owner{ID: "w", Attributes: []owners.Attribute{{Name: "a", Value: "2"}, {Name: "z", Value: "1"}}}
 	if first == nil || !first.Equal(want) {
 		t.Fatalf("owner %+v, want %+v", first, want)
 	}
@@ -330,7 +332,7 @@ func TestOwnersAreCanonicalAndInterned(t *testing.T) {
 func TestRetentionAndPrune(t *testing.T) {
 	clk := &clock{t: sec(0)}
 	s, _ := New[string](Config{Retention: 100 * time.Second, MaxKeys: 10, Now: clk.Now})
-	apply := func(key string, o Owner, a, b int64) {
+	apply := func(key string, o owners.Owner, a, b int64) {
 		t.Helper()
 		if _, err := s.Apply(key, o, sec(a), sec(b)); err != nil {
 			t.Fatal(err)
@@ -586,11 +588,11 @@ func TestValidation(t *testing.T) {
 	}
 	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 1, Now: fixedClock(sec(0))})
 	for _, tc := range []struct {
-		o    Owner
+		o    owners.Owner
 		a, b int64
 		want error
 	}{
-		{Owner{}, 0, 1, ErrEmptyOwner},
+		{owners.Owner{}, 0, 1, ErrEmptyOwner},
 		{ownA, 2, 1, ErrEndBeforeStart},
 		{ownA, -7200, -3601, ErrExpired},
 	} {
@@ -723,7 +725,7 @@ func TestConcurrentReadsAreConsistent(t *testing.T) {
 	const n = 3000
 	s, _ := New[int](Config{Retention: time.Hour, MaxKeys: 1 << 20, Now: fixedClock(sec(0))})
 	s.maxRanges = n // every range stays: long older arrays, replaced at each claim
-	owners := []Owner{ownA, ownB}
+	owners := []owners.Owner{ownA, ownB}
 	var applied atomic.Int64 // ranges of key 0 applied so far
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -773,7 +775,7 @@ func TestConcurrentGroupReuse(t *testing.T) {
 	const keys, gens = 8, 3000
 	clk := &clock{t: sec(0)}
 	s, _ := New[int](Config{Retention: 30 * time.Second, MaxKeys: keys, Now: clk.Now})
-	owner := func(g int64, k int) Owner { return Owner{ID: fmt.Sprintf("g%d-k%d", g, k)} }
+	owner := func(g int64, k int) owners.Owner { return owners.Owner{ID: fmt.Sprintf("g%d-k%d", g, k)} }
 	var gen atomic.Int64
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -822,7 +824,7 @@ func TestLookupOnReplacedTable(t *testing.T) {
 	}
 	mustApply := func(k int, id string, start, end int64) {
 		t.Helper()
-		if _, err := s.Apply(k, Owner{ID: id}, sec(start), sec(end)); err != nil {
+		if _, err := s.Apply(k, owners.Owner{ID: id}, sec(start), sec(end)); err != nil {
 			t.Fatal(err)
 		}
 	}

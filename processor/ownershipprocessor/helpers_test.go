@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
@@ -173,7 +173,7 @@ func heartbeat(addr, owner string, start, end time.Time, source string) func(plo
 	return func(lr plog.LogRecord) {
 		flowschema.PutClaim(lr, flowschema.Claim{
 			Address: flowschema.CanonicalAddr(mustAddr(addr)),
-			Owner:   intervalstore.Owner{ID: owner, Attributes: []intervalstore.Attribute{{Name: "service.name", Value: owner + "-svc"}}},
+			Owner:   owners.Owner{ID: owner, Attributes: []owners.Attribute{{Name: "service.name", Value: owner + "-svc"}}},
 			Start:   start,
 			End:     end,
 			Source:  source,
@@ -198,7 +198,7 @@ func flow(local, peer string, start, end time.Time) func(plog.LogRecord) {
 func ownedFlow(local, localOwner, peer string, start, end time.Time) func(plog.LogRecord) {
 	return func(lr plog.LogRecord) {
 		flow(local, peer, start, end)(lr)
-		flowschema.PutOwner(lr.Attributes(), flowschema.PrefixLocalOwner, intervalstore.Owner{ID: localOwner})
+		flowschema.PutOwner(lr.Attributes(), flowschema.PrefixLocalOwner, owners.Owner{ID: localOwner})
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -662,9 +663,9 @@ const (
 // so that a stale or forged owner never survives an unattributed result.
 // One pass over the attributes rewrites the keys the result writes in place
 // and removes the other owner keys; only keys the record lacked are added.
-func (p *ownershipProcessor) writeResult(attrs pcommon.Map, status intervalstore.Status, owner *intervalstore.Owner, reason string) {
+func (p *ownershipProcessor) writeResult(attrs pcommon.Map, status intervalstore.Status, owner *owners.Owner, reason string) {
 	prefix := p.owners.Prefix()
-	var o intervalstore.Owner
+	var o owners.Owner
 	if owner != nil {
 		o = *owner
 	}
@@ -702,7 +703,7 @@ func (p *ownershipProcessor) writeResult(attrs pcommon.Map, status intervalstore
 				v.SetStr(o.ID)
 			}
 		default:
-			i := slices.IndexFunc(o.Attributes, func(a intervalstore.Attribute) bool { return a.Name == k[len(prefix):] })
+			i := slices.IndexFunc(o.Attributes, func(a owners.Attribute) bool { return a.Name == k[len(prefix):] })
 			if i < 0 {
 				return true
 			}

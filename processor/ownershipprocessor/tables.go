@@ -8,7 +8,7 @@ import (
 	"github.com/gaissmai/bart"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // addressTables are the CIDR tables built from the configuration.
@@ -16,7 +16,7 @@ type addressTables struct {
 	// workload holds the ranges that send heartbeats; nil means every address.
 	workload *bart.Lite
 	// static maps ranges outside workload to their fixed owner.
-	static *bart.Table[*intervalstore.Owner]
+	static *bart.Table[*owners.Owner]
 	// sources maps a heartbeat source to the ranges it may claim; nil means
 	// any source may claim any address.
 	sources map[string]*bart.Lite
@@ -39,7 +39,7 @@ func (t *addressTables) mayClaim(source string, addr netip.Addr) bool {
 // tables parses the CIDR settings; its errors name the offending field.
 func (cfg *Config) tables() (*addressTables, error) {
 	var errs []error
-	t := &addressTables{static: new(bart.Table[*intervalstore.Owner])}
+	t := &addressTables{static: new(bart.Table[*owners.Owner])}
 	if len(cfg.WorkloadCIDRs) > 0 {
 		t.workload = new(bart.Lite)
 		for i, s := range cfg.WorkloadCIDRs {
@@ -82,9 +82,9 @@ func (cfg *Config) tables() (*addressTables, error) {
 			errs = append(errs, fmt.Errorf("%s.attributes: an attribute name must not be empty", field))
 			continue
 		}
-		o := intervalstore.Owner{ID: so.ID}
+		o := owners.Owner{ID: so.ID}
 		for _, name := range sortedKeys(so.Attributes) {
-			o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: name, Value: so.Attributes[name]})
+			o.Attributes = append(o.Attributes, owners.Attribute{Name: name, Value: so.Attributes[name]})
 		}
 		o = o.Canonical()
 		t.static.Insert(p, &o)

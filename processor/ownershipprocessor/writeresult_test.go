@@ -11,6 +11,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // TestWriteResultMatchesRewrite checks the one-pass writeResult against the
@@ -30,22 +31,22 @@ func TestWriteResultMatchesRewrite(t *testing.T) {
 	for _, n := range names {
 		keys = append(keys, prefix+n)
 	}
-	randomOwner := func() *intervalstore.Owner {
+	randomOwner := func() *owners.Owner {
 		switch r.IntN(4) {
 		case 0:
 			return nil
 		case 1:
 			// More attributes than writeResult's in-place mask holds.
-			o := intervalstore.Owner{ID: "big"}
+			o := owners.Owner{ID: "big"}
 			for i := range maxOwnerAttrsInPlace + 2 {
-				o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: fmt.Sprintf("a%03d", i), Value: "v"})
+				o.Attributes = append(o.Attributes, owners.Attribute{Name: fmt.Sprintf("a%03d", i), Value: "v"})
 			}
 			return &o
 		}
-		o := intervalstore.Owner{ID: fmt.Sprintf("o%d", r.IntN(3))}
+		o := owners.Owner{ID: fmt.Sprintf("o%d", r.IntN(3))}
 		for _, n := range names[:r.IntN(3)+1] {
 			if n != "id" {
-				o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: n, Value: "v-" + n})
+				o.Attributes = append(o.Attributes, owners.Attribute{Name: n, Value: "v-" + n})
 			}
 		}
 		o = o.Canonical()
@@ -107,12 +108,12 @@ func TestWriteResultRepeatedKeys(t *testing.T) {
 	}
 	p := &ownershipProcessor{owners: flowschema.NewOwnerWriter(flowschema.PrefixPeerOwner)}
 	for _, tc := range []struct {
-		owner  *intervalstore.Owner
+		owner  *owners.Owner
 		status intervalstore.Status
 		reason string
 		want   string
 	}{
-		{&intervalstore.Owner{ID: "web", Attributes: []intervalstore.Attribute{{Name: "service.name", Value: "web-svc"}}}, intervalstore.Attributed, "",
+		{&owners.Owner{ID: "web", Attributes: []owners.Attribute{{Name: "service.name", Value: "web-svc"}}}, intervalstore.Attributed, "",
 			"flowattr.peer.owner.id=web flowattr.peer.attribution.status=attributed flowattr.peer.owner.service.name=web-svc network.peer.address=10.0.0.1"},
 		{nil, intervalstore.Unattributed, "gap",
 			"flowattr.peer.attribution.status=unattributed flowattr.peer.attribution.reason=gap network.peer.address=10.0.0.1"},

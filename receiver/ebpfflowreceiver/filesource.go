@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // maxOwnershipFileSize bounds what one reload reads, so that a runaway writer
@@ -32,7 +32,7 @@ const maxOwnershipFileSize = 64 << 20
 // Keys are canonicalised (IPv4-mapped IPv6 unmapped); a key that names the
 // same prefix as another is an error, as is an empty document, which is more
 // likely a file caught mid-write than a deliberately empty map ({}).
-func parseOwnershipFile(data []byte) (map[netip.Prefix]intervalstore.Owner, error) {
+func parseOwnershipFile(data []byte) (map[netip.Prefix]owners.Owner, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, err
@@ -44,7 +44,7 @@ func parseOwnershipFile(data []byte) (map[netip.Prefix]intervalstore.Owner, erro
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("line %d: top level must be a mapping from address or CIDR prefix to owner", root.Line)
 	}
-	out := make(map[netip.Prefix]intervalstore.Owner, len(root.Content)/2)
+	out := make(map[netip.Prefix]owners.Owner, len(root.Content)/2)
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
@@ -66,46 +66,46 @@ func parseOwnershipFile(data []byte) (map[netip.Prefix]intervalstore.Owner, erro
 	return out, nil
 }
 
-func parseOwnerNode(n *yaml.Node) (intervalstore.Owner, error) {
+func parseOwnerNode(n *yaml.Node) (owners.Owner, error) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Tag == "!!null" || n.Value == "" {
-			return intervalstore.Owner{}, errors.New("owner ID must not be empty")
+			return owners.Owner{}, errors.New("owner ID must not be empty")
 		}
-		return intervalstore.Owner{ID: n.Value}, nil
+		return owners.Owner{ID: n.Value}, nil
 	case yaml.MappingNode:
 	default:
-		return intervalstore.Owner{}, errors.New("must be an owner ID or a mapping with id and attributes")
+		return owners.Owner{}, errors.New("must be an owner ID or a mapping with id and attributes")
 	}
-	var o intervalstore.Owner
+	var o owners.Owner
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		switch k.Value {
 		case "id":
 			if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
-				return intervalstore.Owner{}, errors.New("id must be a non-empty string")
+				return owners.Owner{}, errors.New("id must be a non-empty string")
 			}
 			o.ID = v.Value
 		case "attributes":
 			if v.Kind != yaml.MappingNode {
-				return intervalstore.Owner{}, errors.New("attributes must be a mapping from name to value")
+				return owners.Owner{}, errors.New("attributes must be a mapping from name to value")
 			}
 			for j := 0; j+1 < len(v.Content); j += 2 {
 				an, av := v.Content[j], v.Content[j+1]
 				if an.Kind != yaml.ScalarNode || av.Kind != yaml.ScalarNode || av.Tag == "!!null" {
-					return intervalstore.Owner{}, fmt.Errorf("line %d: attribute names and values must be scalars", an.Line)
+					return owners.Owner{}, fmt.Errorf("line %d: attribute names and values must be scalars", an.Line)
 				}
 				if err := checkOwnerAttributeName(an.Value); err != nil {
-					return intervalstore.Owner{}, fmt.Errorf("line %d: %w", an.Line, err)
+					return owners.Owner{}, fmt.Errorf("line %d: %w", an.Line, err)
 				}
-				o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: an.Value, Value: av.Value})
+				o.Attributes = append(o.Attributes, owners.Attribute{Name: an.Value, Value: av.Value})
 			}
 		default:
-			return intervalstore.Owner{}, fmt.Errorf("line %d: unknown field %q (want id, attributes)", k.Line, k.Value)
+			return owners.Owner{}, fmt.Errorf("line %d: unknown field %q (want id, attributes)", k.Line, k.Value)
 		}
 	}
 	if o.ID == "" {
-		return intervalstore.Owner{}, errors.New("id is missing")
+		return owners.Owner{}, errors.New("id is missing")
 	}
 	return o.Canonical(), nil
 }
@@ -136,7 +136,7 @@ type fileSource struct {
 	settle func()
 
 	mu      sync.RWMutex
-	entries map[netip.Prefix]intervalstore.Owner
+	entries map[netip.Prefix]owners.Owner
 
 	// Reload state, used by one goroutine at a time (Start, then the poller):
 	// digests of the content in use and of the last content that failed to
@@ -154,13 +154,13 @@ func newFileSource(cfg FileSourceConfig, logger *zap.Logger, recordReload func(s
 		logger:       logger.With(zap.String("path", cfg.Path)),
 		recordReload: recordReload,
 		settle:       func() { time.Sleep(fileSettle) },
-		entries:      map[netip.Prefix]intervalstore.Owner{},
+		entries:      map[netip.Prefix]owners.Owner{},
 	}
 }
 
 func (*fileSource) Name() string { return sourceFile }
 
-func (s *fileSource) Entries() map[netip.Prefix]intervalstore.Owner {
+func (s *fileSource) Entries() map[netip.Prefix]owners.Owner {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.entries

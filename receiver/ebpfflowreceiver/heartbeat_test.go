@@ -13,14 +13,14 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // mapSource is an ownership source whose map the test replaces.
 type mapSource struct {
 	name string
 	mu   sync.Mutex
-	m    map[netip.Prefix]intervalstore.Owner
+	m    map[netip.Prefix]owners.Owner
 }
 
 func newMapSource(name string, kv ...string) *mapSource {
@@ -31,13 +31,13 @@ func newMapSource(name string, kv ...string) *mapSource {
 
 // set replaces the map with prefix, owner ID pairs.
 func (s *mapSource) set(kv ...string) {
-	m := map[netip.Prefix]intervalstore.Owner{}
+	m := map[netip.Prefix]owners.Owner{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		p, err := parsePrefix(kv[i])
 		if err != nil {
 			panic(err)
 		}
-		m[p] = intervalstore.Owner{ID: kv[i+1]}
+		m[p] = owners.Owner{ID: kv[i+1]}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -47,7 +47,7 @@ func (s *mapSource) set(kv ...string) {
 func (s *mapSource) Name() string                      { return s.name }
 func (*mapSource) Start(context.Context, func()) error { return nil }
 func (*mapSource) Shutdown() error                     { return nil }
-func (s *mapSource) Entries() map[netip.Prefix]intervalstore.Owner {
+func (s *mapSource) Entries() map[netip.Prefix]owners.Owner {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m
@@ -62,7 +62,7 @@ func TestHeartbeatsPeriodicClaimsTouch(t *testing.T) {
 
 	first := hb.claims(at(10), own)
 	require.Len(t, first, 1, "only the single address is claimed without traffic, not the /24")
-	assert.Equal(t, flowschema.Claim{Address: netip.MustParseAddr("10.0.0.1"), Owner: intervalstore.Owner{ID: "a"}, Start: at(0), End: at(10), Source: "node-1"}, first[0].Claim)
+	assert.Equal(t, flowschema.Claim{Address: netip.MustParseAddr("10.0.0.1"), Owner: owners.Owner{ID: "a"}, Start: at(0), End: at(10), Source: "node-1"}, first[0].Claim)
 	assert.Equal(t, originSource, first[0].origin)
 
 	second := hb.claims(at(20), own)
@@ -318,7 +318,7 @@ type hookSource struct {
 	hook func()
 }
 
-func (s *hookSource) Entries() map[netip.Prefix]intervalstore.Owner {
+func (s *hookSource) Entries() map[netip.Prefix]owners.Owner {
 	if s.hook != nil {
 		s.hook()
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // machineIDPath is systemd's stable host ID, also used by the resource
@@ -46,10 +46,10 @@ func ownNetnsInode() (uint32, error) {
 }
 
 // owner is the host as the owner of its own addresses: ID the host name.
-func (h hostIdentity) owner() intervalstore.Owner {
-	o := intervalstore.Owner{ID: h.name, Attributes: []intervalstore.Attribute{{Name: "host.name", Value: h.name}}}
+func (h hostIdentity) owner() owners.Owner {
+	o := owners.Owner{ID: h.name, Attributes: []owners.Attribute{{Name: "host.name", Value: h.name}}}
 	if h.id != "" {
-		o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: "host.id", Value: h.id})
+		o.Attributes = append(o.Attributes, owners.Attribute{Name: "host.id", Value: h.id})
 	}
 	return o.Canonical()
 }

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
 
@@ -33,7 +33,7 @@ type ownershipSource interface {
 	Shutdown() error
 	// Entries returns the current map from prefix to canonical owner. The
 	// caller must not modify it.
-	Entries() map[netip.Prefix]intervalstore.Owner
+	Entries() map[netip.Prefix]owners.Owner
 }
 
 // staticSource is the configured entries plus, optionally, the host's own
@@ -41,14 +41,14 @@ type ownershipSource interface {
 // address the host lost must stop being claimed for it, or the host would
 // keep claiming it after it moved to someone else.
 type staticSource struct {
-	configured    map[netip.Prefix]intervalstore.Owner
+	configured    map[netip.Prefix]owners.Owner
 	host          hostIdentity
 	listHostAddrs func() ([]netip.Addr, error) // nil when host_addresses is off
 	refreshEvery  time.Duration
 	logger        *zap.Logger
 
 	mu        sync.RWMutex
-	entries   map[netip.Prefix]intervalstore.Owner
+	entries   map[netip.Prefix]owners.Owner
 	hostAddrs []netip.Addr // sorted
 
 	poll poller
@@ -59,7 +59,7 @@ type staticSource struct {
 // for the same prefix, as they are explicit.
 func newStaticSource(cfg StaticSourceConfig, host hostIdentity, listHostAddrs func() ([]netip.Addr, error), refreshEvery time.Duration, logger *zap.Logger) (*staticSource, error) {
 	s := &staticSource{
-		configured:    map[netip.Prefix]intervalstore.Owner{},
+		configured:    map[netip.Prefix]owners.Owner{},
 		host:          host,
 		listHostAddrs: listHostAddrs,
 		refreshEvery:  refreshEvery,
@@ -70,9 +70,9 @@ func newStaticSource(cfg StaticSourceConfig, host hostIdentity, listHostAddrs fu
 		if err != nil {
 			return nil, err
 		}
-		o := intervalstore.Owner{ID: e.Owner}
+		o := owners.Owner{ID: e.Owner}
 		for name, value := range e.Attributes {
-			o.Attributes = append(o.Attributes, intervalstore.Attribute{Name: name, Value: value})
+			o.Attributes = append(o.Attributes, owners.Attribute{Name: name, Value: value})
 		}
 		o = o.Canonical()
 		for _, p := range prefixes {
@@ -92,7 +92,7 @@ func newStaticSource(cfg StaticSourceConfig, host hostIdentity, listHostAddrs fu
 
 func (*staticSource) Name() string { return sourceStatic }
 
-func (s *staticSource) Entries() map[netip.Prefix]intervalstore.Owner {
+func (s *staticSource) Entries() map[netip.Prefix]owners.Owner {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.entries
@@ -131,7 +131,7 @@ func (s *staticSource) setHostAddrs(addrs []netip.Addr) bool {
 	if s.entries != nil && slices.Equal(addrs, s.hostAddrs) {
 		return false
 	}
-	entries := make(map[netip.Prefix]intervalstore.Owner, len(addrs)+len(s.configured))
+	entries := make(map[netip.Prefix]owners.Owner, len(addrs)+len(s.configured))
 	for _, a := range addrs {
 		entries[netip.PrefixFrom(a, a.BitLen())] = s.host.owner()
 	}
@@ -170,7 +170,7 @@ func hostUnicastAddrs() ([]netip.Addr, error) {
 // ownerEntry is a resolved owner of a prefix. Entries are immutable and
 // shared by all lookups of one snapshot.
 type ownerEntry struct {
-	owner intervalstore.Owner
+	owner owners.Owner
 	// key identifies the owner (ID and attributes): a prefix whose owner
 	// has the same key across a rebuild keeps its entry.
 	key string
@@ -209,7 +209,7 @@ func (e *ownerEntry) heldThroughout(ev *tracer.Event) bool {
 	return e.knownFrom(ev.Start, ev.StartBoot)
 }
 
-func ownerKey(o intervalstore.Owner) string {
+func ownerKey(o owners.Owner) string {
 	var b strings.Builder
 	b.WriteString(o.ID)
 	for _, a := range o.Attributes {

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 func TestStaticSourceDefaultIsHostIdentity(t *testing.T) {
@@ -29,8 +29,8 @@ func TestStaticSourceDefaultIsHostIdentity(t *testing.T) {
 	src, err := newStaticSource(createDefaultConfig().Ownership.Static, host,
 		listAddrs("192.0.2.10", "2001:db8::10"), time.Hour, zap.NewNop())
 	require.NoError(t, err)
-	want := intervalstore.Owner{ID: name, Attributes: []intervalstore.Attribute{{Name: "host.id", Value: "0123456789abcdef"}, {Name: "host.name", Value: name}}}
-	assert.Equal(t, map[netip.Prefix]intervalstore.Owner{
+	want := owners.Owner{ID: name, Attributes: []owners.Attribute{{Name: "host.id", Value: "0123456789abcdef"}, {Name: "host.name", Value: name}}}
+	assert.Equal(t, map[netip.Prefix]owners.Owner{
 		netip.MustParsePrefix("192.0.2.10/32"):    want,
 		netip.MustParsePrefix("2001:db8::10/128"): want,
 	}, src.Entries())
@@ -42,7 +42,7 @@ func TestStaticSourceEntriesWinOverHostAddresses(t *testing.T) {
 	}}}
 	src, err := newStaticSource(cfg, hostIdentity{name: "h"}, listAddrs("192.0.2.10", "192.0.2.11"), time.Hour, zap.NewNop())
 	require.NoError(t, err)
-	svc := intervalstore.Owner{ID: "svc", Attributes: []intervalstore.Attribute{{Name: "a", Value: "1"}, {Name: "service.name", Value: "svc"}}}
+	svc := owners.Owner{ID: "svc", Attributes: []owners.Attribute{{Name: "a", Value: "1"}, {Name: "service.name", Value: "svc"}}}
 	assert.Equal(t, svc, src.Entries()[netip.MustParsePrefix("192.0.2.10/32")])
 	assert.Equal(t, svc, src.Entries()[netip.MustParsePrefix("10.0.0.0/24")])
 	assert.Equal(t, "h", src.Entries()[netip.MustParsePrefix("192.0.2.11/32")].ID)
@@ -137,7 +137,7 @@ func writeInPlace(t *testing.T, path, data string) {
 	require.NoError(t, os.WriteFile(path, []byte(data), 0o600))
 }
 
-func ownerIDs(m map[netip.Prefix]intervalstore.Owner) map[string]string {
+func ownerIDs(m map[netip.Prefix]owners.Owner) map[string]string {
 	out := map[string]string{}
 	for p, o := range m {
 		out[p.String()] = o.ID
@@ -162,7 +162,7 @@ func TestFileSourceReload(t *testing.T) {
 	replaceFile(t, path, "10.0.0.1: a\n10.0.1.0/24: {id: pool, attributes: {service.name: batch}}\n")
 	assert.True(t, src.reload())
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "a", "10.0.1.0/24": "pool"}, ownerIDs(src.Entries()))
-	assert.Equal(t, []intervalstore.Attribute{{Name: "service.name", Value: "batch"}}, src.Entries()[netip.MustParsePrefix("10.0.1.0/24")].Attributes)
+	assert.Equal(t, []owners.Attribute{{Name: "service.name", Value: "batch"}}, src.Entries()[netip.MustParsePrefix("10.0.1.0/24")].Attributes)
 	assert.False(t, src.reload(), "unchanged content is not a change")
 	assert.Equal(t, map[string]int{reloadError: 1}, counts.get(), "successes are counted by Start's poller")
 

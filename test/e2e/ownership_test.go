@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
@@ -33,18 +33,18 @@ const caseAttr = "e2e.case"
 type flow struct {
 	name       string
 	local      string
-	localOwner intervalstore.Owner // zero: the frontend owner
+	localOwner owners.Owner // zero: the frontend owner
 	peer       string
 	start      time.Time
-	wantOwner  *intervalstore.Owner // nil: expect no owner written
+	wantOwner  *owners.Owner // nil: expect no owner written
 	// wantStatus and wantReason are the attribution status and, when not
 	// empty, reason expected on the record.
 	wantStatus string
 	wantReason string
 }
 
-func owner(id, service string) intervalstore.Owner {
-	return intervalstore.Owner{ID: id, Attributes: []intervalstore.Attribute{{Name: "service.name", Value: service}}}
+func owner(id, service string) owners.Owner {
+	return owners.Owner{ID: id, Attributes: []owners.Attribute{{Name: "service.name", Value: service}}}
 }
 
 // TestOwnershipPipeline drives the built collector with heartbeats and flow

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
@@ -135,7 +135,7 @@ func flows(fs ...syntheticFlow) plog.Logs {
 		collectortest.PutClientFlow(lr, collectortest.ClientFlow{
 			Local:      netip.MustParseAddr(f.local),
 			Peer:       netip.MustParseAddr(f.peer),
-			LocalOwner: intervalstore.Owner{ID: f.localOwner},
+			LocalOwner: owners.Owner{ID: f.localOwner},
 			Start:      f.start,
 			End:        f.start.Add(time.Second),
 		})
@@ -217,8 +217,8 @@ processors:
 	frontend := netip.MustParseAddr("10.2.0.9")
 	// Agent A's heartbeat goes to gateway 1 only, agent B's to gateway 2
 	// only; each also sends a flow towards the other's address.
-	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: intervalstore.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-a"})), "heartbeat to gateway-1")
-	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: intervalstore.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-b"})), "heartbeat to gateway-2")
+	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-a"})), "heartbeat to gateway-1")
+	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: owners.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-b"})), "heartbeat to gateway-2")
 	must(t, toG2.send(ctx, flows(syntheticFlow{name: "b-to-checkout", local: frontend.String(), localOwner: "frontend", peer: checkout.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-2")
 	must(t, toG1.send(ctx, flows(syntheticFlow{name: "a-to-frontend", local: checkout.String(), localOwner: "checkout", peer: frontend.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-1")
 

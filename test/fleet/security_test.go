@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
@@ -45,7 +45,7 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	now := time.Now()
 	checkout, spare, payments := netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("10.1.0.8"), netip.MustParseAddr("10.1.0.9")
 	rogueOwn := netip.MustParseAddr("10.9.0.5")
-	evil := intervalstore.Owner{ID: "evil"}
+	evil := owners.Owner{ID: "evil"}
 
 	// The gateway refuses senders without a certificate from the fleet's
 	// CA: one from another CA, and none at all. Both trust the gateway.
@@ -61,8 +61,8 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	}
 
 	must(t, agentA.send(ctx, claims(
-		flowschema.Claim{Address: checkout, Owner: intervalstore.Owner{ID: "checkout"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
-		flowschema.Claim{Address: payments, Owner: intervalstore.Owner{ID: "payments"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		flowschema.Claim{Address: payments, Owner: owners.Owner{ID: "payments"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
 	)), "agent-a heartbeats")
 	must(t, rogue.send(ctx, claims(
 		// Under its own name, outside its CIDRs: rejected.
@@ -75,7 +75,7 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 		flowschema.Claim{Address: payments, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
 		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
 		// Its own address under its own name: accepted.
-		flowschema.Claim{Address: rogueOwn, Owner: intervalstore.Owner{ID: "rogue-svc"}, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
+		flowschema.Claim{Address: rogueOwn, Owner: owners.Owner{ID: "rogue-svc"}, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
 	)), "rogue heartbeats")
 
 	start := now.Add(-10 * time.Second)

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // workloads is the number of distinct owners: addresses are spread over
@@ -21,10 +21,10 @@ import (
 // as they do in a cluster (the store interns them).
 const workloads = 1000
 
-var owners = func() []intervalstore.Owner {
-	os := make([]intervalstore.Owner, workloads)
+var workloadOwners = func() []owners.Owner {
+	os := make([]owners.Owner, workloads)
 	for i := range os {
-		os[i] = intervalstore.Owner{ID: fmt.Sprintf("workload-%d", i), Attributes: []intervalstore.Attribute{
+		os[i] = owners.Owner{ID: fmt.Sprintf("workload-%d", i), Attributes: []owners.Attribute{
 			{Name: "k8s.namespace.name", Value: fmt.Sprintf("team-%d", i%40)},
 			{Name: "service.name", Value: fmt.Sprintf("service-%d", i)},
 		}}
@@ -39,8 +39,8 @@ func address(i int) netip.Addr {
 
 // ownerOf is the owner of address i during its r-th range: consecutive
 // ranges of one address belong to different owners (the address was reused).
-func ownerOf(i, r int) intervalstore.Owner {
-	return owners[(i+r*7)%workloads]
+func ownerOf(i, r int) owners.Owner {
+	return workloadOwners[(i+r*7)%workloads]
 }
 
 // encode turns ld into an encoded ExportLogsServiceRequest.

@@ -8,7 +8,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // ClientFlow is a closed TCP flow from a client's side, for tests that
@@ -16,7 +16,7 @@ import (
 // ebpfflow receiver.
 type ClientFlow struct {
 	Local, Peer netip.Addr
-	LocalOwner  intervalstore.Owner
+	LocalOwner  owners.Owner
 	Start, End  time.Time
 }
 

@@ -1,4 +1,9 @@
-package intervalstore
+// Package owners defines who holds an address: an Owner (a stable ID plus a
+// few descriptive attributes), the one parser of address prefixes, and the
+// one configuration shape that maps prefixes to owners, used by the
+// receiver's static entries, the ownership file and the processor's
+// static_owners. It depends on nothing but the standard library.
+package owners // import "github.com/flowattr/flowattr/internal/owners"
 
 import (
 	"slices"
@@ -12,13 +17,12 @@ type Attribute struct {
 	Value string
 }
 
-// Owner is who holds a key during a range: a stable ID plus a few descriptive
-// attributes. The ID alone decides identity for merging; the attributes
-// travel with it to the records it is attributed to.
+// Owner is who holds an address during a range: a stable ID plus a few
+// descriptive attributes. The ID alone decides identity for merging; the
+// attributes travel with it to the records it is attributed to.
 //
-// The store interns owners: every range of the same owner points at one
-// shared, immutable *Owner. Callers must not modify an Owner returned by the
-// store.
+// Stores intern owners: every range of the same owner points at one shared,
+// immutable *Owner. Callers must not modify an Owner returned by a store.
 type Owner struct {
 	ID         string
 	Attributes []Attribute // sorted by Name, names unique; see Canonical
