@@ -62,7 +62,7 @@ func newFleet(sc *Scenario) *fleet {
 	for i := range f.services {
 		f.services[i] = "svc-" + strconv.Itoa(i)
 	}
-	interval := int64(sc.HeartbeatInterval)
+	interval := int64(sc.ClaimInterval)
 	for i := range f.hosts {
 		h := &f.hosts[i]
 		h.name = "host-" + strconv.Itoa(i)
@@ -129,7 +129,7 @@ type hostClaim struct {
 // heartbeatInterval returns the host-frame bounds of host h's next interval
 // and the true time at which the host emits its heartbeats.
 func (f *fleet) heartbeatInterval(h *host) (from, to, emitAt int64) {
-	interval := int64(f.sc.HeartbeatInterval)
+	interval := int64(f.sc.ClaimInterval)
 	from = h.phase + h.next*interval
 	to = from + interval
 	return from, to, to - h.skew

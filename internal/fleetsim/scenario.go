@@ -36,8 +36,8 @@ type Scenario struct {
 	// MaxFlowDuration bounds the long-lived flows (see sampleDuration).
 	MaxFlowDuration time.Duration
 
-	// HeartbeatInterval is how often each host claims every address it owns.
-	HeartbeatInterval time.Duration
+	// ClaimInterval is how often each host claims every address it owns.
+	ClaimInterval time.Duration
 	// MaxHostSkew: every host's clock is off by a fixed amount uniform in
 	// [-MaxHostSkew, MaxHostSkew]; two hosts differ by up to twice that.
 	MaxHostSkew time.Duration
@@ -96,7 +96,7 @@ func DefaultScenario() Scenario {
 		MeanLifetime:      10 * time.Minute,
 		MaxReuseGap:       5 * time.Second,
 		MaxFlowDuration:   10 * time.Minute,
-		HeartbeatInterval: 10 * time.Second,
+		ClaimInterval: 10 * time.Second,
 		MaxHostSkew:       0,
 		Claims: Delivery{
 			Delay:  time.Second,
@@ -157,7 +157,7 @@ func (s Scenario) Validate() error {
 	positive("MeanLifetime", s.MeanLifetime)
 	nonNegative("MaxReuseGap", s.MaxReuseGap)
 	positive("MaxFlowDuration", s.MaxFlowDuration)
-	positive("HeartbeatInterval", s.HeartbeatInterval)
+	positive("ClaimInterval", s.ClaimInterval)
 	nonNegative("MaxHostSkew", s.MaxHostSkew)
 	nonNegative("Claims.Delay", s.Claims.Delay)
 	nonNegative("Claims.Jitter", s.Claims.Jitter)

@@ -321,7 +321,7 @@ func (r *runner) deliver(now int64) plog.Logs {
 				Owner:   seg.owner,
 				Start:   Epoch.Add(time.Duration(m.s)),
 				End:     Epoch.Add(time.Duration(m.e)),
-				Source:  r.fleet.hosts[seg.host].name,
+				Sender:  r.fleet.hosts[seg.host].name,
 			})
 			r.oracle.add(seg.ip, seg.id, m.s, m.e, now)
 		case msgFlow:

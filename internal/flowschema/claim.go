@@ -18,13 +18,13 @@ import (
 )
 
 // Claim is the content of one heartbeat record: Owner held Address during
-// [Start, End], as observed by Source.
+// [Start, End], as sent by Sender.
 type Claim struct {
 	Address netip.Addr
 	Owner   owners.Owner
 	Start   time.Time
 	End     time.Time
-	Source  string
+	Sender  string
 }
 
 // ParseAddr parses a textual IP address into its canonical form: IPv4-mapped
@@ -164,14 +164,14 @@ func ownerIDKey(prefix string) string {
 // PutClaim turns lr into the heartbeat record for c. The record's Timestamp is
 // the claim's end.
 func PutClaim(lr plog.LogRecord, c Claim) {
-	lr.SetEventName(EventHeartbeat)
+	lr.SetEventName(EventClaim)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
 	attrs := lr.Attributes()
 	attrs.PutStr(AttrClaimAddress, CanonicalAddr(c.Address).String())
 	attrs.PutInt(AttrClaimStartTime, c.Start.UnixNano())
 	attrs.PutInt(AttrClaimEndTime, c.End.UnixNano())
-	if c.Source != "" {
-		attrs.PutStr(AttrClaimSource, c.Source)
+	if c.Sender != "" {
+		attrs.PutStr(AttrClaimSender, c.Sender)
 	}
 	PutOwner(attrs, PrefixClaimOwner, c.Owner)
 }
@@ -209,8 +209,8 @@ func ReasonOf(err error) RejectReason {
 	return ""
 }
 
-// IsHeartbeat reports whether lr is a heartbeat record.
-func IsHeartbeat(lr plog.LogRecord) bool { return lr.EventName() == EventHeartbeat }
+// IsClaim reports whether lr is a heartbeat record.
+func IsClaim(lr plog.LogRecord) bool { return lr.EventName() == EventClaim }
 
 // ParseClaim reads the claim in a heartbeat record. It checks the record's
 // own consistency; whether the claim is plausible (not in the future, from a
@@ -242,8 +242,8 @@ func ParseClaim(lr plog.LogRecord) (Claim, error) {
 		return Claim{}, &ClaimError{RejectEndBeforeStart, fmt.Sprintf("end %s before start %s", end.Format(time.RFC3339Nano), start.Format(time.RFC3339Nano))}
 	}
 	c.Start, c.End = start, end
-	if sv, ok := attrs.Get(AttrClaimSource); ok {
-		c.Source = sv.AsString()
+	if sv, ok := attrs.Get(AttrClaimSender); ok {
+		c.Sender = sv.AsString()
 	}
 	return c, nil
 }

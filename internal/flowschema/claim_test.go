@@ -23,7 +23,7 @@ func TestClaimRoundTrip(t *testing.T) {
 		in   Claim
 		addr string // canonical address expected back
 	}{
-		{"ipv4", Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: owners.Owner{ID: "checkout"}, Start: t0, End: t0.Add(time.Minute), Source: "node-a"}, "10.0.0.2"},
+		{"ipv4", Claim{Address: netip.MustParseAddr("10.0.0.2"), Owner: owners.Owner{ID: "checkout"}, Start: t0, End: t0.Add(time.Minute), Sender: "node-a"}, "10.0.0.2"},
 		{"ipv6 with attributes", Claim{
 			Address: netip.MustParseAddr("fd00::2"),
 			Owner: owners.Owner{ID: "pod-1", Attributes: []owners.Attribute{
@@ -38,7 +38,7 @@ func TestClaimRoundTrip(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			lr := plog.NewLogRecord()
 			PutClaim(lr, tt.in)
-			assert.True(t, IsHeartbeat(lr))
+			assert.True(t, IsClaim(lr))
 			assert.Equal(t, tt.in.End, lr.Timestamp().AsTime().UTC())
 			got, err := ParseClaim(lr)
 			require.NoError(t, err)
@@ -46,7 +46,7 @@ func TestClaimRoundTrip(t *testing.T) {
 			assert.True(t, tt.in.Owner.Canonical().Equal(got.Owner), "owner %v != %v", tt.in.Owner, got.Owner)
 			assert.True(t, tt.in.Start.Equal(got.Start))
 			assert.True(t, tt.in.End.Equal(got.End))
-			assert.Equal(t, tt.in.Source, got.Source)
+			assert.Equal(t, tt.in.Sender, got.Sender)
 
 			// Writing the parsed claim again gives the same record.
 			again := plog.NewLogRecord()
@@ -126,7 +126,7 @@ func TestOwnerWriterBoundsItsCache(t *testing.T) {
 	assert.Len(t, *w.keys.Load(), maxCachedOwnerKeys)
 }
 
-var fuzzKeys = []string{AttrClaimAddress, AttrClaimStartTime, AttrClaimEndTime, AttrClaimSource, PrefixClaimOwner + OwnerIDSuffix, PrefixClaimOwner + "service.name"}
+var fuzzKeys = []string{AttrClaimAddress, AttrClaimStartTime, AttrClaimEndTime, AttrClaimSender, PrefixClaimOwner + OwnerIDSuffix, PrefixClaimOwner + "service.name"}
 
 // FuzzParseClaim gives the claim attributes arbitrary types and values:
 // ParseClaim never panics, and a claim it accepts is usable as it is.

@@ -17,9 +17,9 @@ const (
 	// EventFlow marks a flow record: one TCP connection, closed or (for
 	// interim reports of long-lived connections) still open.
 	EventFlow = "flowattr.flow"
-	// EventHeartbeat marks a heartbeat record: a claim that an owner held an
+	// EventClaim marks a heartbeat record: a claim that an owner held an
 	// address during a time range.
-	EventHeartbeat = "flowattr.heartbeat"
+	EventClaim = "flowattr.claim"
 )
 
 // Flow record attributes taken from the semantic conventions.
@@ -146,7 +146,7 @@ const (
 	// inclusive, as int Unix nanoseconds.
 	AttrClaimStartTime = "flowattr.claim.start_time_unix_nano"
 	AttrClaimEndTime   = "flowattr.claim.end_time_unix_nano"
-	// AttrClaimSource names who observed the claim (the emitting host), so
+	// AttrClaimSender names who observed the claim (the emitting host), so
 	// that a receiver of heartbeats can check the source may claim the address.
-	AttrClaimSource = "flowattr.claim.source"
+	AttrClaimSender = "flowattr.claim.sender"
 )

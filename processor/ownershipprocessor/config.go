@@ -25,11 +25,11 @@ type Config struct {
 	TimeAttribute string `mapstructure:"time_attribute"`
 	// OwnerPrefix is the attribute prefix under which the owner is written.
 	OwnerPrefix string `mapstructure:"owner_prefix"`
-	// KeepHeartbeats passes heartbeat records on after applying them instead
+	// KeepClaims passes heartbeat records on after applying them instead
 	// of removing them from the stream.
-	KeepHeartbeats bool `mapstructure:"keep_heartbeats"`
+	KeepClaims bool `mapstructure:"keep_claims"`
 	// KeepFlows passes flow records on (attributed). When false they are
-	// removed after their local claims are applied: with KeepHeartbeats, a
+	// removed after their local claims are applied: with KeepClaims, a
 	// pipeline that forwards only heartbeats, e.g. to peers or a topic.
 	KeepFlows bool `mapstructure:"keep_flows"`
 	// ApplyLocalClaims applies the local side of every flow record (local
@@ -48,17 +48,17 @@ type Config struct {
 	WorkloadCIDRs []string `mapstructure:"workload_cidrs"`
 	// StaticOwners name owners for addresses outside WorkloadCIDRs.
 	StaticOwners []StaticOwner `mapstructure:"static_owners"`
-	// Sources, when set, lists who may send heartbeats (the claim's source
+	// Senders, when set, lists who may send claims (the claim's sender
 	// attribute) and which addresses each may claim.
-	Sources map[string][]string `mapstructure:"sources"`
-	// SourceIdentity binds a heartbeat's source to its sender. "none" trusts
+	Senders map[string][]string `mapstructure:"senders"`
+	// SenderIdentity binds a heartbeat's source to its sender. "none" trusts
 	// the declared source; "certificate" requires a heartbeat that arrived
 	// over gRPC to come with a verified client certificate whose CommonName
 	// or a DNS SAN is the source. It needs the processor directly after an
 	// OTLP/gRPC receiver with mutual TLS, so that the connection is in the
 	// context; heartbeats with no gRPC peer (local receivers, Kafka) are not
 	// checked.
-	SourceIdentity string `mapstructure:"source_identity"`
+	SenderIdentity string `mapstructure:"sender_identity"`
 	// MergeGap, ClockSkew, Retention and MaxKeys configure the store.
 	MergeGap  time.Duration `mapstructure:"merge_gap"`
 	ClockSkew time.Duration `mapstructure:"clock_skew"`
@@ -85,7 +85,7 @@ func createDefaultConfig() *Config {
 		OwnerPrefix:      flowschema.PrefixPeerOwner,
 		KeepFlows:        true,
 		ApplyLocalClaims: true,
-		SourceIdentity:   sourceIdentityNone,
+		SenderIdentity:   senderIdentityNone,
 		MaxFuture:        time.Minute,
 		MaxWait:          30 * time.Second,
 		MaxPending:       100_000,
@@ -126,8 +126,8 @@ func (cfg *Config) Validate() error {
 	if cfg.KeyAttribute != "" && cfg.KeyAttribute == cfg.TimeAttribute {
 		errs = append(errs, fmt.Errorf("key_attribute and time_attribute must differ, both are %q: one holds the peer address (a string), the other the flow start time (an int)", cfg.KeyAttribute))
 	}
-	if cfg.SourceIdentity != sourceIdentityNone && cfg.SourceIdentity != sourceIdentityCertificate {
-		errs = append(errs, fmt.Errorf("source_identity must be %q or %q, got %q", sourceIdentityNone, sourceIdentityCertificate, cfg.SourceIdentity))
+	if cfg.SenderIdentity != senderIdentityNone && cfg.SenderIdentity != senderIdentityCertificate {
+		errs = append(errs, fmt.Errorf("sender_identity must be %q or %q, got %q", senderIdentityNone, senderIdentityCertificate, cfg.SenderIdentity))
 	}
 	if cfg.MaxFuture < 0 {
 		errs = append(errs, fmt.Errorf("max_future must not be negative, got %s", cfg.MaxFuture))

@@ -11,14 +11,14 @@ import (
 )
 
 // TestForwardOnlyAcceptedHeartbeats is the configuration of a pipeline that
-// sends this collector's heartbeats to peers or a topic: keep_heartbeats
+// sends this collector's heartbeats to peers or a topic: keep_claims
 // with keep_flows false passes on the heartbeats the processor accepted and
 // nothing else; flows and rejected claims stop here.
 func TestForwardOnlyAcceptedHeartbeats(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.KeepHeartbeats = true
+	cfg.KeepClaims = true
 	cfg.KeepFlows = false
-	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}}
+	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}}
 	require.NoError(t, cfg.Validate())
 	h := newHarness(t, cfg)
 	h.consume(
@@ -29,11 +29,11 @@ func TestForwardOnlyAcceptedHeartbeats(t *testing.T) {
 	)
 	recs := h.records()
 	require.Len(t, recs, 1, "only the accepted heartbeat is passed on")
-	assert.Equal(t, flowschema.EventHeartbeat, recs[0].EventName())
+	assert.Equal(t, flowschema.EventClaim, recs[0].EventName())
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "heartbeat", "reason": "unauthorized_source"}, 2)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "claim", "reason": "unauthorized_sender"}, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 1)
 }
 
 func TestKeepFlowsFalseWithoutLocalClaims(t *testing.T) {
@@ -43,15 +43,15 @@ func TestKeepFlowsFalseWithoutLocalClaims(t *testing.T) {
 	h := newHarness(t, cfg)
 	h.consume(ownedFlow("10.0.0.1", "web", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	assert.Zero(t, h.sink.LogRecordCount(), "the flow is removed")
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 0)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 0)
 }
 
 // TestKeepHeartbeatsDropsRejected checks that a forwarding pipeline that
 // keeps flows too still drops the heartbeats it rejected.
 func TestKeepHeartbeatsDropsRejected(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.KeepHeartbeats = true
-	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}}
+	cfg.KeepClaims = true
+	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}}
 	h := newHarness(t, cfg)
 	h.consume(
 		heartbeat("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),
@@ -69,9 +69,9 @@ func TestKeepHeartbeatsDropsRejected(t *testing.T) {
 // around it are, in order.
 func TestKeepHeartbeatsDropsRefused(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.KeepHeartbeats = true
+	cfg.KeepClaims = true
 	cfg.KeepFlows = false
-	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}}
+	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}}
 	require.NoError(t, cfg.Validate())
 	h := newHarness(t, cfg)
 	h.consume(
@@ -83,6 +83,6 @@ func TestKeepHeartbeatsDropsRefused(t *testing.T) {
 	require.Len(t, recs, 2, "only the applied heartbeats are passed on")
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
 	assert.Equal(t, "10.0.0.5", str(recs[1], flowschema.AttrClaimAddress))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "heartbeat", "reason": "expired"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "claim", "reason": "expired"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 2)
 }

@@ -26,7 +26,7 @@ var knownKeys = []string{
 	flowschema.AttrClaimAddress,
 	flowschema.AttrClaimStartTime,
 	flowschema.AttrClaimEndTime,
-	flowschema.AttrClaimSource,
+	flowschema.AttrClaimSender,
 	flowschema.PrefixClaimOwner + "id",
 	flowschema.PrefixClaimOwner + "service.name",
 	flowschema.PrefixLocalOwner + "id",
@@ -97,7 +97,7 @@ func synthesize(data []byte) plog.Logs {
 				case 0:
 					lr.SetEventName(flowschema.EventFlow)
 				case 1:
-					lr.SetEventName(flowschema.EventHeartbeat)
+					lr.SetEventName(flowschema.EventClaim)
 				case 2:
 					lr.SetEventName("other")
 				}
@@ -120,7 +120,7 @@ func fuzzConfig() *Config {
 	cfg.MaxPending = 3
 	cfg.WorkloadCIDRs = []string{"10.0.0.0/8", "fd00::/8"}
 	cfg.StaticOwners = []StaticOwner{{CIDR: "203.0.113.0/24", ID: "lb"}}
-	cfg.Sources = map[string][]string{"10.0.0.2": {"10.0.0.0/24"}}
+	cfg.Senders = map[string][]string{"10.0.0.2": {"10.0.0.0/24"}}
 	return cfg
 }
 
@@ -152,7 +152,7 @@ func FuzzConsumeLogs(f *testing.F) {
 		for _, rl := range ld.ResourceLogs().All() {
 			for _, sl := range rl.ScopeLogs().All() {
 				for _, lr := range sl.LogRecords().All() {
-					if lr.EventName() == flowschema.EventHeartbeat {
+					if lr.EventName() == flowschema.EventClaim {
 						heartbeats++
 					}
 				}

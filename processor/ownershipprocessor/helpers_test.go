@@ -176,7 +176,7 @@ func heartbeat(addr, owner string, start, end time.Time, source string) func(plo
 			Owner:   owners.Owner{ID: owner, Attributes: []owners.Attribute{{Name: "service.name", Value: owner + "-svc"}}},
 			Start:   start,
 			End:     end,
-			Source:  source,
+			Sender:  source,
 		})
 	}
 }

@@ -9,20 +9,20 @@ import (
 	"google.golang.org/grpc/peer"
 )
 
-// Values of source_identity.
+// Values of sender_identity.
 const (
-	// sourceIdentityNone trusts the heartbeat's self-declared source name.
-	sourceIdentityNone = "none"
-	// sourceIdentityCertificate binds the source name to the verified client
+	// senderIdentityNone trusts the heartbeat's self-declared source name.
+	senderIdentityNone = "none"
+	// senderIdentityCertificate binds the source name to the verified client
 	// certificate of the gRPC connection that delivered the heartbeat.
-	sourceIdentityCertificate = "certificate"
+	senderIdentityCertificate = "certificate"
 )
 
 // senderIdentity is what the connection that delivered a batch says about
 // its sender, read once per batch.
 type senderIdentity struct {
 	// checked is set when heartbeat sources must be named by the sender's
-	// certificate: source_identity is certificate and the batch came over a
+	// certificate: sender_identity is certificate and the batch came over a
 	// gRPC connection. Batches without a gRPC peer (a local receiver, a
 	// Kafka topic) are not checked: their trust boundary is elsewhere.
 	checked bool
@@ -41,7 +41,7 @@ func identify(ctx context.Context, mode string) senderIdentity {
 	if !ok {
 		return senderIdentity{}
 	}
-	if mode != sourceIdentityCertificate {
+	if mode != senderIdentityCertificate {
 		return senderIdentity{remote: true}
 	}
 	id := senderIdentity{checked: true, remote: true}
@@ -67,7 +67,7 @@ func (id senderIdentity) mayUse(source string) bool {
 // may not claim addr, or "" when it may. A flow record names no source: the
 // records of this collector's own receiver are trusted, as its heartbeats
 // are; those of another host are held to what its heartbeats would be under
-// source_identity and sources, the host being named by its certificate.
+// sender_identity and sources, the host being named by its certificate.
 func (id senderIdentity) localClaimRefusal(t *addressTables, addr netip.Addr) string {
 	switch {
 	case !id.remote || !id.checked && t.sources == nil:

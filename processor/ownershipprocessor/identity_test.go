@@ -43,20 +43,20 @@ func TestSourceIdentityCertificate(t *testing.T) {
 		source  string
 		applied bool
 	}{
-		{"certificate CommonName is the source", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "node-a", true},
-		{"certificate DNS SAN is the source", sourceIdentityCertificate, grpcPeer(clientCert("host-17", "node-a"), true), "node-a", true},
-		{"certificate names another source", sourceIdentityCertificate, grpcPeer(clientCert("node-b", "node-b"), true), "node-a", false},
-		{"no source", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "", false},
-		{"TLS without a verified client certificate", sourceIdentityCertificate, grpcPeer(nil, true), "node-a", false},
-		{"plain gRPC", sourceIdentityCertificate, grpcPeer(nil, false), "node-a", false},
+		{"certificate CommonName is the source", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "node-a", true},
+		{"certificate DNS SAN is the source", senderIdentityCertificate, grpcPeer(clientCert("host-17", "node-a"), true), "node-a", true},
+		{"certificate names another source", senderIdentityCertificate, grpcPeer(clientCert("node-b", "node-b"), true), "node-a", false},
+		{"no source", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "", false},
+		{"TLS without a verified client certificate", senderIdentityCertificate, grpcPeer(nil, true), "node-a", false},
+		{"plain gRPC", senderIdentityCertificate, grpcPeer(nil, false), "node-a", false},
 		// A local receiver or a Kafka topic: no connection to check.
-		{"no gRPC peer", sourceIdentityCertificate, context.Background(), "node-a", true},
-		{"off", sourceIdentityNone, grpcPeer(clientCert("node-b"), true), "node-a", true},
+		{"no gRPC peer", senderIdentityCertificate, context.Background(), "node-a", true},
+		{"off", senderIdentityNone, grpcPeer(clientCert("node-b"), true), "node-a", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := noHoldConfig()
-			cfg.SourceIdentity = tt.mode
+			cfg.SenderIdentity = tt.mode
 			require.NoError(t, cfg.Validate())
 			h := newHarness(t, cfg)
 			require.NoError(t, h.proc.ConsumeLogs(tt.ctx, logsOf(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, tt.source))))
@@ -66,9 +66,9 @@ func TestSourceIdentityCertificate(t *testing.T) {
 			if tt.applied {
 				applied, rejected, wantOwner = 1, 0, "checkout"
 			}
-			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
-				map[string]string{"origin": "heartbeat", "reason": "unauthenticated_source"}, rejected)
-			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, applied)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
+				map[string]string{"origin": "claim", "reason": "unauthenticated_sender"}, rejected)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, applied)
 			h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 			_, _, owner := attribution(h.records()[0])
 			assert.Equal(t, wantOwner, owner)
@@ -80,17 +80,17 @@ func TestSourceIdentityCertificate(t *testing.T) {
 // name inside node-b's CIDRs, while its own claims are accepted.
 func TestSourceIdentityStopsImpersonation(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.SourceIdentity = sourceIdentityCertificate
-	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
+	cfg.SenderIdentity = senderIdentityCertificate
+	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
 	h := newHarness(t, cfg)
 	nodeA := grpcPeer(clientCert("node-a", "node-a"), true)
 	require.NoError(t, h.proc.ConsumeLogs(nodeA, logsOf(
 		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
 		heartbeat("10.0.1.2", "evil", t0.Add(-time.Minute), t0, "node-b"),
 	)))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
-		map[string]string{"origin": "heartbeat", "reason": "unauthenticated_source"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
+		map[string]string{"origin": "claim", "reason": "unauthenticated_sender"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 1)
 
 	h.consume(
 		flow("10.0.0.9", "10.0.0.2", t0.Add(-30*time.Second), t0),
@@ -110,7 +110,7 @@ func TestSourceIdentityStopsImpersonation(t *testing.T) {
 // may claim.
 func TestSourceIdentityLeavesLocalClaims(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.SourceIdentity = sourceIdentityCertificate
+	cfg.SenderIdentity = senderIdentityCertificate
 	h := newHarness(t, cfg)
 	require.NoError(t, h.proc.ConsumeLogs(grpcPeer(clientCert("node-a"), true),
 		logsOf(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0))))
@@ -134,18 +134,18 @@ func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
 		local  string
 		reason string // the local claim's rejection, or "" if applied
 	}{
-		{"own receiver", sourceIdentityNone, context.Background(), "10.0.2.5", ""},
-		{"own receiver, certificate mode", sourceIdentityCertificate, context.Background(), "10.0.2.5", ""},
-		{"other host, nothing names it", sourceIdentityNone, grpcPeer(nil, false), "10.0.2.5", "unauthorized_source"},
-		{"other host, certificate for its own CIDR", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.1.5", ""},
-		{"other host, certificate for another's CIDR", sourceIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.2.5", "unauthorized_source"},
-		{"other host, no certificate", sourceIdentityCertificate, grpcPeer(nil, true), "10.0.1.5", "unauthenticated_source"},
+		{"own receiver", senderIdentityNone, context.Background(), "10.0.2.5", ""},
+		{"own receiver, certificate mode", senderIdentityCertificate, context.Background(), "10.0.2.5", ""},
+		{"other host, nothing names it", senderIdentityNone, grpcPeer(nil, false), "10.0.2.5", "unauthorized_sender"},
+		{"other host, certificate for its own CIDR", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.1.5", ""},
+		{"other host, certificate for another's CIDR", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.2.5", "unauthorized_sender"},
+		{"other host, no certificate", senderIdentityCertificate, grpcPeer(nil, true), "10.0.1.5", "unauthenticated_sender"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := noHoldConfig()
-			cfg.SourceIdentity = tt.mode
-			cfg.Sources = sources
+			cfg.SenderIdentity = tt.mode
+			cfg.Senders = sources
 			h := newHarness(t, cfg)
 			require.NoError(t, h.proc.ConsumeLogs(tt.ctx,
 				logsOf(ownedFlow(tt.local, "evil", "10.0.1.1", t0.Add(-time.Minute), t0))))
@@ -158,7 +158,7 @@ func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
 				return
 			}
 			assert.Equal(t, "<absent>", owner)
-			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
 				map[string]string{"origin": "flow", "reason": tt.reason}, 1)
 		})
 	}

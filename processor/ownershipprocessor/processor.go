@@ -26,11 +26,11 @@ import (
 
 // Claim origins, the values of the origin telemetry attribute.
 const (
-	originHeartbeat = iota // a heartbeat record
+	originClaim = iota // a claim record
 	originFlow             // the local side of a flow record
 )
 
-var originNames = [...]string{originHeartbeat: "heartbeat", originFlow: "flow"}
+var originNames = [...]string{originClaim: "claim", originFlow: "flow"}
 
 // Reasons written on flow records or counted for claims, besides the
 // intervalstore reasons and flowschema.RejectReason.
@@ -43,8 +43,8 @@ const (
 	reasonOutsideWorkload = "outside_workload_cidrs" // no heartbeats for this address, no static owner
 	reasonTimestampUsed   = "timestamp_fallback"     // attributed, at the record Timestamp
 	reasonEndInFuture     = "end_in_future"          // claim ends past now+max_future
-	reasonUnauthorized    = "unauthorized_source"    // source may not claim the address
-	reasonUnauthenticated = "unauthenticated_source" // sender's certificate does not name the source
+	reasonUnauthorized    = "unauthorized_sender"    // source may not claim the address
+	reasonUnauthenticated = "unauthenticated_sender" // sender's certificate does not name the source
 	reasonExpired         = "expired"                // claim ends before now-retention
 	reasonStoreError      = "store_error"            // the store refused the claim otherwise
 )
@@ -226,7 +226,7 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 		b.released = p.hold.expire(now, p.lookup)
 	}
 	// Claims first, so that flows in the same batch see them.
-	p.shared.claimsApplied(p.applyClaims(ld, identify(ctx, p.cfg.SourceIdentity), now, &st))
+	p.shared.claimsApplied(p.applyClaims(ld, identify(ctx, p.cfg.SenderIdentity), now, &st))
 	p.attributeFlows(ld, b, &st)
 	p.report(ctx, &st)
 	removeEmpty(ld)
@@ -250,29 +250,29 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 		for j := 0; j < sls.Len(); j++ {
 			sls.At(j).LogRecords().RemoveIf(func(lr plog.LogRecord) bool {
 				switch lr.EventName() {
-				case flowschema.EventHeartbeat:
+				case flowschema.EventClaim:
 					c, err := flowschema.ParseClaim(lr)
 					if err != nil {
 						reason := string(flowschema.ReasonOf(err))
 						if reason == "" {
 							reason = "invalid"
 						}
-						st.reject(originHeartbeat, reason, 1)
+						st.reject(originClaim, reason, 1)
 						return true
 					}
-					if !sender.mayUse(c.Source) {
-						st.reject(originHeartbeat, reasonUnauthenticated, 1)
+					if !sender.mayUse(c.Sender) {
+						st.reject(originClaim, reasonUnauthenticated, 1)
 						return true
 					}
-					if reason := p.checkClaim(c, originHeartbeat, now); reason != "" {
-						st.reject(originHeartbeat, reason, 1)
+					if reason := p.checkClaim(c, originClaim, now); reason != "" {
+						st.reject(originClaim, reason, 1)
 						return true
 					}
 					// Applied after this pass, with the batch's other
 					// heartbeats; kept until then in case the store
 					// refuses it.
 					local.heartbeats = append(local.heartbeats, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(c.Address), Owner: c.Owner, Start: c.Start, End: c.End})
-					return !p.cfg.KeepHeartbeats
+					return !p.cfg.KeepClaims
 				case flowschema.EventFlow:
 					if !p.cfg.ApplyLocalClaims {
 						return !p.cfg.KeepFlows
@@ -299,13 +299,13 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 	local.results = p.store.ApplyBatch(local.heartbeats, local.results[:0])
 	refused := false
 	for i, r := range local.results {
-		if p.countApply(r.ApplyResult, r.Err, originHeartbeat, 1, st) {
+		if p.countApply(r.ApplyResult, r.Err, originClaim, 1, st) {
 			touched = append(touched, local.heartbeats[i].Key.Addr())
 		} else {
 			refused = true
 		}
 	}
-	if refused && p.cfg.KeepHeartbeats {
+	if refused && p.cfg.KeepClaims {
 		// Only claims this processor accepted are passed on: one the store
 		// refused goes no further (not to peers, not to a topic). The
 		// heartbeat records left are those of local.heartbeats, in order.
@@ -335,7 +335,7 @@ func (p *ownershipProcessor) dropRefused(ld plog.Logs, results []intervalstore.C
 		sls := rls.At(i).ScopeLogs()
 		for j := 0; j < sls.Len(); j++ {
 			sls.At(j).LogRecords().RemoveIf(func(lr plog.LogRecord) bool {
-				if lr.EventName() != flowschema.EventHeartbeat {
+				if lr.EventName() != flowschema.EventClaim {
 					return false
 				}
 				k++
@@ -440,7 +440,7 @@ func (p *ownershipProcessor) checkClaim(c flowschema.Claim, origin int, now time
 	switch {
 	case c.End.After(now.Add(p.cfg.MaxFuture)):
 		return reasonEndInFuture
-	case origin == originHeartbeat && !p.tables.mayClaim(c.Source, c.Address):
+	case origin == originClaim && !p.tables.mayClaim(c.Sender, c.Address):
 		return reasonUnauthorized
 	case !p.tables.isWorkload(c.Address):
 		return reasonOutsideWorkload
@@ -832,11 +832,11 @@ func (p *ownershipProcessor) shutdown(ctx context.Context, release func()) {
 func (p *ownershipProcessor) report(ctx context.Context, st *batchStats) {
 	for o, n := range st.applied {
 		if n > 0 {
-			p.tel.ProcessorOwnershipHeartbeatsApplied.Add(ctx, n, p.originAttrs[o])
+			p.tel.ProcessorOwnershipClaimsApplied.Add(ctx, n, p.originAttrs[o])
 		}
 	}
 	for _, r := range st.rejected {
-		p.tel.ProcessorOwnershipHeartbeatsRejected.Add(ctx, r.n, metric.WithAttributes(
+		p.tel.ProcessorOwnershipClaimsRejected.Add(ctx, r.n, metric.WithAttributes(
 			attribute.String("origin", originNames[r.origin]), attribute.String("reason", r.reason)))
 	}
 	if st.conflicts > 0 {

@@ -49,12 +49,12 @@ func TestHeartbeatInSameBatchAsFlow(t *testing.T) {
 
 func TestKeepHeartbeats(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.KeepHeartbeats = true
+	cfg.KeepClaims = true
 	h := newHarness(t, cfg)
 	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	recs := h.records()
 	require.Len(t, recs, 1)
-	assert.Equal(t, flowschema.EventHeartbeat, recs[0].EventName())
+	assert.Equal(t, flowschema.EventClaim, recs[0].EventName())
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
 }
 
@@ -84,10 +84,10 @@ func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
 		}), "end_before_start"},
 		{"end in future", nil, heartbeat("10.0.0.2", "checkout", t0, t0.Add(2*time.Minute), ""), "end_in_future"},
 		{"expired", nil, heartbeat("10.0.0.2", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), ""), "expired"},
-		{"unknown source", func(c *Config) { c.Sources = map[string][]string{"node-b": {"10.0.0.0/8"}} }, base, "unauthorized_source"},
-		{"no source", func(c *Config) { c.Sources = map[string][]string{"node-a": {"10.0.0.0/8"}} },
-			heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_source"},
-		{"address outside source CIDRs", func(c *Config) { c.Sources = map[string][]string{"node-a": {"10.1.0.0/16"}} }, base, "unauthorized_source"},
+		{"unknown source", func(c *Config) { c.Senders = map[string][]string{"node-b": {"10.0.0.0/8"}} }, base, "unauthorized_sender"},
+		{"no source", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.0.0/8"}} },
+			heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_sender"},
+		{"address outside source CIDRs", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.1.0.0/16"}} }, base, "unauthorized_sender"},
 		{"outside workload", func(c *Config) { c.WorkloadCIDRs = []string{"10.1.0.0/16"} }, base, "outside_workload_cidrs"},
 	}
 	for _, tt := range tests {
@@ -100,9 +100,9 @@ func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
 			h := newHarness(t, cfg)
 			h.consume(tt.record)
 			assert.Equal(t, 0, h.sink.LogRecordCount(), "rejected heartbeats are removed too")
-			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected",
-				map[string]string{"origin": "heartbeat", "reason": tt.reason}, 1)
-			assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "heartbeat"}, 0)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
+				map[string]string{"origin": "claim", "reason": tt.reason}, 1)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 0)
 
 			h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 			_, _, owner := attribution(h.records()[0])
@@ -113,7 +113,7 @@ func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
 
 func TestAuthorizedSourceApplies(t *testing.T) {
 	cfg := noHoldConfig()
-	cfg.Sources = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
+	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
 	h := newHarness(t, cfg)
 	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"))
 	// node-b stealing node-a's address is refused.
@@ -128,7 +128,7 @@ func TestLocalClaims(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	// Host 10.0.0.2 reports its own flow: its local side is a claim.
 	h.consume(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 1)
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	recs := h.records()
 	require.Len(t, recs, 2)
@@ -159,9 +159,9 @@ func TestLocalClaimRejections(t *testing.T) {
 		}),
 		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0.Add(time.Hour)),
 	)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "missing_owner"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "bad_address"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "missing_owner"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "bad_address"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
 	assert.Equal(t, 3, h.sink.LogRecordCount(), "flow records pass whatever their local side")
 }
 
@@ -289,8 +289,8 @@ func TestLocalClaimsJoinedWithinBatch(t *testing.T) {
 		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-90*time.Second), t0),
 		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Second), t0.Add(time.Hour)), // in the future
 	)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_applied", map[string]string{"origin": "flow"}, 3)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_heartbeats_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 3)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_ranges", nil, 2)
 
 	h.consume(

@@ -89,10 +89,10 @@ func (cfg *Config) tables() (*addressTables, error) {
 		o = o.Canonical()
 		t.static.Insert(p, &o)
 	}
-	if len(cfg.Sources) > 0 {
-		t.sources = make(map[string]*bart.Lite, len(cfg.Sources))
-		for _, name := range sortedKeys(cfg.Sources) {
-			cidrs := cfg.Sources[name]
+	if len(cfg.Senders) > 0 {
+		t.sources = make(map[string]*bart.Lite, len(cfg.Senders))
+		for _, name := range sortedKeys(cfg.Senders) {
+			cidrs := cfg.Senders[name]
 			if name == "" {
 				errs = append(errs, errors.New("sources: a source name must not be empty"))
 				continue

@@ -43,14 +43,14 @@ type Config struct {
 	// FlushInterval is the longest a record waits for its batch to fill.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
 
-	// HeartbeatInterval is how often heartbeat (claim) records are emitted.
-	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// ClaimInterval is how often heartbeat (claim) records are emitted.
+	ClaimInterval time.Duration `mapstructure:"claim_interval"`
 	// ActiveInterval is how often open connections are reported with interim
 	// (state active) records; 0 disables interim reports.
 	ActiveInterval time.Duration `mapstructure:"active_interval"`
-	// Source names this receiver in heartbeats (flowattr.claim.source);
+	// Sender names this receiver in its claims (flowattr.claim.sender);
 	// empty for the host name.
-	Source string `mapstructure:"source"`
+	Sender string `mapstructure:"sender"`
 
 	Filter    FilterConfig    `mapstructure:"filter"`
 	Ownership OwnershipConfig `mapstructure:"ownership"`
@@ -134,7 +134,7 @@ func createDefaultConfig() *Config {
 		QueueSize:         10000,
 		MaxBatchSize:      1000,
 		FlushInterval:     time.Second,
-		HeartbeatInterval: 10 * time.Second,
+		ClaimInterval: 10 * time.Second,
 		ActiveInterval:    30 * time.Second,
 		Filter:            FilterConfig{ExcludeLoopback: true},
 		Ownership: OwnershipConfig{
@@ -169,8 +169,8 @@ func (cfg *Config) Validate() error {
 	if cfg.FlushInterval <= 0 {
 		errs = append(errs, fmt.Errorf("flush_interval: must be positive, got %s", cfg.FlushInterval))
 	}
-	if cfg.HeartbeatInterval < time.Second {
-		errs = append(errs, fmt.Errorf("heartbeat_interval: must be at least 1s, got %s", cfg.HeartbeatInterval))
+	if cfg.ClaimInterval < time.Second {
+		errs = append(errs, fmt.Errorf("claim_interval: must be at least 1s, got %s", cfg.ClaimInterval))
 	}
 	if cfg.ActiveInterval < 0 || (cfg.ActiveInterval > 0 && cfg.ActiveInterval < time.Second) {
 		errs = append(errs, fmt.Errorf("active_interval: must be 0 (disabled) or at least 1s, got %s", cfg.ActiveInterval))

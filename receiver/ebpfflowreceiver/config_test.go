@@ -41,9 +41,9 @@ func TestLoadConfig(t *testing.T) {
 	want.QueueSize = 50000
 	want.MaxBatchSize = 500
 	want.FlushInterval = 200 * time.Millisecond
-	want.HeartbeatInterval = 5 * time.Second
+	want.ClaimInterval = 5 * time.Second
 	want.ActiveInterval = time.Minute
-	want.Source = "node-a"
+	want.Sender = "node-a"
 	want.Filter = FilterConfig{
 		ExcludeCIDRs: []string{"169.254.169.254", "10.99.0.0/16"},
 		IncludeCIDRs: []string{"10.0.0.0/8", "fd00::/8"},
@@ -77,7 +77,7 @@ func TestValidateErrors(t *testing.T) {
 			"queue_size: must be positive, got 0",
 			"max_batch_size: must be positive, got -1",
 			"flush_interval: must be positive, got 0s",
-			"heartbeat_interval: must be at least 1s, got 100ms",
+			"claim_interval: must be at least 1s, got 100ms",
 			"active_interval: must be 0 (disabled) or at least 1s, got 10ms",
 		}},
 		{"bad_filter", []string{

@@ -9,7 +9,7 @@ import (
 )
 
 // Origins of heartbeats, the "origin" attribute of
-// ebpfflow_heartbeats_emitted.
+// ebpfflow_claims_emitted.
 const (
 	// originFlow is a claim for an address seen in flows.
 	originFlow = "flow"
@@ -104,7 +104,7 @@ func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
 		}
 		k := heartbeatKey{addr: addr, entry: e}
 		covered[k] = later(covered[k], end)
-		out = append(out, claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: end, Source: h.source}, origin: originSource})
+		out = append(out, claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: end, Sender: h.source}, origin: originSource})
 	}
 	for _, r := range retired {
 		sourceClaim(r.addr, r.entry, r.entry.since, r.until)
@@ -129,7 +129,7 @@ func (h *heartbeats) claims(now time.Time, own *ownership) []claim {
 		if c, ok := covered[k]; ok && !end.After(c) {
 			continue // a claim from the sources covers the flows
 		}
-		out = append(out, claim{Claim: flowschema.Claim{Address: k.addr, Owner: k.entry.owner, Start: start, End: end, Source: h.source}, origin: originFlow})
+		out = append(out, claim{Claim: flowschema.Claim{Address: k.addr, Owner: k.entry.owner, Start: start, End: end, Sender: h.source}, origin: originFlow})
 	}
 	clear(h.seen)
 	h.last = now

@@ -62,7 +62,7 @@ func TestHeartbeatsPeriodicClaimsTouch(t *testing.T) {
 
 	first := hb.claims(at(10), own)
 	require.Len(t, first, 1, "only the single address is claimed without traffic, not the /24")
-	assert.Equal(t, flowschema.Claim{Address: netip.MustParseAddr("10.0.0.1"), Owner: owners.Owner{ID: "a"}, Start: at(0), End: at(10), Source: "node-1"}, first[0].Claim)
+	assert.Equal(t, flowschema.Claim{Address: netip.MustParseAddr("10.0.0.1"), Owner: owners.Owner{ID: "a"}, Start: at(0), End: at(10), Sender: "node-1"}, first[0].Claim)
 	assert.Equal(t, originSource, first[0].origin)
 
 	second := hb.claims(at(20), own)

@@ -75,9 +75,9 @@ func TestIntegrationKernel(t *testing.T) {
 
 	cfg := createDefaultConfig()
 	cfg.FlushInterval = 50 * time.Millisecond
-	cfg.HeartbeatInterval = time.Second
+	cfg.ClaimInterval = time.Second
 	cfg.ActiveInterval = time.Second
-	cfg.Source = "it-node"
+	cfg.Sender = "it-node"
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{itNet}
 	cfg.Ownership.Static.Entries = []StaticEntry{
@@ -231,7 +231,7 @@ func TestIntegrationKernel(t *testing.T) {
 	for _, lr := range []plog.LogRecord{idleClaim, serverClaim} {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
-		assert.Equal(t, "it-node", c.Source)
+		assert.Equal(t, "it-node", c.Sender)
 		assert.False(t, c.Start.After(c.End))
 		assert.False(t, c.End.After(end))
 	}

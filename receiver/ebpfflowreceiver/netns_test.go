@@ -35,7 +35,7 @@ func TestReceiverOwnNetnsOnly(t *testing.T) {
 	ft := newFakeTracer(flow("10.0.0.1", own), flow("10.0.0.2", other))
 	cfg := createDefaultConfig()
 	cfg.Filter.OwnNetnsOnly = true
-	cfg.HeartbeatInterval = time.Hour
+	cfg.ClaimInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.HostAddresses = false
 	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.0.0/24"}, Owner: "tenant"}}

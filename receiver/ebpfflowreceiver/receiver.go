@@ -143,7 +143,7 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 		telemetry:    telemetry,
 		filter:       filter,
 		stateAttrs:   attrOptions("state", flowschema.FlowStateClosed, flowschema.FlowStateFailed, flowschema.FlowStateActive),
-		originAttrs:  attrOptions("origin", originFlow, originSource),
+		originAttrs:  attrOptions("basis", originFlow, originSource),
 		unownedAttrs: attrOptions("reason", unownedUnknownAddress, unownedOwnerChanged),
 	}, nil
 }
@@ -189,7 +189,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	}
 	rb.SetOsType("linux")
 	r.resource = rb.Emit()
-	source := r.cfg.Source
+	source := r.cfg.Sender
 	if source == "" {
 		source = id.name
 	}
@@ -262,7 +262,7 @@ func (r *flowReceiver) buildSources() ([]ownershipSource, error) {
 			}
 			// Refreshing the host's addresses once per heartbeat bounds how
 			// long a lost address is still claimed.
-			s, err := newStaticSource(r.cfg.Ownership.Static, r.host, listHostAddrs, r.cfg.HeartbeatInterval, r.settings.Logger)
+			s, err := newStaticSource(r.cfg.Ownership.Static, r.host, listHostAddrs, r.cfg.ClaimInterval, r.settings.Logger)
 			if err != nil {
 				return nil, err
 			}
@@ -357,7 +357,7 @@ func (r *flowReceiver) activeLoop(ctx context.Context) {
 func (r *flowReceiver) emitLoop(ctx context.Context) {
 	flush := time.NewTicker(r.cfg.FlushInterval)
 	defer flush.Stop()
-	heartbeat := time.NewTicker(r.cfg.HeartbeatInterval)
+	heartbeat := time.NewTicker(r.cfg.ClaimInterval)
 	defer heartbeat.Stop()
 	for {
 		select {
@@ -465,7 +465,7 @@ func (r *flowReceiver) flush(ctx context.Context) {
 	}
 	for origin, count := range heartbeats {
 		if count > 0 {
-			r.telemetry.EbpfflowHeartbeatsEmitted.Add(ctx, int64(count), r.originAttrs[origin])
+			r.telemetry.EbpfflowClaimsEmitted.Add(ctx, int64(count), r.originAttrs[origin])
 		}
 	}
 }

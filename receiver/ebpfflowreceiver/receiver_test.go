@@ -43,7 +43,7 @@ func records(sink *consumertest.LogsSink) []plog.LogRecord {
 
 func split(recs []plog.LogRecord) (flows, heartbeats []plog.LogRecord) {
 	for _, lr := range recs {
-		if flowschema.IsHeartbeat(lr) {
+		if flowschema.IsClaim(lr) {
 			heartbeats = append(heartbeats, lr)
 		} else {
 			flows = append(flows, lr)
@@ -83,7 +83,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	ft.stats = tracer.Stats{LostEvents: 3, BirthMapFull: 2, ListenerMapFull: 4, RecursionMisses: 7, RingBytesUsed: 1 << 20, RingBytesSize: 4 << 20}
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
-	cfg.HeartbeatInterval = time.Hour // only the final heartbeat at shutdown
+	cfg.ClaimInterval = time.Hour // only the final heartbeat at shutdown
 	cfg.FlushInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.Entries = []StaticEntry{
@@ -133,7 +133,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
 		claims[c.Address.String()+" "+c.Owner.ID] = c
-		assert.Equal(t, host, c.Source)
+		assert.Equal(t, host, c.Sender)
 	}
 	assert.Len(t, claims, 4)
 	assert.Equal(t, [2]time.Time{at(0), at(5)}, claimSpan(claims["10.0.0.1 web"]))
@@ -147,9 +147,9 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowFlowsFiltered(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{{Value: 1, Attributes: sumAttrs("reason", "unknown_address")}}, metricdatatest.IgnoreTimestamp())
-	metadatatest.AssertEqualEbpfflowHeartbeatsEmitted(t, tel, []metricdata.DataPoint[int64]{
-		{Value: 1, Attributes: sumAttrs("origin", "flow")},
-		{Value: 3, Attributes: sumAttrs("origin", "source")},
+	metadatatest.AssertEqualEbpfflowClaimsEmitted(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: sumAttrs("basis", "flow")},
+		{Value: 3, Attributes: sumAttrs("basis", "source")},
 	}, metricdatatest.IgnoreTimestamp())
 }
 
@@ -167,7 +167,7 @@ func TestReceiverBatchesBySize(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.MaxBatchSize = 3
 	cfg.FlushInterval = time.Hour
-	cfg.HeartbeatInterval = time.Hour
+	cfg.ClaimInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.HostAddresses = false
 	sink := new(consumertest.LogsSink)
@@ -224,7 +224,7 @@ func TestReceiverBackPressure(t *testing.T) {
 	cfg.QueueSize = 2
 	cfg.MaxBatchSize = 1
 	cfg.FlushInterval = time.Hour
-	cfg.HeartbeatInterval = time.Hour
+	cfg.ClaimInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.HostAddresses = false
 	tel := componenttest.NewTelemetry()
@@ -260,7 +260,7 @@ func TestReceiverActiveReports(t *testing.T) {
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
 	cfg.ActiveInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
-	cfg.HeartbeatInterval = time.Hour
+	cfg.ClaimInterval = time.Hour
 	cfg.FlushInterval = time.Hour
 	cfg.Ownership.Static.HostAddresses = false
 	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.1.0/24"}, Owner: "db"}}
@@ -340,7 +340,7 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	ft := newFakeTracer(events...)
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
-	cfg.HeartbeatInterval = time.Hour
+	cfg.ClaimInterval = time.Hour
 	cfg.FlushInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.HostAddresses = false

@@ -90,10 +90,10 @@ func TestOwnershipPipeline(t *testing.T) {
 
 	// 10.2.0.5 belonged to a batch job, then after a gap to an API pod.
 	heartbeats := []flowschema.Claim{
-		{Address: netip.MustParseAddr("10.2.0.1"), Owner: checkout, Start: ago(60 * time.Second), End: ago(time.Second), Source: "node-a"},
-		{Address: netip.MustParseAddr("fd00::2"), Owner: inventory, Start: ago(60 * time.Second), End: ago(time.Second), Source: "node-a"},
-		{Address: netip.MustParseAddr("10.2.0.5"), Owner: oldBatch, Start: ago(60 * time.Second), End: ago(40 * time.Second), Source: "node-b"},
-		{Address: netip.MustParseAddr("10.2.0.5"), Owner: newAPI, Start: ago(30 * time.Second), End: ago(time.Second), Source: "node-b"},
+		{Address: netip.MustParseAddr("10.2.0.1"), Owner: checkout, Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a"},
+		{Address: netip.MustParseAddr("fd00::2"), Owner: inventory, Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a"},
+		{Address: netip.MustParseAddr("10.2.0.5"), Owner: oldBatch, Start: ago(60 * time.Second), End: ago(40 * time.Second), Sender: "node-b"},
+		{Address: netip.MustParseAddr("10.2.0.5"), Owner: newAPI, Start: ago(30 * time.Second), End: ago(time.Second), Sender: "node-b"},
 	}
 	attributed, unattributed := "attributed", "unattributed"
 	// Sent after the heartbeats above; the last two wait for max_wait.
@@ -109,7 +109,7 @@ func TestOwnershipPipeline(t *testing.T) {
 	}
 	// Sent after flows: the flow is held until its heartbeat, sent next.
 	heldFlow := flow{name: "held_until_heartbeat", local: "10.1.0.1", peer: "10.2.0.7", start: ago(10 * time.Second), wantOwner: &payments, wantStatus: attributed}
-	lateHeartbeat := flowschema.Claim{Address: netip.MustParseAddr("10.2.0.7"), Owner: payments, Start: ago(20 * time.Second), End: ago(time.Second), Source: "node-c"}
+	lateHeartbeat := flowschema.Claim{Address: netip.MustParseAddr("10.2.0.7"), Owner: payments, Start: ago(20 * time.Second), End: ago(time.Second), Sender: "node-c"}
 	// Sent last: the peer is an IPv4-mapped form of a claimed address, and an
 	// address that only ever appeared as the local side of earlier flows,
 	// claimed by those flows themselves (apply_local_claims).
@@ -213,7 +213,7 @@ func putFlow(lr plog.LogRecord, f flow) {
 func checkForwarded(t *testing.T, rec collectortest.Record, got map[string]collectortest.Record) {
 	t.Helper()
 	if rec.EventName != flowschema.EventFlow {
-		t.Errorf("forwarded a record with event name %q, want only flow records (keep_heartbeats is false): %v", rec.EventName, rec.Attrs)
+		t.Errorf("forwarded a record with event name %q, want only flow records (keep_claims is false): %v", rec.EventName, rec.Attrs)
 		return
 	}
 	name, _ := rec.Attrs[caseAttr].(string)

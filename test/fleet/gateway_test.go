@@ -217,8 +217,8 @@ processors:
 	frontend := netip.MustParseAddr("10.2.0.9")
 	// Agent A's heartbeat goes to gateway 1 only, agent B's to gateway 2
 	// only; each also sends a flow towards the other's address.
-	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-a"})), "heartbeat to gateway-1")
-	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: owners.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Source: "agent-b"})), "heartbeat to gateway-2")
+	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-a"})), "heartbeat to gateway-1")
+	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: owners.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-b"})), "heartbeat to gateway-2")
 	must(t, toG2.send(ctx, flows(syntheticFlow{name: "b-to-checkout", local: frontend.String(), localOwner: "frontend", peer: checkout.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-2")
 	must(t, toG1.send(ctx, flows(syntheticFlow{name: "a-to-frontend", local: checkout.String(), localOwner: "checkout", peer: frontend.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-1")
 
@@ -236,7 +236,7 @@ processors:
 	// both claims from the topic (logs/heartbeats-in), its own included.
 	for _, g := range tier.gateways {
 		m := g.col.Metrics(t, g.metricsAddr)
-		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_applied", "origin", "heartbeat"); applied < 4 {
+		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_applied", "origin", "claim"); applied < 4 {
 			t.Errorf("%s applied %v heartbeats, want at least 4 (2 from its agent, 2 from the topic)", g.name, applied)
 		}
 	}
@@ -244,7 +244,7 @@ processors:
 	published := topicRecords(t, tier.kafka.ListenAddrs())
 	var hb int
 	for _, r := range published {
-		if r.EventName != flowschema.EventHeartbeat {
+		if r.EventName != flowschema.EventClaim {
 			t.Errorf("the heartbeat topic carries a %q record: %v", r.EventName, r.Attrs)
 			continue
 		}

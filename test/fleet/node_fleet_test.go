@@ -56,7 +56,7 @@ processors:
   ownership:
     max_wait: 8s
     clock_skew: 1s
-    sources:
+    senders:
       host-1: [10.201.0.8/29, 10.201.0.50/32]
       host-2: [10.201.0.16/29, 10.201.0.50/32]
 `
@@ -378,8 +378,8 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	steadyFor := time.Since(steadyFrom)
 	// node.yaml binds each heartbeat's source to the sender's certificate:
 	// every node sends under the name its certificate carries.
-	if n := collectortest.MetricSum(m1b, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthenticated_source"); n != 0 {
-		t.Errorf("host-1 rejected %.0f peer heartbeats as unauthenticated_source, want 0", n)
+	if n := collectortest.MetricSum(m1b, "otelcol_processor_ownership_claims_rejected", "reason", "unauthenticated_sender"); n != 0 {
+		t.Errorf("host-1 rejected %.0f peer heartbeats as unauthenticated_sender, want 0", n)
 	}
 	stopTraffic()
 	step("traffic stopped")
@@ -397,9 +397,9 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	t.Logf("connections made %d, failed to connect %d\n%s", tr.made, tr.failed, v)
 
 	flows := collectortest.MetricSum(m1b, "otelcol_ebpfflow_flows_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_flows_emitted")
-	heartbeats := collectortest.MetricSum(m1b, "otelcol_ebpfflow_heartbeats_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_heartbeats_emitted")
+	heartbeats := collectortest.MetricSum(m1b, "otelcol_ebpfflow_claims_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_claims_emitted")
 	peers := 2.0
-	t.Logf("steady state on host-1 over %s: %.0f flow records, %.0f heartbeat records emitted (x%.0f peers = %.0f sent); heartbeat/flow = %.3f emitted, %.3f on the wire; %.1f heartbeat records/s at heartbeat_interval %s",
+	t.Logf("steady state on host-1 over %s: %.0f flow records, %.0f heartbeat records emitted (x%.0f peers = %.0f sent); heartbeat/flow = %.3f emitted, %.3f on the wire; %.1f heartbeat records/s at claim_interval %s",
 		steadyFor.Round(time.Millisecond), flows, heartbeats, peers, heartbeats*peers, heartbeats/flows, heartbeats*peers/flows, heartbeats/steadyFor.Seconds(), heartbeatInterval)
 
 	if v.misattributed > 0 {

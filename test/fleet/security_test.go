@@ -19,19 +19,19 @@ const sourcesOverlay = `
 processors:
   ownership:
     max_wait: 2s
-    source_identity: certificate
-    sources: &sources
+    sender_identity: certificate
+    senders: &sources
       agent-a: [10.1.0.0/24]
       agent-b: [10.2.0.0/24]
       rogue: [10.9.0.0/24]
   ownership/heartbeats-out:
-    source_identity: certificate
-    sources: *sources
+    sender_identity: certificate
+    senders: *sources
 `
 
 // TestRoguePeerCannotStealAddress checks the three defences of the heartbeat
 // path: mutual TLS keeps out senders without a fleet certificate,
-// source_identity keeps a peer with a valid certificate from claiming under
+// sender_identity keeps a peer with a valid certificate from claiming under
 // a source name its certificate does not carry, and the sources table keeps
 // it from claiming an address outside its own CIDRs.
 func TestRoguePeerCannotStealAddress(t *testing.T) {
@@ -55,27 +55,27 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 		"no certificate":              tier.ca.clientTLS(leaf{}, "127.0.0.1"),
 	} {
 		c := dialAgent(t, g.agentAddr, cfg)
-		if err := c.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"})); err == nil {
+		if err := c.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"})); err == nil {
 			t.Fatalf("a sender with %s could send heartbeats", name)
 		}
 	}
 
 	must(t, agentA.send(ctx, claims(
-		flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
-		flowschema.Claim{Address: payments, Owner: owners.Owner{ID: "payments"}, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
+		flowschema.Claim{Address: payments, Owner: owners.Owner{ID: "payments"}, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
 	)), "agent-a heartbeats")
 	must(t, rogue.send(ctx, claims(
 		// Under its own name, outside its CIDRs: rejected.
-		flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
-		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
+		flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "rogue"},
+		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "rogue"},
 		// Under a name its certificate does not carry: rejected.
-		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "mallory"},
+		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "mallory"},
 		// Impersonating agent-a within agent-a's CIDRs: the sources table
 		// would accept it, its certificate does not.
-		flowschema.Claim{Address: payments, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
-		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Source: "agent-a"},
+		flowschema.Claim{Address: payments, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
+		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
 		// Its own address under its own name: accepted.
-		flowschema.Claim{Address: rogueOwn, Owner: owners.Owner{ID: "rogue-svc"}, Start: now.Add(-20 * time.Second), End: now, Source: "rogue"},
+		flowschema.Claim{Address: rogueOwn, Owner: owners.Owner{ID: "rogue-svc"}, Start: now.Add(-20 * time.Second), End: now, Sender: "rogue"},
 	)), "rogue heartbeats")
 
 	start := now.Add(-10 * time.Second)
@@ -107,11 +107,11 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	// Each rejected claim is rejected by both processors that see the
 	// agents' stream (logs/flows and logs/heartbeats-out); none came back
 	// from the topic.
-	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthorized_source"); n != 4 {
-		t.Errorf("%v claims rejected as unauthorized_source, want 4 (2 claims x 2 pipelines)", n)
+	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_rejected", "reason", "unauthorized_sender"); n != 4 {
+		t.Errorf("%v claims rejected as unauthorized_sender, want 4 (2 claims x 2 pipelines)", n)
 	}
-	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_heartbeats_rejected", "reason", "unauthenticated_source"); n != 6 {
-		t.Errorf("%v claims rejected as unauthenticated_source, want 6 (3 claims x 2 pipelines)", n)
+	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_rejected", "reason", "unauthenticated_sender"); n != 6 {
+		t.Errorf("%v claims rejected as unauthenticated_sender, want 6 (3 claims x 2 pipelines)", n)
 	}
 	for _, r := range topicRecords(t, tier.kafka.ListenAddrs()) {
 		if r.Str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" {

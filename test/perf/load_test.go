@@ -121,7 +121,7 @@ func heartbeatBatch(from, to, r int, start, end time.Time) plog.Logs {
 			Owner:   ownerOf(i, r),
 			Start:   start,
 			End:     end,
-			Source:  fmt.Sprintf("node-%d", i%500),
+			Sender:  fmt.Sprintf("node-%d", i%500),
 		})
 	}
 	return ld

@@ -147,7 +147,7 @@ func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 			tb.Fatal(err)
 		}
 		want := addresses * rangesPerAddress
-		if got := collectortest.MetricSum(body, "otelcol_processor_ownership_heartbeats_rejected", "reason", "expired"); int(got) != want {
+		if got := collectortest.MetricSum(body, "otelcol_processor_ownership_claims_rejected", "reason", "expired"); int(got) != want {
 			tb.Fatalf("%v heartbeats rejected as expired, want %d", got, want)
 		}
 	}

@@ -119,7 +119,7 @@ func (n *recordCounts) add(record []byte) error {
 		if attributed {
 			n.attributed++
 		}
-	case flowschema.EventHeartbeat:
+	case flowschema.EventClaim:
 		n.heartbeats++
 	default:
 		n.other++

@@ -25,20 +25,20 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                                metric.Meter
-	mu                                   sync.Mutex
-	registrations                        []metric.Registration
-	ProcessorOwnershipConflicts          metric.Int64Counter
-	ProcessorOwnershipEvictions          metric.Int64Counter
-	ProcessorOwnershipHeartbeatsApplied  metric.Int64Counter
-	ProcessorOwnershipHeartbeatsRejected metric.Int64Counter
-	ProcessorOwnershipHoldDuration       metric.Float64Histogram
-	ProcessorOwnershipKeys               metric.Int64ObservableGauge
-	ProcessorOwnershipLookups            metric.Int64Counter
-	ProcessorOwnershipRanges             metric.Int64ObservableGauge
-	ProcessorOwnershipRecordsHeld        metric.Int64UpDownCounter
-	ProcessorOwnershipRecordsReleased    metric.Int64Counter
-	ProcessorOwnershipReleaseFailures    metric.Int64Counter
+	meter                             metric.Meter
+	mu                                sync.Mutex
+	registrations                     []metric.Registration
+	ProcessorOwnershipClaimsApplied   metric.Int64Counter
+	ProcessorOwnershipClaimsRejected  metric.Int64Counter
+	ProcessorOwnershipConflicts       metric.Int64Counter
+	ProcessorOwnershipEvictions       metric.Int64Counter
+	ProcessorOwnershipHoldDuration    metric.Float64Histogram
+	ProcessorOwnershipKeys            metric.Int64ObservableGauge
+	ProcessorOwnershipLookups         metric.Int64Counter
+	ProcessorOwnershipRanges          metric.Int64ObservableGauge
+	ProcessorOwnershipRecordsHeld     metric.Int64UpDownCounter
+	ProcessorOwnershipRecordsReleased metric.Int64Counter
+	ProcessorOwnershipReleaseFailures metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -110,6 +110,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.ProcessorOwnershipClaimsApplied, err = builder.meter.Int64Counter(
+		"otelcol_processor_ownership_claims_applied",
+		metric.WithDescription("Claims applied to the store. [Alpha]"),
+		metric.WithUnit("{claim}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorOwnershipClaimsRejected, err = builder.meter.Int64Counter(
+		"otelcol_processor_ownership_claims_rejected",
+		metric.WithDescription("Claims rejected without touching the store, by reason. [Alpha]"),
+		metric.WithUnit("{claim}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipConflicts, err = builder.meter.Int64Counter(
 		"otelcol_processor_ownership_conflicts",
 		metric.WithDescription("Claims that overlapped a range of another owner and were recorded as a conflict. [Alpha]"),
@@ -120,18 +132,6 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_ownership_evictions",
 		metric.WithDescription("Keys evicted from the store because it held max_keys keys. [Alpha]"),
 		metric.WithUnit("{key}"),
-	)
-	errs = errors.Join(errs, err)
-	builder.ProcessorOwnershipHeartbeatsApplied, err = builder.meter.Int64Counter(
-		"otelcol_processor_ownership_heartbeats_applied",
-		metric.WithDescription("Claims applied to the store. [Alpha]"),
-		metric.WithUnit("{claim}"),
-	)
-	errs = errors.Join(errs, err)
-	builder.ProcessorOwnershipHeartbeatsRejected, err = builder.meter.Int64Counter(
-		"otelcol_processor_ownership_heartbeats_rejected",
-		metric.WithDescription("Claims rejected without touching the store, by reason. [Alpha]"),
-		metric.WithUnit("{claim}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipHoldDuration, err = builder.meter.Float64Histogram(
@@ -161,7 +161,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipRecordsHeld, err = builder.meter.Int64UpDownCounter(
 		"otelcol_processor_ownership_records_held",
-		metric.WithDescription("Flow records currently held waiting for a heartbeat. [Alpha]"),
+		metric.WithDescription("Flow records currently held waiting for a claim. [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

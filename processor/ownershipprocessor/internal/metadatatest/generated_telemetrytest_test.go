@@ -28,25 +28,25 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
+	tb.ProcessorOwnershipClaimsApplied.Add(context.Background(), 1)
+	tb.ProcessorOwnershipClaimsRejected.Add(context.Background(), 1)
 	tb.ProcessorOwnershipConflicts.Add(context.Background(), 1)
 	tb.ProcessorOwnershipEvictions.Add(context.Background(), 1)
-	tb.ProcessorOwnershipHeartbeatsApplied.Add(context.Background(), 1)
-	tb.ProcessorOwnershipHeartbeatsRejected.Add(context.Background(), 1)
 	tb.ProcessorOwnershipHoldDuration.Record(context.Background(), 1)
 	tb.ProcessorOwnershipLookups.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsHeld.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsReleased.Add(context.Background(), 1)
 	tb.ProcessorOwnershipReleaseFailures.Add(context.Background(), 1)
+	AssertEqualProcessorOwnershipClaimsApplied(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorOwnershipClaimsRejected(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipConflicts(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipEvictions(t, testTel,
-		[]metricdata.DataPoint[int64]{{Value: 1}},
-		metricdatatest.IgnoreTimestamp())
-	AssertEqualProcessorOwnershipHeartbeatsApplied(t, testTel,
-		[]metricdata.DataPoint[int64]{{Value: 1}},
-		metricdatatest.IgnoreTimestamp())
-	AssertEqualProcessorOwnershipHeartbeatsRejected(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipHoldDuration(t, testTel,

@@ -28,10 +28,10 @@ type TelemetryBuilder struct {
 	meter                         metric.Meter
 	mu                            sync.Mutex
 	registrations                 []metric.Registration
+	EbpfflowClaimsEmitted         metric.Int64Counter
 	EbpfflowFlowsEmitted          metric.Int64Counter
 	EbpfflowFlowsFiltered         metric.Int64Counter
 	EbpfflowFlowsUnowned          metric.Int64Counter
-	EbpfflowHeartbeatsEmitted     metric.Int64Counter
 	EbpfflowKernelBirthMapFull    metric.Int64ObservableCounter
 	EbpfflowKernelEventsLost      metric.Int64ObservableCounter
 	EbpfflowKernelListenerMapFull metric.Int64ObservableCounter
@@ -165,6 +165,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.EbpfflowClaimsEmitted, err = builder.meter.Int64Counter(
+		"otelcol_ebpfflow_claims_emitted",
+		metric.WithDescription("Claim records handed to the pipeline, by basis (flow for addresses seen in flows, source for addresses an ownership source names, periodic or up to when a source removed or reassigned them, and for addresses a source removed that fall back to a wider prefix's owner, for 10 minutes). [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.EbpfflowFlowsEmitted, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_flows_emitted",
 		metric.WithDescription("Flow records handed to the pipeline, by state (closed, failed, active). [Alpha]"),
@@ -180,12 +186,6 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	builder.EbpfflowFlowsUnowned, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_flows_unowned",
 		metric.WithDescription("Flow records emitted without a local owner, by reason (unknown_address when no ownership source covers the local address, owner_changed when its owner changed or became known after the flow started, or the connection's birth was not seen and its owner is not one the sources gave at the receiver's start). [Alpha]"),
-		metric.WithUnit("{record}"),
-	)
-	errs = errors.Join(errs, err)
-	builder.EbpfflowHeartbeatsEmitted, err = builder.meter.Int64Counter(
-		"otelcol_ebpfflow_heartbeats_emitted",
-		metric.WithDescription("Heartbeat (claim) records handed to the pipeline, by origin (flow for addresses seen in flows, source for addresses an ownership source names, periodic or up to when a source removed or reassigned them, and for addresses a source removed that fall back to a wider prefix's owner, for 10 minutes). [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -40,12 +40,15 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
+	tb.EbpfflowClaimsEmitted.Add(context.Background(), 1)
 	tb.EbpfflowFlowsEmitted.Add(context.Background(), 1)
 	tb.EbpfflowFlowsFiltered.Add(context.Background(), 1)
 	tb.EbpfflowFlowsUnowned.Add(context.Background(), 1)
-	tb.EbpfflowHeartbeatsEmitted.Add(context.Background(), 1)
 	tb.EbpfflowOwnershipFileReloads.Add(context.Background(), 1)
 	tb.EbpfflowQueueDropped.Add(context.Background(), 1)
+	AssertEqualEbpfflowClaimsEmitted(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowFlowsEmitted(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -53,9 +56,6 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowFlowsUnowned(t, testTel,
-		[]metricdata.DataPoint[int64]{{Value: 1}},
-		metricdatatest.IgnoreTimestamp())
-	AssertEqualEbpfflowHeartbeatsEmitted(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowKernelBirthMapFull(t, testTel,
