@@ -36,7 +36,7 @@ func TestLoadConfig(t *testing.T) {
 		KeyAttribute:     "server.address",
 		TimeAttribute:    "custom.start",
 		OwnerPrefix:      "peer.",
-		KeepClaims:   true,
+		KeepClaims:       true,
 		ApplyLocalClaims: false,
 		MaxFuture:        2 * time.Minute,
 		MaxWait:          10 * time.Second,

@@ -27,7 +27,7 @@ import (
 // Claim origins, the values of the origin telemetry attribute.
 const (
 	originClaim = iota // a claim record
-	originFlow             // the local side of a flow record
+	originFlow         // the local side of a flow record
 )
 
 var originNames = [...]string{originClaim: "claim", originFlow: "flow"}

@@ -131,12 +131,12 @@ var _ confmap.Validator = (*Config)(nil)
 
 func createDefaultConfig() *Config {
 	return &Config{
-		QueueSize:         10000,
-		MaxBatchSize:      1000,
-		FlushInterval:     time.Second,
-		ClaimInterval: 10 * time.Second,
-		ActiveInterval:    30 * time.Second,
-		Filter:            FilterConfig{ExcludeLoopback: true},
+		QueueSize:      10000,
+		MaxBatchSize:   1000,
+		FlushInterval:  time.Second,
+		ClaimInterval:  10 * time.Second,
+		ActiveInterval: 30 * time.Second,
+		Filter:         FilterConfig{ExcludeLoopback: true},
 		Ownership: OwnershipConfig{
 			Precedence: []string{sourceFile, sourceStatic},
 			Static:     StaticSourceConfig{HostAddresses: true},
