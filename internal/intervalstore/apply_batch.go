@@ -62,6 +62,7 @@ func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {
 				r.Err = ErrEndBeforeStart
 			default:
 				r.ApplyResult, r.Err = s.apply(c.Key, hs[i], c.Owner, start, end, cut)
+				s.maybeCollect()
 			}
 			out = append(out, r)
 		}

@@ -2,6 +2,7 @@ package intervalstore
 
 import (
 	"encoding/binary"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -126,9 +127,12 @@ type interner struct {
 	sets    map[string]*group
 	groups  groupIndex
 	nOwners int
-	nextNum uint64
-	buf     []byte
-	mbuf    []*group
+	// The largest sizes of owners and sets since they were last moved to
+	// smaller maps (see sweep).
+	peakOwners, peakSets int
+	nextNum              uint64
+	buf                  []byte
+	mbuf                 []*group
 }
 
 func (in *interner) init() {
@@ -219,7 +223,12 @@ func markLive(g *group, epoch uint64) {
 	}
 }
 
-// sweep forgets owners and sets not marked in epoch.
+// groupCount returns the number of interned owners and owner sets.
+func (in *interner) groupCount() int { return in.nOwners + len(in.sets) }
+
+// sweep forgets owners and sets not marked in epoch, and moves the maps to
+// smaller ones when they have emptied to a quarter of their peak: a Go map
+// never gives back its buckets.
 func (in *interner) sweep(epoch uint64) {
 	for k, g := range in.sets {
 		if g.mark != epoch {
@@ -242,6 +251,14 @@ func (in *interner) sweep(epoch uint64) {
 		} else {
 			in.owners[id] = live
 		}
+	}
+	in.peakOwners = max(in.peakOwners, len(in.owners))
+	if len(in.owners) < in.peakOwners/4 {
+		in.owners, in.peakOwners = maps.Clone(in.owners), len(in.owners)
+	}
+	in.peakSets = max(in.peakSets, len(in.sets))
+	if len(in.sets) < in.peakSets/4 {
+		in.sets, in.peakSets = maps.Clone(in.sets), len(in.sets)
 	}
 }
 

@@ -96,7 +96,7 @@ type Stats struct {
 	Keys           int
 	Ranges         int
 	ConflictRanges int
-	Owners         int // interned owners, including unreferenced ones until the next Prune
+	Owners         int // interned owners, including unreferenced ones until they are collected
 
 	Conflicts    uint64 // Applies that created or widened a conflict
 	Evictions    uint64 // keys evicted because of MaxKeys

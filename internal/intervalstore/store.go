@@ -42,7 +42,10 @@ type Store[K comparable] struct {
 	keys, ranges, nConfl int
 	conflicts, evictions uint64
 	prunedRanges, epoch  uint64
-	full, scratch        []rng
+	// collectAt is the number of interned groups at which apply collects
+	// the unreferenced ones (see maybeCollect).
+	collectAt     int
+	full, scratch []rng
 }
 
 // New returns an empty store.
@@ -59,6 +62,7 @@ func New[K comparable](cfg Config) (*Store[K], error) {
 		maxKeys:   cfg.MaxKeys,
 		maxRanges: maxOlder + 1,
 		hash:      newHasher[K](),
+		collectAt: minCollectAt,
 	}
 	s.in.init()
 	if s.now == nil {
@@ -89,7 +93,9 @@ func (s *Store[K]) Apply(key K, owner owners.Owner, start, end time.Time) (Apply
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.apply(key, s.hash(key), owner, cs, ce, s.cutoff())
+	res, err := s.apply(key, s.hash(key), owner, cs, ce, s.cutoff())
+	s.maybeCollect()
+	return res, err
 }
 
 // apply is Apply of a validated claim (owner.ID not empty, cs <= ce) to key,
@@ -439,6 +445,49 @@ func (s *Store[K]) evictOne() {
 		tab.live--
 		return
 	}
+}
+
+// minCollectAt is the fewest interned groups at which apply collects.
+const minCollectAt = 1024
+
+// maybeCollect forgets the interned owners and owner sets that no range
+// references once there are collectAt of them, so that their memory is a
+// function of the store's limits, not of how many owners claims named: a
+// flood of claims for distinct keys and owners evicts keys at MaxKeys, and
+// without this their owners would stay until the next Prune. The next
+// collection waits until the groups have grown by half of those still
+// referenced plus a quarter of the keys, so that its cost, a pass over every
+// key, is amortised over the groups interned since. It runs only between
+// applies, when every group an apply interned is referenced. The caller
+// holds wmu.
+func (s *Store[K]) maybeCollect() {
+	if s.in.groupCount() < s.collectAt {
+		return
+	}
+	s.epoch++
+	s.markLive(s.epoch)
+	s.in.sweep(s.epoch)
+	live := s.in.groupCount()
+	s.collectAt = max(live+live/2+s.keys/4, minCollectAt)
+}
+
+// markLive marks every group a live range references with epoch. The caller
+// holds wmu.
+func (s *Store[K]) markLive(epoch uint64) {
+	for i := range s.shards {
+		tab := s.shards[i].Load()
+		for j := range tab.slots {
+			sl := &tab.slots[j]
+			if !sl.live() {
+				continue
+			}
+			s.full = sl.ranges(&s.in.groups, s.full[:0])
+			for _, r := range s.full {
+				markLive(r.g, epoch)
+			}
+		}
+	}
+	clear(s.full)
 }
 
 // Prune drops ranges that ended before now-Retention, keys left empty, and

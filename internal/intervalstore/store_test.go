@@ -851,3 +851,38 @@ func TestLookupOnReplacedTable(t *testing.T) {
 		t.Fatalf("Lookup(0, 5s) = %+v, want no owner: x's range expired and z never claimed key 0", res)
 	}
 }
+
+// TestOwnersOfEvictedKeysAreCollected floods a store limited to a few keys
+// with claims for distinct keys, each with an owner of its own: the interned
+// owners must stay a function of MaxKeys, not of the flood, while every
+// owner still referenced keeps answering lookups.
+func TestOwnersOfEvictedKeysAreCollected(t *testing.T) {
+	const maxKeys, flood = 2000, 200_000
+	s, err := New[int](Config{MergeGap: time.Second, Retention: time.Hour, MaxKeys: maxKeys, Now: fixedClock(sec(100))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := 0
+	for i := range flood {
+		o := owners.Owner{ID: fmt.Sprintf("owner-%d", i), Attributes: []owners.Attribute{{Name: "n", Value: fmt.Sprint(i)}}}
+		if _, err := s.Apply(i, o, sec(10), sec(20)); err != nil {
+			t.Fatal(err)
+		}
+		st := s.Stats()
+		if st.Keys > maxKeys {
+			t.Fatalf("after %d claims: %d keys, want at most %d", i+1, st.Keys, maxKeys)
+		}
+		bound = max(bound, st.Owners)
+	}
+	// Collection keeps the live owners plus what grew since: at most
+	// 1.5 times the live ones, a quarter of the keys and the minimum.
+	if limit := maxKeys + maxKeys/2 + maxKeys/4 + minCollectAt; bound > limit {
+		t.Errorf("interned owners peaked at %d, want at most %d", bound, limit)
+	}
+	for i := flood - maxKeys; i < flood; i++ {
+		r := s.Lookup(i, sec(15))
+		if r.Status != Attributed || r.Owner.ID != fmt.Sprintf("owner-%d", i) {
+			t.Fatalf("key %d: %+v, want owner-%d", i, r, i)
+		}
+	}
+}
