@@ -51,16 +51,6 @@ func benchStore(b *testing.B, n, rangesPerKey int) *Store[Key128] {
 	return s
 }
 
-// benchMap is the plain Go map of benchStore's first n keys that the
-// lookup benchmarks read their figures against.
-func benchMap(n int) map[Key128]uint64 {
-	m := make(map[Key128]uint64, n)
-	for i := range n {
-		m[benchKey(i)] = uint64(i)
-	}
-	return m
-}
-
 // lookupPlan is a shuffled sequence of (key, time) lookups: uniform over the
 // keys, so most of them miss the CPU caches, and over the newest `newest` of
 // the keys' rangesPerKey ranges (see benchStore).
@@ -209,193 +199,42 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// BenchmarkLookupMapBaseline is a plain Go map lookup over the same keys and
-// plan as BenchmarkLookup: the floor set by cache misses on this machine,
-// to read BenchmarkLookup against (only ratios within one run mean much).
-func BenchmarkLookupMapBaseline(b *testing.B) {
-	m := benchMap(benchKeys)
-	keys, _ := lookupPlan(benchKeys, 1, 1)
-	var sum uint64
-	cpu := startMeasure(b)
-	defer cpu.report(b)
-	for i := 0; b.Loop(); i++ {
-		sum += m[keys[i&(len(keys)-1)]]
-	}
-	runtime.KeepAlive(sum)
-}
-
-// BenchmarkPointerChase measures this machine's latency of one dependent
-// load, walking a random cycle through a region of the given size one cache
-// line at a time: the floor under any lookup that misses the CPU caches, to
-// read the store's figures against.
-func BenchmarkPointerChase(b *testing.B) {
-	type line struct {
-		next int
-		_    [56]byte
-	}
-	for _, mib := range []int{1, 8, 32, 128} {
-		b.Run(fmt.Sprintf("MiB=%d", mib), func(b *testing.B) {
-			lines := make([]line, mib<<20/64)
-			order := rand.New(rand.NewPCG(3, 3)).Perm(len(lines))
-			for i, l := range order {
-				lines[l].next = order[(i+1)%len(order)]
-			}
-			p := order[0]
-			b.ResetTimer()
-			for b.Loop() {
-				p = lines[p].next
-			}
-			runtime.KeepAlive(p)
-		})
-	}
-}
-
-// BenchmarkLookupSteps splits a single lookup at a recent time, in a store
-// of 1M keys, into cumulative steps, with a Go map of the same keys in the
-// same process: a load of each key's home slot alone, finding the key's
-// slot, answering from it, and the whole Lookup (hashing the key and
-// converting the time as well). Consecutive lookups are independent, so the
-// CPU overlaps their cache misses, as many as fit in its window of
-// instructions in flight: the more instructions a lookup takes, the fewer
-// overlap, and the more each costs beyond the floor of one trip to memory
-// (see docs/performance.md). Each step has its own loop, so that none pays
-// for a call the others do not make.
-func BenchmarkLookupSteps(b *testing.B) {
-	s := benchStore(b, benchKeys, 3)
-	keys, times := lookupPlan(benchKeys, 3, 1)
-	hs, ts := make([]uint64, len(keys)), make([]int64, len(keys))
-	for i, k := range keys {
-		hs[i], ts[i] = s.hash(k), nanos(times[i])
-	}
-	m := benchMap(benchKeys)
-	const mask = 1<<16 - 1
-	var sum uint64
-	b.Run("home-slot-load", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			tab := s.tableFor(hs[i&mask])
-			sum += uint64(tab.slots[tab.home(hs[i&mask])].ver.Load())
-		}
-	})
-	b.Run("find-slot", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			j := i & mask
-			sum += uint64(s.tableFor(hs[j]).lookup(keys[j], hs[j]).ver.Load())
-		}
-	})
-	b.Run("find-and-answer", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			j := i & mask
-			tab := s.tableFor(hs[j])
-			res, _ := s.answer(tab, tab.lookup(keys[j], hs[j]), hs[j], ts[j])
-			sum += uint64(res.Status)
-		}
-	})
-	b.Run("Lookup", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			j := i & mask
-			sum += uint64(s.Lookup(keys[j], times[j]).Status)
-		}
-	})
-	b.Run("map", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			sum += m[keys[i&mask]]
-		}
-	})
-	runtime.KeepAlive(sum)
-}
-
-// BenchmarkMapWithWork is BenchmarkLookupMapBaseline with a loop of cheap
-// instructions after each lookup that depend neither on it nor on the
-// next: they cost a few nanoseconds alone, yet each lookup's cache miss
-// keeps them from retiring, so they fill the CPU's window of instructions
-// in flight and fewer lookups overlap. It shows on this machine what any
-// instruction between two lookups' misses costs (see docs/performance.md).
-func BenchmarkMapWithWork(b *testing.B) {
-	m := benchMap(benchKeys)
-	keys, _ := lookupPlan(benchKeys, 1, 1)
-	for _, n := range []int{0, 20, 40} {
-		b.Run(fmt.Sprintf("iterations=%d", n), func(b *testing.B) {
-			var sum, acc uint64
-			for i := 0; b.Loop(); i++ {
-				sum += m[keys[i&(len(keys)-1)]]
-				acc = independentWork(acc, n)
-			}
-			runtime.KeepAlive(sum + acc)
-		})
-	}
-}
-
-//go:noinline
-func independentWork(x uint64, n int) uint64 {
-	for i := range n {
-		x += uint64(i) ^ 0x9e37
-	}
-	return x
-}
-
-// BenchmarkLookupInCache is BenchmarkLookup at a recent time and the map
-// baseline over 1024 keys, which stay in the CPU caches: the CPU time of a
-// lookup without its cache misses.
+// BenchmarkLookupInCache is BenchmarkLookup at a recent time over 1024
+// keys, which stay in the CPU caches: the CPU cost of a lookup without its
+// cache misses.
 func BenchmarkLookupInCache(b *testing.B) {
 	const n = 1 << 10
 	s := benchStore(b, n, 3)
 	keys, times := lookupPlan(n, 3, 1)
-	m := benchMap(n)
-	var sum uint64
-	b.Run("Lookup", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			j := i & (len(keys) - 1)
-			sum += uint64(s.Lookup(keys[j], times[j]).Status)
+	cpu := startMeasure(b)
+	defer cpu.report(b)
+	for i := 0; b.Loop(); i++ {
+		j := i & (len(keys) - 1)
+		if s.Lookup(keys[j], times[j]).Status != Attributed {
+			b.Fatal("not attributed")
 		}
-	})
-	b.Run("map", func(b *testing.B) {
-		for i := 0; b.Loop(); i++ {
-			sum += m[keys[i&(len(keys)-1)]]
-		}
-	})
-	runtime.KeepAlive(sum)
+	}
 }
 
-// BenchmarkLookupAgainstMap times Lookup and LookupBatch (as
-// BenchmarkLookup and BenchmarkLookupBatch do, in batches of 1024) and the
-// map baseline in turn, in chunks of 4096 lookups of the same keys, in one
-// loop: all three see the same phases of a machine whose memory latency
-// drifts by tens of percent within minutes, so their ratios to the map are
-// steadier than figures from separate benchmarks. ns/op is per round of one
-// lookup each.
+// BenchmarkLookupAgainstMap times single Lookups, LookupBatch (batches of
+// 1024) and a Go map of the same 1M keys in turn, in chunks of 4096 lookups
+// each, in one loop, so that all three see the same phases of a machine
+// whose memory latency drifts. The ratios Lookup/map and LookupBatch/map are
+// the figures to compare between runs; Lookup-ns, LookupBatch-ns and map-ns
+// move with the machine. ns/op is per round of one lookup each.
 func BenchmarkLookupAgainstMap(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
-	m := benchMap(benchKeys)
+	m := make(map[Key128]uint64, benchKeys)
+	for i := range benchKeys {
+		m[benchKey(i)] = uint64(i)
+	}
 	for _, lt := range lookupTimes {
 		keys, times := lookupPlan(benchKeys, 3, lt.newest)
 		b.Run(lt.name, func(b *testing.B) { lookupAgainstMap(b, s, m, keys, times) })
 	}
 }
 
-// BenchmarkLookupDisplacement is BenchmarkLookupAgainstMap at a recent time
-// for keys found in their home slot and for keys linear probing put further
-// on (about 7 in 10 and 3 in 10 of the keys).
-func BenchmarkLookupDisplacement(b *testing.B) {
-	s := benchStore(b, benchKeys, 3)
-	m := benchMap(benchKeys)
-	atHome := func(k Key128) bool {
-		h := s.hash(k)
-		tab := s.tableFor(h)
-		return tab.slots[tab.home(h)].key == k
-	}
-	at := base.Add(2*70*time.Second + 30*time.Second) // in the newest range (see lookupPlan)
-	r := rand.New(rand.NewPCG(1, 1))
-	for _, home := range []bool{true, false} {
-		ks, ts := make([]Key128, 0, 1<<16), make([]time.Time, 0, 1<<16)
-		for len(ks) < cap(ks) {
-			if k := benchKey(r.IntN(benchKeys)); atHome(k) == home {
-				ks, ts = append(ks, k), append(ts, at)
-			}
-		}
-		b.Run(fmt.Sprintf("home=%t", home), func(b *testing.B) { lookupAgainstMap(b, s, m, ks, ts) })
-	}
-}
-
+// lookupAgainstMap is BenchmarkLookupAgainstMap's loop over one plan.
 func lookupAgainstMap(b *testing.B, s *Store[Key128], m map[Key128]uint64, keys []Key128, times []time.Time) {
 	qs := make([]Query[Key128], len(keys))
 	for i := range keys {
