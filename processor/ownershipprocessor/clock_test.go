@@ -8,18 +8,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
-	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
-
-func newInjectedHarness(t *testing.T, cfg *Config) *harness {
-	t.Helper()
-	clk := newFakeClock()
-	return newHarnessWith(t, NewFactoryWithClock(clk), clk, cfg, component.NewID(metadata.Type))
-}
 
 // consumeEmpty lets time pass for the processor without records.
 func (h *harness) consumeEmpty() {
@@ -31,7 +23,7 @@ func (h *harness) consumeEmpty() {
 // waits for the next heartbeat: until then, another owner may still claim
 // the time just after.
 func TestNearUnclaimedEdgeWaitsForTheNextHeartbeat(t *testing.T) {
-	h := newInjectedHarness(t, createDefaultConfig())
+	h := newHarness(t, createDefaultConfig())
 	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
 	require.Equal(t, 0, h.sink.LogRecordCount(), "held: t0+500ms is not covered yet")
@@ -48,7 +40,7 @@ func TestNearUnclaimedEdgeWaitsForTheNextHeartbeat(t *testing.T) {
 // claim arrives later. The flow is held and then turns uncertain; it is never
 // attributed to the new owner.
 func TestNearUnclaimedEdgeTurnsUncertainWhenThePreviousOwnerArrives(t *testing.T) {
-	h := newInjectedHarness(t, createDefaultConfig())
+	h := newHarness(t, createDefaultConfig())
 	h.consume(heartbeat("10.0.0.2", "cart", t0, t0.Add(10*time.Second), ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(300*time.Millisecond), t0.Add(time.Second)))
 	require.Equal(t, 0, h.sink.LogRecordCount(), "held: the time before t0 is not covered yet")
@@ -61,14 +53,16 @@ func TestNearUnclaimedEdgeTurnsUncertainWhenThePreviousOwnerArrives(t *testing.T
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "decided"}, 1)
 }
 
-// With an injected clock nothing runs in the background: a record whose
-// max_wait is over leaves in the output of the next ConsumeLogs, with its
-// final lookup, and not a nanosecond earlier.
-func TestInjectedClockReleasesInConsumeLogs(t *testing.T) {
+// ConsumeLogs first does the time-driven work that has fallen due since the
+// clock callbacks last ran: a record whose max_wait runs out between two
+// calls of the callback that releases held records leaves in the output of
+// the next ConsumeLogs, with its final lookup, and not a nanosecond earlier.
+func TestConsumeLogsReleasesExpiredRecords(t *testing.T) {
 	cfg := createDefaultConfig()
-	h := newInjectedHarness(t, cfg)
-	assert.Equal(t, 0, h.clock.tickerCount(), "no background goroutine with an injected clock")
+	h := newHarness(t, cfg)
+	assert.Equal(t, 2, h.clock.callbackCount(), "pruning and releasing held records")
 
+	h.clock.Advance(offTick)
 	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
 	h.clock.Advance(cfg.MaxWait - time.Nanosecond)
@@ -85,27 +79,33 @@ func TestInjectedClockReleasesInConsumeLogs(t *testing.T) {
 		"at max_wait the edge is still unclaimed: sent on unattributed")
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, 1)
 
-	h.clock.Advance(cfg.MaxWait)
-	h.consumeEmpty()
+	h.clock.Advance(cfg.MaxWait + holdCheckInterval(cfg.MaxWait))
 	recs = h.records()
-	require.Len(t, recs, 2, "an empty batch lets time pass")
+	require.Len(t, recs, 2, "without a batch, the clock callback releases it")
 	assert.Equal(t, "10.0.0.3", str(recs[1], flowschema.AttrNetworkPeerAddress))
 }
 
-func TestInjectedClockPrunesInConsumeLogs(t *testing.T) {
-	h := newInjectedHarness(t, noHoldConfig())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
-	h.clock.Advance(20 * time.Minute) // past retention
+// A ConsumeLogs prunes the store once the prune interval has passed since
+// the last prune, as when the clock callback that prunes runs late.
+func TestConsumeLogsPrunesWhenDue(t *testing.T) {
+	cfg := noHoldConfig()
+	h := newHarness(t, cfg)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(10*time.Second), ""))
+	every := pruneInterval(cfg.Retention)
+	// Past retention for the claim, but not yet at the last prune callback.
+	h.clock.Advance(cfg.Retention + every/2)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 1)
+
+	h.proc.(logsProcessor).p.shared.lastPrune.Store(h.clock.Now().Add(-every).UnixNano())
 	h.consumeEmpty()
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 0)
 }
 
-// With the wall-clock factory the hold ticker and ConsumeLogs both release
-// expired records; racing, they release each exactly once.
+// The clock callback and ConsumeLogs both release expired records; racing,
+// they release each exactly once.
 func TestTickerAndConsumeLogsReleaseEachRecordOnce(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
-	require.Eventually(t, func() bool { return h.clock.tickerCount() == 2 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, 2, h.clock.callbackCount())
 	const n = 500
 	for i := range n {
 		h.consume(flow("10.0.0.1", "10.1.0.1", t0.Add(-time.Duration(i)*time.Millisecond), t0))
@@ -115,7 +115,7 @@ func TestTickerAndConsumeLogsReleaseEachRecordOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for range 50 {
-			h.clock.Advance(time.Second) // fires the hold ticker once max_wait is over
+			h.clock.Advance(time.Second) // runs the hold callback, past max_wait too
 		}
 	})
 	for range 50 {

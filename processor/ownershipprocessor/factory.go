@@ -9,45 +9,40 @@ import (
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/processorhelper"
 
+	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
-// NewFactory returns the factory of the ownership processor. It reads the
-// wall clock, and a background goroutine per store releases held records
-// whose max_wait is over and prunes the store while no logs arrive.
+// NewFactory returns the factory of the ownership processor, on the wall
+// clock: NewFactoryWithClock(clock.System{}).
 func NewFactory() processor.Factory {
-	return newFactory(realClock{})
+	return NewFactoryWithClock(clock.System{})
 }
 
 // NewFactoryWithClock returns the factory of the ownership processor reading
-// time from c, for deterministic simulations and tests. Nothing runs in the
-// background: every ConsumeLogs first releases the held records whose
-// max_wait is over on c, with their final lookup, in a batch of their own
-// after its output, and prunes the store when the prune interval has passed
-// on c. A pipeline's held records therefore leave only through its own
-// ConsumeLogs (or a claim for their address, or shutdown): to let time pass
-// without new records, consume an empty plog.Logs.
-func NewFactoryWithClock(c Clock) processor.Factory {
-	return newFactory(injectedClock{c})
-}
-
-// factory keeps one shared store per component ID: the collector creates a
-// processor per pipeline, but a heartbeat pipeline and a flow pipeline that
-// list the same ID must see the same ownership ranges.
-type factory struct {
-	clock clock
-
-	mu     sync.Mutex
-	stores map[component.ID]*sharedStore
-}
-
-func newFactory(c clock) processor.Factory {
+// time from c. The clock is the only difference from NewFactory: the
+// processor's background work, releasing held records whose max_wait is over
+// and pruning the store, runs as c.Every callbacks, while every ConsumeLogs
+// first does the same work that has fallen due on c. On a clock.Manual,
+// for deterministic simulations and tests, the callbacks run when the clock
+// is advanced.
+func NewFactoryWithClock(c clock.Clock) processor.Factory {
 	f := &factory{clock: c, stores: make(map[component.ID]*sharedStore)}
 	return processor.NewFactory(
 		metadata.Type,
 		func() component.Config { return createDefaultConfig() },
 		processor.WithLogs(f.createLogs, metadata.LogsStability),
 	)
+}
+
+// factory keeps one shared store per component ID: the collector creates a
+// processor per pipeline, but a heartbeat pipeline and a flow pipeline that
+// list the same ID must see the same ownership ranges.
+type factory struct {
+	clock clock.Clock
+
+	mu     sync.Mutex
+	stores map[component.ID]*sharedStore
 }
 
 func (f *factory) createLogs(ctx context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
@@ -97,7 +92,7 @@ func (f *factory) acquire(set processor.Settings, cfg *Config) (*sharedStore, er
 	return s, nil
 }
 
-// start starts the shared store's background work once, whichever pipeline
+// start starts the shared store's clock callbacks once, whichever pipeline
 // starts first.
 func (f *factory) start(id component.ID) {
 	f.mu.Lock()
@@ -107,7 +102,7 @@ func (f *factory) start(id component.ID) {
 	}
 }
 
-// release drops a reference; the last one stops the background work and
+// release drops a reference; the last one stops the clock callbacks and
 // forgets the store, so a reloaded configuration starts afresh.
 func (f *factory) release(id component.ID) {
 	f.mu.Lock()

@@ -159,11 +159,11 @@ func FuzzConsumeLogs(f *testing.F) {
 			}
 		}
 
-		clk := newFakeClock()
+		clk := newTestClock()
 		sink := new(consumertest.LogsSink)
 		set := processortest.NewNopSettings(metadata.Type)
 		set.ID = component.NewID(metadata.Type)
-		p, err := newFactory(clk).CreateLogs(context.Background(), set, fuzzConfig(), sink)
+		p, err := NewFactoryWithClock(clk).CreateLogs(context.Background(), set, fuzzConfig(), sink)
 		require.NoError(t, err)
 		require.NoError(t, p.ConsumeLogs(context.Background(), ld))
 		require.NoError(t, p.Shutdown(context.Background()))

@@ -104,8 +104,8 @@ func TestMaxWaitReleasesUnattributed(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.MaxWait = 10 * time.Second
 	h := newHarness(t, cfg)
-	// The background goroutine has made its prune and hold tickers.
-	require.Eventually(t, func() bool { return h.clock.tickerCount() == 2 }, 5*time.Second, time.Millisecond)
+	// The store has registered its prune and hold callbacks.
+	require.Equal(t, 2, h.clock.callbackCount())
 
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	h.clock.Advance(5 * time.Second)
@@ -173,7 +173,7 @@ func TestRefusedReleaseIsCounted(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	set := metadatatest.NewSettings(tel)
-	p, err := newFactory(newFakeClock()).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewErr(errors.New("queue full")))
+	p, err := NewFactoryWithClock(newTestClock()).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewErr(errors.New("queue full")))
 	require.NoError(t, err)
 	require.NoError(t, p.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.2", t0, t0))))
 	require.NoError(t, p.Shutdown(context.Background()))

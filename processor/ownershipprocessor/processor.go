@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
 	"github.com/flowattr/flowattr/internal/owners"
@@ -54,7 +55,7 @@ type ownershipProcessor struct {
 	shared *sharedStore
 	store  *intervalstore.Store[intervalstore.Key128]
 	tables *addressTables
-	clock  clock
+	clock  clock.Clock
 	next   consumer.Logs
 	logger *zap.Logger
 	tel    *metadata.TelemetryBuilder
@@ -67,7 +68,7 @@ type ownershipProcessor struct {
 
 	shutdownOnce sync.Once
 	// outside counts the releases under way that another pipeline's claim
-	// or the store's ticker started, which shutdown waits for: their
+	// or the store's clock callback started, which shutdown waits for: their
 	// records must reach the next consumer before it is shut down.
 	outside   sync.WaitGroup
 	outsideMu sync.Mutex
@@ -218,9 +219,9 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 	}
 	now := p.clock.Now()
 	var st batchStats
-	// Time-driven work first, on the processor's clock, so that it is
-	// deterministic under an injected one: records whose max_wait is over
-	// leave, looked up before this batch's claims.
+	// Time-driven work first, what has fallen due on the processor's clock
+	// since its callbacks last ran: records whose max_wait is over leave,
+	// looked up before this batch's claims.
 	p.shared.pruneIfDue(now)
 	if p.hold != nil {
 		b.released = p.hold.expire(now, p.lookup)
