@@ -96,7 +96,7 @@ func TestConsumeLogsPrunesWhenDue(t *testing.T) {
 	h.clock.Advance(cfg.Retention + every/2)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 1)
 
-	h.proc.(logsProcessor).p.shared.lastPrune.Store(h.clock.Now().Add(-every).UnixNano())
+	h.proc.(*ownershipProcessor).shared.lastPrune.Store(h.clock.Now().Add(-every).UnixNano())
 	h.consumeEmpty()
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 0)
 }

@@ -7,7 +7,6 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/processor"
-	"go.opentelemetry.io/collector/processor/processorhelper"
 
 	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
@@ -45,33 +44,18 @@ type factory struct {
 	stores map[component.ID]*sharedStore
 }
 
-func (f *factory) createLogs(ctx context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
+func (f *factory) createLogs(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
 	pcfg := cfg.(*Config)
 	shared, err := f.acquire(set, pcfg)
 	if err != nil {
 		return nil, err
 	}
-	p, err := newOwnershipProcessor(set, pcfg, shared, next)
+	p, err := newOwnershipProcessor(set, pcfg, shared, next, f)
 	if err != nil {
 		f.release(set.ID)
 		return nil, err
 	}
-	lp, err := processorhelper.NewLogs(ctx, set, cfg, next, p.processLogs,
-		processorhelper.WithCapabilities(consumer.Capabilities{MutatesData: true}),
-		processorhelper.WithStart(func(context.Context, component.Host) error {
-			f.start(set.ID)
-			return nil
-		}),
-		processorhelper.WithShutdown(func(ctx context.Context) error {
-			p.shutdown(ctx, func() { f.release(set.ID) })
-			return nil
-		}),
-	)
-	if err != nil {
-		p.shutdown(ctx, func() { f.release(set.ID) })
-		return nil, err
-	}
-	return logsProcessor{Logs: lp, p: p}, nil
+	return p, nil
 }
 
 // acquire returns the shared store of set.ID, creating it on first use, and

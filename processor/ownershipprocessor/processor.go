@@ -9,11 +9,12 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
-	"go.opentelemetry.io/collector/processor/processorhelper"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
@@ -50,7 +51,13 @@ const (
 	reasonStoreError      = "store_error"            // the store refused the claim otherwise
 )
 
+// ownershipProcessor is one pipeline's instance of the processor: it
+// implements processor.Logs itself, rather than through processorhelper,
+// because the records it holds leave after the ConsumeLogs that received
+// them.
 type ownershipProcessor struct {
+	id     component.ID
+	stores *factory // holds shared, by id
 	cfg    *Config
 	shared *sharedStore
 	store  *intervalstore.Store[intervalstore.Key128]
@@ -62,6 +69,7 @@ type ownershipProcessor struct {
 	hold   *hold // nil when max_wait is 0
 	owners *flowschema.OwnerWriter
 
+	itemAttrs    metric.MeasurementOption // processor and otel.signal, as processorhelper's
 	originAttrs  [len(originNames)]metric.MeasurementOption
 	statusAttrs  [4]metric.MeasurementOption // by intervalstore.Status
 	outcomeAttrs map[string]metric.MeasurementOption
@@ -75,20 +83,27 @@ type ownershipProcessor struct {
 	stopping  bool // set by shutdown, under outsideMu: start no more
 }
 
-func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedStore, next consumer.Logs) (*ownershipProcessor, error) {
+var _ processor.Logs = (*ownershipProcessor)(nil)
+
+func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedStore, next consumer.Logs, stores *factory) (*ownershipProcessor, error) {
 	tel, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
 	if err != nil {
 		return nil, err
 	}
 	p := &ownershipProcessor{
-		cfg:          cfg,
-		shared:       shared,
-		store:        shared.store,
-		tables:       shared.tables,
-		clock:        shared.clock,
-		next:         next,
-		logger:       set.Logger,
-		tel:          tel,
+		id:     set.ID,
+		stores: stores,
+		cfg:    cfg,
+		shared: shared,
+		store:  shared.store,
+		tables: shared.tables,
+		clock:  shared.clock,
+		next:   next,
+		logger: set.Logger,
+		tel:    tel,
+		itemAttrs: metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("processor", set.ID.String()),
+			attribute.String("otel.signal", pipeline.SignalLogs.String()))),
 		outcomeAttrs: make(map[string]metric.MeasurementOption),
 		owners:       flowschema.NewOwnerWriter(cfg.OwnerPrefix),
 	}
@@ -106,6 +121,25 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 	}
 	shared.subscribe(p)
 	return p, nil
+}
+
+// Start starts the shared store's clock callbacks, unless another
+// pipeline's instance did.
+func (p *ownershipProcessor) Start(context.Context, component.Host) error {
+	p.stores.start(p.id)
+	return nil
+}
+
+// Shutdown flushes the held records downstream and lets go of the shared
+// store; see shutdown.
+func (p *ownershipProcessor) Shutdown(ctx context.Context) error {
+	p.shutdown(ctx)
+	return nil
+}
+
+// Capabilities says that the processor modifies the batches it consumes.
+func (p *ownershipProcessor) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: true}
 }
 
 // batchStats accumulates one batch's telemetry, recorded once per batch.
@@ -140,39 +174,26 @@ func (st *batchStats) lookup(s intervalstore.Status) {
 	}
 }
 
-// consumeBatch is what processLogs did to the hold in one ConsumeLogs, for
-// consumeLogs to finish once the batch has gone downstream.
+// consumeBatch is what process did to the hold in one ConsumeLogs, for
+// ConsumeLogs to finish once the batch has gone downstream.
 type consumeBatch struct {
 	released []releasedRecord // timeout and overflow releases of settled records
 	own      batchRecords     // the batch's own records put in the hold
 }
 
-type consumeBatchKey struct{}
-
-// logsProcessor is the processorhelper's processor, with consumeLogs around
-// its ConsumeLogs.
-type logsProcessor struct {
-	processor.Logs
-	p *ownershipProcessor
-}
-
-func (l logsProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
-	return l.p.consumeLogs(ctx, ld, l.Logs.ConsumeLogs)
-}
-
-// consumeLogs runs consume, the processorhelper's ConsumeLogs that calls
-// processLogs and then the next consumer, and handles what the hold did in
-// it. Records released by it (max_wait over, pushed out of a full hold) are
-// sent after the batch in one of their own, as every other release: a
-// refusal is then counted in release_failures and logged, and neither fails
-// nor loses the receiver's batch. The records the batch put in the hold
-// stay tentative until consume returns: whatever releases one meanwhile (a
-// claim from any pipeline, max_wait, another batch's overflow) hands it to
-// the batch; only shutdown sends it (see hold.drain). When the batch went on, those follow it with the
-// others. When it failed, its receiver may retry it whole, so the batch's
-// records leave the hold undelivered, held or handed over: kept, they would
-// go downstream twice.
-func (p *ownershipProcessor) consumeLogs(ctx context.Context, ld plog.Logs, consume consumer.ConsumeLogsFunc) error {
+// ConsumeLogs processes ld, sends what is left of it to the next consumer
+// and handles what the hold did meanwhile. Records released by it (max_wait
+// over, pushed out of a full hold) are sent after the batch in one of their
+// own, as every other release: a refusal is then counted in release_failures
+// and logged, and neither fails nor loses the receiver's batch. The records
+// the batch put in the hold stay tentative until the next consumer has
+// answered: whatever releases one meanwhile (a claim from any pipeline,
+// max_wait, another batch's overflow) hands it to the batch; only shutdown
+// sends it (see hold.drain). When the batch went on, those follow it with
+// the others. When it failed, its receiver may retry it whole, so the
+// batch's records leave the hold undelivered, held or handed over: kept,
+// they would go downstream twice.
+func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 	var b consumeBatch
 	returned := false
 	defer func() {
@@ -185,12 +206,33 @@ func (p *ownershipProcessor) consumeLogs(ctx context.Context, ld plog.Logs, cons
 			p.send(context.WithoutCancel(ctx), b.released)
 		}
 	}()
-	err := consume(context.WithValue(ctx, consumeBatchKey{}, &b), ld)
+	err := p.consume(ctx, ld, &b)
 	returned = true
 	p.settle(ctx, &b, err != nil)
 	// Released records go on after the batch's request may have ended.
 	p.send(context.WithoutCancel(ctx), b.released)
 	return err
+}
+
+// consume processes ld, telling b about the records it held and released,
+// and sends what is left of it to the next consumer; a batch left empty is
+// not sent.
+func (p *ownershipProcessor) consume(ctx context.Context, ld plog.Logs, b *consumeBatch) error {
+	started := time.Now()
+	p.tel.ProcessorIncomingItems.Add(ctx, int64(ld.LogRecordCount()), p.itemAttrs)
+	p.process(ctx, ld, b)
+	p.tel.ProcessorInternalDuration.Record(ctx, time.Since(started).Seconds(), p.itemAttrs)
+	if ld.LogRecordCount() == 0 {
+		return nil
+	}
+	return p.forward(ctx, ld)
+}
+
+// forward sends ld to the next consumer, counting its records as outgoing
+// whether the next consumer accepts them or not.
+func (p *ownershipProcessor) forward(ctx context.Context, ld plog.Logs) error {
+	p.tel.ProcessorOutgoingItems.Add(ctx, int64(ld.LogRecordCount()), p.itemAttrs)
+	return p.next.ConsumeLogs(ctx, ld)
 }
 
 // settle ends the tentative state of the records batch b held, adding to
@@ -206,17 +248,10 @@ func (p *ownershipProcessor) settle(ctx context.Context, b *consumeBatch, refuse
 	}
 }
 
-// errOutsideConsumeLogs is processLogs' answer when it runs outside
-// consumeLogs, which alone can settle the records it would hold.
-var errOutsideConsumeLogs = errors.New("ownershipprocessor: processLogs called outside consumeLogs")
-
-// processLogs runs within consumeLogs, which it tells through ctx about the
-// records it held and released.
-func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plog.Logs, error) {
-	b, ok := ctx.Value(consumeBatchKey{}).(*consumeBatch)
-	if !ok {
-		return ld, errOutsideConsumeLogs
-	}
+// process applies the claims of ld, attributes its flow records, holding
+// those that wait for a claim, and removes from ld what does not go on. It
+// adds to b the records it held and those it released.
+func (p *ownershipProcessor) process(ctx context.Context, ld plog.Logs, b *consumeBatch) {
 	now := p.clock.Now()
 	var st batchStats
 	// Time-driven work first, what has fallen due on the processor's clock
@@ -231,10 +266,6 @@ func (p *ownershipProcessor) processLogs(ctx context.Context, ld plog.Logs) (plo
 	p.attributeFlows(ld, b, &st)
 	p.report(ctx, &st)
 	removeEmpty(ld)
-	if ld.LogRecordCount() == 0 {
-		return ld, processorhelper.ErrSkipProcessingData
-	}
-	return ld, nil
 }
 
 // applyClaims applies heartbeat records and, when configured, the local side
@@ -773,7 +804,7 @@ func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord
 	ld := plog.NewLogs()
 	p.emit(ctx, released, ld, &st)
 	p.report(ctx, &st)
-	if err := p.next.ConsumeLogs(ctx, ld); err != nil {
+	if err := p.forward(ctx, ld); err != nil {
 		n := ld.LogRecordCount()
 		p.tel.ProcessorOwnershipReleaseFailures.Add(ctx, int64(n))
 		p.logger.Warn("Next consumer refused released flow records", zap.Int("records", n), zap.Error(err))
@@ -814,8 +845,8 @@ func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) 
 }
 
 // shutdown flushes every held record downstream, then releases the shared
-// store through release. It runs once however often it is called.
-func (p *ownershipProcessor) shutdown(ctx context.Context, release func()) {
+// store. It runs once however often it is called.
+func (p *ownershipProcessor) shutdown(ctx context.Context) {
 	p.shutdownOnce.Do(func() {
 		p.shared.unsubscribe(p)
 		p.outsideMu.Lock()
@@ -826,7 +857,7 @@ func (p *ownershipProcessor) shutdown(ctx context.Context, release func()) {
 			p.send(ctx, p.hold.drain(p.lookup))
 		}
 		p.tel.Shutdown()
-		release()
+		p.stores.release(p.id)
 	})
 }
 

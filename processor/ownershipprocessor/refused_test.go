@@ -386,17 +386,6 @@ func TestConcurrentClaimsAndRetriesDeliverOnce(t *testing.T) {
 	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
 }
 
-// TestProcessLogsOutsideConsumeLogs calls the processorhelper's ConsumeLogs
-// that the processor wraps: without the wrapper no one could settle the
-// records it would hold, so it refuses the batch with an error, not a panic.
-func TestProcessLogsOutsideConsumeLogs(t *testing.T) {
-	h := newHarness(t, createDefaultConfig())
-	inner := h.proc.(logsProcessor).Logs
-	err := inner.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.2", t0, t0.Add(time.Second))))
-	require.ErrorIs(t, err, errOutsideConsumeLogs)
-	assert.Zero(t, h.sink.LogRecordCount())
-}
-
 // A Shutdown while a batch that held a record is still downstream flushes
 // that record with the others, rather than leaving it to the batch, which
 // may return only after the collector shut down the next consumer.
