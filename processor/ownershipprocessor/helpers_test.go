@@ -186,3 +186,17 @@ func attribution(lr plog.LogRecord) (status, reason, owner string) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// noHoldConfig sends every record on at once, for rules that do not involve
+// the hold.
+func noHoldConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.MaxWait = 0
+	return cfg
+}
+
+// consumeEmpty lets time pass for the processor without records.
+func (h *harness) consumeEmpty() {
+	h.t.Helper()
+	require.NoError(h.t, h.proc.ConsumeLogs(context.Background(), plog.NewLogs()))
+}

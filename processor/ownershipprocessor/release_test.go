@@ -13,46 +13,6 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 )
 
-// consumeEmpty lets time pass for the processor without records.
-func (h *harness) consumeEmpty() {
-	h.t.Helper()
-	require.NoError(h.t, h.proc.ConsumeLogs(context.Background(), plog.NewLogs()))
-}
-
-// A flow that starts within clock_skew of the end of its peer's newest range
-// waits for the next heartbeat: until then, another owner may still claim
-// the time just after.
-func TestNearUnclaimedEdgeWaitsForTheNextHeartbeat(t *testing.T) {
-	h := newHarness(t, createDefaultConfig())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
-	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
-	require.Equal(t, 0, h.sink.LogRecordCount(), "held: t0+500ms is not covered yet")
-
-	h.consume(heartbeat("10.0.0.2", "checkout", t0, t0.Add(10*time.Second), ""))
-	recs := h.records()
-	require.Len(t, recs, 1)
-	status, reason, owner := attribution(recs[0])
-	assert.Equal(t, []string{"attributed", "<absent>", "checkout"}, []string{status, reason, owner})
-}
-
-// The case the fleet simulator found: the recording host's clock puts a flow
-// just inside the new owner's first claim, and the previous owner's last
-// claim arrives later. The flow is held and then turns uncertain; it is never
-// attributed to the new owner.
-func TestNearUnclaimedEdgeTurnsUncertainWhenThePreviousOwnerArrives(t *testing.T) {
-	h := newHarness(t, createDefaultConfig())
-	h.consume(heartbeat("10.0.0.2", "cart", t0, t0.Add(10*time.Second), ""))
-	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(300*time.Millisecond), t0.Add(time.Second)))
-	require.Equal(t, 0, h.sink.LogRecordCount(), "held: the time before t0 is not covered yet")
-
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(-time.Millisecond), ""))
-	recs := h.records()
-	require.Len(t, recs, 1)
-	status, reason, owner := attribution(recs[0])
-	assert.Equal(t, []string{"uncertain", "near_owner_change", "<absent>"}, []string{status, reason, owner})
-	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "decided"}, 1)
-}
-
 // ConsumeLogs first does the time-driven work that has fallen due since the
 // clock callbacks last ran: a record whose max_wait runs out between two
 // calls of the callback that releases held records leaves in the output of
