@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 func TestFlowBeforeHeartbeatWithoutHold(t *testing.T) {
@@ -100,9 +101,9 @@ func TestOtherRecordsUntouched(t *testing.T) {
 func TestWorkloadCIDRsAndStaticOwners(t *testing.T) {
 	cfg := createDefaultConfig() // holding on: outside addresses must not wait
 	cfg.WorkloadCIDRs = []string{"10.0.0.0/8"}
-	cfg.StaticOwners = []StaticOwner{
-		{CIDR: "203.0.113.0/24", ID: "edge-lb", Attributes: map[string]string{"service.name": "edge"}},
-		{CIDR: "203.0.113.128/25", ID: "edge-lb-v2"},
+	cfg.StaticOwners = []owners.Entry{
+		{Prefixes: []string{"203.0.113.0/24"}, ID: "edge-lb", Attributes: map[string]string{"service.name": "edge"}},
+		{Prefixes: []string{"203.0.113.128/25"}, ID: "edge-lb-v2"},
 	}
 	h := newHarness(t, cfg)
 	h.consume(

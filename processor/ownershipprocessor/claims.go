@@ -13,14 +13,14 @@ import (
 	"github.com/flowattr/flowattr/internal/intervalstore"
 )
 
-// applyClaims applies heartbeat records and, when configured, the local side
-// of flow records to the store, removes heartbeat records unless kept, and
-// returns the keys that got claims. sender is checked against every
-// heartbeat's source and, when it is another host, every local claim.
+// applyClaims applies claim records and, when configured, the local side of
+// flow records to the store, removes claim records unless kept, and returns
+// the keys that got claims. sender is checked against every claim record's
+// sender and, when it is another host, every local claim.
 func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, now time.Time, st *batchStats) []netip.Addr {
 	var touched []netip.Addr
-	local := localClaimsPool.Get().(*localClaims)
-	defer local.reset()
+	bc := batchClaimsPool.Get().(*batchClaims)
+	defer bc.reset()
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
 		sls := rls.At(i).ScopeLogs()
@@ -46,15 +46,15 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 						return true
 					}
 					// Applied after this pass, with the batch's other
-					// heartbeats; kept until then in case the store
+					// claim records; kept until then in case the store
 					// refuses it.
-					local.heartbeats = append(local.heartbeats, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(c.Address), Owner: c.Owner, Start: c.Start, End: c.End})
+					bc.records = append(bc.records, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(c.Address), Owner: c.Owner, Start: c.Start, End: c.End})
 					return !p.cfg.KeepClaims
 				case flowschema.EventFlow:
 					if !p.cfg.ApplyLocalClaims {
 						return !p.cfg.KeepFlows
 					}
-					c, reason := p.localClaim(lr, &local.owners)
+					c, reason := p.localClaim(lr, &bc.owners)
 					if reason == "" {
 						reason = p.checkClaim(c, originFlow, now)
 					}
@@ -64,7 +64,7 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 					if reason != "" {
 						st.reject(originFlow, reason, 1)
 					} else {
-						local.add(c, p.cfg.MergeGap)
+						bc.addLocal(c, p.cfg.MergeGap)
 					}
 					return !p.cfg.KeepFlows
 				}
@@ -73,11 +73,11 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 		}
 	}
 	// Applied together, the claims' cache misses in the store overlap.
-	local.results = p.store.ApplyBatch(local.heartbeats, local.results[:0])
+	bc.results = p.store.ApplyBatch(bc.records, bc.results[:0])
 	refused := false
-	for i, r := range local.results {
+	for i, r := range bc.results {
 		if p.countApply(r.ApplyResult, r.Err, originClaim, 1, st) {
-			touched = append(touched, local.heartbeats[i].Key.Addr())
+			touched = append(touched, bc.records[i].Key.Addr())
 		} else {
 			refused = true
 		}
@@ -85,25 +85,25 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 	if refused && p.cfg.KeepClaims {
 		// Only claims this processor accepted are passed on: one the store
 		// refused goes no further (not to peers, not to a topic). The
-		// heartbeat records left are those of local.heartbeats, in order.
-		p.dropRefused(ld, local.results)
+		// claim records left are those of bc.records, in order.
+		p.dropRefused(ld, bc.results)
 	}
-	local.batch = local.batch[:0]
-	for _, lc := range local.claims {
-		local.batch = append(local.batch, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(lc.Address), Owner: lc.Owner, Start: lc.Start, End: lc.End})
+	bc.batch = bc.batch[:0]
+	for _, lc := range bc.local {
+		bc.batch = append(bc.batch, intervalstore.Claim[intervalstore.Key128]{Key: intervalstore.AddrKey(lc.Address), Owner: lc.Owner, Start: lc.Start, End: lc.End})
 	}
-	local.results = p.store.ApplyBatch(local.batch, local.results[:0])
-	for i, lc := range local.claims {
+	bc.results = p.store.ApplyBatch(bc.batch, bc.results[:0])
+	for i, lc := range bc.local {
 		// Each flow record counts as a claim, joined or not.
-		if r := local.results[i]; p.countApply(r.ApplyResult, r.Err, originFlow, lc.records, st) {
+		if r := bc.results[i]; p.countApply(r.ApplyResult, r.Err, originFlow, lc.records, st) {
 			touched = append(touched, lc.Address)
 		}
 	}
 	return touched
 }
 
-// dropRefused removes the heartbeat records of ld whose claims the store
-// refused: results holds the store's outcome of each heartbeat record left in
+// dropRefused removes the claim records of ld whose claims the store
+// refused: results holds the store's outcome of each claim record left in
 // ld, in order.
 func (p *ownershipProcessor) dropRefused(ld plog.Logs, results []intervalstore.ClaimResult) {
 	k := 0
@@ -122,19 +122,19 @@ func (p *ownershipProcessor) dropRefused(ld plog.Logs, results []intervalstore.C
 	}
 }
 
-// localClaims holds the claims of one batch until they are applied together,
-// heartbeats as they are and local claims joined. It joins the local claims
-// before they reach the store: a host's flows mostly share a few local
-// addresses and overlap in time. Only claims the store would join anyway are joined (same address and
-// owner, gap at most merge_gap), so the store ends up in the same state.
-type localClaims struct {
-	last    map[netip.Addr]int // the latest claim of each address in claims
-	claims  []joinedClaim
-	batch   []intervalstore.Claim[intervalstore.Key128] // claims, as given to ApplyBatch
+// batchClaims holds the claims of one batch until they are applied
+// together, those of claim records as they are and local claims joined. It
+// joins the local claims before they reach the store: a host's flows mostly
+// share a few local addresses and overlap in time. Only claims the store
+// would join anyway are joined (same address and owner, gap at most
+// merge_gap), so the store ends up in the same state.
+type batchClaims struct {
+	records []intervalstore.Claim[intervalstore.Key128] // the batch's checked claim records
+	local   []joinedClaim
+	last    map[netip.Addr]int                          // the latest claim of each address in local
+	batch   []intervalstore.Claim[intervalstore.Key128] // local, as given to ApplyBatch
 	results []intervalstore.ClaimResult
-
-	heartbeats []intervalstore.Claim[intervalstore.Key128] // the batch's checked heartbeat claims
-	owners     flowschema.OwnerReader                      // reads the local owners of flows; kept across batches
+	owners  flowschema.OwnerReader // reads the local owners of flows; kept across batches
 }
 
 type joinedClaim struct {
@@ -143,17 +143,19 @@ type joinedClaim struct {
 	prev    int   // the previous claim of the same address, or -1
 }
 
-var localClaimsPool = sync.Pool{New: func() any {
-	return &localClaims{last: make(map[netip.Addr]int)}
+var batchClaimsPool = sync.Pool{New: func() any {
+	return &batchClaims{last: make(map[netip.Addr]int)}
 }}
 
-func (l *localClaims) add(c flowschema.Claim, mergeGap time.Duration) {
-	prev, ok := l.last[c.Address]
+// addLocal adds a local claim, joined into one of the same address if the
+// store would join them.
+func (bc *batchClaims) addLocal(c flowschema.Claim, mergeGap time.Duration) {
+	prev, ok := bc.last[c.Address]
 	if !ok {
 		prev = -1
 	}
-	for i := prev; i >= 0; i = l.claims[i].prev {
-		j := &l.claims[i]
+	for i := prev; i >= 0; i = bc.local[i].prev {
+		j := &bc.local[i]
 		if !j.Owner.Equal(c.Owner) || c.Start.After(j.End.Add(mergeGap)) || j.Start.After(c.End.Add(mergeGap)) {
 			continue
 		}
@@ -166,19 +168,21 @@ func (l *localClaims) add(c flowschema.Claim, mergeGap time.Duration) {
 		j.records++
 		return
 	}
-	l.last[c.Address] = len(l.claims)
-	l.claims = append(l.claims, joinedClaim{Claim: c, records: 1, prev: prev})
+	bc.last[c.Address] = len(bc.local)
+	bc.local = append(bc.local, joinedClaim{Claim: c, records: 1, prev: prev})
 }
 
-func (l *localClaims) reset() {
-	clear(l.last)
-	clear(l.claims) // drop references to owners
-	l.claims = l.claims[:0]
-	clear(l.batch)
-	l.batch = l.batch[:0]
-	clear(l.heartbeats)
-	l.heartbeats = l.heartbeats[:0]
-	localClaimsPool.Put(l)
+// reset empties bc, dropping its references to owners, and puts it back in
+// the pool.
+func (bc *batchClaims) reset() {
+	clear(bc.records)
+	bc.records = bc.records[:0]
+	clear(bc.local)
+	bc.local = bc.local[:0]
+	clear(bc.last)
+	clear(bc.batch)
+	bc.batch = bc.batch[:0]
+	batchClaimsPool.Put(bc)
 }
 
 // localClaim reads the claim made by a flow record's local side: the local

@@ -35,7 +35,7 @@ func NewFactoryWithClock(c clock.Clock) processor.Factory {
 }
 
 // factory keeps one shared store per component ID: the collector creates a
-// processor per pipeline, but a heartbeat pipeline and a flow pipeline that
+// processor per pipeline, but a claim pipeline and a flow pipeline that
 // list the same ID must see the same ownership ranges.
 type factory struct {
 	clock clock.Clock

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -119,7 +120,7 @@ func fuzzConfig() *Config {
 	cfg := createDefaultConfig()
 	cfg.MaxPending = 3
 	cfg.WorkloadCIDRs = []string{"10.0.0.0/8", "fd00::/8"}
-	cfg.StaticOwners = []StaticOwner{{CIDR: "203.0.113.0/24", ID: "lb"}}
+	cfg.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}}
 	cfg.Senders = map[string][]string{"10.0.0.2": {"10.0.0.0/24"}}
 	return cfg
 }

@@ -32,11 +32,11 @@ const (
 	reasonBadTime         = "bad_time"               // time attribute present but not positive int nanoseconds
 	reasonMissingTime     = "missing_time"           // neither time attribute nor Timestamp
 	reasonStatic          = "static"                 // attributed from static_owners
-	reasonOutsideWorkload = "outside_workload_cidrs" // no heartbeats for this address, no static owner
+	reasonOutsideWorkload = "outside_workload_cidrs" // no claims for this address, no static owner
 	reasonTimestampUsed   = "timestamp_fallback"     // attributed, at the record Timestamp
 	reasonEndInFuture     = "end_in_future"          // claim ends past now+max_future
-	reasonUnauthorized    = "unauthorized_sender"    // source may not claim the address
-	reasonUnauthenticated = "unauthenticated_sender" // sender's certificate does not name the source
+	reasonUnauthorized    = "unauthorized_sender"    // the sender may not claim the address
+	reasonUnauthenticated = "unauthenticated_sender" // the connection's certificate does not name the sender
 	reasonExpired         = "expired"                // claim ends before now-retention
 	reasonStoreError      = "store_error"            // the store refused the claim otherwise
 )
