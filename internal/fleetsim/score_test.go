@@ -73,7 +73,7 @@ func TestScoreRecords(t *testing.T) {
 	sc.IPs = 4
 	r := &runner{
 		sc:       sc,
-		clock:    &Clock{},
+		clock:    newClock(),
 		pending:  make(map[uint64]*flow),
 		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
 		oracle:   newCoverageOracle(sc.IPs, int64(sc.Processor.Retention)),

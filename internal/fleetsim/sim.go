@@ -13,18 +13,25 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
 )
 
 // Clock is the virtual clock the simulation advances; it is the processor's
-// time source. Safe for concurrent reads.
-type Clock struct{ ns atomic.Int64 }
+// time source, and setting it runs the processor's background work that
+// falls due. Safe for concurrent reads.
+type Clock struct {
+	*clock.Manual
+	ns atomic.Int64
+}
 
-// Now returns the simulated time.
-func (c *Clock) Now() time.Time { return Epoch.Add(time.Duration(c.ns.Load())) }
+func newClock() *Clock { return &Clock{Manual: clock.NewManual(Epoch)} }
 
-func (c *Clock) set(ns int64) { c.ns.Store(ns) }
+func (c *Clock) set(ns int64) {
+	c.ns.Store(ns)
+	c.Set(Epoch.Add(time.Duration(ns)))
+}
 
 // Result is the score of one run.
 type Result struct {
@@ -120,7 +127,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	began := time.Now()
 	r := &runner{
 		sc:       sc,
-		clock:    &Clock{},
+		clock:    newClock(),
 		fleet:    newFleet(&sc),
 		net:      newNetwork(&sc),
 		flowRNG:  rand.New(rand.NewPCG(sc.Seed, 3)),
@@ -194,8 +201,8 @@ func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertes
 		if claims, err = r.generate(now, claims); err != nil {
 			return err
 		}
-		// Every tick, records or not: an empty batch is how time passes for
-		// the processor's held records on an injected clock.
+		// Every tick, records or not, as a pipeline that receives batches
+		// steadily.
 		if err := proc.ConsumeLogs(ctx, r.deliver(now)); err != nil {
 			return fmt.Errorf("ConsumeLogs at %s: %w", time.Duration(now), err)
 		}

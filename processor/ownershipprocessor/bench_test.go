@@ -41,10 +41,10 @@ func benchmarkConsumeLogs(b *testing.B, localsPerBatch int) {
 	}
 	owner := func(i int) string { return fmt.Sprintf("workload-%d", i) }
 
-	clk := newFakeClock()
+	clk := newTestClock()
 	set := processortest.NewNopSettings(metadata.Type)
 	set.ID = component.NewID(metadata.Type)
-	p, err := newFactory(clk).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewNop())
+	p, err := NewFactoryWithClock(clk).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewNop())
 	require.NoError(b, err)
 	require.NoError(b, p.Start(context.Background(), nil))
 	b.Cleanup(func() { require.NoError(b, p.Shutdown(context.Background())) })

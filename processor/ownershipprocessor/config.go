@@ -3,7 +3,6 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // Config configures the ownership processor. Every pipeline that lists the
@@ -25,12 +25,12 @@ type Config struct {
 	TimeAttribute string `mapstructure:"time_attribute"`
 	// OwnerPrefix is the attribute prefix under which the owner is written.
 	OwnerPrefix string `mapstructure:"owner_prefix"`
-	// KeepClaims passes heartbeat records on after applying them instead
-	// of removing them from the stream.
+	// KeepClaims passes claim records on after applying them instead of
+	// removing them from the stream.
 	KeepClaims bool `mapstructure:"keep_claims"`
 	// KeepFlows passes flow records on (attributed). When false they are
 	// removed after their local claims are applied: with KeepClaims, a
-	// pipeline that forwards only heartbeats, e.g. to peers or a topic.
+	// pipeline that forwards only claim records, e.g. to peers or a topic.
 	KeepFlows bool `mapstructure:"keep_flows"`
 	// ApplyLocalClaims applies the local side of every flow record (local
 	// address held by the local owner from flow start to record time) as a
@@ -39,25 +39,26 @@ type Config struct {
 	// MaxFuture is how far past the processor's clock a claim may end.
 	MaxFuture time.Duration `mapstructure:"max_future"`
 	// MaxWait is how long a flow record whose peer is not covered yet is held
-	// waiting for a heartbeat. Zero disables holding.
+	// waiting for a claim. Zero disables holding.
 	MaxWait time.Duration `mapstructure:"max_wait"`
 	// MaxPending bounds the number of held flow records per pipeline.
 	MaxPending int `mapstructure:"max_pending"`
-	// WorkloadCIDRs are the ranges whose addresses send heartbeats. Empty
-	// means every address.
+	// WorkloadCIDRs are the ranges (CIDR prefixes or single addresses) whose
+	// addresses are claimed. Empty means every address.
 	WorkloadCIDRs []string `mapstructure:"workload_cidrs"`
 	// StaticOwners name owners for addresses outside WorkloadCIDRs.
-	StaticOwners []StaticOwner `mapstructure:"static_owners"`
+	StaticOwners []owners.Entry `mapstructure:"static_owners"`
 	// Senders, when set, lists who may send claims (the claim's sender
-	// attribute) and which addresses each may claim.
+	// attribute) and which addresses (CIDR prefixes or single addresses)
+	// each may claim.
 	Senders map[string][]string `mapstructure:"senders"`
-	// SenderIdentity binds a heartbeat's source to its sender. "none" trusts
-	// the declared source; "certificate" requires a heartbeat that arrived
-	// over gRPC to come with a verified client certificate whose CommonName
-	// or a DNS SAN is the source. It needs the processor directly after an
-	// OTLP/gRPC receiver with mutual TLS, so that the connection is in the
-	// context; heartbeats with no gRPC peer (local receivers, Kafka) are not
-	// checked.
+	// SenderIdentity binds a claim's sender name to the connection it came
+	// over. "none" trusts the declared sender; "certificate" requires a claim
+	// that arrived over gRPC to come with a verified client certificate whose
+	// CommonName or a DNS SAN is the sender. It needs the processor directly
+	// after an OTLP/gRPC receiver with mutual TLS, so that the connection is
+	// in the context; claims with no gRPC peer (local receivers, Kafka) are
+	// not checked.
 	SenderIdentity string `mapstructure:"sender_identity"`
 	// MergeGap, ClockSkew, Retention and MaxKeys configure the store.
 	MergeGap  time.Duration `mapstructure:"merge_gap"`
@@ -67,13 +68,6 @@ type Config struct {
 
 	// prevent unkeyed literal initialization
 	_ struct{}
-}
-
-// StaticOwner names the owner of every address in CIDR.
-type StaticOwner struct {
-	CIDR       string            `mapstructure:"cidr"`
-	ID         string            `mapstructure:"id"`
-	Attributes map[string]string `mapstructure:"attributes"`
 }
 
 var _ confmap.Validator = (*Config)(nil)
@@ -147,7 +141,7 @@ func (cfg *Config) Validate() error {
 	if cfg.Retention <= 0 {
 		errs = append(errs, fmt.Errorf("retention must be positive, got %s", cfg.Retention))
 	} else if cfg.Retention <= cfg.MaxWait {
-		errs = append(errs, fmt.Errorf("retention (%s) must be longer than max_wait (%s): a held record must still be within retention when its heartbeat arrives", cfg.Retention, cfg.MaxWait))
+		errs = append(errs, fmt.Errorf("retention (%s) must be longer than max_wait (%s): a held record must still be within retention when its claim arrives", cfg.Retention, cfg.MaxWait))
 	}
 	if cfg.MaxKeys <= 0 {
 		errs = append(errs, fmt.Errorf("max_keys must be positive, got %d", cfg.MaxKeys))
@@ -156,31 +150,4 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// parsePrefix parses a CIDR prefix and refuses one with host bits set, which
-// is almost always a typo for a different range.
-func parsePrefix(field, s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s: %q is not a CIDR prefix (want e.g. 10.0.0.0/8 or fd00::/8)", field, s)
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, fmt.Errorf("%s: %q is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead", field, s)
-	}
-	if m := p.Masked(); m != p {
-		return netip.Prefix{}, fmt.Errorf("%s: %q has host bits set; did you mean %s?", field, s, m)
-	}
-	return p, nil
-}
-
-// sortedKeys returns m's keys in order, so that errors and tables do not
-// depend on map iteration order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

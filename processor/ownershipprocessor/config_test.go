@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -42,14 +43,14 @@ func TestLoadConfig(t *testing.T) {
 		MaxWait:          10 * time.Second,
 		MaxPending:       500,
 		WorkloadCIDRs:    []string{"10.0.0.0/8", "fd00::/8"},
-		StaticOwners: []StaticOwner{{
-			CIDR:       "203.0.113.0/24",
+		StaticOwners: []owners.Entry{{
+			Prefixes:   []string{"203.0.113.0/24", "198.51.100.7"},
 			ID:         "lb-public",
 			Attributes: map[string]string{"service.name": "edge"},
 		}},
 		Senders: map[string][]string{
 			"node-a": {"10.1.0.0/16"},
-			"node-b": {"10.2.0.0/16", "fd00:2::/32"},
+			"node-b": {"10.2.0.0/16", "fd00:2::/32", "10.3.0.7"},
 		},
 		SenderIdentity: "certificate",
 		MergeGap:       10 * time.Second,
@@ -64,14 +65,19 @@ func TestValidateErrors(t *testing.T) {
 		name string
 		want []string
 	}{
-		{"bad_cidr", []string{`workload_cidrs[0]: "10.0.0/8" is not a CIDR prefix`}},
+		{"bad_cidr", []string{`workload_cidrs[0]: "10.0.0/8" is neither an IP address nor a CIDR prefix`}},
 		{"host_bits", []string{`workload_cidrs[0]: "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?`}},
-		{"static_without_workload", []string{"static_owners[0]: static owners name addresses outside workload_cidrs, but workload_cidrs is empty"}},
-		{"static_overlap", []string{"static_owners[0].cidr 10.1.0.0/16 overlaps workload_cidrs"}},
-		{"static_no_id", []string{"static_owners[0].id must not be empty"}},
-		{"static_reserved_id", []string{`static_owners[0].attributes: "id" is reserved for the owner ID; use the entry's id field`}},
-		{"static_empty_attribute", []string{"static_owners[0].attributes: an attribute name must not be empty"}},
-		{"source_without_cidrs", []string{"sources[node-a]: list the CIDRs this source may claim"}},
+		{"zoned", []string{`workload_cidrs[0]: "fe80::1%eth0": zoned addresses are not supported`}},
+		{"static_without_workload", []string{"static_owners: static owners name addresses outside workload_cidrs, but workload_cidrs is empty"}},
+		{"static_overlap", []string{"static_owners: 10.1.0.0/16 (owner lb) overlaps workload_cidrs"}},
+		{"static_no_id", []string{"static_owners[0].id: must not be empty"}},
+		{"static_no_prefixes", []string{"static_owners[0].prefixes: must list at least one address or CIDR prefix"}},
+		{"static_bad_prefix", []string{`static_owners[0].prefixes: "203.0.113.1/24" has host bits set; did you mean 203.0.113.0/24?`}},
+		{"static_duplicate", []string{"static_owners[1].prefixes: 203.0.113.0/24 is already in static_owners[0]"}},
+		{"static_reserved_id", []string{`static_owners[0].attributes: attribute name "id" is reserved for the owner ID`}},
+		{"static_empty_attribute", []string{"static_owners[0].attributes: attribute name must not be empty"}},
+		{"sender_without_prefixes", []string{"senders[node-a]: list the CIDR prefixes or addresses this sender may claim"}},
+		{"sender_bad_prefix", []string{`senders[node-a][0]: "10.1.0.1/16" has host bits set; did you mean 10.1.0.0/16?`}},
 		{"negative", []string{
 			"max_wait must not be negative", "max_future must not be negative",
 			"merge_gap must not be negative", "clock_skew must not be negative",
@@ -79,7 +85,7 @@ func TestValidateErrors(t *testing.T) {
 		{"retention_short", []string{"retention (10s) must be longer than max_wait (30s)"}},
 		{"zero_limits", []string{"max_pending must be positive when max_wait is set", "max_keys must be positive"}},
 		{"empty_names", []string{"key_attribute must not be empty", "time_attribute must not be empty", "owner_prefix must not be empty"}},
-		{"bad_source_identity", []string{`sender_identity must be "none" or "certificate", got "cert"`}},
+		{"bad_sender_identity", []string{`sender_identity must be "none" or "certificate", got "cert"`}},
 		{"prefix_clobbers", []string{`owner_prefix "flowattr." would replace "flowattr.flow.start_time_unix_nano", "flowattr.local.owner.", `, `"flowattr.flow.role"`}},
 		{"prefix_clobbers_flow", []string{`owner_prefix "server." would replace "server.address", "server.port"`}},
 		{"prefix_in_local_owner", []string{`owner_prefix "flowattr.local.owner.peer." lies inside flowattr.local.owner.`}},
@@ -101,4 +107,25 @@ func TestValidateDisabledHold(t *testing.T) {
 	cfg.MaxWait = 0
 	cfg.MaxPending = 0
 	require.NoError(t, cfg.Validate())
+}
+
+// Prefixes are read by owners.ParsePrefix: a bare address is the prefix of
+// that address alone, and IPv4-mapped IPv6 is read as IPv4.
+func TestPrefixesAcceptAddresses(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.WorkloadCIDRs = []string{"10.0.0.7", "::ffff:10.1.0.0/112"}
+	cfg.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.9", "::ffff:198.51.100.0/120"}, ID: "lb"}}
+	cfg.Senders = map[string][]string{"node-a": {"10.0.0.7"}}
+	require.NoError(t, cfg.Validate())
+	tables, err := cfg.tables()
+	require.NoError(t, err)
+	for addr, want := range map[string]bool{"10.0.0.7": true, "10.0.0.8": false, "10.1.200.5": true, "10.2.0.5": false} {
+		assert.Equal(t, want, tables.isWorkload(mustAddr(addr)), addr)
+	}
+	assert.True(t, tables.mayClaim("node-a", mustAddr("10.0.0.7")))
+	assert.False(t, tables.mayClaim("node-a", mustAddr("10.1.0.5")))
+	for addr, want := range map[string]bool{"203.0.113.9": true, "203.0.113.10": false, "198.51.100.200": true} {
+		_, ok := tables.static.Lookup(mustAddr(addr))
+		assert.Equal(t, want, ok, addr)
+	}
 }

@@ -7,41 +7,25 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/processor"
-	"go.opentelemetry.io/collector/processor/processorhelper"
 
+	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
-// NewFactory returns the factory of the ownership processor. It reads the
-// wall clock, and a background goroutine per store releases held records
-// whose max_wait is over and prunes the store while no logs arrive.
+// NewFactory returns the factory of the ownership processor, on the wall
+// clock: NewFactoryWithClock(clock.System{}).
 func NewFactory() processor.Factory {
-	return newFactory(realClock{})
+	return NewFactoryWithClock(clock.System{})
 }
 
 // NewFactoryWithClock returns the factory of the ownership processor reading
-// time from c, for deterministic simulations and tests. Nothing runs in the
-// background: every ConsumeLogs first releases the held records whose
-// max_wait is over on c, with their final lookup, in a batch of their own
-// after its output, and prunes the store when the prune interval has passed
-// on c. A pipeline's held records therefore leave only through its own
-// ConsumeLogs (or a claim for their address, or shutdown): to let time pass
-// without new records, consume an empty plog.Logs.
-func NewFactoryWithClock(c Clock) processor.Factory {
-	return newFactory(injectedClock{c})
-}
-
-// factory keeps one shared store per component ID: the collector creates a
-// processor per pipeline, but a heartbeat pipeline and a flow pipeline that
-// list the same ID must see the same ownership ranges.
-type factory struct {
-	clock clock
-
-	mu     sync.Mutex
-	stores map[component.ID]*sharedStore
-}
-
-func newFactory(c clock) processor.Factory {
+// time from c. The clock is the only difference from NewFactory: the
+// processor's background work, releasing held records whose max_wait is over
+// and pruning the store, runs as c.Every callbacks, while every ConsumeLogs
+// first does the same work that has fallen due on c. On a clock.Manual,
+// for deterministic simulations and tests, the callbacks run when the clock
+// is advanced.
+func NewFactoryWithClock(c clock.Clock) processor.Factory {
 	f := &factory{clock: c, stores: make(map[component.ID]*sharedStore)}
 	return processor.NewFactory(
 		metadata.Type,
@@ -50,33 +34,28 @@ func newFactory(c clock) processor.Factory {
 	)
 }
 
-func (f *factory) createLogs(ctx context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
+// factory keeps one shared store per component ID: the collector creates a
+// processor per pipeline, but a claim pipeline and a flow pipeline that
+// list the same ID must see the same ownership ranges.
+type factory struct {
+	clock clock.Clock
+
+	mu     sync.Mutex
+	stores map[component.ID]*sharedStore
+}
+
+func (f *factory) createLogs(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
 	pcfg := cfg.(*Config)
 	shared, err := f.acquire(set, pcfg)
 	if err != nil {
 		return nil, err
 	}
-	p, err := newOwnershipProcessor(set, pcfg, shared, next)
+	p, err := newOwnershipProcessor(set, pcfg, shared, next, f)
 	if err != nil {
 		f.release(set.ID)
 		return nil, err
 	}
-	lp, err := processorhelper.NewLogs(ctx, set, cfg, next, p.processLogs,
-		processorhelper.WithCapabilities(consumer.Capabilities{MutatesData: true}),
-		processorhelper.WithStart(func(context.Context, component.Host) error {
-			f.start(set.ID)
-			return nil
-		}),
-		processorhelper.WithShutdown(func(ctx context.Context) error {
-			p.shutdown(ctx, func() { f.release(set.ID) })
-			return nil
-		}),
-	)
-	if err != nil {
-		p.shutdown(ctx, func() { f.release(set.ID) })
-		return nil, err
-	}
-	return logsProcessor{Logs: lp, p: p}, nil
+	return p, nil
 }
 
 // acquire returns the shared store of set.ID, creating it on first use, and
@@ -97,7 +76,7 @@ func (f *factory) acquire(set processor.Settings, cfg *Config) (*sharedStore, er
 	return s, nil
 }
 
-// start starts the shared store's background work once, whichever pipeline
+// start starts the shared store's clock callbacks once, whichever pipeline
 // starts first.
 func (f *factory) start(id component.ID) {
 	f.mu.Lock()
@@ -107,7 +86,7 @@ func (f *factory) start(id component.ID) {
 	}
 }
 
-// release drops a reference; the last one stops the background work and
+// release drops a reference; the last one stops the clock callbacks and
 // forgets the store, so a reloaded configuration starts afresh.
 func (f *factory) release(id component.ID) {
 	f.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -119,7 +120,7 @@ func fuzzConfig() *Config {
 	cfg := createDefaultConfig()
 	cfg.MaxPending = 3
 	cfg.WorkloadCIDRs = []string{"10.0.0.0/8", "fd00::/8"}
-	cfg.StaticOwners = []StaticOwner{{CIDR: "203.0.113.0/24", ID: "lb"}}
+	cfg.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}}
 	cfg.Senders = map[string][]string{"10.0.0.2": {"10.0.0.0/24"}}
 	return cfg
 }
@@ -159,11 +160,11 @@ func FuzzConsumeLogs(f *testing.F) {
 			}
 		}
 
-		clk := newFakeClock()
+		clk := newTestClock()
 		sink := new(consumertest.LogsSink)
 		set := processortest.NewNopSettings(metadata.Type)
 		set.ID = component.NewID(metadata.Type)
-		p, err := newFactory(clk).CreateLogs(context.Background(), set, fuzzConfig(), sink)
+		p, err := NewFactoryWithClock(clk).CreateLogs(context.Background(), set, fuzzConfig(), sink)
 		require.NoError(t, err)
 		require.NoError(t, p.ConsumeLogs(context.Background(), ld))
 		require.NoError(t, p.Shutdown(context.Background()))

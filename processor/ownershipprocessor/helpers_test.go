@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/processor"
 
+	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
@@ -24,78 +26,39 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-// fakeClock is a manual clock; Advance fires the tickers that are due.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	tickers []*fakeTicker
+// testClock is the manual clock of the tests; it counts the callbacks
+// registered and not stopped, the processor's background work.
+type testClock struct {
+	*clock.Manual
+	callbacks atomic.Int64
 }
 
-type fakeTicker struct {
-	c      chan time.Time
-	period time.Duration
-	next   time.Time
-	clock  *fakeClock
-}
+func newTestClock() *testClock { return &testClock{Manual: clock.NewManual(t0)} }
 
-func newFakeClock() *fakeClock { return &fakeClock{now: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTicker(d time.Duration) ticker {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTicker{c: make(chan time.Time, 1), period: d, next: c.now.Add(d), clock: c}
-	c.tickers = append(c.tickers, t)
-	return t
-}
-
-func (c *fakeClock) tickerCount() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.tickers)
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.tickers {
-		if c.now.Before(t.next) {
-			continue
-		}
-		select {
-		case t.c <- c.now:
-		default:
-		}
-		for !c.now.Before(t.next) {
-			t.next = t.next.Add(t.period)
-		}
+func (c *testClock) Every(d time.Duration, f func()) (stop func()) {
+	c.callbacks.Add(1)
+	stopEvery := c.Manual.Every(d, f)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			stopEvery()
+			c.callbacks.Add(-1)
+		})
 	}
 }
 
-func (t *fakeTicker) C() <-chan time.Time { return t.c }
+func (c *testClock) callbackCount() int { return int(c.callbacks.Load()) }
 
-func (t *fakeTicker) Stop() {
-	c := t.clock
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, x := range c.tickers {
-		if x == t {
-			c.tickers = append(c.tickers[:i], c.tickers[i+1:]...)
-			return
-		}
-	}
-}
+// offTick is half the period of the clock callback that releases held
+// records under the default max_wait: the max_wait of a record held after
+// the clock moved by offTick runs out between two calls of the callback,
+// where only a ConsumeLogs releases it.
+var offTick = holdCheckInterval(createDefaultConfig().MaxWait) / 2
 
 // harness is one pipeline's processor with its sink and telemetry.
 type harness struct {
 	t     *testing.T
-	clock *fakeClock
+	clock *testClock
 	tel   *componenttest.Telemetry
 	sink  *consumertest.LogsSink
 	proc  processor.Logs
@@ -103,11 +66,11 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg *Config) *harness {
 	t.Helper()
-	clk := newFakeClock()
-	return newHarnessWith(t, newFactory(clk), clk, cfg, component.NewID(metadata.Type))
+	clk := newTestClock()
+	return newHarnessWith(t, NewFactoryWithClock(clk), clk, cfg, component.NewID(metadata.Type))
 }
 
-func newHarnessWith(t *testing.T, f processor.Factory, clk *fakeClock, cfg *Config, id component.ID) *harness {
+func newHarnessWith(t *testing.T, f processor.Factory, clk *testClock, cfg *Config, id component.ID) *harness {
 	t.Helper()
 	sink := new(consumertest.LogsSink)
 	return newHarnessTo(t, f, clk, cfg, id, sink, sink)
@@ -115,7 +78,7 @@ func newHarnessWith(t *testing.T, f processor.Factory, clk *fakeClock, cfg *Conf
 
 // newHarnessTo builds a harness whose processor sends to next, which passes
 // what it accepts on to sink.
-func newHarnessTo(t *testing.T, f processor.Factory, clk *fakeClock, cfg *Config, id component.ID, next consumer.Logs, sink *consumertest.LogsSink) *harness {
+func newHarnessTo(t *testing.T, f processor.Factory, clk *testClock, cfg *Config, id component.ID, next consumer.Logs, sink *consumertest.LogsSink) *harness {
 	t.Helper()
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
@@ -223,3 +186,17 @@ func attribution(lr plog.LogRecord) (status, reason, owner string) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// noHoldConfig sends every record on at once, for rules that do not involve
+// the hold.
+func noHoldConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.MaxWait = 0
+	return cfg
+}
+
+// consumeEmpty lets time pass for the processor without records.
+func (h *harness) consumeEmpty() {
+	h.t.Helper()
+	require.NoError(h.t, h.proc.ConsumeLogs(context.Background(), plog.NewLogs()))
+}

@@ -335,38 +335,3 @@ func (h *hold) drain(lookup func(netip.Addr, time.Time) intervalstore.Result) []
 	}
 	return out
 }
-
-// regrouper appends released records to a plog.Logs under copies of their
-// original Resource and Scope, one ResourceLogs/ScopeLogs per group.
-type regrouper struct {
-	ld        plog.Logs
-	resources map[*resourceGroup]plog.ResourceLogs
-	scopes    map[*scopeGroup]plog.LogRecordSlice
-}
-
-func newRegrouper(ld plog.Logs) *regrouper {
-	return &regrouper{
-		ld:        ld,
-		resources: make(map[*resourceGroup]plog.ResourceLogs),
-		scopes:    make(map[*scopeGroup]plog.LogRecordSlice),
-	}
-}
-
-func (g *regrouper) add(r *heldRecord) {
-	records, ok := g.scopes[r.group]
-	if !ok {
-		rl, ok := g.resources[r.group.resource]
-		if !ok {
-			rl = g.ld.ResourceLogs().AppendEmpty()
-			r.group.resource.resource.CopyTo(rl.Resource())
-			rl.SetSchemaUrl(r.group.resource.schemaURL)
-			g.resources[r.group.resource] = rl
-		}
-		sl := rl.ScopeLogs().AppendEmpty()
-		r.group.scope.CopyTo(sl.Scope())
-		sl.SetSchemaUrl(r.group.schemaURL)
-		records = sl.LogRecords()
-		g.scopes[r.group] = records
-	}
-	r.record.MoveTo(records.AppendEmpty())
-}

@@ -104,8 +104,8 @@ func TestMaxWaitReleasesUnattributed(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.MaxWait = 10 * time.Second
 	h := newHarness(t, cfg)
-	// The background goroutine has made its prune and hold tickers.
-	require.Eventually(t, func() bool { return h.clock.tickerCount() == 2 }, 5*time.Second, time.Millisecond)
+	// The store has registered its prune and hold callbacks.
+	require.Equal(t, 2, h.clock.callbackCount())
 
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	h.clock.Advance(5 * time.Second)
@@ -173,7 +173,7 @@ func TestRefusedReleaseIsCounted(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	set := metadatatest.NewSettings(tel)
-	p, err := newFactory(newFakeClock()).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewErr(errors.New("queue full")))
+	p, err := NewFactoryWithClock(newTestClock()).CreateLogs(context.Background(), set, createDefaultConfig(), consumertest.NewErr(errors.New("queue full")))
 	require.NoError(t, err)
 	require.NoError(t, p.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.2", t0, t0))))
 	require.NoError(t, p.Shutdown(context.Background()))
@@ -246,4 +246,38 @@ func BenchmarkHoldWithdraw(b *testing.B) {
 			b.Fatalf("withdrew %d", n)
 		}
 	}
+}
+
+// A flow that starts within clock_skew of the end of its peer's newest range
+// waits for the next heartbeat: until then, another owner may still claim
+// the time just after.
+func TestNearUnclaimedEdgeWaitsForTheNextHeartbeat(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
+	require.Equal(t, 0, h.sink.LogRecordCount(), "held: t0+500ms is not covered yet")
+
+	h.consume(heartbeat("10.0.0.2", "checkout", t0, t0.Add(10*time.Second), ""))
+	recs := h.records()
+	require.Len(t, recs, 1)
+	status, reason, owner := attribution(recs[0])
+	assert.Equal(t, []string{"attributed", "<absent>", "checkout"}, []string{status, reason, owner})
+}
+
+// The case the fleet simulator found: the recording host's clock puts a flow
+// just inside the new owner's first claim, and the previous owner's last
+// claim arrives later. The flow is held and then turns uncertain; it is never
+// attributed to the new owner.
+func TestNearUnclaimedEdgeTurnsUncertainWhenThePreviousOwnerArrives(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	h.consume(heartbeat("10.0.0.2", "cart", t0, t0.Add(10*time.Second), ""))
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(300*time.Millisecond), t0.Add(time.Second)))
+	require.Equal(t, 0, h.sink.LogRecordCount(), "held: the time before t0 is not covered yet")
+
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(-time.Millisecond), ""))
+	recs := h.records()
+	require.Len(t, recs, 1)
+	status, reason, owner := attribution(recs[0])
+	assert.Equal(t, []string{"uncertain", "near_owner_change", "<absent>"}, []string{status, reason, owner})
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "decided"}, 1)
 }

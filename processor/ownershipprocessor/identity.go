@@ -11,20 +11,21 @@ import (
 
 // Values of sender_identity.
 const (
-	// senderIdentityNone trusts the heartbeat's self-declared source name.
+	// senderIdentityNone trusts the claim record's self-declared sender.
 	senderIdentityNone = "none"
-	// senderIdentityCertificate binds the source name to the verified client
-	// certificate of the gRPC connection that delivered the heartbeat.
+	// senderIdentityCertificate binds the sender name to the verified client
+	// certificate of the gRPC connection that delivered the claim record.
 	senderIdentityCertificate = "certificate"
 )
 
 // senderIdentity is what the connection that delivered a batch says about
 // its sender, read once per batch.
 type senderIdentity struct {
-	// checked is set when heartbeat sources must be named by the sender's
-	// certificate: sender_identity is certificate and the batch came over a
-	// gRPC connection. Batches without a gRPC peer (a local receiver, a
-	// Kafka topic) are not checked: their trust boundary is elsewhere.
+	// checked is set when claim records' senders must be named by the
+	// connection's certificate: sender_identity is certificate and the
+	// batch came over a gRPC connection. Batches without a gRPC peer (a
+	// local receiver, a Kafka topic) are not checked: their trust boundary
+	// is elsewhere.
 	checked bool
 	// remote is set when the batch came over a gRPC connection, from
 	// another host, not from this collector's own receiver.
@@ -58,22 +59,24 @@ func identify(ctx context.Context, mode string) senderIdentity {
 	return id
 }
 
-// mayUse reports whether the sender may send heartbeats under source.
-func (id senderIdentity) mayUse(source string) bool {
-	return !id.checked || (source != "" && slices.Contains(id.names, source))
+// mayUse reports whether the connection may send claim records under the
+// sender name.
+func (id senderIdentity) mayUse(sender string) bool {
+	return !id.checked || (sender != "" && slices.Contains(id.names, sender))
 }
 
 // localClaimRefusal says why the local side of a flow record from the sender
-// may not claim addr, or "" when it may. A flow record names no source: the
-// records of this collector's own receiver are trusted, as its heartbeats
-// are; those of another host are held to what its heartbeats would be under
-// sender_identity and sources, the host being named by its certificate.
+// may not claim addr, or "" when it may. A flow record names no sender: the
+// records of this collector's own receiver are trusted, as its claim records
+// are; those of another host are held to what its claim records would be
+// under sender_identity and senders, the host being named by its
+// certificate.
 func (id senderIdentity) localClaimRefusal(t *addressTables, addr netip.Addr) string {
 	switch {
-	case !id.remote || !id.checked && t.sources == nil:
+	case !id.remote || !id.checked && t.senders == nil:
 		return ""
 	case !id.checked:
-		// sources is set, and nothing names the sender.
+		// senders is set, and nothing names the sender.
 		return reasonUnauthorized
 	case len(id.names) == 0:
 		return reasonUnauthenticated

@@ -66,16 +66,15 @@ func (c *refusingConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error 
 
 func newRefusingHarness(t *testing.T, cfg *Config) (*harness, *refusingConsumer) {
 	t.Helper()
-	clk := newFakeClock()
+	clk := newTestClock()
 	next := new(refusingConsumer)
 	return newHarnessTo(t, NewFactoryWithClock(clk), clk, cfg, component.NewID(metadata.Type), next, &next.LogsSink), next
 }
 
-// newRefusingPipelines builds two pipelines sharing one store on an injected
-// clock: flows, whose next consumer is next, and heartbeats.
+// newRefusingPipelines builds two pipelines sharing one store: flows, whose next consumer is next, and heartbeats.
 func newRefusingPipelines(t *testing.T, cfg *Config) (flows *harness, next *refusingConsumer, heartbeats *harness) {
 	t.Helper()
-	clk := newFakeClock()
+	clk := newTestClock()
 	f := NewFactoryWithClock(clk)
 	id := component.NewID(metadata.Type)
 	next = new(refusingConsumer)
@@ -106,9 +105,11 @@ func unkeyed(lr plog.LogRecord) {
 // it, the refusal is counted and logged, and the receiver's batch fails
 // with its own error only.
 func TestRefusedTimeoutReleaseIsCounted(t *testing.T) {
-	h, next := newRefusingHarness(t, createDefaultConfig())
+	cfg := createDefaultConfig()
+	h, next := newRefusingHarness(t, cfg)
+	h.clock.Advance(offTick)
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
-	h.clock.Advance(31 * time.Second)
+	h.clock.Advance(cfg.MaxWait)
 
 	next.refuse(-1)
 	err := h.proc.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.3", t0, t0), unkeyed))
@@ -175,9 +176,11 @@ func TestRefusedBatchOverflowOfItsOwnRecordsNotDelivered(t *testing.T) {
 // On success a record whose wait ran out reaches the next consumer exactly
 // once, with its final lookup, besides the batch that released it.
 func TestTimeoutReleaseDeliveredOnce(t *testing.T) {
-	h, _ := newRefusingHarness(t, createDefaultConfig())
+	cfg := createDefaultConfig()
+	h, _ := newRefusingHarness(t, cfg)
+	h.clock.Advance(offTick)
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
-	h.clock.Advance(31 * time.Second)
+	h.clock.Advance(cfg.MaxWait)
 	h.consume(unkeyed)
 	require.Len(t, h.sink.AllLogs(), 2, "the batch, then the release on its own")
 	assert.Equal(t, []string{"<absent>", "10.0.0.2"}, h.peers())
@@ -244,10 +247,12 @@ func TestClaimDuringBatchReleasesAfterIt(t *testing.T) {
 // while the batch that held it is refused downstream, is not sent: the
 // retry brings it, and it times out once.
 func TestExpiryDuringRefusedBatchDeliversOnceAfterRetry(t *testing.T) {
-	h, next := newRefusingHarness(t, createDefaultConfig())
+	cfg := createDefaultConfig()
+	h, next := newRefusingHarness(t, cfg)
+	h.clock.Advance(offTick)
 	next.refuse(1)
 	next.whileConsuming(func() {
-		h.clock.Advance(31 * time.Second)
+		h.clock.Advance(cfg.MaxWait)
 		h.consumeEmpty()
 	})
 	require.ErrorIs(t, h.proc.ConsumeLogs(context.Background(), heldBatch()), errQueueFull)
@@ -263,13 +268,12 @@ func TestExpiryDuringRefusedBatchDeliversOnceAfterRetry(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
 }
 
-// The ticker's max_wait release of a record whose batch is being sent waits
-// for the batch: the record follows it.
-func TestTickerExpiryDuringBatchReleasesAfterIt(t *testing.T) {
+// The clock callback's max_wait release of a record whose batch is being
+// sent waits for the batch: the record follows it.
+func TestClockExpiryDuringBatchReleasesAfterIt(t *testing.T) {
 	h, next := newRefusingHarness(t, createDefaultConfig())
 	next.whileConsuming(func() {
-		h.clock.Advance(31 * time.Second)
-		h.proc.(logsProcessor).p.releaseExpired(context.Background(), h.clock.Now())
+		h.clock.Advance(31 * time.Second) // runs the callback
 	})
 	require.NoError(t, h.proc.ConsumeLogs(context.Background(), heldBatch()))
 	require.Len(t, h.sink.AllLogs(), 2, "the batch, then the released record on its own")
@@ -325,7 +329,7 @@ func (c *firstAttemptRefuser) ConsumeLogs(ctx context.Context, ld plog.Logs) err
 // Batches refused once and retried race heartbeats that release their held
 // records from another pipeline: every flow record goes on exactly once.
 func TestConcurrentClaimsAndRetriesDeliverOnce(t *testing.T) {
-	clk := newFakeClock()
+	clk := newTestClock()
 	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
@@ -380,17 +384,6 @@ func TestConcurrentClaimsAndRetriesDeliverOnce(t *testing.T) {
 	assert.Len(t, seen, keys+1)
 	assertCounter(t, flows.tel, "otelcol_processor_ownership_release_failures", nil, 0)
 	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
-}
-
-// TestProcessLogsOutsideConsumeLogs calls the processorhelper's ConsumeLogs
-// that the processor wraps: without the wrapper no one could settle the
-// records it would hold, so it refuses the batch with an error, not a panic.
-func TestProcessLogsOutsideConsumeLogs(t *testing.T) {
-	h := newHarness(t, createDefaultConfig())
-	inner := h.proc.(logsProcessor).Logs
-	err := inner.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.2", t0, t0.Add(time.Second))))
-	require.ErrorIs(t, err, errOutsideConsumeLogs)
-	assert.Zero(t, h.sink.LogRecordCount())
 }
 
 // A Shutdown while a batch that held a record is still downstream flushes

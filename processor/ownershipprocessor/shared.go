@@ -12,19 +12,20 @@ import (
 
 	"go.opentelemetry.io/collector/processor"
 
+	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/internal/intervalstore"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
 // sharedStore is the state shared by every pipeline's instance of one
-// processor ID: the interval store, the CIDR tables, and, on the wall clock,
-// the single goroutine that prunes the store and releases held records whose
-// wait is over while no batch arrives to do it.
+// processor ID: the interval store, the CIDR tables, and the clock callbacks
+// that prune the store and release held records whose wait is over while no
+// batch arrives to do it.
 type sharedStore struct {
 	cfg    *Config
 	tables *addressTables
 	store  *intervalstore.Store[intervalstore.Key128]
-	clock  clock
+	clock  clock.Clock
 	logger *zap.Logger
 	// gauges observes the store's size; registered once per store, with the
 	// telemetry settings of the pipeline that created it.
@@ -33,17 +34,15 @@ type sharedStore struct {
 	pruneEvery time.Duration
 	lastPrune  atomic.Int64 // Unix nanoseconds on clock
 
-	// refs, running, done and quit are guarded by factory.mu.
-	refs    int
-	running bool
-	quit    chan struct{}
-	done    chan struct{}
+	// refs and stops are guarded by factory.mu.
+	refs  int
+	stops []func() // of the clock callbacks, while they run
 
 	subsMu sync.RWMutex
 	subs   map[*ownershipProcessor]struct{}
 }
 
-func newSharedStore(set processor.Settings, cfg *Config, c clock) (*sharedStore, error) {
+func newSharedStore(set processor.Settings, cfg *Config, c clock.Clock) (*sharedStore, error) {
 	tables, err := cfg.tables()
 	if err != nil {
 		return nil, err
@@ -91,63 +90,41 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock) (*sharedStore,
 	return s, nil
 }
 
-// start launches the background goroutine unless it runs already or the
-// clock has no tickers (NewFactoryWithClock).
+// start registers the clock callbacks unless they run already.
 func (s *sharedStore) start() {
-	if s.running {
+	if s.stops != nil {
 		return
 	}
-	prune := s.clock.NewTicker(s.pruneEvery)
-	if prune == nil {
-		return
-	}
-	var hold ticker
+	s.stops = append(s.stops, s.clock.Every(s.pruneEvery, s.pruneTick))
 	if s.cfg.MaxWait > 0 {
-		hold = s.clock.NewTicker(holdCheckInterval(s.cfg.MaxWait))
+		s.stops = append(s.stops, s.clock.Every(holdCheckInterval(s.cfg.MaxWait), s.releaseTick))
 	}
-	s.running = true
-	s.quit = make(chan struct{})
-	s.done = make(chan struct{})
-	go s.run(prune, hold)
 }
 
-// stop ends the background goroutine, if any, and unregisters the gauges.
+// stop ends the clock callbacks, if any, and unregisters the gauges.
 func (s *sharedStore) stop() {
-	if s.running {
-		close(s.quit)
-		<-s.done
-		s.running = false
+	for _, stop := range s.stops {
+		stop()
 	}
+	s.stops = nil
 	s.gauges.Shutdown()
 }
 
-// run does, on wall-clock tickers, what every ConsumeLogs does too, through
-// the same functions: the hold's lock serialises releases, so whichever comes
-// first releases a record and the other finds it gone; the store serialises
-// prunes.
-func (s *sharedStore) run(prune, hold ticker) {
-	defer close(s.done)
-	defer prune.Stop()
-	var holdTick <-chan time.Time
-	if hold != nil {
-		defer hold.Stop()
-		holdTick = hold.C()
-	}
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-prune.C():
-			// Unconditionally: a batch's prune since the last tick must not
-			// stretch an idle store's interval to twice pruneEvery.
-			s.lastPrune.Store(s.clock.Now().UnixNano())
-			s.prune()
-		case <-holdTick:
-			now := s.clock.Now()
-			for _, p := range s.subscribers() {
-				p.releaseExpired(context.Background(), now)
-			}
-		}
+// pruneTick and releaseTick do, every so often on the clock, what every
+// ConsumeLogs does too, through the same functions: the hold's lock
+// serialises releases, so whichever comes first releases a record and the
+// other finds it gone; the store serialises prunes.
+func (s *sharedStore) pruneTick() {
+	// Unconditionally: a batch's prune since the last tick must not
+	// stretch an idle store's interval to twice pruneEvery.
+	s.lastPrune.Store(s.clock.Now().UnixNano())
+	s.prune()
+}
+
+func (s *sharedStore) releaseTick() {
+	now := s.clock.Now()
+	for _, p := range s.subscribers() {
+		p.releaseExpired(context.Background(), now)
 	}
 }
 

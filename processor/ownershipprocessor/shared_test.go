@@ -19,14 +19,14 @@ import (
 // Two pipelines list the same processor ID: heartbeats arrive through one,
 // flows through the other, and both see one store.
 func TestPipelinesShareOneStore(t *testing.T) {
-	clk := newFakeClock()
-	f := newFactory(clk)
+	clk := newTestClock()
+	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
 	heartbeats := newHarnessWith(t, f, clk, cfg, id)
 	flows := newHarnessWith(t, f, clk, cfg, id)
-	// One goroutine for the shared store: one prune and one hold ticker.
-	require.Eventually(t, func() bool { return clk.tickerCount() == 2 }, 5*time.Second, time.Millisecond)
+	// One set of clock callbacks for the shared store: prune and hold.
+	require.Equal(t, 2, clk.callbackCount())
 
 	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	require.Equal(t, 0, flows.sink.LogRecordCount(), "held in the flow pipeline")
@@ -40,14 +40,14 @@ func TestPipelinesShareOneStore(t *testing.T) {
 
 	// Shutting one pipeline down keeps the store for the other.
 	require.NoError(t, heartbeats.proc.Shutdown(context.Background()))
-	assert.Equal(t, 2, clk.tickerCount(), "still running for the flow pipeline")
+	assert.Equal(t, 2, clk.callbackCount(), "still running for the flow pipeline")
 	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
 	_, _, owner = attribution(flows.records()[1])
 	assert.Equal(t, "checkout", owner)
 
-	// The last shutdown stops the shared goroutine and forgets the store.
+	// The last shutdown stops the shared callbacks and forgets the store.
 	require.NoError(t, flows.proc.Shutdown(context.Background()))
-	assert.Equal(t, 0, clk.tickerCount())
+	assert.Equal(t, 0, clk.callbackCount())
 	again := newHarnessWith(t, f, clk, noHoldConfig(), id)
 	again.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
 	_, reason, _ := attribution(again.records()[0])
@@ -55,8 +55,8 @@ func TestPipelinesShareOneStore(t *testing.T) {
 }
 
 func TestDistinctIDsHaveDistinctStores(t *testing.T) {
-	clk := newFakeClock()
-	f := newFactory(clk)
+	clk := newTestClock()
+	f := NewFactoryWithClock(clk)
 	a := newHarnessWith(t, f, clk, noHoldConfig(), component.NewIDWithName(metadata.Type, "a"))
 	b := newHarnessWith(t, f, clk, noHoldConfig(), component.NewIDWithName(metadata.Type, "b"))
 	a.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
@@ -79,7 +79,7 @@ func TestStoreGauges(t *testing.T) {
 
 func TestPruneRunsOnTicker(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
-	require.Eventually(t, func() bool { return h.clock.tickerCount() == 1 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, 1, h.clock.callbackCount())
 	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 1)
 	h.clock.Advance(20 * time.Minute) // past retention and a prune tick
@@ -92,8 +92,8 @@ func TestPruneRunsOnTicker(t *testing.T) {
 // heartbeat is applied no record may be left waiting (a lost recheck would
 // leave it held until max_wait), and none is lost.
 func TestConcurrentHeartbeatsReleaseEveryHeldRecord(t *testing.T) {
-	clk := newFakeClock()
-	f := newFactory(clk)
+	clk := newTestClock()
+	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
 	heartbeats := newHarnessWith(t, f, clk, cfg, id)
@@ -150,8 +150,8 @@ func (c *gatedConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 // Shutdown must then wait until that record has reached its next consumer:
 // the collector shuts the next consumer down after it.
 func TestShutdownWaitsForReleaseFromOtherPipeline(t *testing.T) {
-	clk := newFakeClock()
-	f := newFactory(clk)
+	clk := newTestClock()
+	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
 	heartbeats := newHarnessWith(t, f, clk, cfg, id)

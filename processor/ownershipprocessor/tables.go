@@ -3,118 +3,131 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/gaissmai/bart"
 
-	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
-// addressTables are the CIDR tables built from the configuration.
+// addressTables are the prefix tables built from the configuration.
 type addressTables struct {
-	// workload holds the ranges that send heartbeats; nil means every address.
+	// workload holds the ranges whose addresses are claimed; nil means
+	// every address.
 	workload *bart.Lite
 	// static maps ranges outside workload to their fixed owner.
 	static *bart.Table[*owners.Owner]
-	// sources maps a heartbeat source to the ranges it may claim; nil means
-	// any source may claim any address.
-	sources map[string]*bart.Lite
+	// senders maps a claim's sender to the ranges it may claim; nil means
+	// any sender may claim any address.
+	senders map[string]*bart.Lite
 }
 
-// isWorkload reports whether addr can be claimed by heartbeats.
+// isWorkload reports whether addr can be claimed.
 func (t *addressTables) isWorkload(addr netip.Addr) bool {
 	return t.workload == nil || t.workload.Lookup(addr)
 }
 
-// mayClaim reports whether source may claim addr.
-func (t *addressTables) mayClaim(source string, addr netip.Addr) bool {
-	if t.sources == nil {
+// mayClaim reports whether sender may claim addr.
+func (t *addressTables) mayClaim(sender string, addr netip.Addr) bool {
+	if t.senders == nil {
 		return true
 	}
-	allowed, ok := t.sources[source]
+	allowed, ok := t.senders[sender]
 	return ok && allowed.Lookup(addr)
 }
 
-// tables parses the CIDR settings; its errors name the offending field.
+// tables parses the prefix settings; its errors name the offending field.
 func (cfg *Config) tables() (*addressTables, error) {
 	var errs []error
 	t := &addressTables{static: new(bart.Table[*owners.Owner])}
 	if len(cfg.WorkloadCIDRs) > 0 {
 		t.workload = new(bart.Lite)
 		for i, s := range cfg.WorkloadCIDRs {
-			p, err := parsePrefix(fmt.Sprintf("workload_cidrs[%d]", i), s)
+			p, err := owners.ParsePrefix(s)
 			if err != nil {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("workload_cidrs[%d]: %w", i, err))
 				continue
 			}
 			t.workload.Insert(p)
 		}
 	}
-	for i, so := range cfg.StaticOwners {
-		field := fmt.Sprintf("static_owners[%d]", i)
-		p, err := parsePrefix(field+".cidr", so.CIDR)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if so.ID == "" {
-			errs = append(errs, fmt.Errorf("%s.id must not be empty: name the owner of %s", field, p))
-			continue
-		}
-		if t.workload == nil {
-			errs = append(errs, fmt.Errorf("%s: static owners name addresses outside workload_cidrs, but workload_cidrs is empty (every address); set workload_cidrs to the ranges that send heartbeats", field))
-			continue
-		}
-		if t.workload.OverlapsPrefix(p) {
-			errs = append(errs, fmt.Errorf("%s.cidr %s overlaps workload_cidrs; addresses in workload_cidrs are attributed from heartbeats only", field, p))
-			continue
-		}
-		if _, dup := t.static.Get(p); dup {
-			errs = append(errs, fmt.Errorf("%s.cidr %s is listed twice in static_owners", field, p))
-			continue
-		}
-		if _, ok := so.Attributes[flowschema.OwnerIDSuffix]; ok {
-			errs = append(errs, fmt.Errorf("%s.attributes: %q is reserved for the owner ID; use the entry's id field", field, flowschema.OwnerIDSuffix))
-			continue
-		}
-		if _, ok := so.Attributes[""]; ok {
-			errs = append(errs, fmt.Errorf("%s.attributes: an attribute name must not be empty", field))
-			continue
-		}
-		o := owners.Owner{ID: so.ID}
-		for _, name := range sortedKeys(so.Attributes) {
-			o.Attributes = append(o.Attributes, owners.Attribute{Name: name, Value: so.Attributes[name]})
-		}
-		o = o.Canonical()
-		t.static.Insert(p, &o)
+	if err := t.addStatic(cfg.StaticOwners); err != nil {
+		errs = append(errs, err)
 	}
 	if len(cfg.Senders) > 0 {
-		t.sources = make(map[string]*bart.Lite, len(cfg.Senders))
+		t.senders = make(map[string]*bart.Lite, len(cfg.Senders))
 		for _, name := range sortedKeys(cfg.Senders) {
-			cidrs := cfg.Senders[name]
+			prefixes := cfg.Senders[name]
 			if name == "" {
-				errs = append(errs, errors.New("sources: a source name must not be empty"))
+				errs = append(errs, errors.New("senders: a sender name must not be empty"))
 				continue
 			}
-			if len(cidrs) == 0 {
-				errs = append(errs, fmt.Errorf("sources[%s]: list the CIDRs this source may claim (a source with none would have every heartbeat rejected)", name))
+			if len(prefixes) == 0 {
+				errs = append(errs, fmt.Errorf("senders[%s]: list the CIDR prefixes or addresses this sender may claim (a sender with none would have every claim rejected)", name))
 				continue
 			}
 			allowed := new(bart.Lite)
-			for i, s := range cidrs {
-				p, err := parsePrefix(fmt.Sprintf("sources[%s][%d]", name, i), s)
+			for i, s := range prefixes {
+				p, err := owners.ParsePrefix(s)
 				if err != nil {
-					errs = append(errs, err)
+					errs = append(errs, fmt.Errorf("senders[%s][%d]: %w", name, i, err))
 					continue
 				}
 				allowed.Insert(p)
 			}
-			t.sources[name] = allowed
+			t.senders[name] = allowed
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return t, nil
+}
+
+// addStatic adds the static_owners entries to t.static. They name owners
+// for addresses outside workload_cidrs, which must therefore be set and
+// must not overlap them.
+func (t *addressTables) addStatic(entries []owners.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	static, err := owners.ParseEntries("static_owners", entries)
+	if err != nil {
+		return err
+	}
+	if t.workload == nil {
+		return errors.New("static_owners: static owners name addresses outside workload_cidrs, but workload_cidrs is empty (every address); set workload_cidrs to the ranges whose addresses are claimed")
+	}
+	var errs []error
+	for _, p := range slices.SortedFunc(maps.Keys(static), comparePrefixes) {
+		o := static[p]
+		if t.workload.OverlapsPrefix(p) {
+			errs = append(errs, fmt.Errorf("static_owners: %s (owner %s) overlaps workload_cidrs; addresses in workload_cidrs are attributed from claims only", p, o.ID))
+			continue
+		}
+		t.static.Insert(p, &o)
+	}
+	return errors.Join(errs...)
+}
+
+// comparePrefixes orders prefixes by address, then length, so that errors
+// do not depend on map iteration order.
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// sortedKeys returns m's keys in order, so that errors and tables do not
+// depend on map iteration order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -1,13 +1,19 @@
 package ownershipprocessor
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
 
 // metricValue returns the value of the int sum or gauge data point of name
@@ -53,4 +59,60 @@ func assertCounter(t *testing.T, tel *componenttest.Telemetry, name string, attr
 // attributes added by the telemetry settings.
 func metricdataIgnore() []metricdatatest.Option {
 	return []metricdatatest.Option{metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars()}
+}
+
+// assertItems checks the standard item counts of the processor, those that
+// processorhelper reports for processors built on it.
+func assertItems(t *testing.T, tel *componenttest.Telemetry, incoming, outgoing int64) {
+	t.Helper()
+	attrs := attribute.NewSet(attribute.String("processor", "ownership"), attribute.String("otel.signal", "logs"))
+	metadatatest.AssertEqualProcessorIncomingItems(t, tel, []metricdata.DataPoint[int64]{{Value: incoming, Attributes: attrs}}, metricdataIgnore()...)
+	if outgoing == 0 {
+		assertCounter(t, tel, "otelcol_processor_outgoing_items", nil, 0) // none recorded yet
+		return
+	}
+	metadatatest.AssertEqualProcessorOutgoingItems(t, tel, []metricdata.DataPoint[int64]{{Value: outgoing, Attributes: attrs}}, metricdataIgnore()...)
+}
+
+// Incoming counts every record received; outgoing every record handed to
+// the next consumer, accepted or not: a held record when it is released (by
+// a claim, at max_wait, at shutdown), not when it is held, and not at all
+// when its batch is refused; claim records, which stop here, never.
+func TestItemCountsFollowHeldRecords(t *testing.T) {
+	cfg := createDefaultConfig()
+	h, next := newRefusingHarness(t, cfg)
+	peer := func(i int) string { return fmt.Sprintf("10.0.1.%d", i) }
+	var flows []func(plog.LogRecord)
+	for i := range 6 {
+		flows = append(flows, flow("10.0.0.1", peer(i), t0.Add(-10*time.Second), t0))
+	}
+	h.consume(flows...)
+	require.Zero(t, h.sink.LogRecordCount(), "all held")
+	assertItems(t, h.tel, 6, 0)
+
+	// Three claims release three records; the claim records are removed,
+	// and their batch, left empty, is not sent.
+	h.consume(
+		heartbeat(peer(0), "a", t0.Add(-time.Minute), t0, ""),
+		heartbeat(peer(1), "b", t0.Add(-time.Minute), t0, ""),
+		heartbeat(peer(2), "c", t0.Add(-time.Minute), t0, ""),
+	)
+	require.Equal(t, 3, h.sink.LogRecordCount())
+	assertItems(t, h.tel, 9, 3)
+
+	// The other three leave at max_wait, by the clock callback.
+	h.clock.Advance(cfg.MaxWait)
+	require.Equal(t, 6, h.sink.LogRecordCount())
+	assertItems(t, h.tel, 9, 6)
+
+	// A refused batch: its record that went on is counted, its held one
+	// leaves the hold unsent; the retry's copy goes on at shutdown.
+	next.refuse(1)
+	require.ErrorIs(t, h.proc.ConsumeLogs(context.Background(), heldBatch()), errQueueFull)
+	assertItems(t, h.tel, 11, 7)
+	require.NoError(t, h.proc.ConsumeLogs(context.Background(), heldBatch()), "the receiver's retry")
+	assertItems(t, h.tel, 13, 8)
+	require.NoError(t, h.proc.Shutdown(context.Background()))
+	require.Equal(t, 8, h.sink.LogRecordCount())
+	assertItems(t, h.tel, 13, 9)
 }

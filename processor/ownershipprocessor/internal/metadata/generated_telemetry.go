@@ -28,6 +28,9 @@ type TelemetryBuilder struct {
 	meter                             metric.Meter
 	mu                                sync.Mutex
 	registrations                     []metric.Registration
+	ProcessorIncomingItems            metric.Int64Counter
+	ProcessorInternalDuration         metric.Float64Histogram
+	ProcessorOutgoingItems            metric.Int64Counter
 	ProcessorOwnershipClaimsApplied   metric.Int64Counter
 	ProcessorOwnershipClaimsRejected  metric.Int64Counter
 	ProcessorOwnershipConflicts       metric.Int64Counter
@@ -110,6 +113,24 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.ProcessorIncomingItems, err = builder.meter.Int64Counter(
+		"otelcol_processor_incoming_items",
+		metric.WithDescription("Number of items passed to the processor. [Alpha]"),
+		metric.WithUnit("{item}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorInternalDuration, err = builder.meter.Float64Histogram(
+		"otelcol_processor_internal_duration",
+		metric.WithDescription("Duration of time taken to process a batch of telemetry data through the processor. [Alpha]"),
+		metric.WithUnit("s"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorOutgoingItems, err = builder.meter.Int64Counter(
+		"otelcol_processor_outgoing_items",
+		metric.WithDescription("Number of items emitted from the processor. [Alpha]"),
+		metric.WithUnit("{item}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipClaimsApplied, err = builder.meter.Int64Counter(
 		"otelcol_processor_ownership_claims_applied",
 		metric.WithDescription("Claims applied to the store. [Alpha]"),

@@ -28,6 +28,9 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
+	tb.ProcessorIncomingItems.Add(context.Background(), 1)
+	tb.ProcessorInternalDuration.Record(context.Background(), 1)
+	tb.ProcessorOutgoingItems.Add(context.Background(), 1)
 	tb.ProcessorOwnershipClaimsApplied.Add(context.Background(), 1)
 	tb.ProcessorOwnershipClaimsRejected.Add(context.Background(), 1)
 	tb.ProcessorOwnershipConflicts.Add(context.Background(), 1)
@@ -37,6 +40,15 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorOwnershipRecordsHeld.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsReleased.Add(context.Background(), 1)
 	tb.ProcessorOwnershipReleaseFailures.Add(context.Background(), 1)
+	AssertEqualProcessorIncomingItems(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorInternalDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorOutgoingItems(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipClaimsApplied(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())

@@ -11,14 +11,6 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 )
 
-// noHoldConfig sends every record on at once, for rules that do not involve
-// the hold.
-func noHoldConfig() *Config {
-	cfg := createDefaultConfig()
-	cfg.MaxWait = 0
-	return cfg
-}
-
 func TestHeartbeatAttributesLaterFlow(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
@@ -56,15 +48,6 @@ func TestKeepHeartbeats(t *testing.T) {
 	require.Len(t, recs, 1)
 	assert.Equal(t, flowschema.EventClaim, recs[0].EventName())
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
-}
-
-func TestFlowBeforeHeartbeatWithoutHold(t *testing.T) {
-	h := newHarness(t, noHoldConfig())
-	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
-	status, reason, owner := attribution(h.records()[0])
-	assert.Equal(t, "unattributed", status)
-	assert.Equal(t, "no_heartbeat_yet", reason)
-	assert.Equal(t, "<absent>", owner)
 }
 
 func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
@@ -163,110 +146,6 @@ func TestLocalClaimRejections(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "bad_address"}, 1)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
 	assert.Equal(t, 3, h.sink.LogRecordCount(), "flow records pass whatever their local side")
-}
-
-func TestFlowKeyAndTimeProblems(t *testing.T) {
-	h := newHarness(t, noHoldConfig())
-	// Covers the fallback time t0 and clock_skew beyond it.
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
-	base := flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0)
-	tests := []struct {
-		name           string
-		record         func(plog.LogRecord)
-		status, reason string
-	}{
-		{"missing key", with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.AttrNetworkPeerAddress) }), "unattributed", "missing_key"},
-		{"key not a string", with(base, func(lr plog.LogRecord) { lr.Attributes().PutInt(flowschema.AttrNetworkPeerAddress, 10) }), "unattributed", "bad_key"},
-		{"key not an address", with(base, func(lr plog.LogRecord) { lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "10.0.0") }), "unattributed", "bad_key"},
-		{"time not an int", with(base, func(lr plog.LogRecord) { lr.Attributes().PutStr(flowschema.AttrFlowStartTime, "x") }), "unattributed", "bad_time"},
-		{"no time at all", with(base, func(lr plog.LogRecord) {
-			lr.Attributes().Remove(flowschema.AttrFlowStartTime)
-			lr.SetTimestamp(0)
-		}), "unattributed", "missing_time"},
-		{"timestamp fallback", with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.AttrFlowStartTime) }), "attributed", "timestamp_fallback"},
-		{"mapped IPv4 peer", with(base, func(lr plog.LogRecord) {
-			lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "::ffff:10.0.0.2")
-		}), "attributed", "<absent>"},
-	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h.consume(tt.record)
-			recs := h.records()
-			require.Len(t, recs, i+1)
-			status, reason, _ := attribution(recs[i])
-			assert.Equal(t, tt.status, status)
-			assert.Equal(t, tt.reason, reason)
-		})
-	}
-}
-
-func TestCustomAttributes(t *testing.T) {
-	cfg := noHoldConfig()
-	cfg.KeyAttribute = flowschema.AttrServerAddress
-	cfg.TimeAttribute = "custom.start"
-	cfg.OwnerPrefix = "server.owner."
-	h := newHarness(t, cfg)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
-	h.consume(with(flow("10.0.0.1", "10.0.0.7", t0, t0), func(lr plog.LogRecord) {
-		lr.Attributes().PutStr(flowschema.AttrServerAddress, "10.0.0.2")
-		lr.Attributes().PutInt("custom.start", t0.Add(-10*time.Second).UnixNano())
-	}))
-	rec := h.records()[0]
-	assert.Equal(t, "checkout", str(rec, "server.owner.id"))
-	assert.Equal(t, "attributed", str(rec, flowschema.AttrPeerAttributionStatus))
-	assert.Equal(t, "<absent>", str(rec, flowschema.PrefixPeerOwner+"id"))
-}
-
-func TestForgedOwnerIsReplaced(t *testing.T) {
-	h := newHarness(t, noHoldConfig())
-	h.consume(with(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0), func(lr plog.LogRecord) {
-		lr.Attributes().PutStr(flowschema.PrefixPeerOwner+"id", "forged")
-		lr.Attributes().PutStr(flowschema.PrefixPeerOwner+"service.name", "forged")
-	}))
-	rec := h.records()[0]
-	status, _, owner := attribution(rec)
-	assert.Equal(t, "unattributed", status)
-	assert.Equal(t, "<absent>", owner)
-	assert.Equal(t, "<absent>", str(rec, flowschema.PrefixPeerOwner+"service.name"))
-}
-
-func TestOtherRecordsUntouched(t *testing.T) {
-	h := newHarness(t, createDefaultConfig())
-	h.consume(func(lr plog.LogRecord) {
-		lr.Body().SetStr("hello")
-		lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "10.0.0.2")
-	})
-	recs := h.records()
-	require.Len(t, recs, 1)
-	assert.Equal(t, "hello", recs[0].Body().Str())
-	assert.Equal(t, 1, recs[0].Attributes().Len())
-}
-
-func TestWorkloadCIDRsAndStaticOwners(t *testing.T) {
-	cfg := createDefaultConfig() // holding on: outside addresses must not wait
-	cfg.WorkloadCIDRs = []string{"10.0.0.0/8"}
-	cfg.StaticOwners = []StaticOwner{
-		{CIDR: "203.0.113.0/24", ID: "edge-lb", Attributes: map[string]string{"service.name": "edge"}},
-		{CIDR: "203.0.113.128/25", ID: "edge-lb-v2"},
-	}
-	h := newHarness(t, cfg)
-	h.consume(
-		flow("10.0.0.1", "203.0.113.7", t0.Add(-time.Second), t0),
-		flow("10.0.0.1", "203.0.113.200", t0.Add(-time.Second), t0),
-		flow("10.0.0.1", "198.51.100.1", t0.Add(-time.Second), t0),
-	)
-	recs := h.records()
-	require.Len(t, recs, 3, "records outside workload_cidrs are never held")
-
-	status, reason, owner := attribution(recs[0])
-	assert.Equal(t, []string{"attributed", "static", "edge-lb"}, []string{status, reason, owner})
-	assert.Equal(t, "edge", str(recs[0], flowschema.PrefixPeerOwner+"service.name"))
-
-	_, _, owner = attribution(recs[1])
-	assert.Equal(t, "edge-lb-v2", owner, "longest prefix wins")
-
-	status, reason, owner = attribution(recs[2])
-	assert.Equal(t, []string{"unattributed", "outside_workload_cidrs", "<absent>"}, []string{status, reason, owner})
 }
 
 func TestConflictCounted(t *testing.T) {

@@ -1,0 +1,95 @@
+package ownershipprocessor
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
+)
+
+// ConsumeLogs first does the time-driven work that has fallen due since the
+// clock callbacks last ran: a record whose max_wait runs out between two
+// calls of the callback that releases held records leaves in the output of
+// the next ConsumeLogs, with its final lookup, and not a nanosecond earlier.
+func TestConsumeLogsReleasesExpiredRecords(t *testing.T) {
+	cfg := createDefaultConfig()
+	h := newHarness(t, cfg)
+	assert.Equal(t, 2, h.clock.callbackCount(), "pruning and releasing held records")
+
+	h.clock.Advance(offTick)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
+	h.clock.Advance(cfg.MaxWait - time.Nanosecond)
+	h.consumeEmpty()
+	require.Equal(t, 0, h.sink.LogRecordCount(), "max_wait not over")
+
+	h.clock.Advance(time.Nanosecond)
+	h.consume(flow("10.0.0.1", "10.0.0.3", t0.Add(-10*time.Second), t0)) // held too
+	require.Len(t, h.sink.AllLogs(), 1, "released within this ConsumeLogs")
+	recs := h.records()
+	require.Len(t, recs, 1)
+	status, reason, _ := attribution(recs[0])
+	assert.Equal(t, []string{"unattributed", "near_unclaimed_edge"}, []string{status, reason},
+		"at max_wait the edge is still unclaimed: sent on unattributed")
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, 1)
+
+	h.clock.Advance(cfg.MaxWait + holdCheckInterval(cfg.MaxWait))
+	recs = h.records()
+	require.Len(t, recs, 2, "without a batch, the clock callback releases it")
+	assert.Equal(t, "10.0.0.3", str(recs[1], flowschema.AttrNetworkPeerAddress))
+}
+
+// A ConsumeLogs prunes the store once the prune interval has passed since
+// the last prune, as when the clock callback that prunes runs late.
+func TestConsumeLogsPrunesWhenDue(t *testing.T) {
+	cfg := noHoldConfig()
+	h := newHarness(t, cfg)
+	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(10*time.Second), ""))
+	every := pruneInterval(cfg.Retention)
+	// Past retention for the claim, but not yet at the last prune callback.
+	h.clock.Advance(cfg.Retention + every/2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 1)
+
+	h.proc.(*ownershipProcessor).shared.lastPrune.Store(h.clock.Now().Add(-every).UnixNano())
+	h.consumeEmpty()
+	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 0)
+}
+
+// The clock callback and ConsumeLogs both release expired records; racing,
+// they release each exactly once.
+func TestTickerAndConsumeLogsReleaseEachRecordOnce(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	require.Equal(t, 2, h.clock.callbackCount())
+	const n = 500
+	for i := range n {
+		h.consume(flow("10.0.0.1", "10.1.0.1", t0.Add(-time.Duration(i)*time.Millisecond), t0))
+	}
+	require.Equal(t, 0, h.sink.LogRecordCount())
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range 50 {
+			h.clock.Advance(time.Second) // runs the hold callback, past max_wait too
+		}
+	})
+	for range 50 {
+		require.NoError(t, h.proc.ConsumeLogs(context.Background(), plog.NewLogs()))
+	}
+	wg.Wait()
+	h.consumeEmpty() // the clock is past max_wait now: whatever is left goes
+	recs := h.waitRecords(n)
+	seen := make(map[string]bool, n)
+	for _, r := range recs {
+		ts := str(r, flowschema.AttrFlowStartTime)
+		assert.False(t, seen[ts], "released twice: %s", ts)
+		seen[ts] = true
+	}
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, n)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
+}
