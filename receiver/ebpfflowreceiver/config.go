@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -241,6 +242,26 @@ func (o *OwnershipConfig) validate() []error {
 		}
 	}
 	return errs
+}
+
+// parsedEntries maps every prefix of the entries to its owner, canonical.
+func (s *StaticSourceConfig) parsedEntries() (map[netip.Prefix]owners.Owner, error) {
+	out := map[netip.Prefix]owners.Owner{}
+	for _, e := range s.Entries {
+		prefixes, err := e.prefixes()
+		if err != nil {
+			return nil, err
+		}
+		o := owners.Owner{ID: e.Owner}
+		for name, value := range e.Attributes {
+			o.Attributes = append(o.Attributes, owners.Attribute{Name: name, Value: value})
+		}
+		o = o.Canonical()
+		for _, p := range prefixes {
+			out[p] = o
+		}
+	}
+	return out, nil
 }
 
 // prefixes parses the entry's prefixes and checks its owner.

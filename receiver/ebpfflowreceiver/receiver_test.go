@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/localowner"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
@@ -346,6 +347,7 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	cfg.Ownership.Static.HostAddresses = false
 	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
 	require.NoError(t, cfg.Validate())
+	cfg.Ownership.File.PollInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
 	oc := &ownerChangeTest{tel: componenttest.NewTelemetry(), sink: new(consumertest.LogsSink), spans: map[string][2]time.Time{}}
 	t.Cleanup(func() { require.NoError(t, oc.tel.Shutdown(context.Background())) })
 	r, err := newFlowReceiver(metadatatest.NewSettings(oc.tel), cfg, oc.sink, testEnvironment(ft, clock, machineIDFile(t)))
@@ -356,13 +358,9 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 		}
 		clock.Set(at(10))
 		replaceFile(t, path, after)
-		for _, src := range r.ownership.sources {
-			if fs, ok := src.(*fileSource); ok {
-				fs.settle = func() {} // the file is written
-				assert.True(t, fs.reload())
-			}
-		}
-		r.ownership.rebuild()
+		// A load counts as a success once the merged map uses it.
+		assert.Eventually(t, func() bool { return reloadSuccesses(oc.tel) == 2 }, 5*time.Second, 5*time.Millisecond,
+			"the file source loads the change")
 	}
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	<-ft.delivered
@@ -377,6 +375,22 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 		oc.spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
 	}
 	return oc
+}
+
+// reloadSuccesses returns how many ownership file loads tel counted as
+// successes.
+func reloadSuccesses(tel *componenttest.Telemetry) int64 {
+	m, err := tel.GetMetric("otelcol_ebpfflow_ownership_file_reloads")
+	if err != nil {
+		return 0
+	}
+	sum, _ := m.Data.(metricdata.Sum[int64])
+	for _, dp := range sum.DataPoints {
+		if v, _ := dp.Attributes.Value("result"); v.AsString() == localowner.ReloadSuccess {
+			return dp.Value
+		}
+	}
+	return 0
 }
 
 // localOwners returns the local owner ID of each flow record, "" for none.
