@@ -103,9 +103,9 @@ func BenchmarkReceiverKernel(b *testing.B) {
 	cfg := createDefaultConfig()
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{benchNet}
-	cfg.Ownership.Static.Entries = []StaticEntry{
-		{Prefixes: []string{benchNet}, Owner: "bench-server"},
-		{Prefixes: []string{benchClient}, Owner: "bench-client"},
+	cfg.Ownership.Static.Entries = []owners.Entry{
+		{Prefixes: []string{benchNet}, ID: "bench-server"},
+		{Prefixes: []string{benchClient}, ID: "bench-client"},
 	}
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -80,10 +81,10 @@ func TestIntegrationKernel(t *testing.T) {
 	cfg.Sender = "it-node"
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{itNet}
-	cfg.Ownership.Static.Entries = []StaticEntry{
-		{Prefixes: []string{itServer}, Owner: "server-owner", Attributes: map[string]string{"service.name": "srv"}},
-		{Prefixes: []string{itClient}, Owner: "client-owner"},
-		{Prefixes: []string{itIdle}, Owner: "idle-owner"},
+	cfg.Ownership.Static.Entries = []owners.Entry{
+		{Prefixes: []string{itServer}, ID: "server-owner", Attributes: map[string]string{"service.name": "srv"}},
+		{Prefixes: []string{itClient}, ID: "client-owner"},
+		{Prefixes: []string{itIdle}, ID: "idle-owner"},
 	}
 	require.NoError(t, cfg.Validate())
 

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -38,7 +39,7 @@ func TestReceiverOwnNetnsOnly(t *testing.T) {
 	cfg.ClaimInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.HostAddresses = false
-	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.0.0/24"}, Owner: "tenant"}}
+	cfg.Ownership.Static.Entries = []owners.Entry{{Prefixes: []string{"10.0.0.0/24"}, ID: "tenant"}}
 	clock := newManualClock(at(0))
 	env := testEnvironment(ft, clock, machineIDFile(t))
 	env.netnsInode = func() (uint32, error) { return own, nil }

@@ -258,7 +258,7 @@ func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
 	for _, name := range r.cfg.Ownership.sourceOrder() {
 		switch name {
 		case sourceStatic:
-			configured, err := r.cfg.Ownership.Static.parsedEntries()
+			configured, err := owners.ParseEntries("ownership.static.entries", r.cfg.Ownership.Static.Entries)
 			if err != nil {
 				return nil, err
 			}

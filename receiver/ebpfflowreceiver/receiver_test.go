@@ -22,6 +22,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/localowner"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
@@ -87,10 +88,10 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	cfg.ClaimInterval = time.Hour // only the final heartbeat at shutdown
 	cfg.FlushInterval = time.Hour
 	cfg.ActiveInterval = 0
-	cfg.Ownership.Static.Entries = []StaticEntry{
-		{Prefixes: []string{"10.0.0.1"}, Owner: "web", Attributes: map[string]string{"service.name": "web"}},
-		{Prefixes: []string{"10.0.1.0/24"}, Owner: "pool"},
-		{Prefixes: []string{"10.0.0.200"}, Owner: "idle"},
+	cfg.Ownership.Static.Entries = []owners.Entry{
+		{Prefixes: []string{"10.0.0.1"}, ID: "web", Attributes: map[string]string{"service.name": "web"}},
+		{Prefixes: []string{"10.0.1.0/24"}, ID: "pool"},
+		{Prefixes: []string{"10.0.0.200"}, ID: "idle"},
 	}
 	require.NoError(t, cfg.Validate())
 
@@ -120,12 +121,12 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 
 	flows, heartbeats := split(records(sink))
 	require.Len(t, flows, 3)
-	owners := []string{}
+	localOwners := []string{}
 	for _, lr := range flows {
 		o, ok := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
-		owners = append(owners, fmt.Sprint(ok, " ", o.ID))
+		localOwners = append(localOwners, fmt.Sprint(ok, " ", o.ID))
 	}
-	assert.Equal(t, []string{"true web", "true pool", "false "}, owners)
+	assert.Equal(t, []string{"true web", "true pool", "false "}, localOwners)
 	webOwner, _ := flows[0].Attributes().Get("flowattr.local.owner.service.name")
 	assert.Equal(t, "web", webOwner.Str())
 
@@ -264,7 +265,7 @@ func TestReceiverActiveReports(t *testing.T) {
 	cfg.ClaimInterval = time.Hour
 	cfg.FlushInterval = time.Hour
 	cfg.Ownership.Static.HostAddresses = false
-	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.1.0/24"}, Owner: "db"}}
+	cfg.Ownership.Static.Entries = []owners.Entry{{Prefixes: []string{"10.0.1.0/24"}, ID: "db"}}
 	sink := new(consumertest.LogsSink)
 	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
 	require.NoError(t, err)
@@ -395,12 +396,12 @@ func reloadSuccesses(tel *componenttest.Telemetry) int64 {
 
 // localOwners returns the local owner ID of each flow record, "" for none.
 func (oc *ownerChangeTest) localOwners() []string {
-	var owners []string
+	var ids []string
 	for _, lr := range oc.flows {
 		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
-		owners = append(owners, o.ID)
+		ids = append(ids, o.ID)
 	}
-	return owners
+	return ids
 }
 
 // closedFlow is a client connection from local to a peer outside every
