@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,92 +23,85 @@ import (
 // cannot exhaust memory.
 const maxFileSize = 64 << 20
 
-// ParseFile parses an ownership file: a YAML (or JSON, a subset of
-// YAML) mapping from IP address or CIDR prefix to owner. An owner is either
-// its ID as a string or a mapping with "id" and optional "attributes":
+// ParseFile parses an ownership file: a YAML (or JSON, a subset of YAML)
+// list of entries, each an owner and its addresses or CIDR prefixes, in the
+// shape of owners.Entry:
 //
-//	10.0.1.7: checkout-7f9c
-//	10.0.2.0/24: {id: batch-pool, attributes: {service.name: batch}}
+//	# written by the IPAM agent
+//	- prefixes: [10.0.1.7]
+//	  id: checkout-7f9c
+//	- prefixes: [10.0.2.0/24, 2001:db8::/64]
+//	  id: batch-pool
+//	  attributes: {service.name: batch}
 //
-// Keys are canonicalised (IPv4-mapped IPv6 unmapped); a key that names the
-// same prefix as another is an error, as is an empty document, which is more
-// likely a file caught mid-write than a deliberately empty map ({}).
+// Parsing is strict: an unknown or repeated field is an error, and so is a
+// prefix that two entries name (IPv4-mapped IPv6 is unmapped first, so
+// ::ffff:10.0.0.3 and 10.0.0.3 are one). An empty document is an error too,
+// more likely a file caught mid-write than a deliberately empty list ([]).
+// Errors name the entry by its index and line.
 func ParseFile(data []byte) (map[netip.Prefix]owners.Owner, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, err
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		return nil, errors.New("file is empty; write {} for an empty map")
+		return nil, errors.New("file is empty; write [] for an empty list")
 	}
 	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("line %d: top level must be a mapping from address or CIDR prefix to owner", root.Line)
+	if root.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("line %d: top level must be a list of entries with prefixes, id and attributes", root.Line)
 	}
-	out := make(map[netip.Prefix]owners.Owner, len(root.Content)/2)
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			return nil, fmt.Errorf("line %d: key must be an address or CIDR prefix", k.Line)
-		}
-		p, err := owners.ParsePrefix(k.Value)
+	out := make(map[netip.Prefix]owners.Owner, len(root.Content))
+	first := make(map[netip.Prefix]int, len(root.Content))
+	for i, n := range root.Content {
+		at := fmt.Sprintf("entries[%d] (line %d)", i, n.Line)
+		e, err := decodeEntry(n)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", k.Line, err)
+			return nil, fmt.Errorf("%s: %w", at, err)
 		}
-		if _, dup := out[p]; dup {
-			return nil, fmt.Errorf("line %d: %q names prefix %s a second time", k.Line, k.Value, p)
-		}
-		o, err := parseOwnerNode(v)
+		o, err := e.Owner()
 		if err != nil {
-			return nil, fmt.Errorf("line %d: owner of %s: %w", v.Line, p, err)
+			return nil, fmt.Errorf("%s: %w", at, err)
 		}
-		out[p] = o
+		ps, err := e.ParsedPrefixes()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", at, err)
+		}
+		for _, p := range ps {
+			if j, dup := first[p]; dup {
+				return nil, fmt.Errorf("%s: prefixes: %s is already in entries[%d] (line %d); give each address or prefix one owner",
+					at, p, j, root.Content[j].Line)
+			}
+			first[p] = i
+			out[p] = o
+		}
 	}
 	return out, nil
 }
 
-func parseOwnerNode(n *yaml.Node) (owners.Owner, error) {
-	switch n.Kind {
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" || n.Value == "" {
-			return owners.Owner{}, errors.New("owner ID must not be empty")
-		}
-		return owners.Owner{ID: n.Value}, nil
-	case yaml.MappingNode:
-	default:
-		return owners.Owner{}, errors.New("must be an owner ID or a mapping with id and attributes")
+// decodeEntry decodes one entry of an ownership file, strictly: a mapping
+// of the fields of owners.Entry only, each given once.
+func decodeEntry(n *yaml.Node) (owners.Entry, error) {
+	var e owners.Entry
+	if n.Kind != yaml.MappingNode {
+		return e, errors.New("must be a mapping with prefixes, id and attributes")
 	}
-	var o owners.Owner
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		switch k.Value {
-		case "id":
-			if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
-				return owners.Owner{}, errors.New("id must be a non-empty string")
-			}
-			o.ID = v.Value
-		case "attributes":
-			if v.Kind != yaml.MappingNode {
-				return owners.Owner{}, errors.New("attributes must be a mapping from name to value")
-			}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				an, av := v.Content[j], v.Content[j+1]
-				if an.Kind != yaml.ScalarNode || av.Kind != yaml.ScalarNode || av.Tag == "!!null" {
-					return owners.Owner{}, fmt.Errorf("line %d: attribute names and values must be scalars", an.Line)
-				}
-				if err := owners.CheckAttributeName(an.Value); err != nil {
-					return owners.Owner{}, fmt.Errorf("line %d: %w", an.Line, err)
-				}
-				o.Attributes = append(o.Attributes, owners.Attribute{Name: an.Value, Value: av.Value})
-			}
+	for i := 0; i < len(n.Content); i += 2 {
+		switch k := n.Content[i]; k.Value {
+		case "prefixes", "id", "attributes":
 		default:
-			return owners.Owner{}, fmt.Errorf("line %d: unknown field %q (want id, attributes)", k.Line, k.Value)
+			return e, fmt.Errorf("line %d: unknown field %q (want prefixes, id, attributes)", k.Line, k.Value)
 		}
 	}
-	if o.ID == "" {
-		return owners.Owner{}, errors.New("id is missing")
+	if err := n.Decode(&e); err != nil {
+		// A yaml.TypeError lists one problem per line.
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return e, errors.New(strings.Join(te.Errors, "; "))
+		}
+		return e, err
 	}
-	return o.Canonical(), nil
+	return e, nil
 }
 
 // Results of an ownership file load, passed to FileSource's recordReload:
@@ -196,8 +190,8 @@ func (s *FileSource) Shutdown() error {
 }
 
 // fileSettle is how long new content must stay the same to be loaded. An
-// edit in place caught midway often parses (a YAML map cut short is a shorter
-// map, an owner ID cut short another owner's), so a poll that reads new
+// edit in place caught midway often parses (a YAML list cut short is a
+// shorter list, an owner ID cut short another owner's), so a poll that reads new
 // content reads the file again fileSettle later and loads it only if both
 // reads are the same; otherwise it waits for the next poll. Comparing content
 // rather than modification times holds on filesystems with coarse times,

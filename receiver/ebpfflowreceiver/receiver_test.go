@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -394,6 +395,16 @@ func reloadSuccesses(tel *componenttest.Telemetry) int64 {
 	return 0
 }
 
+// ownershipFile returns an ownership file of one entry per prefix, owner ID
+// pair.
+func ownershipFile(kv ...string) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, "- {prefixes: [%s], id: %s}\n", kv[i], kv[i+1])
+	}
+	return b.String()
+}
+
 // localOwners returns the local owner ID of each flow record, "" for none.
 func (oc *ownerChangeTest) localOwners() []string {
 	var ids []string
@@ -420,8 +431,8 @@ func closedFlow(local string, start, end float64) tracer.Event {
 // record's local side as a claim from the flow's start.
 func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 	oc := runOwnerChange(t,
-		"10.0.0.1: a\n10.0.1.0/24: pool\n10.0.1.5: x\n10.0.2.0/24: other\n",
-		"10.0.0.1: b\n10.0.1.0/24: pool\n10.0.2.0/24: other\n",
+		ownershipFile("10.0.0.1", "a", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.2.0/24", "other"),
+		ownershipFile("10.0.0.1", "b", "10.0.1.0/24", "pool", "10.0.2.0/24", "other"),
 		closedFlow("10.0.0.1", 5, 12),    // began under a, now b's
 		closedFlow("10.0.0.1", 11, 12),   // began under b
 		closedFlow("10.0.1.5", 5, 12),    // began under x, now falls back to pool
@@ -456,7 +467,7 @@ func TestReceiverLeavesOutNewOwnersOfConnectionsOfUnknownStart(t *testing.T) {
 		ev.StartKnown = false
 		return ev
 	}
-	oc := runOwnerChange(t, "10.0.0.1: a\n10.0.0.2: c\n", "10.0.0.1: b\n10.0.0.2: c\n",
+	oc := runOwnerChange(t, ownershipFile("10.0.0.1", "a", "10.0.0.2", "c"), ownershipFile("10.0.0.1", "b", "10.0.0.2", "c"),
 		unknownBirth("10.0.0.1"), // may have begun under a, now b's
 		unknownBirth("10.0.0.2"), // c's since before capture
 	)
@@ -477,7 +488,7 @@ func TestReceiverComparesFlowStartsOnTheBootClock(t *testing.T) {
 		ev.StartBoot = bootAt(start)
 		return ev
 	}
-	oc := runOwnerChange(t, "10.0.0.1: a\n", "10.0.0.1: b\n",
+	oc := runOwnerChange(t, ownershipFile("10.0.0.1", "a"), ownershipFile("10.0.0.1", "b"),
 		stepped(5, 7),   // began under a
 		stepped(11, 13), // began under b
 	)
@@ -491,6 +502,6 @@ func TestReceiverComparesFlowStartsOnTheBootClock(t *testing.T) {
 func TestReceiverStampsOnlyFlowsAfterSinceOnBothClocks(t *testing.T) {
 	ev := closedFlow("10.0.0.1", 9.5, 9.8) // a 0.8 s step not yet applied
 	ev.StartBoot = bootAt(10.3)            // began after the change at 10 s
-	oc := runOwnerChange(t, "10.0.0.0/24: a\n", "10.0.0.0/24: a\n10.0.0.1: b\n", ev)
+	oc := runOwnerChange(t, ownershipFile("10.0.0.0/24", "a"), ownershipFile("10.0.0.0/24", "a", "10.0.0.1", "b"), ev)
 	assert.Equal(t, []string{""}, oc.localOwners())
 }
