@@ -42,7 +42,7 @@ type Config struct {
 	// FlushInterval is the longest a record waits for its batch to fill.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
 
-	// ClaimInterval is how often heartbeat (claim) records are emitted.
+	// ClaimInterval is how often claim records are emitted.
 	ClaimInterval time.Duration `mapstructure:"claim_interval"`
 	// ActiveInterval is how often open connections are reported with interim
 	// (state active) records; 0 disables interim reports.
@@ -60,7 +60,7 @@ type Config struct {
 	_ struct{}
 }
 
-// FilterConfig selects the flows that become records. Heartbeats are not
+// FilterConfig selects the flows that become records. Claim records are not
 // filtered.
 type FilterConfig struct {
 	// ExcludeLoopback drops flows whose local or peer address is a loopback

@@ -189,9 +189,9 @@ func TestIntegrationKernel(t *testing.T) {
 	serverRec := waitFor("server close", flowMatch("closed", "server", serverPort, clientPort))
 	failedRec := waitFor("failed connect", flowMatch("failed", "client", 0, refusedPort))
 	activeRec := waitFor("active", flowMatch("active", "client", longLivedPort, serverPort))
-	idleClaim := waitFor("idle owner heartbeat", claimMatch(itIdle, "idle-owner"))
-	serverClaim := waitFor("server owner heartbeat", claimMatch(itServer, "server-owner"))
-	waitFor("client owner heartbeat", claimMatch(itClient, "client-owner"))
+	idleClaim := waitFor("idle owner claim", claimMatch(itIdle, "idle-owner"))
+	serverClaim := waitFor("server owner claim", claimMatch(itServer, "server-owner"))
+	waitFor("client owner claim", claimMatch(itClient, "client-owner"))
 	end := time.Now()
 
 	// The closed connection, from the client's side.
@@ -227,7 +227,7 @@ func TestIntegrationKernel(t *testing.T) {
 	assert.Equal(t, "ECONNREFUSED", failedRec.Attributes().AsRaw()[flowschema.AttrFlowError])
 	assert.Equal(t, int64(5), activeRec.Attributes().AsRaw()[flowschema.AttrFlowBytesSent], "interim record of the open connection")
 
-	// Heartbeats: the idle address is claimed without traffic; claims
+	// Claims: the idle address is claimed without traffic; claims
 	// come from the configured source and lie within the test.
 	for _, lr := range []plog.LogRecord{idleClaim, serverClaim} {
 		c, err := flowschema.ParseClaim(lr)

@@ -52,12 +52,12 @@ func TestReceiverOwnNetnsOnly(t *testing.T) {
 	clock.Set(at(3))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	flows, heartbeats := split(records(sink))
+	flows, claimRecords := split(records(sink))
 	require.Len(t, flows, 1)
 	local, _ := flows[0].Attributes().Get(flowschema.AttrNetworkLocalAddress)
 	assert.Equal(t, "10.0.0.1", local.Str())
-	require.Len(t, heartbeats, 1, "only the address seen in the own namespace is claimed")
-	c, err := flowschema.ParseClaim(heartbeats[0])
+	require.Len(t, claimRecords, 1, "only the address seen in the own namespace is claimed")
+	c, err := flowschema.ParseClaim(claimRecords[0])
 	require.NoError(t, err)
 	assert.Equal(t, netip.MustParseAddr("10.0.0.1"), c.Address)
 

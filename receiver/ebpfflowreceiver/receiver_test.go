@@ -44,15 +44,15 @@ func records(sink *consumertest.LogsSink) []plog.LogRecord {
 	return out
 }
 
-func split(recs []plog.LogRecord) (flows, heartbeats []plog.LogRecord) {
+func split(recs []plog.LogRecord) (flows, claimRecords []plog.LogRecord) {
 	for _, lr := range recs {
 		if flowschema.IsClaim(lr) {
-			heartbeats = append(heartbeats, lr)
+			claimRecords = append(claimRecords, lr)
 		} else {
 			flows = append(flows, lr)
 		}
 	}
-	return flows, heartbeats
+	return flows, claimRecords
 }
 
 func machineIDFile(t *testing.T) string {
@@ -68,7 +68,7 @@ func sumAttrs(kv ...string) attribute.Set {
 	return attribute.NewSet(attribute.String(kv[0], kv[1]))
 }
 
-func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
+func TestReceiverEmitsFlowsAndClaims(t *testing.T) {
 	ev := func(kind tracer.Kind, local string, start, end float64) tracer.Event {
 		return tracer.Event{
 			Kind: kind, Role: tracer.RoleClient,
@@ -86,7 +86,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	ft.stats = tracer.Stats{LostEvents: 3, BirthMapFull: 2, ListenerMapFull: 4, RecursionMisses: 7, RingBytesUsed: 1 << 20, RingBytesSize: 4 << 20}
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
-	cfg.ClaimInterval = time.Hour // only the final heartbeat at shutdown
+	cfg.ClaimInterval = time.Hour // only the final claims at shutdown
 	cfg.FlushInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.Entries = []owners.Entry{
@@ -120,7 +120,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	assert.Equal(t, map[string]any{"host.name": host, "host.id": "abc123", "os.type": "linux"}, rl.Resource().Attributes().AsRaw())
 	assert.Equal(t, metadata.ScopeName, rl.ScopeLogs().At(0).Scope().Name())
 
-	flows, heartbeats := split(records(sink))
+	flows, claimRecords := split(records(sink))
 	require.Len(t, flows, 3)
 	localOwners := []string{}
 	for _, lr := range flows {
@@ -132,7 +132,7 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	assert.Equal(t, "web", webOwner.Str())
 
 	claims := map[string]flowschema.Claim{}
-	for _, lr := range heartbeats {
+	for _, lr := range claimRecords {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
 		claims[c.Address.String()+" "+c.Owner.ID] = c
@@ -275,14 +275,14 @@ func TestReceiverActiveReports(t *testing.T) {
 	clock.Set(at(10))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	flows, heartbeats := split(records(sink))
+	flows, claimRecords := split(records(sink))
 	require.NotEmpty(t, flows)
 	attrs := flows[0].Attributes().AsRaw()
 	assert.Equal(t, "active", attrs[flowschema.AttrFlowState])
 	assert.Equal(t, true, attrs[flowschema.AttrFlowStartPredatesCapture])
 	assert.Equal(t, "db", attrs["flowattr.local.owner.id"])
-	require.Len(t, heartbeats, 1, "one claim however many interim reports")
-	c, err := flowschema.ParseClaim(heartbeats[0])
+	require.Len(t, claimRecords, 1, "one claim however many interim reports")
+	c, err := flowschema.ParseClaim(claimRecords[0])
 	require.NoError(t, err)
 	assert.Equal(t, "10.0.1.5", c.Address.String())
 	assert.Equal(t, [2]time.Time{at(0), at(8)}, claimSpan(c), "an old connection claims only from the interval start")
@@ -327,13 +327,13 @@ func TestReceiverPassesOptionsToTracer(t *testing.T) {
 
 // ownerChangeTest is a receiver whose only ownership source is a file,
 // holding before at its start (at 0 s); the file changes to after at 10 s,
-// before the receiver reads its first event. Heartbeats and flushes wait
+// before the receiver reads its first event. Claims and flushes wait
 // for the shutdown, at 20 s.
 type ownerChangeTest struct {
 	tel   *componenttest.Telemetry
 	sink  *consumertest.LogsSink
 	flows []plog.LogRecord
-	spans map[string][2]time.Time // heartbeat ranges by "address owner"
+	spans map[string][2]time.Time // claim ranges by "address owner"
 }
 
 func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
@@ -369,9 +369,9 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	clock.Set(at(20))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	var heartbeats []plog.LogRecord
-	oc.flows, heartbeats = split(records(oc.sink))
-	for _, lr := range heartbeats {
+	var claimRecords []plog.LogRecord
+	oc.flows, claimRecords = split(records(oc.sink))
+	for _, lr := range claimRecords {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
 		oc.spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
@@ -445,7 +445,7 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		{Value: 2, Attributes: sumAttrs("reason", "owner_changed")},
 		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
 	}, metricdatatest.IgnoreTimestamp())
-	// Heartbeats still claim what the flows showed once the owner was
+	// Claims still cover what the flows showed once the owner was
 	// known, the owners the file change removed until it did, and the
 	// owner an address fell back to from then.
 	assert.Equal(t, map[string][2]time.Time{
