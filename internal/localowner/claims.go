@@ -15,8 +15,8 @@ const (
 	BasisFlow = "flow"
 	// BasisSource is a claim for an address an ownership source names,
 	// with or without traffic: periodic, or up to when a source removed it
-	// or gave it to another owner; and for an address a source removed
-	// that falls back to a wider prefix's owner (see fallback).
+	// or gave it to another owner; and, for 10 minutes, for an address a
+	// source removed that falls back to a wider prefix's owner.
 	BasisSource = "source"
 )
 

@@ -112,15 +112,15 @@ const (
 	// ReloadError: the file is missing, unreadable, too large or invalid;
 	// the last good map stays in use.
 	ReloadError = "error"
-	// ReloadDeferred: new content that changed again within fileSettle of
-	// being read, left for the next poll.
+	// ReloadDeferred: new content that changed again within 100ms of being
+	// read, left for the next poll.
 	ReloadDeferred = "deferred"
 )
 
 // FileSource is an ownership map that another program writes to a file. It is
 // polled rather than watched: polling sees atomic rename-replace, edits in
 // place and files on any filesystem alike, and a poll costs one read of a
-// small file. New content is loaded only if it stays the same for fileSettle.
+// small file. New content is loaded only if it stays the same for 100ms.
 // A file that cannot be read or parsed leaves the last good map in use; the
 // failure is logged and counted once per distinct content.
 type FileSource struct {
@@ -165,12 +165,12 @@ func (s *FileSource) Entries() map[netip.Prefix]owners.Owner {
 	return s.entries
 }
 
-// Start implements Source: it loads the file once, waiting fileSettle if it
-// is there, and polls it. A file that is missing or bad at start does not
-// fail Start: orchestrators often write it after the agents start. Flows then carry no
-// owner from this source until it loads. A load counts as a success once
-// onChange has returned, the merged map using it: operators wait for that
-// count before they give a removed address to another host
+// Start implements Source: it loads the file once, waiting 100ms if it is
+// there, and polls it. A file that is missing or bad at start does not fail
+// Start: orchestrators often write it after the agents start. Flows then
+// carry no owner from this source until it loads. A load counts as a
+// success once onChange has returned, the merged map using it: operators
+// wait for that count before they give a removed address to another host
 // (docs/deployment.md).
 func (s *FileSource) Start(_ context.Context, onChange func()) error {
 	if s.reload() {

@@ -21,7 +21,8 @@ const (
 	DefaultMaxFallbacks = 1 << 16
 )
 
-// Settings are what Ownership takes from its user.
+// Settings are what Ownership takes from its user; Now and BootNow are
+// required.
 type Settings struct {
 	// Now reads the wall clock, which claims are dated on.
 	Now func() time.Time
@@ -29,7 +30,7 @@ type Settings struct {
 	// (see Entry.HeldThroughout). It does not step with the wall clock.
 	BootNow func() time.Duration
 	// Logger gets a warning for each claim interval in which a bound
-	// dropped claims.
+	// dropped claims; nil for none.
 	Logger *zap.Logger
 	// MaxRetired bounds the single addresses whose owner a merge removed
 	// or replaced within one claim interval, each of which is claimed for
@@ -37,9 +38,9 @@ type Settings struct {
 	// addresses cannot exhaust memory. Beyond it they are dropped. 0 for
 	// DefaultMaxRetired.
 	MaxRetired int
-	// MaxFallbacks bounds the addresses claimed for a wider prefix's owner
-	// after they lost their own entry (see fallback). Beyond it the newest
-	// are kept. 0 for DefaultMaxFallbacks.
+	// MaxFallbacks bounds the addresses that lost their own entry and are
+	// claimed, for 10 minutes, for the owner of the wider prefix they fall
+	// back to. Beyond it the newest are kept. 0 for DefaultMaxFallbacks.
 	MaxFallbacks int
 }
 
@@ -90,6 +91,9 @@ func New(sources []Source, set Settings) *Ownership {
 		logger:       set.Logger,
 		maxRetired:   set.MaxRetired,
 		maxFallbacks: set.MaxFallbacks,
+	}
+	if o.logger == nil {
+		o.logger = zap.NewNop()
 	}
 	if o.maxRetired == 0 {
 		o.maxRetired = DefaultMaxRetired
