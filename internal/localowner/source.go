@@ -44,10 +44,14 @@ import (
 //     when the source learnt it nor from when the owner took the address:
 //     claims for it start then, and flows that began earlier do not name
 //     it. Likewise an owner the source removes, or replaces, holds the
-//     prefix until that merge is published. So a source should name an owner only once it holds the address,
-//     remove it as soon as it no longer does, and call onChange promptly: a
-//     source that lags behind leaves flows without a local owner and time
-//     unclaimed, and one that runs ahead claims time the owner did not hold.
+//     prefix until that merge is published. When a prefix goes, every
+//     prefix around it is known afresh from that merge, for all its
+//     addresses, as Ownership does not track which addresses the removed
+//     one covered. So a source should name an owner only once it holds the
+//     address, remove it as soon as it no longer does, and call onChange
+//     promptly: a source that lags behind leaves flows without a local
+//     owner and time unclaimed, and one that runs ahead claims time the
+//     owner did not hold.
 //   - Shutdown stops watching and waits for the source's goroutines. It is
 //     called once, after Start returned nil.
 type Source interface {
