@@ -19,13 +19,15 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/flowattr/flowattr/internal/localowner"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
 
 // BenchmarkAddFlow measures the emitter's work per flow event: owner lookup,
-// heartbeat aggregation, conversion to a record and its share of a batch
+// claim aggregation, conversion to a record and its share of a batch
 // handed to a no-op pipeline. records/s is per core with -cpu 1; the ring
 // record decoding before it is internal/tracer's BenchmarkDecode.
 func BenchmarkAddFlow(b *testing.B) {
@@ -35,9 +37,15 @@ func BenchmarkAddFlow(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src := newMapSource("m", "10.0.0.0/16", "pool", "10.0.0.1", "web")
-	r.ownership = newOwnership([]ownershipSource{src}, clock.Now, clock.Boot, zap.NewNop())
-	r.hb = newHeartbeats("n", at(0))
+	src, err := localowner.NewStaticSource(map[netip.Prefix]owners.Owner{
+		netip.MustParsePrefix("10.0.0.0/16"): {ID: "pool"},
+		netip.MustParsePrefix("10.0.0.1/32"): {ID: "web"},
+	}, nil, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.ownership = localowner.New([]localowner.Source{src}, localowner.Settings{Now: clock.Now, BootNow: clock.Boot, Logger: zap.NewNop()})
+	r.claims = localowner.NewClaimer(r.ownership, "n", at(0))
 	r.batch = newBatch(pcommon.NewResource(), "", cfg.MaxBatchSize)
 	r.flows = newFlowWriter()
 	ev := tracer.Event{
@@ -95,9 +103,9 @@ func BenchmarkReceiverKernel(b *testing.B) {
 	cfg := createDefaultConfig()
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{benchNet}
-	cfg.Ownership.Static.Entries = []StaticEntry{
-		{Prefixes: []string{benchNet}, Owner: "bench-server"},
-		{Prefixes: []string{benchClient}, Owner: "bench-client"},
+	cfg.Ownership.Static.Entries = []owners.Entry{
+		{Prefixes: []string{benchNet}, ID: "bench-server"},
+		{Prefixes: []string{benchClient}, ID: "bench-client"},
 	}
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)

@@ -3,14 +3,13 @@ package ebpfflowreceiver // import "github.com/flowattr/flowattr/receiver/ebpffl
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 	"time"
 
 	"go.opentelemetry.io/collector/confmap"
 
-	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -43,7 +42,7 @@ type Config struct {
 	// FlushInterval is the longest a record waits for its batch to fill.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
 
-	// ClaimInterval is how often heartbeat (claim) records are emitted.
+	// ClaimInterval is how often claim records are emitted.
 	ClaimInterval time.Duration `mapstructure:"claim_interval"`
 	// ActiveInterval is how often open connections are reported with interim
 	// (state active) records; 0 disables interim reports.
@@ -61,7 +60,7 @@ type Config struct {
 	_ struct{}
 }
 
-// FilterConfig selects the flows that become records. Heartbeats are not
+// FilterConfig selects the flows that become records. Claim records are not
 // filtered.
 type FilterConfig struct {
 	// ExcludeLoopback drops flows whose local or peer address is a loopback
@@ -104,19 +103,9 @@ type StaticSourceConfig struct {
 	// addresses (not loopback, not link-local) to the host's identity, whose
 	// owner ID is the host name.
 	HostAddresses bool `mapstructure:"host_addresses"`
-	// Entries map addresses or prefixes to owners.
-	Entries []StaticEntry `mapstructure:"entries"`
-}
-
-// StaticEntry maps addresses or prefixes to one owner.
-type StaticEntry struct {
-	// Prefixes are IP addresses or CIDR prefixes.
-	Prefixes []string `mapstructure:"prefixes"`
-	// Owner is the owner's stable ID.
-	Owner string `mapstructure:"owner"`
-	// Attributes describe the owner, for example service.name; they are
-	// written as flowattr.local.owner.<name> on flow records.
-	Attributes map[string]string `mapstructure:"attributes"`
+	// Entries map addresses or prefixes to owners; each prefix belongs to
+	// one entry.
+	Entries []owners.Entry `mapstructure:"entries"`
 }
 
 // FileSourceConfig is the file ownership source.
@@ -183,12 +172,12 @@ func (cfg *Config) Validate() error {
 func (f *FilterConfig) validate() []error {
 	var errs []error
 	for _, s := range f.ExcludeCIDRs {
-		if _, err := parsePrefix(s); err != nil {
+		if _, err := owners.ParsePrefix(s); err != nil {
 			errs = append(errs, fmt.Errorf("filter.exclude_cidrs: %w", err))
 		}
 	}
 	for _, s := range f.IncludeCIDRs {
-		if _, err := parsePrefix(s); err != nil {
+		if _, err := owners.ParsePrefix(s); err != nil {
 			errs = append(errs, fmt.Errorf("filter.include_cidrs: %w", err))
 		}
 	}
@@ -224,84 +213,10 @@ func (o *OwnershipConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("ownership.precedence: enabled source %q is missing; list every enabled source, first wins", name))
 		}
 	}
-	// A prefix given twice would silently go to the last entry.
-	first := map[netip.Prefix]int{}
-	for i, e := range o.Static.Entries {
-		ps, err := e.prefixes()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ownership.static.entries[%d]: %w", i, err))
-			continue
-		}
-		for _, p := range ps {
-			if j, dup := first[p]; dup {
-				errs = append(errs, fmt.Errorf("ownership.static.entries[%d]: %s is already in entries[%d]; give each address or prefix one owner", i, p, j))
-				continue
-			}
-			first[p] = i
-		}
+	if _, err := owners.ParseEntries("ownership.static.entries", o.Static.Entries); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
-}
-
-// prefixes parses the entry's prefixes and checks its owner.
-func (e *StaticEntry) prefixes() ([]netip.Prefix, error) {
-	if e.Owner == "" {
-		return nil, errors.New("owner: must not be empty")
-	}
-	for name := range e.Attributes {
-		if err := checkOwnerAttributeName(name); err != nil {
-			return nil, fmt.Errorf("attributes: %w", err)
-		}
-	}
-	if len(e.Prefixes) == 0 {
-		return nil, errors.New("prefixes: must list at least one address or CIDR prefix")
-	}
-	out := make([]netip.Prefix, 0, len(e.Prefixes))
-	for _, s := range e.Prefixes {
-		p, err := parsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("prefixes: %w", err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-// checkOwnerAttributeName rejects names that cannot be written under an owner
-// prefix: empty, or colliding with the owner ID attribute.
-func checkOwnerAttributeName(name string) error {
-	if name == "" {
-		return errors.New("attribute name must not be empty")
-	}
-	if name == flowschema.OwnerIDSuffix {
-		return fmt.Errorf("attribute name %q is reserved for the owner ID", name)
-	}
-	return nil
-}
-
-// parsePrefix parses an IP address (as a single-address prefix) or a CIDR
-// prefix into canonical form: IPv4-mapped IPv6 unmapped. A prefix with host
-// bits set is rejected, as it is most likely a typo.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		if a.Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("%q: zoned addresses are not supported", s)
-		}
-		a = flowschema.CanonicalAddr(a)
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a CIDR prefix", s)
-	}
-	if p != p.Masked() {
-		return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
-	}
-	// A masked prefix with an IPv4-mapped address keeps all of ::ffff:0:0/96.
-	if a := p.Addr(); a.Is4In6() {
-		return netip.PrefixFrom(a.Unmap(), p.Bits()-96), nil
-	}
-	return p, nil
 }
 
 // sourceOrder returns the enabled sources' names, highest precedence first.

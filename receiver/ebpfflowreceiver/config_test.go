@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 )
 
@@ -51,9 +52,9 @@ func TestLoadConfig(t *testing.T) {
 	}
 	want.Ownership = OwnershipConfig{
 		Precedence: []string{sourceStatic, sourceFile},
-		Static: StaticSourceConfig{Entries: []StaticEntry{{
+		Static: StaticSourceConfig{Entries: []owners.Entry{{
 			Prefixes:   []string{"10.0.1.7", "10.0.2.0/24"},
-			Owner:      "checkout",
+			ID:         "checkout",
 			Attributes: map[string]string{"service.name": "checkout"},
 		}}},
 		File: FileSourceConfig{Path: "/run/ipam/owners.yaml", PollInterval: 2 * time.Second},
@@ -87,10 +88,10 @@ func TestValidateErrors(t *testing.T) {
 			"filter.exclude_ports: 70000 is not a port in [1, 65535]",
 		}},
 		{"bad_static", []string{
-			"ownership.static.entries[0]: owner: must not be empty",
-			"ownership.static.entries[1]: prefixes: must list at least one address or CIDR prefix",
-			`ownership.static.entries[2]: attributes: attribute name "id" is reserved for the owner ID`,
-			"ownership.static.entries[4]: 10.0.0.3/32 is already in entries[3]; give each address or prefix one owner",
+			"ownership.static.entries[0].id: must not be empty",
+			"ownership.static.entries[1].prefixes: must list at least one address or CIDR prefix",
+			`ownership.static.entries[2].attributes: attribute name "id" is reserved for the owner ID`,
+			"ownership.static.entries[4].prefixes: 10.0.0.3/32 is already in ownership.static.entries[3]; give each address or prefix one owner",
 		}},
 		{"bad_precedence", []string{
 			"ownership.file.poll_interval: must be at least 100ms, got 10ms",
@@ -115,26 +116,4 @@ func TestValidateDefaultAndZeroActive(t *testing.T) {
 	cfg.ActiveInterval = 0
 	assert.NoError(t, cfg.Validate(), "active_interval 0 disables interim records")
 	var _ confmap.Validator = cfg
-}
-
-func TestParsePrefix(t *testing.T) {
-	tests := []struct{ in, want, err string }{
-		{in: "10.0.0.1", want: "10.0.0.1/32"},
-		{in: "::ffff:10.0.0.1", want: "10.0.0.1/32"},
-		{in: "::ffff:10.0.0.0/120", want: "10.0.0.0/24"},
-		{in: "2001:db8::/32", want: "2001:db8::/32"},
-		{in: "fe80::1%eth0", err: "zoned"},
-		{in: "::ffff:0:0/80", err: "host bits set"},
-		{in: "::ffff:0.0.0.0/96", want: "0.0.0.0/0"},
-		{in: "10.0.0.1/33", err: "neither"},
-	}
-	for _, tt := range tests {
-		p, err := parsePrefix(tt.in)
-		if tt.err != "" {
-			assert.ErrorContains(t, err, tt.err, tt.in)
-			continue
-		}
-		require.NoError(t, err, tt.in)
-		assert.Equal(t, tt.want, p.String(), tt.in)
-	}
 }

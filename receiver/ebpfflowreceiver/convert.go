@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
 
@@ -60,8 +61,8 @@ func (w *flowWriter) localAddr(a netip.Addr) string {
 }
 
 // putFlow writes ev into lr as a flow record (see internal/flowschema). owner
-// is the local address's owner, nil when no source knows the address.
-func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *ownerEntry, observed time.Time) {
+// is the local address's owner, nil when the record names none.
+func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.Owner, observed time.Time) {
 	lr.SetEventName(flowschema.EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(ev.End))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
@@ -71,7 +72,7 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *ownerEn
 	// growth copies it and leaves the smaller one as garbage.
 	n := maxFlowAttrs
 	if owner != nil {
-		n += 1 + len(owner.owner.Attributes)
+		n += 1 + len(owner.Attributes)
 	}
 	attrs.EnsureCapacity(n)
 	local, peer := w.localAddr(ev.LocalAddr), ev.PeerAddr.String()
@@ -136,6 +137,6 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *ownerEn
 		attrs.PutInt(flowschema.AttrFlowSocketCookie, int64(ev.Cookie))
 	}
 	if owner != nil {
-		w.owners.Put(attrs, owner.owner)
+		w.owners.Put(attrs, *owner)
 	}
 }

@@ -27,7 +27,7 @@ func TestPutFlowClient(t *testing.T) {
 		PID:  4242, Comm: "curl", CgroupID: 7, NetnsInode: 4026531840,
 		Cookie: 99,
 	}
-	owner := &ownerEntry{owner: owners.Owner{ID: "web-1", Attributes: []owners.Attribute{{Name: "service.name", Value: "web"}}}}
+	owner := &owners.Owner{ID: "web-1", Attributes: []owners.Attribute{{Name: "service.name", Value: "web"}}}
 	lr := plog.NewLogRecord()
 	newFlowWriter().putFlow(lr, &ev, owner, at(4))
 

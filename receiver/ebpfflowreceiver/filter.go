@@ -5,6 +5,7 @@ import (
 
 	"github.com/gaissmai/bart"
 
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
 
@@ -31,14 +32,14 @@ func newFlowFilter(cfg FilterConfig, ownNetns uint32) (*flowFilter, error) {
 		f.netns = ownNetns
 	}
 	for _, s := range cfg.ExcludeCIDRs {
-		p, err := parsePrefix(s)
+		p, err := owners.ParsePrefix(s)
 		if err != nil {
 			return nil, err
 		}
 		f.exclude.Insert(p)
 	}
 	for _, s := range cfg.IncludeCIDRs {
-		p, err := parsePrefix(s)
+		p, err := owners.ParsePrefix(s)
 		if err != nil {
 			return nil, err
 		}

@@ -3,8 +3,12 @@ package ebpfflowreceiver
 import (
 	"context"
 	"net/netip"
+	"os"
 	"sync"
+	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -121,6 +125,15 @@ func testEnvironment(ft *fakeTracer, clock *manualClock, machineIDFile string, h
 		},
 		machineIDFile: machineIDFile,
 	}
+}
+
+// replaceFile writes data to path the way orchestrators do: a temporary file
+// in the same directory renamed over the target.
+func replaceFile(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, []byte(data), 0o600))
+	require.NoError(t, os.Rename(tmp, path))
 }
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -80,10 +81,10 @@ func TestIntegrationKernel(t *testing.T) {
 	cfg.Sender = "it-node"
 	cfg.Filter.ExcludeLoopback = false
 	cfg.Filter.IncludeCIDRs = []string{itNet}
-	cfg.Ownership.Static.Entries = []StaticEntry{
-		{Prefixes: []string{itServer}, Owner: "server-owner", Attributes: map[string]string{"service.name": "srv"}},
-		{Prefixes: []string{itClient}, Owner: "client-owner"},
-		{Prefixes: []string{itIdle}, Owner: "idle-owner"},
+	cfg.Ownership.Static.Entries = []owners.Entry{
+		{Prefixes: []string{itServer}, ID: "server-owner", Attributes: map[string]string{"service.name": "srv"}},
+		{Prefixes: []string{itClient}, ID: "client-owner"},
+		{Prefixes: []string{itIdle}, ID: "idle-owner"},
 	}
 	require.NoError(t, cfg.Validate())
 
@@ -188,9 +189,9 @@ func TestIntegrationKernel(t *testing.T) {
 	serverRec := waitFor("server close", flowMatch("closed", "server", serverPort, clientPort))
 	failedRec := waitFor("failed connect", flowMatch("failed", "client", 0, refusedPort))
 	activeRec := waitFor("active", flowMatch("active", "client", longLivedPort, serverPort))
-	idleClaim := waitFor("idle owner heartbeat", claimMatch(itIdle, "idle-owner"))
-	serverClaim := waitFor("server owner heartbeat", claimMatch(itServer, "server-owner"))
-	waitFor("client owner heartbeat", claimMatch(itClient, "client-owner"))
+	idleClaim := waitFor("idle owner claim", claimMatch(itIdle, "idle-owner"))
+	serverClaim := waitFor("server owner claim", claimMatch(itServer, "server-owner"))
+	waitFor("client owner claim", claimMatch(itClient, "client-owner"))
 	end := time.Now()
 
 	// The closed connection, from the client's side.
@@ -226,7 +227,7 @@ func TestIntegrationKernel(t *testing.T) {
 	assert.Equal(t, "ECONNREFUSED", failedRec.Attributes().AsRaw()[flowschema.AttrFlowError])
 	assert.Equal(t, int64(5), activeRec.Attributes().AsRaw()[flowschema.AttrFlowBytesSent], "interim record of the open connection")
 
-	// Heartbeats: the idle address is claimed without traffic; claims
+	// Claims: the idle address is claimed without traffic; claims
 	// come from the configured source and lie within the test.
 	for _, lr := range []plog.LogRecord{idleClaim, serverClaim} {
 		c, err := flowschema.ParseClaim(lr)

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -38,7 +39,7 @@ func TestReceiverOwnNetnsOnly(t *testing.T) {
 	cfg.ClaimInterval = time.Hour
 	cfg.ActiveInterval = 0
 	cfg.Ownership.Static.HostAddresses = false
-	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.0.0/24"}, Owner: "tenant"}}
+	cfg.Ownership.Static.Entries = []owners.Entry{{Prefixes: []string{"10.0.0.0/24"}, ID: "tenant"}}
 	clock := newManualClock(at(0))
 	env := testEnvironment(ft, clock, machineIDFile(t))
 	env.netnsInode = func() (uint32, error) { return own, nil }
@@ -51,12 +52,12 @@ func TestReceiverOwnNetnsOnly(t *testing.T) {
 	clock.Set(at(3))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	flows, heartbeats := split(records(sink))
+	flows, claimRecords := split(records(sink))
 	require.Len(t, flows, 1)
 	local, _ := flows[0].Attributes().Get(flowschema.AttrNetworkLocalAddress)
 	assert.Equal(t, "10.0.0.1", local.Str())
-	require.Len(t, heartbeats, 1, "only the address seen in the own namespace is claimed")
-	c, err := flowschema.ParseClaim(heartbeats[0])
+	require.Len(t, claimRecords, 1, "only the address seen in the own namespace is claimed")
+	c, err := flowschema.ParseClaim(claimRecords[0])
 	require.NoError(t, err)
 	assert.Equal(t, netip.MustParseAddr("10.0.0.1"), c.Address)
 

@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/localowner"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
@@ -57,12 +59,12 @@ func hostEnvironment() environment {
 		now:           time.Now,
 		bootNow:       tracer.BootTime,
 		machineIDFile: machineIDPath,
-		hostAddrs:     hostUnicastAddrs,
+		hostAddrs:     localowner.HostUnicastAddrs,
 		netnsInode:    ownNetnsInode,
 	}
 }
 
-// flowReceiver reads flow events from the tracer and emits flow and heartbeat
+// flowReceiver reads flow events from the tracer and emits flow and claim
 // records. Three goroutines run while it is started:
 //
 //   - the reader drains the kernel ring buffer into a bounded queue and never
@@ -71,8 +73,8 @@ func hostEnvironment() environment {
 //     the kernel;
 //   - the active reporter periodically lists open connections into the same
 //     queue, waiting for room (it does not hold up the ring);
-//   - the emitter owns the batch and the heartbeat state: it converts queued
-//     events to records, flushes batches, and emits heartbeats.
+//   - the emitter owns the batch and the claim aggregation: it converts
+//     queued events to records, flushes batches, and emits claims.
 type flowReceiver struct {
 	cfg      *Config
 	settings receiver.Settings
@@ -86,10 +88,10 @@ type flowReceiver struct {
 	// Set by Start.
 	host      hostIdentity
 	resource  pcommon.Resource
-	ownership *ownership
+	ownership *localowner.Ownership
 	tracer    flowTracer
 	queue     chan tracer.Event
-	hb        *heartbeats
+	claims    *localowner.Claimer
 	batch     batch
 	flows     *flowWriter
 
@@ -100,7 +102,7 @@ type flowReceiver struct {
 
 	// Precomputed metric attribute options.
 	stateAttrs   map[string]metric.AddOption
-	originAttrs  map[string]metric.AddOption
+	basisAttrs   map[string]metric.AddOption
 	unownedAttrs map[string]metric.AddOption
 }
 
@@ -143,7 +145,7 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 		telemetry:    telemetry,
 		filter:       filter,
 		stateAttrs:   attrOptions("state", flowschema.FlowStateClosed, flowschema.FlowStateFailed, flowschema.FlowStateActive),
-		originAttrs:  attrOptions("basis", originFlow, originSource),
+		basisAttrs:   attrOptions("basis", localowner.BasisFlow, localowner.BasisSource),
 		unownedAttrs: attrOptions("reason", unownedUnknownAddress, unownedOwnerChanged),
 	}, nil
 }
@@ -160,14 +162,14 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	if err != nil {
 		return err
 	}
-	r.ownership = newOwnership(sources, r.env.now, r.env.bootNow, r.settings.Logger)
-	if err := r.ownership.start(ctx); err != nil {
+	r.ownership = localowner.New(sources, localowner.Settings{Now: r.env.now, BootNow: r.env.bootNow, Logger: r.settings.Logger})
+	if err := r.ownership.Start(ctx); err != nil {
 		return fmt.Errorf("starting ownership sources: %w", err)
 	}
 
 	tr, err := r.env.newTracer(tracer.Options{RingBufferSize: r.cfg.RingBufferSize, MaxConnections: r.cfg.MaxConnections})
 	if err != nil {
-		_ = r.ownership.shutdown()
+		_ = r.ownership.Shutdown()
 		if errors.Is(err, tracer.ErrUnsupported) {
 			return fmt.Errorf("the ebpfflow receiver cannot trace TCP connections on this host: %w "+
 				"(it needs Linux 5.8 or later with BTF at /sys/kernel/btf/vmlinux, and must run as root "+
@@ -178,7 +180,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	r.tracer = tr
 	if err := r.registerStatsCallbacks(); err != nil {
 		_ = tr.Close()
-		_ = r.ownership.shutdown()
+		_ = r.ownership.Shutdown()
 		return err
 	}
 
@@ -189,11 +191,11 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	}
 	rb.SetOsType("linux")
 	r.resource = rb.Emit()
-	source := r.cfg.Sender
-	if source == "" {
-		source = id.name
+	sender := r.cfg.Sender
+	if sender == "" {
+		sender = id.name
 	}
-	r.hb = newHeartbeats(source, r.env.now())
+	r.claims = localowner.NewClaimer(r.ownership, sender, r.env.now())
 	r.queue = make(chan tracer.Event, r.cfg.QueueSize)
 	r.batch = newBatch(r.resource, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
 	r.flows = newFlowWriter()
@@ -229,7 +231,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 
 // Shutdown stops reading once the reader has drained what the ring holds,
 // closes the tracer, then lets the emitter hand over what is queued and the
-// last heartbeats before it stops. Closing the tracer first would discard
+// last claims before it stops. Closing the tracer first would discard
 // the events of the connections that closed since the reader last woke.
 func (r *flowReceiver) Shutdown(context.Context) error {
 	var errs []error
@@ -245,30 +247,35 @@ func (r *flowReceiver) Shutdown(context.Context) error {
 	}
 	r.emit.Wait()
 	if r.ownership != nil {
-		errs = append(errs, r.ownership.shutdown())
+		errs = append(errs, r.ownership.Shutdown())
 	}
 	r.telemetry.Shutdown()
 	return errors.Join(errs...)
 }
 
-func (r *flowReceiver) buildSources() ([]ownershipSource, error) {
-	var sources []ownershipSource
+func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
+	var sources []localowner.Source
 	for _, name := range r.cfg.Ownership.sourceOrder() {
 		switch name {
 		case sourceStatic:
-			var listHostAddrs func() ([]netip.Addr, error)
-			if r.cfg.Ownership.Static.HostAddresses {
-				listHostAddrs = r.env.hostAddrs
-			}
-			// Refreshing the host's addresses once per heartbeat bounds how
-			// long a lost address is still claimed.
-			s, err := newStaticSource(r.cfg.Ownership.Static, r.host, listHostAddrs, r.cfg.ClaimInterval, r.settings.Logger)
+			configured, err := owners.ParseEntries("ownership.static.entries", r.cfg.Ownership.Static.Entries)
 			if err != nil {
 				return nil, err
 			}
+			var host *localowner.HostAddresses
+			if r.cfg.Ownership.Static.HostAddresses {
+				// Listing the host's addresses again every claim interval
+				// bounds how long a lost address is still claimed.
+				host = &localowner.HostAddresses{Owner: r.host.owner(), List: r.env.hostAddrs, RefreshEvery: r.cfg.ClaimInterval}
+			}
+			s, err := localowner.NewStaticSource(configured, host, r.settings.Logger)
+			if err != nil {
+				return nil, fmt.Errorf("ownership.static.host_addresses: %w", err)
+			}
 			sources = append(sources, s)
 		case sourceFile:
-			sources = append(sources, newFileSource(r.cfg.Ownership.File, r.settings.Logger, r.recordReload))
+			f := r.cfg.Ownership.File
+			sources = append(sources, localowner.NewFileSource(f.Path, f.PollInterval, r.settings.Logger, r.recordReload))
 		}
 	}
 	return sources, nil
@@ -357,23 +364,23 @@ func (r *flowReceiver) activeLoop(ctx context.Context) {
 func (r *flowReceiver) emitLoop(ctx context.Context) {
 	flush := time.NewTicker(r.cfg.FlushInterval)
 	defer flush.Stop()
-	heartbeat := time.NewTicker(r.cfg.ClaimInterval)
-	defer heartbeat.Stop()
+	claimTick := time.NewTicker(r.cfg.ClaimInterval)
+	defer claimTick.Stop()
 	for {
 		select {
 		case ev := <-r.queue:
 			r.addFlow(ctx, &ev)
 		case <-flush.C:
 			r.flush(ctx)
-		case <-heartbeat.C:
-			r.addHeartbeats(ctx)
+		case <-claimTick.C:
+			r.addClaims(ctx)
 			r.flush(ctx)
 		case <-ctx.Done():
 			// Ingest has stopped: hand over what is queued and claim
 			// the last partial interval.
 			out := context.WithoutCancel(ctx)
 			r.drain(out)
-			r.addHeartbeats(out)
+			r.addClaims(out)
 			r.flush(out)
 			return
 		}
@@ -402,41 +409,43 @@ const (
 	unownedOwnerChanged = "owner_changed"
 )
 
-// addFlow converts ev into a record, notes its local address for heartbeats
-// and flushes a full batch. The record names the local owner only if that
+// addFlow converts ev into a record, notes its local address for claims and
+// flushes a full batch. The record names the local owner only if that
 // owner held the address for the whole flow as far as the receiver knows:
 // the processor applies the record's local side as a claim from the flow's
 // start, and the owner looked up now may not be the one at that start.
 func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
-	entry, owned := r.ownership.snapshot().lookup(ev.LocalAddr)
+	var owner *owners.Owner
+	entry, owned := r.ownership.Lookup(ev.LocalAddr)
 	switch {
 	case !owned:
 		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedUnknownAddress])
-	case !entry.heldThroughout(ev):
-		// Heartbeats still claim the part of the flow since the owner
-		// was known.
-		r.hb.observe(ev.LocalAddr, entry, ev.Start, ev.End)
+	case !entry.HeldThroughout(ev.Start, ev.StartBoot, ev.StartKnown):
+		// Claims still cover the part of the flow since the owner was
+		// known.
+		r.claims.Observe(ev.LocalAddr, entry, ev.Start, ev.End)
 		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 1, r.unownedAttrs[unownedOwnerChanged])
-		entry = nil
 	default:
-		r.hb.observe(ev.LocalAddr, entry, ev.Start, ev.End)
+		r.claims.Observe(ev.LocalAddr, entry, ev.Start, ev.End)
+		o := entry.Owner()
+		owner = &o
 	}
-	r.flows.putFlow(r.batch.append(), ev, entry, r.env.now())
+	r.flows.putFlow(r.batch.append(), ev, owner, r.env.now())
 	r.batch.flows[flowState(ev.Kind)]++
 	if r.batch.full() {
 		r.flush(ctx)
 	}
 }
 
-// addHeartbeats closes the heartbeat interval and adds its claims.
-func (r *flowReceiver) addHeartbeats(ctx context.Context) {
+// addClaims closes the claim interval and adds its claims.
+func (r *flowReceiver) addClaims(ctx context.Context) {
 	now := r.env.now()
 	observed := pcommon.NewTimestampFromTime(now)
-	for _, c := range r.hb.claims(now, r.ownership) {
+	for _, c := range r.claims.CloseInterval(now) {
 		lr := r.batch.append()
 		flowschema.PutClaim(lr, c.Claim)
 		lr.SetObservedTimestamp(observed)
-		r.batch.heartbeats[c.origin]++
+		r.batch.claims[c.Basis]++
 		if r.batch.full() {
 			r.flush(ctx)
 		}
@@ -450,7 +459,7 @@ func (r *flowReceiver) flush(ctx context.Context) {
 	if r.batch.len() == 0 {
 		return
 	}
-	logs, flows, heartbeats := r.batch.take()
+	logs, flows, claims := r.batch.take()
 	n := logs.LogRecordCount()
 	opCtx := r.obsrecv.StartLogsOp(ctx)
 	err := r.next.ConsumeLogs(opCtx, logs)
@@ -463,9 +472,9 @@ func (r *flowReceiver) flush(ctx context.Context) {
 			r.telemetry.EbpfflowFlowsEmitted.Add(ctx, int64(count), r.stateAttrs[state])
 		}
 	}
-	for origin, count := range heartbeats {
+	for basis, count := range claims {
 		if count > 0 {
-			r.telemetry.EbpfflowClaimsEmitted.Add(ctx, int64(count), r.originAttrs[origin])
+			r.telemetry.EbpfflowClaimsEmitted.Add(ctx, int64(count), r.basisAttrs[basis])
 		}
 	}
 }
@@ -478,8 +487,8 @@ type batch struct {
 
 	logs    plog.Logs
 	records plog.LogRecordSlice
-	// Counts by flow state and heartbeat origin, for telemetry.
-	flows, heartbeats map[string]int
+	// Counts by flow state and claim basis, for telemetry.
+	flows, claims map[string]int
 }
 
 func newBatch(resource pcommon.Resource, version string, maxSize int) batch {
@@ -497,7 +506,7 @@ func (b *batch) reset() {
 	sl.Scope().SetVersion(b.version)
 	b.records = sl.LogRecords()
 	b.flows = map[string]int{}
-	b.heartbeats = map[string]int{}
+	b.claims = map[string]int{}
 }
 
 func (b *batch) append() plog.LogRecord { return b.records.AppendEmpty() }
@@ -506,7 +515,7 @@ func (b *batch) full() bool             { return b.records.Len() >= b.max }
 
 // take returns the batch and its counts and starts a new one.
 func (b *batch) take() (plog.Logs, map[string]int, map[string]int) {
-	logs, flows, heartbeats := b.logs, b.flows, b.heartbeats
+	logs, flows, claims := b.logs, b.flows, b.claims
 	b.reset()
-	return logs, flows, heartbeats
+	return logs, flows, claims
 }

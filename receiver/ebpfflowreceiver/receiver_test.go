@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/localowner"
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
@@ -41,15 +44,15 @@ func records(sink *consumertest.LogsSink) []plog.LogRecord {
 	return out
 }
 
-func split(recs []plog.LogRecord) (flows, heartbeats []plog.LogRecord) {
+func split(recs []plog.LogRecord) (flows, claimRecords []plog.LogRecord) {
 	for _, lr := range recs {
 		if flowschema.IsClaim(lr) {
-			heartbeats = append(heartbeats, lr)
+			claimRecords = append(claimRecords, lr)
 		} else {
 			flows = append(flows, lr)
 		}
 	}
-	return flows, heartbeats
+	return flows, claimRecords
 }
 
 func machineIDFile(t *testing.T) string {
@@ -65,7 +68,7 @@ func sumAttrs(kv ...string) attribute.Set {
 	return attribute.NewSet(attribute.String(kv[0], kv[1]))
 }
 
-func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
+func TestReceiverEmitsFlowsAndClaims(t *testing.T) {
 	ev := func(kind tracer.Kind, local string, start, end float64) tracer.Event {
 		return tracer.Event{
 			Kind: kind, Role: tracer.RoleClient,
@@ -83,13 +86,13 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	ft.stats = tracer.Stats{LostEvents: 3, BirthMapFull: 2, ListenerMapFull: 4, RecursionMisses: 7, RingBytesUsed: 1 << 20, RingBytesSize: 4 << 20}
 	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
-	cfg.ClaimInterval = time.Hour // only the final heartbeat at shutdown
+	cfg.ClaimInterval = time.Hour // only the final claims at shutdown
 	cfg.FlushInterval = time.Hour
 	cfg.ActiveInterval = 0
-	cfg.Ownership.Static.Entries = []StaticEntry{
-		{Prefixes: []string{"10.0.0.1"}, Owner: "web", Attributes: map[string]string{"service.name": "web"}},
-		{Prefixes: []string{"10.0.1.0/24"}, Owner: "pool"},
-		{Prefixes: []string{"10.0.0.200"}, Owner: "idle"},
+	cfg.Ownership.Static.Entries = []owners.Entry{
+		{Prefixes: []string{"10.0.0.1"}, ID: "web", Attributes: map[string]string{"service.name": "web"}},
+		{Prefixes: []string{"10.0.1.0/24"}, ID: "pool"},
+		{Prefixes: []string{"10.0.0.200"}, ID: "idle"},
 	}
 	require.NoError(t, cfg.Validate())
 
@@ -117,19 +120,19 @@ func TestReceiverEmitsFlowsAndHeartbeats(t *testing.T) {
 	assert.Equal(t, map[string]any{"host.name": host, "host.id": "abc123", "os.type": "linux"}, rl.Resource().Attributes().AsRaw())
 	assert.Equal(t, metadata.ScopeName, rl.ScopeLogs().At(0).Scope().Name())
 
-	flows, heartbeats := split(records(sink))
+	flows, claimRecords := split(records(sink))
 	require.Len(t, flows, 3)
-	owners := []string{}
+	localOwners := []string{}
 	for _, lr := range flows {
 		o, ok := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
-		owners = append(owners, fmt.Sprint(ok, " ", o.ID))
+		localOwners = append(localOwners, fmt.Sprint(ok, " ", o.ID))
 	}
-	assert.Equal(t, []string{"true web", "true pool", "false "}, owners)
+	assert.Equal(t, []string{"true web", "true pool", "false "}, localOwners)
 	webOwner, _ := flows[0].Attributes().Get("flowattr.local.owner.service.name")
 	assert.Equal(t, "web", webOwner.Str())
 
 	claims := map[string]flowschema.Claim{}
-	for _, lr := range heartbeats {
+	for _, lr := range claimRecords {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
 		claims[c.Address.String()+" "+c.Owner.ID] = c
@@ -263,7 +266,7 @@ func TestReceiverActiveReports(t *testing.T) {
 	cfg.ClaimInterval = time.Hour
 	cfg.FlushInterval = time.Hour
 	cfg.Ownership.Static.HostAddresses = false
-	cfg.Ownership.Static.Entries = []StaticEntry{{Prefixes: []string{"10.0.1.0/24"}, Owner: "db"}}
+	cfg.Ownership.Static.Entries = []owners.Entry{{Prefixes: []string{"10.0.1.0/24"}, ID: "db"}}
 	sink := new(consumertest.LogsSink)
 	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
 	require.NoError(t, err)
@@ -272,14 +275,14 @@ func TestReceiverActiveReports(t *testing.T) {
 	clock.Set(at(10))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	flows, heartbeats := split(records(sink))
+	flows, claimRecords := split(records(sink))
 	require.NotEmpty(t, flows)
 	attrs := flows[0].Attributes().AsRaw()
 	assert.Equal(t, "active", attrs[flowschema.AttrFlowState])
 	assert.Equal(t, true, attrs[flowschema.AttrFlowStartPredatesCapture])
 	assert.Equal(t, "db", attrs["flowattr.local.owner.id"])
-	require.Len(t, heartbeats, 1, "one claim however many interim reports")
-	c, err := flowschema.ParseClaim(heartbeats[0])
+	require.Len(t, claimRecords, 1, "one claim however many interim reports")
+	c, err := flowschema.ParseClaim(claimRecords[0])
 	require.NoError(t, err)
 	assert.Equal(t, "10.0.1.5", c.Address.String())
 	assert.Equal(t, [2]time.Time{at(0), at(8)}, claimSpan(c), "an old connection claims only from the interval start")
@@ -324,13 +327,13 @@ func TestReceiverPassesOptionsToTracer(t *testing.T) {
 
 // ownerChangeTest is a receiver whose only ownership source is a file,
 // holding before at its start (at 0 s); the file changes to after at 10 s,
-// before the receiver reads its first event. Heartbeats and flushes wait
+// before the receiver reads its first event. Claims and flushes wait
 // for the shutdown, at 20 s.
 type ownerChangeTest struct {
 	tel   *componenttest.Telemetry
 	sink  *consumertest.LogsSink
 	flows []plog.LogRecord
-	spans map[string][2]time.Time // heartbeat ranges by "address owner"
+	spans map[string][2]time.Time // claim ranges by "address owner"
 }
 
 func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
@@ -346,6 +349,7 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	cfg.Ownership.Static.HostAddresses = false
 	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
 	require.NoError(t, cfg.Validate())
+	cfg.Ownership.File.PollInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
 	oc := &ownerChangeTest{tel: componenttest.NewTelemetry(), sink: new(consumertest.LogsSink), spans: map[string][2]time.Time{}}
 	t.Cleanup(func() { require.NoError(t, oc.tel.Shutdown(context.Background())) })
 	r, err := newFlowReceiver(metadatatest.NewSettings(oc.tel), cfg, oc.sink, testEnvironment(ft, clock, machineIDFile(t)))
@@ -356,22 +360,18 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 		}
 		clock.Set(at(10))
 		replaceFile(t, path, after)
-		for _, src := range r.ownership.sources {
-			if fs, ok := src.(*fileSource); ok {
-				fs.settle = func() {} // the file is written
-				assert.True(t, fs.reload())
-			}
-		}
-		r.ownership.rebuild()
+		// A load counts as a success once the merged map uses it.
+		assert.Eventually(t, func() bool { return reloadSuccesses(oc.tel) == 2 }, 5*time.Second, 5*time.Millisecond,
+			"the file source loads the change")
 	}
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	<-ft.delivered
 	clock.Set(at(20))
 	require.NoError(t, r.Shutdown(context.Background()))
 
-	var heartbeats []plog.LogRecord
-	oc.flows, heartbeats = split(records(oc.sink))
-	for _, lr := range heartbeats {
+	var claimRecords []plog.LogRecord
+	oc.flows, claimRecords = split(records(oc.sink))
+	for _, lr := range claimRecords {
 		c, err := flowschema.ParseClaim(lr)
 		require.NoError(t, err)
 		oc.spans[c.Address.String()+" "+c.Owner.ID] = claimSpan(c)
@@ -379,14 +379,40 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	return oc
 }
 
+// reloadSuccesses returns how many ownership file loads tel counted as
+// successes.
+func reloadSuccesses(tel *componenttest.Telemetry) int64 {
+	m, err := tel.GetMetric("otelcol_ebpfflow_ownership_file_reloads")
+	if err != nil {
+		return 0
+	}
+	sum, _ := m.Data.(metricdata.Sum[int64])
+	for _, dp := range sum.DataPoints {
+		if v, _ := dp.Attributes.Value("result"); v.AsString() == localowner.ReloadSuccess {
+			return dp.Value
+		}
+	}
+	return 0
+}
+
+// ownershipFile returns an ownership file of one entry per prefix, owner ID
+// pair.
+func ownershipFile(kv ...string) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, "- {prefixes: [%s], id: %s}\n", kv[i], kv[i+1])
+	}
+	return b.String()
+}
+
 // localOwners returns the local owner ID of each flow record, "" for none.
 func (oc *ownerChangeTest) localOwners() []string {
-	var owners []string
+	var ids []string
 	for _, lr := range oc.flows {
 		o, _ := flowschema.ReadOwner(lr.Attributes(), flowschema.PrefixLocalOwner)
-		owners = append(owners, o.ID)
+		ids = append(ids, o.ID)
 	}
-	return owners
+	return ids
 }
 
 // closedFlow is a client connection from local to a peer outside every
@@ -405,8 +431,8 @@ func closedFlow(local string, start, end float64) tracer.Event {
 // record's local side as a claim from the flow's start.
 func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 	oc := runOwnerChange(t,
-		"10.0.0.1: a\n10.0.1.0/24: pool\n10.0.1.5: x\n10.0.2.0/24: other\n",
-		"10.0.0.1: b\n10.0.1.0/24: pool\n10.0.2.0/24: other\n",
+		ownershipFile("10.0.0.1", "a", "10.0.1.0/24", "pool", "10.0.1.5", "x", "10.0.2.0/24", "other"),
+		ownershipFile("10.0.0.1", "b", "10.0.1.0/24", "pool", "10.0.2.0/24", "other"),
 		closedFlow("10.0.0.1", 5, 12),    // began under a, now b's
 		closedFlow("10.0.0.1", 11, 12),   // began under b
 		closedFlow("10.0.1.5", 5, 12),    // began under x, now falls back to pool
@@ -419,7 +445,7 @@ func TestReceiverLeavesOutOwnersNewerThanTheFlow(t *testing.T) {
 		{Value: 2, Attributes: sumAttrs("reason", "owner_changed")},
 		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
 	}, metricdatatest.IgnoreTimestamp())
-	// Heartbeats still claim what the flows showed once the owner was
+	// Claims still cover what the flows showed once the owner was
 	// known, the owners the file change removed until it did, and the
 	// owner an address fell back to from then.
 	assert.Equal(t, map[string][2]time.Time{
@@ -441,7 +467,7 @@ func TestReceiverLeavesOutNewOwnersOfConnectionsOfUnknownStart(t *testing.T) {
 		ev.StartKnown = false
 		return ev
 	}
-	oc := runOwnerChange(t, "10.0.0.1: a\n10.0.0.2: c\n", "10.0.0.1: b\n10.0.0.2: c\n",
+	oc := runOwnerChange(t, ownershipFile("10.0.0.1", "a", "10.0.0.2", "c"), ownershipFile("10.0.0.1", "b", "10.0.0.2", "c"),
 		unknownBirth("10.0.0.1"), // may have begun under a, now b's
 		unknownBirth("10.0.0.2"), // c's since before capture
 	)
@@ -462,7 +488,7 @@ func TestReceiverComparesFlowStartsOnTheBootClock(t *testing.T) {
 		ev.StartBoot = bootAt(start)
 		return ev
 	}
-	oc := runOwnerChange(t, "10.0.0.1: a\n", "10.0.0.1: b\n",
+	oc := runOwnerChange(t, ownershipFile("10.0.0.1", "a"), ownershipFile("10.0.0.1", "b"),
 		stepped(5, 7),   // began under a
 		stepped(11, 13), // began under b
 	)
@@ -476,6 +502,6 @@ func TestReceiverComparesFlowStartsOnTheBootClock(t *testing.T) {
 func TestReceiverStampsOnlyFlowsAfterSinceOnBothClocks(t *testing.T) {
 	ev := closedFlow("10.0.0.1", 9.5, 9.8) // a 0.8 s step not yet applied
 	ev.StartBoot = bootAt(10.3)            // began after the change at 10 s
-	oc := runOwnerChange(t, "10.0.0.0/24: a\n", "10.0.0.0/24: a\n10.0.0.1: b\n", ev)
+	oc := runOwnerChange(t, ownershipFile("10.0.0.0/24", "a"), ownershipFile("10.0.0.0/24", "a", "10.0.0.1", "b"), ev)
 	assert.Equal(t, []string{""}, oc.localOwners())
 }

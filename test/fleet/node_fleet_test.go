@@ -116,10 +116,10 @@ func (n *node) writeOwnership(t *testing.T, owners map[netip.Addr]string) {
 	t.Helper()
 	var b []byte
 	for a, o := range owners {
-		b = fmt.Appendf(b, "%s: %s\n", a, o)
+		b = fmt.Appendf(b, "- {prefixes: [%s], id: %s}\n", a, o)
 	}
 	if len(owners) == 0 {
-		b = []byte("{}\n")
+		b = []byte("[]\n")
 	}
 	tmp := n.ownership + ".tmp"
 	must(t, os.WriteFile(tmp, b, 0o644), "writing %s", tmp)
