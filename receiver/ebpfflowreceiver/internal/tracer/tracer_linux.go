@@ -16,22 +16,6 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// Hooks says which programs New could load and attach on this kernel.
-type Hooks struct {
-	// StateChange is "tp_btf" (BTF-enabled tracepoint) or "tracepoint" (the
-	// classic sock/inet_sock_set_state fallback). With "tracepoint" socket
-	// cookies are the kernel's where one was already generated and a
-	// tracer-assigned ID (top bit set) otherwise.
-	StateChange string
-	// ServerProcess is true when the sock_send_length and sock_recv_length
-	// BTF tracepoints are attached: they take a server socket's process at
-	// its first send or receive. Without them (kernels before 6.5) server
-	// sockets carry no process (PID 0).
-	ServerProcess bool
-	// ServerProcessError says why they are missing.
-	ServerProcessError error
-}
-
 // Tracer holds the loaded BPF programs, their links and maps. Read, Active
 // and Stats may be called concurrently; Close ends them.
 type Tracer struct {
@@ -47,30 +31,6 @@ type Tracer struct {
 
 	closeMu sync.RWMutex
 	closed  bool
-}
-
-func (o Options) withDefaults() (Options, error) {
-	if o.RingBufferSize == 0 {
-		o.RingBufferSize = DefaultRingBufferSize
-	}
-	if o.MaxConnections == 0 {
-		o.MaxConnections = DefaultMaxConnections
-	}
-	page := os.Getpagesize()
-	switch {
-	case o.RingBufferSize < page || o.RingBufferSize > MaxRingBufferSize ||
-		o.RingBufferSize&(o.RingBufferSize-1) != 0:
-		return o, fmt.Errorf("ring buffer size %d: must be a power of two between the page size (%d) and %d", o.RingBufferSize, page, MaxRingBufferSize)
-	case o.MaxConnections < 0 || o.MaxConnections > MaxMaxConnections:
-		return o, fmt.Errorf("max connections %d: must be between 1 and %d", o.MaxConnections, MaxMaxConnections)
-	}
-	return o, nil
-}
-
-// Validate reports whether New would accept opts, without loading anything.
-func (o Options) Validate() error {
-	_, err := o.withDefaults()
-	return err
 }
 
 // New validates opts, loads the BPF objects and attaches them. Its error
