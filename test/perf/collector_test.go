@@ -1,8 +1,11 @@
+//go:build linux
+
 // Package perf measures the built otelcol-flowattr binary end to end: flow
 // throughput and CPU per record with and without the ownership processor
 // (BenchmarkPipeline), and resident memory against the number of tracked
 // addresses (BenchmarkMemory). The collector runs as a separate process and
-// is driven only over OTLP/gRPC on loopback; see docs/performance.md.
+// is driven only over OTLP/gRPC on loopback; see docs/performance.md. Its CPU
+// time and memory are read from /proc, so the package builds on Linux only.
 //
 //	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run '^$' -bench . ./test/perf/
 package perf
