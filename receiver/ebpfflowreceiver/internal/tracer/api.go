@@ -142,12 +142,6 @@ type Options struct {
 	// birth map). Births beyond it are counted in Stats.BirthMapFull and
 	// their close is not reported. Default DefaultMaxConnections.
 	MaxConnections int
-
-	// classicTracepoint skips tp_btf, so tests can exercise the fallback.
-	classicTracepoint bool
-	// maxListeners, if not zero, shrinks the listener set, so tests can
-	// fill it.
-	maxListeners int
 }
 
 // Defaults and bounds of Options.
@@ -184,28 +178,29 @@ type Stats struct {
 	RingBytesUsed, RingBytesSize int
 }
 
-func (o Options) withDefaults() (Options, error) {
+// withDefaults returns o with its zero fields set to their defaults.
+func (o Options) withDefaults() Options {
 	if o.RingBufferSize == 0 {
 		o.RingBufferSize = DefaultRingBufferSize
 	}
 	if o.MaxConnections == 0 {
 		o.MaxConnections = DefaultMaxConnections
 	}
-	page := os.Getpagesize()
-	switch {
-	case o.RingBufferSize < page || o.RingBufferSize > MaxRingBufferSize ||
-		o.RingBufferSize&(o.RingBufferSize-1) != 0:
-		return o, fmt.Errorf("ring buffer size %d: must be a power of two between the page size (%d) and %d", o.RingBufferSize, page, MaxRingBufferSize)
-	case o.MaxConnections < 0 || o.MaxConnections > MaxMaxConnections:
-		return o, fmt.Errorf("max connections %d: must be between 1 and %d", o.MaxConnections, MaxMaxConnections)
-	}
-	return o, nil
+	return o
 }
 
 // Validate checks opts as New does, without loading anything.
 func (o Options) Validate() error {
-	_, err := o.withDefaults()
-	return err
+	o = o.withDefaults()
+	page := os.Getpagesize()
+	switch {
+	case o.RingBufferSize < page || o.RingBufferSize > MaxRingBufferSize ||
+		o.RingBufferSize&(o.RingBufferSize-1) != 0:
+		return fmt.Errorf("ring buffer size %d: must be a power of two between the page size (%d) and %d", o.RingBufferSize, page, MaxRingBufferSize)
+	case o.MaxConnections < 0 || o.MaxConnections > MaxMaxConnections:
+		return fmt.Errorf("max connections %d: must be between 1 and %d", o.MaxConnections, MaxMaxConnections)
+	}
+	return nil
 }
 
 // Hooks says which programs New could load and attach on this kernel.

@@ -104,7 +104,10 @@ func BenchmarkCloseRate(b *testing.B) {
 		connsPerSec int // 0: as fast as the workers go
 	}{
 		{DefaultRingBufferSize, 0},
-		{64 << 10, 0}, {64 << 10, 2500}, {64 << 10, 5000}, {64 << 10, 10000},
+		{64 << 10, 0},
+		{64 << 10, 2500},
+		{64 << 10, 5000},
+		{64 << 10, 10000},
 		{16 << 10, 0},
 		{4 << 10, 0},
 	} {

@@ -36,15 +36,29 @@ type Tracer struct {
 // New validates opts, loads the BPF objects and attaches them. Its error
 // wraps ErrUnsupported when the kernel or the privileges cannot run them.
 func New(opts Options) (*Tracer, error) {
-	opts, err := opts.withDefaults()
-	if err != nil {
+	return newTracer(opts, testOptions{})
+}
+
+// testOptions are settings that only tests change.
+type testOptions struct {
+	// classicTracepoint skips tp_btf, so tests can exercise the fallback.
+	classicTracepoint bool
+	// maxListeners, if not zero, shrinks the listener set, so tests can
+	// fill it.
+	maxListeners int
+}
+
+// newTracer is New with the settings of tests.
+func newTracer(opts Options, test testOptions) (*Tracer, error) {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	opts = opts.withDefaults()
 	if _, err := btf.LoadKernelSpec(); err != nil {
-		return nil, fmt.Errorf("%w: kernel BTF not available (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %v", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: kernel BTF not available (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", ErrUnsupported, err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: cannot lift the memlock limit for BPF maps (needs root or CAP_SYS_RESOURCE on kernels before 5.11): %v", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: cannot lift the memlock limit for BPF maps (needs root or CAP_SYS_RESOURCE on kernels before 5.11): %w", ErrUnsupported, err)
 	}
 	spec, err := loadFlow()
 	if err != nil {
@@ -52,8 +66,8 @@ func New(opts Options) (*Tracer, error) {
 	}
 	spec.Maps["births"].MaxEntries = uint32(opts.MaxConnections)
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
-	if opts.maxListeners > 0 {
-		spec.Maps["listeners"].MaxEntries = uint32(opts.maxListeners)
+	if test.maxListeners > 0 {
+		spec.Maps["listeners"].MaxEntries = uint32(test.maxListeners)
 	}
 
 	var maps flowMaps
@@ -72,7 +86,7 @@ func New(opts Options) (*Tracer, error) {
 		"births": maps.Births, "counters": maps.Counters, "listeners": maps.Listeners,
 		"events": maps.Events, "scratch": maps.Scratch,
 	}
-	if err := t.attach(spec, replacements, opts.classicTracepoint); err != nil {
+	if err := t.attach(spec, replacements, test.classicTracepoint); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -94,7 +108,7 @@ func unsupported(what string, err error) error {
 	if errors.Is(err, os.ErrPermission) {
 		hint = " (needs root, or CAP_BPF and CAP_PERFMON)"
 	}
-	return fmt.Errorf("%w: %s%s: %v", ErrUnsupported, what, hint, err)
+	return fmt.Errorf("%w: %s%s: %w", ErrUnsupported, what, hint, err)
 }
 
 // loadProgram loads one program of spec against the already created maps.

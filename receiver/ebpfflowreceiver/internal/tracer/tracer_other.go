@@ -18,7 +18,7 @@ type Tracer struct{}
 // New validates opts and fails with an error wrapping ErrUnsupported: the
 // tracer works on Linux only.
 func New(opts Options) (*Tracer, error) {
-	if _, err := opts.withDefaults(); err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
 	return nil, fmt.Errorf("%w: eBPF flow tracing works on Linux only, not on %s", ErrUnsupported, runtime.GOOS)
