@@ -141,7 +141,7 @@ func parseStatCPU(stat string) (time.Duration, error) {
 	for _, i := range []int{utime, stime} {
 		n, err := strconv.ParseInt(fields[i], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("field %d: %v", i+3, err)
+			return 0, fmt.Errorf("field %d: %w", i+3, err)
 		}
 		ticks += n
 	}
@@ -215,7 +215,7 @@ func promValue(body, name string) (float64, bool, error) {
 		}
 		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
 		if err != nil {
-			return 0, false, fmt.Errorf("metric %s: %v", name, err)
+			return 0, false, fmt.Errorf("metric %s: %w", name, err)
 		}
 		return v, true, nil
 	}
