@@ -1,7 +1,8 @@
 # flowattr: build, run, test and benchmark the otelcol-flowattr collector.
 #
-# Tools (ocb, mdatagen, bpf2go, benchstat) are pinned in tools/go.mod and run
-# with `go tool -modfile=tools/go.mod`, so nothing is installed globally.
+# Tools (ocb, mdatagen, bpf2go, benchstat, golangci-lint) are pinned in
+# tools/go.mod and run with `go tool -modfile=tools/go.mod`, so nothing is
+# installed globally.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -41,7 +42,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench bench-e2e evaluate generate lint test-deps generate-deps clean
+.PHONY: build run test bench bench-e2e evaluate generate lint fmt test-deps generate-deps clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -86,11 +87,16 @@ generate: generate-deps
 	done
 	$(GO) generate ./...
 
-## lint: fail on unformatted files, then go vet.
+## lint: fail on unformatted files, then go vet, then golangci-lint (.golangci.yml).
 lint:
 	@unformatted="$$(gofmt -l $(GO_FILES))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GOTOOL) golangci-lint run ./...
+
+## fmt: rewrite the Go files with golangci-lint's formatters (gofumpt, goimports).
+fmt:
+	$(GOTOOL) golangci-lint fmt
 
 # iproute2 for tests that build hosts in network namespaces; gcc for -race.
 test-deps:
