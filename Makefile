@@ -42,7 +42,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench bench-e2e evaluate generate lint fmt test-deps generate-deps clean
+.PHONY: build run test bench bench-e2e evaluate generate lint fmt cross-build test-deps generate-deps clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -97,6 +97,19 @@ lint:
 ## fmt: rewrite the Go files with golangci-lint's formatters (gofumpt, goimports).
 fmt:
 	$(GOTOOL) golangci-lint fmt
+
+# Systems other than Linux that the module must build for: the eBPF tracer
+# is Linux-only, everything else is portable, and on these systems the
+# ebpfflow receiver refuses to start saying it works on Linux only.
+CROSS_GOOS ?= darwin windows
+
+## cross-build: go build and go vet the module (tests included) for each of $(CROSS_GOOS).
+cross-build:
+	@for goos in $(CROSS_GOOS); do \
+		echo "GOOS=$$goos $(GO) build ./... && GOOS=$$goos $(GO) vet ./..."; \
+		GOOS=$$goos $(GO) build ./...; \
+		GOOS=$$goos $(GO) vet ./...; \
+	done
 
 # iproute2 for tests that build hosts in network namespaces; gcc for -race.
 test-deps:
