@@ -24,9 +24,10 @@ BENCH_OUT ?= bench.out
 # Every Go file outside the generated distribution, for gofmt and for deciding
 # whether the binary is stale.
 GO_FILES := $(shell find . -name '*.go' -not -path './_build/*' -not -path './.git/*')
-# The binary is built from the non-test sources of the root module and the
-# eBPF objects that bpf2go embeds.
-BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/%,$(GO_FILES)) \
+# The binary is built from the non-test sources of the root module (not the
+# test support under internal/testutil) and the eBPF objects that bpf2go
+# embeds.
+BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/% ./internal/testutil/%,$(GO_FILES)) \
 	$(shell find . -name '*_bpfel.o' -not -path './_build/*' -not -path './.git/*')
 
 # Commands run as root in CI; elsewhere apt-get goes through sudo.

@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
+	"github.com/flowattr/flowattr/internal/testutil/discardserver"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
+	"github.com/flowattr/flowattr/internal/testutil/discardserver"
 )
 
 // BenchmarkConnectLoopback measures connect + write + close on loopback, one
