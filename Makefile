@@ -1,7 +1,8 @@
 # flowattr: build, run, test and benchmark the otelcol-flowattr collector.
 #
-# Tools (ocb, mdatagen, bpf2go, benchstat) are pinned in tools/go.mod and run
-# with `go tool -modfile=tools/go.mod`, so nothing is installed globally.
+# Tools (ocb, mdatagen, bpf2go, benchstat, golangci-lint) are pinned in
+# tools/go.mod and run with `go tool -modfile=tools/go.mod`, so nothing is
+# installed globally.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -23,9 +24,10 @@ BENCH_OUT ?= bench.out
 # Every Go file outside the generated distribution, for gofmt and for deciding
 # whether the binary is stale.
 GO_FILES := $(shell find . -name '*.go' -not -path './_build/*' -not -path './.git/*')
-# The binary is built from the non-test sources of the root module and the
-# eBPF objects that bpf2go embeds.
-BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/%,$(GO_FILES)) \
+# The binary is built from the non-test sources of the root module (not the
+# test support under internal/testutil) and the eBPF objects that bpf2go
+# embeds.
+BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/% ./internal/testutil/%,$(GO_FILES)) \
 	$(shell find . -name '*_bpfel.o' -not -path './_build/*' -not -path './.git/*')
 
 # Commands run as root in CI; elsewhere apt-get goes through sudo.
@@ -41,7 +43,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench bench-e2e evaluate generate lint test-deps generate-deps clean
+.PHONY: build run test bench bench-e2e evaluate generate lint fmt cross-build test-deps generate-deps clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -86,11 +88,29 @@ generate: generate-deps
 	done
 	$(GO) generate ./...
 
-## lint: fail on unformatted files, then go vet.
+## lint: fail on unformatted files, then go vet, then golangci-lint (.golangci.yml).
 lint:
 	@unformatted="$$(gofmt -l $(GO_FILES))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GOTOOL) golangci-lint run ./...
+
+## fmt: rewrite the Go files with golangci-lint's formatters (gofumpt, goimports).
+fmt:
+	$(GOTOOL) golangci-lint fmt
+
+# Systems other than Linux that the module must build for: the eBPF tracer
+# is Linux-only, everything else is portable, and on these systems the
+# ebpfflow receiver refuses to start saying it works on Linux only.
+CROSS_GOOS ?= darwin windows
+
+## cross-build: go build and go vet the module (tests included) for each of $(CROSS_GOOS).
+cross-build:
+	@for goos in $(CROSS_GOOS); do \
+		echo "GOOS=$$goos $(GO) build ./... && GOOS=$$goos $(GO) vet ./..."; \
+		GOOS=$$goos $(GO) build ./...; \
+		GOOS=$$goos $(GO) vet ./...; \
+	done
 
 # iproute2 for tests that build hosts in network namespaces; gcc for -race.
 test-deps:

@@ -345,8 +345,8 @@ func (s *Store[K]) answer(tab *table[K], sl *slot[K], h uint64, t int64) (Result
 			last := rng{start: sl.start.Load(), end: sl.end.Load()}
 			p := sl.older.Load()
 			var res Result
-			switch {
-			case gi == giDeleted:
+			switch gi {
+			case giDeleted:
 				res = Result{Reason: ReasonNoClaim}
 			default:
 				// gi, and the indexes in the older array, name the

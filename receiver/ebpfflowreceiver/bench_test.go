@@ -1,3 +1,5 @@
+//go:build linux
+
 package ebpfflowreceiver
 
 import (
@@ -21,7 +23,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/localowner"
 	"github.com/flowattr/flowattr/internal/owners"
-	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
+	"github.com/flowattr/flowattr/internal/testutil/discardserver"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )

@@ -6,7 +6,6 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"golang.org/x/sys/unix"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
@@ -115,7 +114,7 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.
 	attrs.PutInt(flowschema.AttrFlowRetransmits, int64(ev.Retransmits))
 	attrs.PutInt(flowschema.AttrFlowSRTT, ev.SRTT.Microseconds())
 	if ev.Err != 0 {
-		name := unix.ErrnoName(ev.Err)
+		name := errnoName(ev.Err)
 		if name == "" {
 			name = ev.Err.Error()
 		}

@@ -20,5 +20,8 @@ func NewFactory() receiver.Factory {
 }
 
 func createLogs(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Logs) (receiver.Logs, error) {
+	if err := checkPlatform(); err != nil {
+		return nil, err
+	}
 	return newFlowReceiver(set, cfg.(*Config), next, hostEnvironment())
 }

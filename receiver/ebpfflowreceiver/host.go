@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 
 	"github.com/flowattr/flowattr/internal/owners"
 )
@@ -31,18 +30,6 @@ func readHostIdentity(machineIDFile string) (hostIdentity, error) {
 		h.id = strings.TrimSpace(string(b))
 	}
 	return h, nil
-}
-
-// netnsPath is this process's network namespace; its inode is what the
-// tracer reports as an event's NetnsInode.
-const netnsPath = "/proc/self/ns/net"
-
-func ownNetnsInode() (uint32, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(netnsPath, &st); err != nil {
-		return 0, fmt.Errorf("reading this process's network namespace: %w", err)
-	}
-	return uint32(st.Ino), nil
 }
 
 // owner is the host as the owner of its own addresses: ID the host name.

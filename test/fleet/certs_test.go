@@ -92,11 +92,12 @@ func (ca *testCA) issue(t *testing.T, name string, ips ...net.IP) leaf {
 }
 
 // clientTLS is the TLS configuration of a test client presenting l (none
-// when l is the zero leaf) to a server whose certificate ca signed.
-func (ca *testCA) clientTLS(l leaf, serverName string) *tls.Config {
+// when l is the zero leaf) to a server on 127.0.0.1 whose certificate ca
+// signed.
+func (ca *testCA) clientTLS(l leaf) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
-	cfg := &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 	if l.pair.Certificate != nil {
 		cfg.Certificates = []tls.Certificate{l.pair}
 	}

@@ -208,8 +208,8 @@ processors:
 	g1, g2 := tier.gateways[0], tier.gateways[1]
 	agentA := tier.ca.issue(t, "agent-a")
 	agentB := tier.ca.issue(t, "agent-b")
-	toG1 := dialAgent(t, g1.agentAddr, tier.ca.clientTLS(agentA, "127.0.0.1"))
-	toG2 := dialAgent(t, g2.agentAddr, tier.ca.clientTLS(agentB, "127.0.0.1"))
+	toG1 := dialAgent(t, g1.agentAddr, tier.ca.clientTLS(agentA))
+	toG2 := dialAgent(t, g2.agentAddr, tier.ca.clientTLS(agentB))
 	ctx := context.Background()
 
 	now := time.Now()

@@ -38,9 +38,9 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	tier := startGatewayTier(t, sourcesOverlay, "gateway-1")
 	g := tier.gateways[0]
 	ctx := context.Background()
-	agentA := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-a"), "127.0.0.1"))
-	agentB := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-b"), "127.0.0.1"))
-	rogue := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "rogue"), "127.0.0.1"))
+	agentA := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-a")))
+	agentB := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-b")))
+	rogue := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "rogue")))
 
 	now := time.Now()
 	checkout, spare, payments := netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("10.1.0.8"), netip.MustParseAddr("10.1.0.9")
@@ -51,8 +51,8 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	// CA: one from another CA, and none at all. Both trust the gateway.
 	otherCA := newTestCA(t, "not-the-fleet")
 	for name, cfg := range map[string]*tls.Config{
-		"certificate from another CA": tier.ca.clientTLS(otherCA.issue(t, "stranger"), "127.0.0.1"),
-		"no certificate":              tier.ca.clientTLS(leaf{}, "127.0.0.1"),
+		"certificate from another CA": tier.ca.clientTLS(otherCA.issue(t, "stranger")),
+		"no certificate":              tier.ca.clientTLS(leaf{}),
 	} {
 		c := dialAgent(t, g.agentAddr, cfg)
 		if err := c.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"})); err == nil {

@@ -1,8 +1,11 @@
+//go:build linux
+
 // Package perf measures the built otelcol-flowattr binary end to end: flow
 // throughput and CPU per record with and without the ownership processor
 // (BenchmarkPipeline), and resident memory against the number of tracked
 // addresses (BenchmarkMemory). The collector runs as a separate process and
-// is driven only over OTLP/gRPC on loopback; see docs/performance.md.
+// is driven only over OTLP/gRPC on loopback; see docs/performance.md. Its CPU
+// time and memory are read from /proc, so the package builds on Linux only.
 //
 //	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run '^$' -bench . ./test/perf/
 package perf
@@ -138,7 +141,7 @@ func parseStatCPU(stat string) (time.Duration, error) {
 	for _, i := range []int{utime, stime} {
 		n, err := strconv.ParseInt(fields[i], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("field %d: %v", i+3, err)
+			return 0, fmt.Errorf("field %d: %w", i+3, err)
 		}
 		ticks += n
 	}
@@ -212,7 +215,7 @@ func promValue(body, name string) (float64, bool, error) {
 		}
 		v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
 		if err != nil {
-			return 0, false, fmt.Errorf("metric %s: %v", name, err)
+			return 0, false, fmt.Errorf("metric %s: %w", name, err)
 		}
 		return v, true, nil
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package perf
 
 import (
@@ -84,9 +86,7 @@ func countRecords(req []byte) (recordCounts, error) {
 	var n recordCounts
 	err := forEachBytesField(req, 1, func(resourceLogs []byte) error { // resource_logs
 		return forEachBytesField(resourceLogs, 2, func(scopeLogs []byte) error { // scope_logs
-			return forEachBytesField(scopeLogs, 2, func(record []byte) error { // log_records
-				return n.add(record)
-			})
+			return forEachBytesField(scopeLogs, 2, n.add) // log_records
 		})
 	})
 	return n, err

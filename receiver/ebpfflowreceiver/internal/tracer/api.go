@@ -9,18 +9,25 @@
 // ring buffer on close. An iter/tcp socket iterator reports open connections,
 // including those opened before the tracer started, which it seeds so that
 // their close is reported too.
+//
+// The tracer works on Linux only. This file and the other files without an
+// OS suffix hold the API, which builds everywhere; the implementation is in
+// the _linux.go files, and on other systems New fails with ErrUnsupported.
 package tracer
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"syscall"
 	"time"
 )
 
 // ErrUnsupported is wrapped by New's error when the kernel or the process
-// cannot run the tracer: no BPF, no BTF, missing privileges (CAP_BPF and
-// CAP_PERFMON, or root) or memlock limits. The wrapping error says which.
+// cannot run the tracer: not Linux, no BPF, no BTF, missing privileges
+// (CAP_BPF and CAP_PERFMON, or root) or memlock limits. The wrapping error
+// says which.
 var ErrUnsupported = errors.New("ebpf flow tracing unsupported")
 
 // Kind says what an Event reports.
@@ -135,12 +142,6 @@ type Options struct {
 	// birth map). Births beyond it are counted in Stats.BirthMapFull and
 	// their close is not reported. Default DefaultMaxConnections.
 	MaxConnections int
-
-	// classicTracepoint skips tp_btf, so tests can exercise the fallback.
-	classicTracepoint bool
-	// maxListeners, if not zero, shrinks the listener set, so tests can
-	// fill it.
-	maxListeners int
 }
 
 // Defaults and bounds of Options.
@@ -175,4 +176,45 @@ type Stats struct {
 	// RingBytesUsed is the number of unread bytes in the ring buffer,
 	// RingBytesSize its size.
 	RingBytesUsed, RingBytesSize int
+}
+
+// withDefaults returns o with its zero fields set to their defaults.
+func (o Options) withDefaults() Options {
+	if o.RingBufferSize == 0 {
+		o.RingBufferSize = DefaultRingBufferSize
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	return o
+}
+
+// Validate checks opts as New does, without loading anything.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	page := os.Getpagesize()
+	switch {
+	case o.RingBufferSize < page || o.RingBufferSize > MaxRingBufferSize ||
+		o.RingBufferSize&(o.RingBufferSize-1) != 0:
+		return fmt.Errorf("ring buffer size %d: must be a power of two between the page size (%d) and %d", o.RingBufferSize, page, MaxRingBufferSize)
+	case o.MaxConnections < 0 || o.MaxConnections > MaxMaxConnections:
+		return fmt.Errorf("max connections %d: must be between 1 and %d", o.MaxConnections, MaxMaxConnections)
+	}
+	return nil
+}
+
+// Hooks says which programs New could load and attach on this kernel.
+type Hooks struct {
+	// StateChange is "tp_btf" (BTF-enabled tracepoint) or "tracepoint" (the
+	// classic sock/inet_sock_set_state fallback). With "tracepoint" socket
+	// cookies are the kernel's where one was already generated and a
+	// tracer-assigned ID (top bit set) otherwise.
+	StateChange string
+	// ServerProcess is true when the sock_send_length and sock_recv_length
+	// BTF tracepoints are attached: they take a server socket's process at
+	// its first send or receive. Without them (kernels before 6.5) server
+	// sockets carry no process (PID 0).
+	ServerProcess bool
+	// ServerProcessError says why they are missing.
+	ServerProcessError error
 }

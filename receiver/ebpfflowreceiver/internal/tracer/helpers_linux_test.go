@@ -21,7 +21,13 @@ import (
 // it; it is closed at cleanup.
 func startTracer(t testing.TB, opts Options) *Tracer {
 	t.Helper()
-	tr, err := New(opts)
+	return startTracerWith(t, opts, testOptions{})
+}
+
+// startTracerWith is startTracer with test settings.
+func startTracerWith(t testing.TB, opts Options, test testOptions) *Tracer {
+	t.Helper()
+	tr, err := newTracer(opts, test)
 	if errors.Is(err, ErrUnsupported) {
 		t.Skipf("SKIPPING: eBPF tracing is not available here: %v", err)
 	}
@@ -139,8 +145,11 @@ func exchange(t testing.TB, client, server net.Conn, toServer, toClient int, cli
 			}
 			if !closeFirst {
 				// Wait for the peer's FIN before closing.
-				if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-					errs <- fmt.Errorf("want EOF, got %d bytes, %v", n, err)
+				if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+					if err == nil {
+						err = errors.New("no error")
+					}
+					errs <- fmt.Errorf("want EOF, got %d bytes and %w", n, err)
 					return
 				}
 			}
@@ -156,9 +165,9 @@ func exchange(t testing.TB, client, server net.Conn, toServer, toClient int, cli
 	}
 }
 
-// connectPair listens on listenNet/listenAddr, dials it with dial and
+// connectPair listens with listen, dials the listener's port with dial and
 // returns both ends; the listener is closed at cleanup.
-func connectPair(t testing.TB, listen func() (net.Listener, error), dial func(port uint16) (net.Conn, error)) (client, server net.Conn, ln net.Listener) {
+func connectPair(t testing.TB, listen func() (net.Listener, error), dial func(port uint16) (net.Conn, error)) (client, server net.Conn) {
 	t.Helper()
 	ln, err := listen()
 	if err != nil {
@@ -182,7 +191,7 @@ func connectPair(t testing.TB, listen func() (net.Listener, error), dial func(po
 	if server == nil {
 		t.Fatal("accept failed")
 	}
-	return client, server, ln
+	return client, server
 }
 
 // dialDualStack connects from an AF_INET6 socket to the v4-mapped form of

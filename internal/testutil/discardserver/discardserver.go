@@ -1,7 +1,10 @@
 // Package discardserver runs a TCP server for the receiver's and the
 // tracer's tests and benchmarks: connections whose life the kernel side
 // traces, with nothing but the connection itself to measure.
-package discardserver
+//
+// Like everything under internal/testutil it is test support: only
+// _test.go files import it (golangci-lint's depguard enforces this).
+package discardserver // import "github.com/flowattr/flowattr/internal/testutil/discardserver"
 
 import (
 	"io"

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
+	"github.com/flowattr/flowattr/internal/testutil/discardserver"
 )
 
 // BenchmarkConnectLoopback measures connect + write + close on loopback, one
@@ -104,7 +104,10 @@ func BenchmarkCloseRate(b *testing.B) {
 		connsPerSec int // 0: as fast as the workers go
 	}{
 		{DefaultRingBufferSize, 0},
-		{64 << 10, 0}, {64 << 10, 2500}, {64 << 10, 5000}, {64 << 10, 10000},
+		{64 << 10, 0},
+		{64 << 10, 2500},
+		{64 << 10, 5000},
+		{64 << 10, 10000},
 		{16 << 10, 0},
 		{4 << 10, 0},
 	} {

@@ -16,22 +16,6 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// Hooks says which programs New could load and attach on this kernel.
-type Hooks struct {
-	// StateChange is "tp_btf" (BTF-enabled tracepoint) or "tracepoint" (the
-	// classic sock/inet_sock_set_state fallback). With "tracepoint" socket
-	// cookies are the kernel's where one was already generated and a
-	// tracer-assigned ID (top bit set) otherwise.
-	StateChange string
-	// ServerProcess is true when the sock_send_length and sock_recv_length
-	// BTF tracepoints are attached: they take a server socket's process at
-	// its first send or receive. Without them (kernels before 6.5) server
-	// sockets carry no process (PID 0).
-	ServerProcess bool
-	// ServerProcessError says why they are missing.
-	ServerProcessError error
-}
-
 // Tracer holds the loaded BPF programs, their links and maps. Read, Active
 // and Stats may be called concurrently; Close ends them.
 type Tracer struct {
@@ -49,42 +33,32 @@ type Tracer struct {
 	closed  bool
 }
 
-func (o Options) withDefaults() (Options, error) {
-	if o.RingBufferSize == 0 {
-		o.RingBufferSize = DefaultRingBufferSize
-	}
-	if o.MaxConnections == 0 {
-		o.MaxConnections = DefaultMaxConnections
-	}
-	page := os.Getpagesize()
-	switch {
-	case o.RingBufferSize < page || o.RingBufferSize > MaxRingBufferSize ||
-		o.RingBufferSize&(o.RingBufferSize-1) != 0:
-		return o, fmt.Errorf("ring buffer size %d: must be a power of two between the page size (%d) and %d", o.RingBufferSize, page, MaxRingBufferSize)
-	case o.MaxConnections < 0 || o.MaxConnections > MaxMaxConnections:
-		return o, fmt.Errorf("max connections %d: must be between 1 and %d", o.MaxConnections, MaxMaxConnections)
-	}
-	return o, nil
-}
-
-// Validate reports whether New would accept opts, without loading anything.
-func (o Options) Validate() error {
-	_, err := o.withDefaults()
-	return err
-}
-
 // New validates opts, loads the BPF objects and attaches them. Its error
 // wraps ErrUnsupported when the kernel or the privileges cannot run them.
 func New(opts Options) (*Tracer, error) {
-	opts, err := opts.withDefaults()
-	if err != nil {
+	return newTracer(opts, testOptions{})
+}
+
+// testOptions are settings that only tests change.
+type testOptions struct {
+	// classicTracepoint skips tp_btf, so tests can exercise the fallback.
+	classicTracepoint bool
+	// maxListeners, if not zero, shrinks the listener set, so tests can
+	// fill it.
+	maxListeners int
+}
+
+// newTracer is New with the settings of tests.
+func newTracer(opts Options, test testOptions) (*Tracer, error) {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	opts = opts.withDefaults()
 	if _, err := btf.LoadKernelSpec(); err != nil {
-		return nil, fmt.Errorf("%w: kernel BTF not available (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %v", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: kernel BTF not available (needs CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux): %w", ErrUnsupported, err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("%w: cannot lift the memlock limit for BPF maps (needs root or CAP_SYS_RESOURCE on kernels before 5.11): %v", ErrUnsupported, err)
+		return nil, fmt.Errorf("%w: cannot lift the memlock limit for BPF maps (needs root or CAP_SYS_RESOURCE on kernels before 5.11): %w", ErrUnsupported, err)
 	}
 	spec, err := loadFlow()
 	if err != nil {
@@ -92,8 +66,8 @@ func New(opts Options) (*Tracer, error) {
 	}
 	spec.Maps["births"].MaxEntries = uint32(opts.MaxConnections)
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
-	if opts.maxListeners > 0 {
-		spec.Maps["listeners"].MaxEntries = uint32(opts.maxListeners)
+	if test.maxListeners > 0 {
+		spec.Maps["listeners"].MaxEntries = uint32(test.maxListeners)
 	}
 
 	var maps flowMaps
@@ -112,7 +86,7 @@ func New(opts Options) (*Tracer, error) {
 		"births": maps.Births, "counters": maps.Counters, "listeners": maps.Listeners,
 		"events": maps.Events, "scratch": maps.Scratch,
 	}
-	if err := t.attach(spec, replacements, opts.classicTracepoint); err != nil {
+	if err := t.attach(spec, replacements, test.classicTracepoint); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -134,7 +108,7 @@ func unsupported(what string, err error) error {
 	if errors.Is(err, os.ErrPermission) {
 		hint = " (needs root, or CAP_BPF and CAP_PERFMON)"
 	}
-	return fmt.Errorf("%w: %s%s: %v", ErrUnsupported, what, hint, err)
+	return fmt.Errorf("%w: %s%s: %w", ErrUnsupported, what, hint, err)
 }
 
 // loadProgram loads one program of spec against the already created maps.

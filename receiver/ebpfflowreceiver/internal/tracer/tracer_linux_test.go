@@ -3,6 +3,7 @@ package tracer
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -101,7 +102,7 @@ func TestLoopback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := time.Now()
-			client, server, _ := connectPair(t, tc.listen, tc.dial)
+			client, server := connectPair(t, tc.listen, tc.dial)
 			clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
 			exchange(t, client, server, clientPayload, serverPayload, tc.clientCloses)
 			// Closes complete in softirq shortly after the last close().
@@ -134,7 +135,7 @@ func TestVethNamespaces(t *testing.T) {
 			if ln == nil {
 				t.Fatalf("listening on %v in %s failed", tc.server, nsB)
 			}
-			client, server, _ := connectPair(t, func() (net.Listener, error) { return ln, nil }, func(port uint16) (conn net.Conn, err error) {
+			client, server := connectPair(t, func() (net.Listener, error) { return ln, nil }, func(port uint16) (conn net.Conn, err error) {
 				inNetns(t, nsA, func() { conn, err = net.Dial("tcp", netip.AddrPortFrom(tc.server, port).String()) })
 				return conn, err
 			})
@@ -213,7 +214,7 @@ func TestListenerCloseIsNoFlow(t *testing.T) {
 
 	// The ring buffer is ordered: once a later connection's records are
 	// read, a record of the listener would have been read too.
-	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+	client, server := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
 		func(p uint16) (net.Conn, error) {
 			return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
 		})
@@ -228,7 +229,7 @@ func TestListenerCloseIsNoFlow(t *testing.T) {
 func TestActiveLongLived(t *testing.T) {
 	tr := startTracer(t, Options{})
 	rec := record(t, tr)
-	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+	client, server := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
 		func(p uint16) (net.Conn, error) {
 			return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
 		})
@@ -242,13 +243,13 @@ func TestActiveLongLived(t *testing.T) {
 		if _, err := client.Write(make([]byte, req)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := readFull(server, req); err != nil {
+		if err := readFull(server, req); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := server.Write(make([]byte, resp)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := readFull(client, resp); err != nil {
+		if err := readFull(client, resp); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -299,17 +300,10 @@ func TestActiveLongLived(t *testing.T) {
 	}
 }
 
-func readFull(c net.Conn, n int) (int, error) {
-	buf := make([]byte, n)
-	got := 0
-	for got < n {
-		m, err := c.Read(buf[got:])
-		got += m
-		if err != nil {
-			return got, err
-		}
-	}
-	return got, nil
+// readFull reads n bytes from c.
+func readFull(c net.Conn, n int) error {
+	_, err := io.ReadFull(c, make([]byte, n))
+	return err
 }
 
 // Connections opened before the tracer: one closed before any Active pass,
@@ -319,15 +313,15 @@ func TestConnectionsOlderThanTracer(t *testing.T) {
 	dial := func(p uint16) (net.Conn, error) {
 		return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
 	}
-	seededClient, seededServer, _ := connectPair(t, listen, dial)
-	unseenClient, unseenServer, _ := connectPair(t, listen, dial)
+	seededClient, seededServer := connectPair(t, listen, dial)
+	unseenClient, unseenServer := connectPair(t, listen, dial)
 	for _, c := range []net.Conn{seededClient, seededServer, unseenClient, unseenServer} {
 		if _, err := c.Write(make([]byte, 100)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, c := range []net.Conn{seededClient, seededServer, unseenClient, unseenServer} {
-		if _, err := readFull(c, 100); err != nil {
+		if err := readFull(c, 100); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -385,7 +379,7 @@ func TestLossCounters(t *testing.T) {
 	const conns = 40
 	var pairs [][2]net.Conn
 	for range conns {
-		client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
+		client, server := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
 			func(p uint16) (net.Conn, error) {
 				return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p).String())
 			})
@@ -420,7 +414,7 @@ func TestLossCounters(t *testing.T) {
 // TestListenerMapFullIsCounted runs an Active pass over more listening
 // sockets than the listener set holds.
 func TestListenerMapFullIsCounted(t *testing.T) {
-	tr := startTracer(t, Options{maxListeners: 2})
+	tr := startTracerWith(t, Options{}, testOptions{maxListeners: 2})
 	const listeners = 5
 	for range listeners {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -447,13 +441,13 @@ func TestClassicTracepointFallback(t *testing.T) {
 			t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is not mounted (%v)", err)
 		}
 	}
-	tr := startTracer(t, Options{classicTracepoint: true})
+	tr := startTracerWith(t, Options{}, testOptions{classicTracepoint: true})
 	if h := tr.Hooks(); h.StateChange != "tracepoint" {
 		t.Fatalf("hooks %+v, want the classic tracepoint", h)
 	}
 	rec := record(t, tr)
 	before := time.Now()
-	client, server, _ := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp6", "[::1]:0") },
+	client, server := connectPair(t, func() (net.Listener, error) { return net.Listen("tcp6", "[::1]:0") },
 		func(p uint16) (net.Conn, error) {
 			return net.Dial("tcp6", netip.AddrPortFrom(netip.IPv6Loopback(), p).String())
 		})
@@ -536,7 +530,7 @@ func TestReadFollowsWallClockSteps(t *testing.T) {
 	rec := record(t, tr)
 
 	before, bootBefore := time.Now().Add(step), BootTime()
-	client, server, _ := connectPair(t,
+	client, server := connectPair(t,
 		func() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") },
 		func(port uint16) (net.Conn, error) {
 			return net.Dial("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())

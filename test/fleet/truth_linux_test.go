@@ -102,16 +102,16 @@ func (g *groundTruth) release(a netip.Addr, at time.Time) {
 	g.edges = append(g.edges, at)
 }
 
-// ownerAt returns the owner of a at t.
-func (g *groundTruth) ownerAt(a netip.Addr, t time.Time) (string, bool) {
+// ownerAt returns the owner of a at t, "" when nobody held it.
+func (g *groundTruth) ownerAt(a netip.Addr, t time.Time) string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, tn := range g.tenancy[a] {
 		if !t.Before(tn.from) && (tn.to.IsZero() || t.Before(tn.to)) {
-			return tn.owner, true
+			return tn.owner
 		}
 	}
-	return "", false
+	return ""
 }
 
 func (g *groundTruth) addConn(c *connection) {
@@ -210,13 +210,13 @@ func (g *groundTruth) check(records []collectortest.Record, inodes map[int64]*ho
 		}
 		g.mu.Unlock()
 
-		if want, _ := g.ownerAt(local, c.start); r.Str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix) != want {
+		if want := g.ownerAt(local, c.start); r.Str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix) != want {
 			v.wrongLocalOwner++
 			v.example("%s -> %s: local owner %q, truth %q", localAP, peerAP, r.Str(flowschema.PrefixLocalOwner+flowschema.OwnerIDSuffix), want)
 		}
 		status := r.Str(flowschema.AttrPeerAttributionStatus)
 		got := r.Str(flowschema.PrefixPeerOwner + flowschema.OwnerIDSuffix)
-		want, _ := g.ownerAt(peer, c.start)
+		want := g.ownerAt(peer, c.start)
 		switch {
 		case status == "attributed" && got == want:
 			v.attributed++

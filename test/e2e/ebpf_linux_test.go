@@ -98,10 +98,14 @@ func TestFlowsFromKernel(t *testing.T) {
 		localOwner, peerOwner string
 		sent, received        int64
 	}{
-		{role: flowschema.RoleClient, local: clientAddr, peer: serverAddr, localPort: clientPort, peerPort: serverPort,
-			localOwner: "e2e-client", peerOwner: "e2e-server", sent: requestLen, received: replyLen},
-		{role: flowschema.RoleServer, local: serverAddr, peer: clientAddr, localPort: serverPort, peerPort: clientPort,
-			localOwner: "e2e-server", peerOwner: "e2e-client", sent: replyLen, received: requestLen},
+		{
+			role: flowschema.RoleClient, local: clientAddr, peer: serverAddr, localPort: clientPort, peerPort: serverPort,
+			localOwner: "e2e-client", peerOwner: "e2e-server", sent: requestLen, received: replyLen,
+		},
+		{
+			role: flowschema.RoleServer, local: serverAddr, peer: clientAddr, localPort: serverPort, peerPort: clientPort,
+			localOwner: "e2e-server", peerOwner: "e2e-client", sent: replyLen, received: requestLen,
+		},
 	}
 	for _, s := range sides {
 		t.Run(s.role, func(t *testing.T) {

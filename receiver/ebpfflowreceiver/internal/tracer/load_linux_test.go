@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/discardserver"
+	"github.com/flowattr/flowattr/internal/testutil/discardserver"
 )
 
 // connectLoop makes connections to server from workers goroutines, each
