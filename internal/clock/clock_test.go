@@ -36,8 +36,12 @@ func TestManualRunsDueCallbacksInOrder(t *testing.T) {
 	}
 	m.Advance(6 * time.Second)
 	want := []call{
-		{"2s", 2 * time.Second}, {"3s", 3 * time.Second}, {"2s", 4 * time.Second},
-		{"3s", 6 * time.Second}, {"2s", 6 * time.Second}, {"6s", 6 * time.Second},
+		{"2s", 2 * time.Second},
+		{"3s", 3 * time.Second},
+		{"2s", 4 * time.Second},
+		{"3s", 6 * time.Second},
+		{"2s", 6 * time.Second},
+		{"6s", 6 * time.Second},
 	}
 	if !slices.Equal(calls, want) {
 		t.Fatalf("calls %v, want %v", calls, want)

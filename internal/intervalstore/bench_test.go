@@ -51,15 +51,19 @@ func benchStore(b *testing.B, n, rangesPerKey int) *Store[Key128] {
 	return s
 }
 
+// benchRanges is the number of ranges per key of the lookup benchmarks'
+// stores.
+const benchRanges = 3
+
 // lookupPlan is a shuffled sequence of (key, time) lookups: uniform over the
 // keys, so most of them miss the CPU caches, and over the newest `newest` of
-// the keys' rangesPerKey ranges (see benchStore).
-func lookupPlan(n, rangesPerKey, newest int) ([]Key128, []time.Time) {
+// the keys' benchRanges ranges (see benchStore).
+func lookupPlan(n, newest int) ([]Key128, []time.Time) {
 	r := rand.New(rand.NewPCG(1, 1))
 	keys, times := make([]Key128, 1<<16), make([]time.Time, 1<<16)
 	for i := range keys {
 		keys[i] = benchKey(r.IntN(n))
-		times[i] = base.Add(time.Duration(rangesPerKey-1-r.IntN(newest))*70*time.Second + 30*time.Second)
+		times[i] = base.Add(time.Duration(benchRanges-1-r.IntN(newest))*70*time.Second + 30*time.Second)
 	}
 	return keys, times
 }
@@ -76,10 +80,10 @@ var lookupTimes = []struct {
 }{{"at=recent", 1}, {"at=any", 3}}
 
 func BenchmarkLookup(b *testing.B) {
-	s := benchStore(b, benchKeys, 3)
+	s := benchStore(b, benchKeys, benchRanges)
 	for _, lt := range lookupTimes {
 		b.Run(lt.name, func(b *testing.B) {
-			keys, times := lookupPlan(benchKeys, 3, lt.newest)
+			keys, times := lookupPlan(benchKeys, lt.newest)
 			cpu := startMeasure(b)
 			defer cpu.report(b)
 			for i := 0; b.Loop(); i++ {
@@ -93,8 +97,8 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 func BenchmarkLookupParallel(b *testing.B) {
-	s := benchStore(b, benchKeys, 3)
-	keys, times := lookupPlan(benchKeys, 3, 3)
+	s := benchStore(b, benchKeys, benchRanges)
+	keys, times := lookupPlan(benchKeys, 3)
 	cpu := startMeasure(b)
 	defer cpu.report(b)
 	b.RunParallel(func(pb *testing.PB) {
@@ -204,8 +208,8 @@ func heapInUse() uint64 {
 // cache misses.
 func BenchmarkLookupInCache(b *testing.B) {
 	const n = 1 << 10
-	s := benchStore(b, n, 3)
-	keys, times := lookupPlan(n, 3, 1)
+	s := benchStore(b, n, benchRanges)
+	keys, times := lookupPlan(n, 1)
 	cpu := startMeasure(b)
 	defer cpu.report(b)
 	for i := 0; b.Loop(); i++ {
@@ -223,13 +227,13 @@ func BenchmarkLookupInCache(b *testing.B) {
 // the figures to compare between runs; Lookup-ns, LookupBatch-ns and map-ns
 // move with the machine. ns/op is per round of one lookup each.
 func BenchmarkLookupAgainstMap(b *testing.B) {
-	s := benchStore(b, benchKeys, 3)
+	s := benchStore(b, benchKeys, benchRanges)
 	m := make(map[Key128]uint64, benchKeys)
 	for i := range benchKeys {
 		m[benchKey(i)] = uint64(i)
 	}
 	for _, lt := range lookupTimes {
-		keys, times := lookupPlan(benchKeys, 3, lt.newest)
+		keys, times := lookupPlan(benchKeys, lt.newest)
 		b.Run(lt.name, func(b *testing.B) { lookupAgainstMap(b, s, m, keys, times) })
 	}
 }

@@ -113,7 +113,7 @@ func BenchmarkLookupBatch(b *testing.B) {
 	s := benchStore(b, benchKeys, 3)
 	for _, lt := range lookupTimes {
 		b.Run(lt.name, func(b *testing.B) {
-			keys, times := lookupPlan(benchKeys, 3, lt.newest)
+			keys, times := lookupPlan(benchKeys, lt.newest)
 			qs := make([]Query[Key128], len(keys))
 			for i := range keys {
 				qs[i] = Query[Key128]{Key: keys[i], At: times[i]}

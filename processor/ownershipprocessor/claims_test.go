@@ -68,8 +68,10 @@ func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
 		{"end in future", nil, heartbeat("10.0.0.2", "checkout", t0, t0.Add(2*time.Minute), ""), "end_in_future"},
 		{"expired", nil, heartbeat("10.0.0.2", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), ""), "expired"},
 		{"unknown source", func(c *Config) { c.Senders = map[string][]string{"node-b": {"10.0.0.0/8"}} }, base, "unauthorized_sender"},
-		{"no source", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.0.0/8"}} },
-			heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_sender"},
+		{
+			"no source", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.0.0/8"}} },
+			heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_sender",
+		},
 		{"address outside source CIDRs", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.1.0.0/16"}} }, base, "unauthorized_sender"},
 		{"outside workload", func(c *Config) { c.WorkloadCIDRs = []string{"10.1.0.0/16"} }, base, "outside_workload_cidrs"},
 	}

@@ -100,7 +100,7 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, errors.New("time_attribute must not be empty: name the attribute holding the flow start time, e.g. "+flowschema.AttrFlowStartTime))
 	}
 	if cfg.OwnerPrefix == "" {
-		errs = append(errs, errors.New("owner_prefix must not be empty, e.g. "+flowschema.PrefixPeerOwner))
+		errs = append(errs, fmt.Errorf("owner_prefix must not be empty, e.g. %q", flowschema.PrefixPeerOwner))
 	} else {
 		// Every attribute under owner_prefix is removed from a flow record
 		// before the peer owner is written.

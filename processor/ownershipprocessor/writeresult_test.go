@@ -113,10 +113,14 @@ func TestWriteResultRepeatedKeys(t *testing.T) {
 		reason string
 		want   string
 	}{
-		{&owners.Owner{ID: "web", Attributes: []owners.Attribute{{Name: "service.name", Value: "web-svc"}}}, intervalstore.Attributed, "",
-			"flowattr.peer.owner.id=web flowattr.peer.attribution.status=attributed flowattr.peer.owner.service.name=web-svc network.peer.address=10.0.0.1"},
-		{nil, intervalstore.Unattributed, "gap",
-			"flowattr.peer.attribution.status=unattributed flowattr.peer.attribution.reason=gap network.peer.address=10.0.0.1"},
+		{
+			&owners.Owner{ID: "web", Attributes: []owners.Attribute{{Name: "service.name", Value: "web-svc"}}}, intervalstore.Attributed, "",
+			"flowattr.peer.owner.id=web flowattr.peer.attribution.status=attributed flowattr.peer.owner.service.name=web-svc network.peer.address=10.0.0.1",
+		},
+		{
+			nil, intervalstore.Unattributed, "gap",
+			"flowattr.peer.attribution.status=unattributed flowattr.peer.attribution.reason=gap network.peer.address=10.0.0.1",
+		},
 	} {
 		attrs := pcommon.NewMap()
 		ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().CopyTo(attrs)
