@@ -17,7 +17,7 @@ import (
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
-// Claim is the content of one heartbeat record: Owner held Address during
+// Claim is the content of one claim record: Owner held Address during
 // [Start, End], as sent by Sender.
 type Claim struct {
 	Address netip.Addr
@@ -161,7 +161,7 @@ func ownerIDKey(prefix string) string {
 	return prefix + OwnerIDSuffix
 }
 
-// PutClaim turns lr into the heartbeat record for c. The record's Timestamp is
+// PutClaim turns lr into the claim record for c. The record's Timestamp is
 // the claim's end.
 func PutClaim(lr plog.LogRecord, c Claim) {
 	lr.SetEventName(EventClaim)
@@ -176,11 +176,11 @@ func PutClaim(lr plog.LogRecord, c Claim) {
 	PutOwner(attrs, PrefixClaimOwner, c.Owner)
 }
 
-// RejectReason says why a heartbeat record was rejected. Its values are used as
+// RejectReason says why a claim record was rejected. Its values are used as
 // a telemetry attribute.
 type RejectReason string
 
-// Reasons for rejecting a heartbeat record.
+// Reasons for rejecting a claim record.
 const (
 	RejectMissingAddress RejectReason = "missing_address"
 	RejectBadAddress     RejectReason = "bad_address"
@@ -196,7 +196,7 @@ type ClaimError struct {
 }
 
 func (e *ClaimError) Error() string {
-	return fmt.Sprintf("invalid heartbeat (%s): %s", e.Reason, e.Detail)
+	return fmt.Sprintf("invalid claim (%s): %s", e.Reason, e.Detail)
 }
 
 // ReasonOf returns the RejectReason carried by err, or "" if err is not a
@@ -209,10 +209,10 @@ func ReasonOf(err error) RejectReason {
 	return ""
 }
 
-// IsClaim reports whether lr is a heartbeat record.
+// IsClaim reports whether lr is a claim record.
 func IsClaim(lr plog.LogRecord) bool { return lr.EventName() == EventClaim }
 
-// ParseClaim reads the claim in a heartbeat record. It checks the record's
+// ParseClaim reads the claim in a claim record. It checks the record's
 // own consistency; whether the claim is plausible (not in the future, from a
 // source allowed to claim the address) is the consumer's decision.
 func ParseClaim(lr plog.LogRecord) (Claim, error) {
@@ -272,7 +272,7 @@ type OwnerWriter struct {
 type ownerKey struct{ name, key string }
 
 // maxCachedOwnerKeys bounds the keys an OwnerWriter remembers: attribute
-// names come from heartbeats, which a misbehaving peer could vary endlessly.
+// names come from claims, which a misbehaving peer could vary endlessly.
 const maxCachedOwnerKeys = 64
 
 // NewOwnerWriter returns an OwnerWriter for prefix.

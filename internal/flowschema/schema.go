@@ -1,6 +1,6 @@
 // Package flowschema defines the log records that flowattr's components
 // exchange: flow records, emitted by the ebpfflow receiver and attributed by
-// the ownership processor, and heartbeat (claim) records, emitted by the
+// the ownership processor, and claim (claim) records, emitted by the
 // receiver and consumed by the processor. It is the one definition both sides
 // use; docs/schema.md documents it for users.
 //
@@ -17,7 +17,7 @@ const (
 	// EventFlow marks a flow record: one TCP connection, closed or (for
 	// interim reports of long-lived connections) still open.
 	EventFlow = "flowattr.flow"
-	// EventClaim marks a heartbeat record: a claim that an owner held an
+	// EventClaim marks a claim record: a claim that an owner held an
 	// address during a time range.
 	EventClaim = "flowattr.claim"
 )
@@ -120,7 +120,7 @@ const (
 	// PrefixPeerOwner holds the owner of the flow's peer address, added by
 	// the ownership processor.
 	PrefixPeerOwner = "flowattr.peer.owner."
-	// PrefixClaimOwner holds the owner named by a heartbeat.
+	// PrefixClaimOwner holds the owner named by a claim.
 	PrefixClaimOwner = "flowattr.claim.owner."
 )
 
@@ -133,12 +133,12 @@ const (
 	// or "uncertain".
 	AttrPeerAttributionStatus = "flowattr.peer.attribution.status"
 	// AttrPeerAttributionReason says why a record is not attributed, for
-	// example "no_heartbeat_yet", "gap", "expired", "overlapping_claims",
+	// example "no_claim_yet", "gap", "expired", "overlapping_claims",
 	// "near_owner_change", "missing_key", "outside_workload_cidrs".
 	AttrPeerAttributionReason = "flowattr.peer.attribution.reason"
 )
 
-// Heartbeat record attributes.
+// Claim record attributes.
 const (
 	// AttrClaimAddress is the claimed address, canonical text form.
 	AttrClaimAddress = "flowattr.claim.address"
@@ -147,6 +147,6 @@ const (
 	AttrClaimStartTime = "flowattr.claim.start_time_unix_nano"
 	AttrClaimEndTime   = "flowattr.claim.end_time_unix_nano"
 	// AttrClaimSender names who observed the claim (the emitting host), so
-	// that a receiver of heartbeats can check the source may claim the address.
+	// that a receiver of claims can check the source may claim the address.
 	AttrClaimSender = "flowattr.claim.sender"
 )

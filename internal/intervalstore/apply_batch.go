@@ -29,7 +29,7 @@ type ClaimResult struct {
 // whole batch. Like LookupBatch, it touches the slots of up to lookupAhead
 // keys before applying their claims, so that their cache misses overlap,
 // and hashes each key and converts each start time once for both. With a store much larger than the CPU
-// caches a heartbeat costs about half as much as by Apply
+// caches a claim costs about half as much as by Apply
 // (BenchmarkApplyBatch). Lookups run concurrently as with Apply; other
 // writers wait for the whole batch.
 func (s *Store[K]) ApplyBatch(cs []Claim[K], out []ClaimResult) []ClaimResult {

@@ -69,7 +69,7 @@ func ownerEqual(a, b *owners.Owner) bool {
 	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
 }
 
-// BenchmarkApplyBatch is BenchmarkApply's heartbeats applied in batches of
+// BenchmarkApplyBatch is BenchmarkApply's claims applied in batches of
 // 1000; ns/op is per claim.
 func BenchmarkApplyBatch(b *testing.B) {
 	s := benchStore(b, benchKeys, 1)

@@ -113,7 +113,7 @@ func BenchmarkLookupParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkApply measures heartbeats: each Apply extends a key's trailing
+// BenchmarkApply measures claims: each Apply extends a key's trailing
 // range by one second, round-robin over 1M keys in shuffled order.
 func BenchmarkApply(b *testing.B) {
 	s := benchStore(b, benchKeys, 1)

@@ -78,7 +78,7 @@
 // when their last claim came (keys A, B, C created in that order, then C
 // claimed, then A: two evictions take B, then A before C, though C's claim is
 // older, because the first eviction passed A and spent its second chance).
-// In return a heartbeat does no eviction bookkeeping beyond setting a bit.
+// In return a claim does no eviction bookkeeping beyond setting a bit.
 //
 // # Concurrency and memory
 //

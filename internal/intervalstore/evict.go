@@ -4,7 +4,7 @@ package intervalstore
 // approximation of least recently used): a key enters at the tail when it
 // is created; the key at the head is evicted if it has had no claim since it
 // entered, otherwise it re-enters at the tail with its mark cleared. Apply
-// only sets the key's mark (slotReferenced) in its slot, so a heartbeat does
+// only sets the key's mark (slotReferenced) in its slot, so a claim does
 // no queue work, and each eviction is amortised O(1): every re-entry is paid
 // for by an Apply.
 //

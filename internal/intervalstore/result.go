@@ -60,7 +60,7 @@ const (
 )
 
 var reasonNames = [...]string{
-	"", "no_heartbeat_yet", "not_yet_covered", "before_first_claim", "gap", "expired",
+	"", "no_claim_yet", "not_yet_covered", "before_first_claim", "gap", "expired",
 	"overlapping_claims", "near_owner_change", "near_unclaimed_edge",
 }
 

@@ -110,7 +110,7 @@ func (s *Store[K]) apply(key K, h uint64, owner owners.Owner, cs, ce, cut int64)
 	}
 	sl.setReferenced(true)
 	g, ls, le := s.in.groups.at(sl.gi.Load()&giMask), sl.start.Load(), sl.end.Load()
-	// Fast path: a heartbeat of the trailing range's owner extends it. An
+	// Fast path: a claim of the trailing range's owner extends it. An
 	// owner given in canonical form is recognised without interning.
 	if cs >= ls && cs <= addSat(le, s.join) && (g.owner != nil && g.owner.ID == owner.ID &&
 		slices.Equal(g.owner.Attributes, owner.Attributes) || g == s.in.owner(owner)) {

@@ -217,7 +217,7 @@ func TestRules(t *testing.T) {
 			ranges: 2,
 		},
 		{
-			name: "the edge waits for a later claim: the next heartbeat of the same owner attributes it",
+			name: "the edge waits for a later claim: the next claim of the same owner attributes it",
 			skew: 2 * time.Second,
 			steps: []step{
 				{"k", "b", 10, 20, ApplyResult{NewKey: true}},
@@ -608,7 +608,7 @@ func TestValidation(t *testing.T) {
 func TestStrings(t *testing.T) {
 	want := map[fmt.Stringer]string{
 		Unattributed: "unattributed", Attributed: "attributed", Conflict: "conflict", Uncertain: "uncertain",
-		ReasonNone: "", ReasonNoClaim: "no_heartbeat_yet", ReasonAfterLastClaim: "not_yet_covered",
+		ReasonNone: "", ReasonNoClaim: "no_claim_yet", ReasonAfterLastClaim: "not_yet_covered",
 		ReasonBeforeFirstClaim: "before_first_claim", ReasonGap: "gap", ReasonExpired: "expired",
 		ReasonOverlappingClaims: "overlapping_claims", ReasonNearOwnerChange: "near_owner_change",
 		ReasonNearUnclaimedEdge: "near_unclaimed_edge",

@@ -18,7 +18,7 @@ import (
 //     can revive; other keys go to never-used slots, and a rebuild into a
 //     new table, published atomically, clears tombstones.
 //   - The other fields change under the slot's sequence lock (ver odd while
-//     changing), except the trailing range's end when a heartbeat extends
+//     changing), except the trailing range's end when a claim extends
 //     it, which is a single atomic store that is consistent on its own, and
 //     the slotReferenced bit, which readers ignore.
 //   - The arrays of older ranges are immutable once published.

@@ -12,19 +12,19 @@ import (
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
-func TestFlowBeforeHeartbeatWithoutHold(t *testing.T) {
+func TestFlowBeforeClaimWithoutHold(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	status, reason, owner := attribution(h.records()[0])
 	assert.Equal(t, "unattributed", status)
-	assert.Equal(t, "no_heartbeat_yet", reason)
+	assert.Equal(t, "no_claim_yet", reason)
 	assert.Equal(t, "<absent>", owner)
 }
 
 func TestFlowKeyAndTimeProblems(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	// Covers the fallback time t0 and clock_skew beyond it.
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
 	base := flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0)
 	tests := []struct {
 		name           string
@@ -62,7 +62,7 @@ func TestCustomAttributes(t *testing.T) {
 	cfg.TimeAttribute = "custom.start"
 	cfg.OwnerPrefix = "server.owner."
 	h := newHarness(t, cfg)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	h.consume(with(flow("10.0.0.1", "10.0.0.7", t0, t0), func(lr plog.LogRecord) {
 		lr.Attributes().PutStr(flowschema.AttrServerAddress, "10.0.0.2")
 		lr.Attributes().PutInt("custom.start", t0.Add(-10*time.Second).UnixNano())

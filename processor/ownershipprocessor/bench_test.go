@@ -51,7 +51,7 @@ func benchmarkConsumeLogs(b *testing.B, localsPerBatch int) {
 
 	claims := make([]func(plog.LogRecord), 0, trackedIPs)
 	for i := range trackedIPs {
-		claims = append(claims, heartbeat(addr(i), owner(i), t0.Add(-10*time.Minute), t0, ""))
+		claims = append(claims, claim(addr(i), owner(i), t0.Add(-10*time.Minute), t0, ""))
 	}
 	require.NoError(b, p.ConsumeLogs(context.Background(), logsOf(claims...)))
 

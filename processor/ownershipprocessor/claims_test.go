@@ -11,10 +11,10 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 )
 
-func TestHeartbeatAttributesLaterFlow(t *testing.T) {
+func TestClaimAttributesLaterFlow(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
-	assert.Equal(t, 0, h.sink.LogRecordCount(), "heartbeats are removed from the stream")
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	assert.Equal(t, 0, h.sink.LogRecordCount(), "claims are removed from the stream")
 
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	recs := h.records()
@@ -26,11 +26,11 @@ func TestHeartbeatAttributesLaterFlow(t *testing.T) {
 	assert.Equal(t, "checkout-svc", str(recs[0], flowschema.PrefixPeerOwner+"service.name"))
 }
 
-func TestHeartbeatInSameBatchAsFlow(t *testing.T) {
+func TestClaimInSameBatchAsFlow(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	h.consume(
 		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
-		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
 	)
 	recs := h.records()
 	require.Len(t, recs, 1)
@@ -39,19 +39,19 @@ func TestHeartbeatInSameBatchAsFlow(t *testing.T) {
 	assert.Equal(t, "checkout", owner)
 }
 
-func TestKeepHeartbeats(t *testing.T) {
+func TestKeepClaims(t *testing.T) {
 	cfg := noHoldConfig()
 	cfg.KeepClaims = true
 	h := newHarness(t, cfg)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	recs := h.records()
 	require.Len(t, recs, 1)
 	assert.Equal(t, flowschema.EventClaim, recs[0].EventName())
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
 }
 
-func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
-	base := heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a")
+func TestRejectedClaimsNeverTouchStore(t *testing.T) {
+	base := claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a")
 	tests := []struct {
 		name   string
 		cfg    func(*Config)
@@ -65,12 +65,12 @@ func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
 		{"end before start", nil, with(base, func(lr plog.LogRecord) {
 			lr.Attributes().PutInt(flowschema.AttrClaimStartTime, t0.Add(time.Hour).UnixNano())
 		}), "end_before_start"},
-		{"end in future", nil, heartbeat("10.0.0.2", "checkout", t0, t0.Add(2*time.Minute), ""), "end_in_future"},
-		{"expired", nil, heartbeat("10.0.0.2", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), ""), "expired"},
+		{"end in future", nil, claim("10.0.0.2", "checkout", t0, t0.Add(2*time.Minute), ""), "end_in_future"},
+		{"expired", nil, claim("10.0.0.2", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), ""), "expired"},
 		{"unknown source", func(c *Config) { c.Senders = map[string][]string{"node-b": {"10.0.0.0/8"}} }, base, "unauthorized_sender"},
 		{
 			"no source", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.0.0/8"}} },
-			heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_sender",
+			claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""), "unauthorized_sender",
 		},
 		{"address outside source CIDRs", func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.1.0.0/16"}} }, base, "unauthorized_sender"},
 		{"outside workload", func(c *Config) { c.WorkloadCIDRs = []string{"10.1.0.0/16"} }, base, "outside_workload_cidrs"},
@@ -84,7 +84,7 @@ func TestRejectedHeartbeatsNeverTouchStore(t *testing.T) {
 			require.NoError(t, cfg.Validate())
 			h := newHarness(t, cfg)
 			h.consume(tt.record)
-			assert.Equal(t, 0, h.sink.LogRecordCount(), "rejected heartbeats are removed too")
+			assert.Equal(t, 0, h.sink.LogRecordCount(), "rejected claims are removed too")
 			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
 				map[string]string{"origin": "claim", "reason": tt.reason}, 1)
 			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 0)
@@ -100,9 +100,9 @@ func TestAuthorizedSourceApplies(t *testing.T) {
 	cfg := noHoldConfig()
 	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}, "node-b": {"10.0.1.0/24"}}
 	h := newHarness(t, cfg)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"))
 	// node-b stealing node-a's address is refused.
-	h.consume(heartbeat("10.0.0.2", "rogue", t0.Add(-time.Minute), t0, "node-b"))
+	h.consume(claim("10.0.0.2", "rogue", t0.Add(-time.Minute), t0, "node-b"))
 	h.consume(flow("10.0.1.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	status, _, owner := attribution(h.records()[0])
 	assert.Equal(t, "attributed", status)
@@ -132,7 +132,7 @@ func TestLocalClaimsDisabled(t *testing.T) {
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	status, reason, _ := attribution(h.records()[1])
 	assert.Equal(t, "unattributed", status)
-	assert.Equal(t, "no_heartbeat_yet", reason)
+	assert.Equal(t, "no_claim_yet", reason)
 }
 
 func TestLocalClaimRejections(t *testing.T) {
@@ -152,8 +152,8 @@ func TestLocalClaimRejections(t *testing.T) {
 
 func TestConflictCounted(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
-	h.consume(heartbeat("10.0.0.2", "a", t0.Add(-time.Minute), t0, ""))
-	h.consume(heartbeat("10.0.0.2", "b", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "a", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "b", t0.Add(-time.Minute), t0, ""))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_conflicts", nil, 1)
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	status, reason, owner := attribution(h.records()[0])

@@ -10,11 +10,11 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 )
 
-// TestForwardOnlyAcceptedHeartbeats is the configuration of a pipeline that
-// sends this collector's heartbeats to peers or a topic: keep_claims
-// with keep_flows false passes on the heartbeats the processor accepted and
+// TestForwardOnlyAcceptedClaims is the configuration of a pipeline that
+// sends this collector's claims to peers or a topic: keep_claims
+// with keep_flows false passes on the claims the processor accepted and
 // nothing else; flows and rejected claims stop here.
-func TestForwardOnlyAcceptedHeartbeats(t *testing.T) {
+func TestForwardOnlyAcceptedClaims(t *testing.T) {
 	cfg := noHoldConfig()
 	cfg.KeepClaims = true
 	cfg.KeepFlows = false
@@ -22,13 +22,13 @@ func TestForwardOnlyAcceptedHeartbeats(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	h := newHarness(t, cfg)
 	h.consume(
-		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
-		heartbeat("10.9.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"), // outside node-a's CIDRs
-		heartbeat("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),      // unknown source
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
+		claim("10.9.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"), // outside node-a's CIDRs
+		claim("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),      // unknown source
 		ownedFlow("10.0.0.1", "web", "10.0.0.2", t0.Add(-30*time.Second), t0),
 	)
 	recs := h.records()
-	require.Len(t, recs, 1, "only the accepted heartbeat is passed on")
+	require.Len(t, recs, 1, "only the accepted claim is passed on")
 	assert.Equal(t, flowschema.EventClaim, recs[0].EventName())
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "claim", "reason": "unauthorized_sender"}, 2)
@@ -46,15 +46,15 @@ func TestKeepFlowsFalseWithoutLocalClaims(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 0)
 }
 
-// TestKeepHeartbeatsDropsRejected checks that a forwarding pipeline that
-// keeps flows too still drops the heartbeats it rejected.
-func TestKeepHeartbeatsDropsRejected(t *testing.T) {
+// TestKeepClaimsDropsRejected checks that a forwarding pipeline that
+// keeps flows too still drops the claims it rejected.
+func TestKeepClaimsDropsRejected(t *testing.T) {
 	cfg := noHoldConfig()
 	cfg.KeepClaims = true
 	cfg.Senders = map[string][]string{"node-a": {"10.0.0.0/24"}}
 	h := newHarness(t, cfg)
 	h.consume(
-		heartbeat("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),
+		claim("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "rogue"),
 		flow("10.0.0.1", "10.0.0.3", t0.Add(-30*time.Second), t0),
 	)
 	recs := h.records()
@@ -64,10 +64,10 @@ func TestKeepHeartbeatsDropsRejected(t *testing.T) {
 	assert.Equal(t, "<absent>", owner)
 }
 
-// TestKeepHeartbeatsDropsRefused checks that a heartbeat the store refuses
+// TestKeepClaimsDropsRefused checks that a claim the store refuses
 // (older than its retention) is not passed on, while the accepted ones
 // around it are, in order.
-func TestKeepHeartbeatsDropsRefused(t *testing.T) {
+func TestKeepClaimsDropsRefused(t *testing.T) {
 	cfg := noHoldConfig()
 	cfg.KeepClaims = true
 	cfg.KeepFlows = false
@@ -75,12 +75,12 @@ func TestKeepHeartbeatsDropsRefused(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	h := newHarness(t, cfg)
 	h.consume(
-		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
-		heartbeat("10.0.0.4", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), "node-a"), // expired
-		heartbeat("10.0.0.5", "cart", t0.Add(-time.Minute), t0, "node-a"),
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
+		claim("10.0.0.4", "checkout", t0.Add(-time.Hour), t0.Add(-20*time.Minute), "node-a"), // expired
+		claim("10.0.0.5", "cart", t0.Add(-time.Minute), t0, "node-a"),
 	)
 	recs := h.records()
-	require.Len(t, recs, 2, "only the applied heartbeats are passed on")
+	require.Len(t, recs, 2, "only the applied claims are passed on")
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
 	assert.Equal(t, "10.0.0.5", str(recs[1], flowschema.AttrClaimAddress))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "claim", "reason": "expired"}, 1)

@@ -127,7 +127,7 @@ func fuzzConfig() *Config {
 
 func FuzzConsumeLogs(f *testing.F) {
 	seed := logsOf(
-		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "10.0.0.2"),
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "10.0.0.2"),
 		ownedFlow("10.0.0.3", "cart", "10.0.0.2", t0.Add(-time.Second), t0),
 		flow("10.0.0.1", "10.0.0.9", t0, t0),
 		flow("10.0.0.1", "203.0.113.9", t0, t0),
@@ -149,12 +149,12 @@ func FuzzConsumeLogs(f *testing.F) {
 			}
 		}
 		in := ld.LogRecordCount()
-		heartbeats := 0
+		claims := 0
 		for _, rl := range ld.ResourceLogs().All() {
 			for _, sl := range rl.ScopeLogs().All() {
 				for _, lr := range sl.LogRecords().All() {
 					if lr.EventName() == flowschema.EventClaim {
-						heartbeats++
+						claims++
 					}
 				}
 			}
@@ -168,8 +168,8 @@ func FuzzConsumeLogs(f *testing.F) {
 		require.NoError(t, err)
 		require.NoError(t, p.ConsumeLogs(context.Background(), ld))
 		require.NoError(t, p.Shutdown(context.Background()))
-		// Nothing is lost: every record but the heartbeats comes out, held
+		// Nothing is lost: every record but the claims comes out, held
 		// ones at the latest at shutdown.
-		require.Equal(t, in-heartbeats, sink.LogRecordCount())
+		require.Equal(t, in-claims, sink.LogRecordCount())
 	})
 }

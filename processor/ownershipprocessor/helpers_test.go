@@ -132,7 +132,7 @@ func logsOf(recs ...func(plog.LogRecord)) plog.Logs {
 	return ld
 }
 
-func heartbeat(addr, owner string, start, end time.Time, source string) func(plog.LogRecord) {
+func claim(addr, owner string, start, end time.Time, source string) func(plog.LogRecord) {
 	return func(lr plog.LogRecord) {
 		flowschema.PutClaim(lr, flowschema.Claim{
 			Address: flowschema.CanonicalAddr(mustAddr(addr)),

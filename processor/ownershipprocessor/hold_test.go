@@ -20,14 +20,14 @@ import (
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
 
-func TestHeldRecordReleasedByLaterHeartbeat(t *testing.T) {
+func TestHeldRecordReleasedByLaterClaim(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	assert.Equal(t, 0, h.sink.LogRecordCount(), "no claim yet: held")
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 1)
 
 	h.clock.Advance(2 * time.Second)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
 	recs := h.records()
 	require.Len(t, recs, 1)
 	status, reason, owner := attribution(recs[0])
@@ -51,15 +51,15 @@ func TestHeldRecordReleasedByLaterHeartbeat(t *testing.T) {
 
 func TestHeldRecordReleasedWhenRangeExtends(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-5*time.Minute), t0.Add(-4*time.Minute), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-5*time.Minute), t0.Add(-4*time.Minute), ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-time.Second), t0))
 	require.Equal(t, 0, h.sink.LogRecordCount(), "not yet covered: held")
 
-	// A heartbeat of another key does not release it.
-	h.consume(heartbeat("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""))
+	// A claim of another key does not release it.
+	h.consume(claim("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""))
 	require.Equal(t, 0, h.sink.LogRecordCount())
 
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-2*time.Second), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-2*time.Second), t0, ""))
 	recs := h.records()
 	require.Len(t, recs, 1)
 	_, _, owner := attribution(recs[0])
@@ -71,7 +71,7 @@ func TestHeldRecordStaysWhileStillUncovered(t *testing.T) {
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Minute), t0))
 	// A claim for the key that does not cover the flow start (gap before
 	// the first claim) leaves the record held.
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	assert.Equal(t, 0, h.sink.LogRecordCount())
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 1)
 }
@@ -79,8 +79,8 @@ func TestHeldRecordStaysWhileStillUncovered(t *testing.T) {
 func TestDecidableRecordsAreNotHeld(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
 	h.consume(
-		heartbeat("10.0.0.2", "a", t0.Add(-time.Minute), t0, ""),
-		heartbeat("10.0.0.2", "b", t0.Add(-time.Minute), t0, ""),
+		claim("10.0.0.2", "a", t0.Add(-time.Minute), t0, ""),
+		claim("10.0.0.2", "b", t0.Add(-time.Minute), t0, ""),
 	)
 	h.consume(
 		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0), // conflict
@@ -114,7 +114,7 @@ func TestMaxWaitReleasesUnattributed(t *testing.T) {
 
 	recs := h.waitRecords(1)
 	status, reason, _ := attribution(recs[0])
-	assert.Equal(t, []string{"unattributed", "no_heartbeat_yet"}, []string{status, reason})
+	assert.Equal(t, []string{"unattributed", "no_claim_yet"}, []string{status, reason})
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrNetworkPeerAddress), "only the record whose wait is over")
 
 	h.clock.Advance(5 * time.Second)
@@ -141,8 +141,8 @@ func TestOverflowSendsOldestOn(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "overflow"}, 1)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 2)
 
-	// The two still held are released by their heartbeats.
-	h.consume(heartbeat("10.0.0.3", "cart", t0.Add(-time.Minute), t0.Add(5*time.Second), ""), heartbeat("10.0.0.4", "pay", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
+	// The two still held are released by their claims.
+	h.consume(claim("10.0.0.3", "cart", t0.Add(-time.Minute), t0.Add(5*time.Second), ""), claim("10.0.0.4", "pay", t0.Add(-time.Minute), t0.Add(5*time.Second), ""))
 	assert.Equal(t, 3, h.sink.LogRecordCount())
 }
 
@@ -162,7 +162,7 @@ func TestShutdownFlushesHeldRecords(t *testing.T) {
 	assert.Equal(t, "node-b", ld.ResourceLogs().At(1).Resource().Attributes().AsRaw()["host.name"])
 	for _, lr := range h.records() {
 		status, reason, _ := attribution(lr)
-		assert.Equal(t, []string{"unattributed", "no_heartbeat_yet"}, []string{status, reason})
+		assert.Equal(t, []string{"unattributed", "no_claim_yet"}, []string{status, reason})
 	}
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "shutdown"}, 2)
 	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, []metricdata.DataPoint[int64]{{Value: 0}},
@@ -190,7 +190,7 @@ func TestRecheckReleasesOnlyCoveredRecordsOfAKey(t *testing.T) {
 		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
 		flow("10.0.0.1", "10.0.0.2", t0.Add(-20*time.Second), t0),
 	)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	recs := h.records()
 	require.Len(t, recs, 2)
 	for _, lr := range recs {
@@ -199,8 +199,8 @@ func TestRecheckReleasesOnlyCoveredRecordsOfAKey(t *testing.T) {
 	}
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 1)
 
-	// A late heartbeat for the older time releases the last one.
-	h.consume(heartbeat("10.0.0.2", "old-owner", t0.Add(-11*time.Minute), t0.Add(-9*time.Minute), ""))
+	// A late claim for the older time releases the last one.
+	h.consume(claim("10.0.0.2", "old-owner", t0.Add(-11*time.Minute), t0.Add(-9*time.Minute), ""))
 	recs = h.records()
 	require.Len(t, recs, 3)
 	_, _, owner := attribution(recs[2])
@@ -249,15 +249,15 @@ func BenchmarkHoldWithdraw(b *testing.B) {
 }
 
 // A flow that starts within clock_skew of the end of its peer's newest range
-// waits for the next heartbeat: until then, another owner may still claim
+// waits for the next claim: until then, another owner may still claim
 // the time just after.
-func TestNearUnclaimedEdgeWaitsForTheNextHeartbeat(t *testing.T) {
+func TestNearUnclaimedEdgeWaitsForTheNextClaim(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
 	require.Equal(t, 0, h.sink.LogRecordCount(), "held: t0+500ms is not covered yet")
 
-	h.consume(heartbeat("10.0.0.2", "checkout", t0, t0.Add(10*time.Second), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0, t0.Add(10*time.Second), ""))
 	recs := h.records()
 	require.Len(t, recs, 1)
 	status, reason, owner := attribution(recs[0])
@@ -270,11 +270,11 @@ func TestNearUnclaimedEdgeWaitsForTheNextHeartbeat(t *testing.T) {
 // attributed to the new owner.
 func TestNearUnclaimedEdgeTurnsUncertainWhenThePreviousOwnerArrives(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
-	h.consume(heartbeat("10.0.0.2", "cart", t0, t0.Add(10*time.Second), ""))
+	h.consume(claim("10.0.0.2", "cart", t0, t0.Add(10*time.Second), ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(300*time.Millisecond), t0.Add(time.Second)))
 	require.Equal(t, 0, h.sink.LogRecordCount(), "held: the time before t0 is not covered yet")
 
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(-time.Millisecond), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(-time.Millisecond), ""))
 	recs := h.records()
 	require.Len(t, recs, 1)
 	status, reason, owner := attribution(recs[0])

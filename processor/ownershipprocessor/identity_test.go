@@ -59,7 +59,7 @@ func TestSourceIdentityCertificate(t *testing.T) {
 			cfg.SenderIdentity = tt.mode
 			require.NoError(t, cfg.Validate())
 			h := newHarness(t, cfg)
-			require.NoError(t, h.proc.ConsumeLogs(tt.ctx, logsOf(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, tt.source))))
+			require.NoError(t, h.proc.ConsumeLogs(tt.ctx, logsOf(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, tt.source))))
 
 			var applied, rejected int64 = 0, 1
 			wantOwner := "<absent>"
@@ -85,8 +85,8 @@ func TestSourceIdentityStopsImpersonation(t *testing.T) {
 	h := newHarness(t, cfg)
 	nodeA := grpcPeer(clientCert("node-a", "node-a"), true)
 	require.NoError(t, h.proc.ConsumeLogs(nodeA, logsOf(
-		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
-		heartbeat("10.0.1.2", "evil", t0.Add(-time.Minute), t0, "node-b"),
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-a"),
+		claim("10.0.1.2", "evil", t0.Add(-time.Minute), t0, "node-b"),
 	)))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
 		map[string]string{"origin": "claim", "reason": "unauthenticated_sender"}, 1)
@@ -122,9 +122,9 @@ func TestSourceIdentityLeavesLocalClaims(t *testing.T) {
 }
 
 // The local side of a flow record is a claim, held to what the sending
-// host's heartbeats may claim: a flow record from another host cannot claim
-// an address its heartbeats could not, while this collector's own records
-// (no connection) claim as its heartbeats do.
+// host's claims may claim: a flow record from another host cannot claim
+// an address its claims could not, while this collector's own records
+// (no connection) claim as its claims do.
 func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
 	sources := map[string][]string{"node-a": {"10.0.1.0/24"}, "node-b": {"10.0.2.0/24"}}
 	tests := []struct {

@@ -71,16 +71,16 @@ func newRefusingHarness(t *testing.T, cfg *Config) (*harness, *refusingConsumer)
 	return newHarnessTo(t, NewFactoryWithClock(clk), clk, cfg, component.NewID(metadata.Type), next, &next.LogsSink), next
 }
 
-// newRefusingPipelines builds two pipelines sharing one store: flows, whose next consumer is next, and heartbeats.
-func newRefusingPipelines(t *testing.T, cfg *Config) (flows *harness, next *refusingConsumer, heartbeats *harness) {
+// newRefusingPipelines builds two pipelines sharing one store: flows, whose next consumer is next, and claims.
+func newRefusingPipelines(t *testing.T, cfg *Config) (flows *harness, next *refusingConsumer, claims *harness) {
 	t.Helper()
 	clk := newTestClock()
 	f := NewFactoryWithClock(clk)
 	id := component.NewID(metadata.Type)
 	next = new(refusingConsumer)
 	flows = newHarnessTo(t, f, clk, cfg, id, next, &next.LogsSink)
-	heartbeats = newHarnessWith(t, f, clk, cfg, id)
-	return flows, next, heartbeats
+	claims = newHarnessWith(t, f, clk, cfg, id)
+	return flows, next, claims
 }
 
 // peers returns the peer address of every record the sink received, in
@@ -150,7 +150,7 @@ func TestRefusedBatchHeldRecordsDeliveredOnceAfterRetry(t *testing.T) {
 	require.ErrorIs(t, h.proc.ConsumeLogs(context.Background(), batch()), errQueueFull)
 	require.NoError(t, h.proc.ConsumeLogs(context.Background(), batch()), "the receiver's retry")
 
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
 	h.clock.Advance(time.Minute)
 	h.consumeEmpty()
 	assert.Equal(t, []string{"<absent>", "10.0.0.2"}, h.peers())
@@ -185,7 +185,7 @@ func TestTimeoutReleaseDeliveredOnce(t *testing.T) {
 	require.Len(t, h.sink.AllLogs(), 2, "the batch, then the release on its own")
 	assert.Equal(t, []string{"<absent>", "10.0.0.2"}, h.peers())
 	status, reason, _ := attribution(h.records()[1])
-	assert.Equal(t, []string{"unattributed", "no_heartbeat_yet"}, []string{status, reason})
+	assert.Equal(t, []string{"unattributed", "no_claim_yet"}, []string{status, reason})
 
 	h.clock.Advance(time.Minute)
 	h.consumeEmpty()
@@ -205,10 +205,10 @@ func heldBatch() plog.Logs {
 // hold, applied while the batch is refused downstream, does not send the
 // record: the retry brings it, and it goes on once.
 func TestClaimDuringRefusedBatchDeliversOnceAfterRetry(t *testing.T) {
-	flows, next, heartbeats := newRefusingPipelines(t, createDefaultConfig())
+	flows, next, claims := newRefusingPipelines(t, createDefaultConfig())
 	next.refuse(1)
 	next.whileConsuming(func() {
-		heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
+		claims.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
 	})
 	require.ErrorIs(t, flows.proc.ConsumeLogs(context.Background(), heldBatch()), errQueueFull)
 	assert.Empty(t, flows.peers(), "released by the claim, withdrawn with the refused batch")
@@ -226,9 +226,9 @@ func TestClaimDuringRefusedBatchDeliversOnceAfterRetry(t *testing.T) {
 // When the batch is accepted, the record that a claim released while the
 // batch was being sent follows it, once, in a batch of its own.
 func TestClaimDuringBatchReleasesAfterIt(t *testing.T) {
-	flows, next, heartbeats := newRefusingPipelines(t, createDefaultConfig())
+	flows, next, claims := newRefusingPipelines(t, createDefaultConfig())
 	next.whileConsuming(func() {
-		heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
+		claims.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
 	})
 	require.NoError(t, flows.proc.ConsumeLogs(context.Background(), heldBatch()))
 	require.Len(t, flows.sink.AllLogs(), 2, "the batch, then the released record on its own")
@@ -279,7 +279,7 @@ func TestClockExpiryDuringBatchReleasesAfterIt(t *testing.T) {
 	require.Len(t, h.sink.AllLogs(), 2, "the batch, then the released record on its own")
 	assert.Equal(t, []string{"<absent>", "10.0.0.2"}, h.peers())
 	status, reason, _ := attribution(h.records()[1])
-	assert.Equal(t, []string{"unattributed", "no_heartbeat_yet"}, []string{status, reason})
+	assert.Equal(t, []string{"unattributed", "no_claim_yet"}, []string{status, reason})
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, 1)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
 }
@@ -326,7 +326,7 @@ func (c *firstAttemptRefuser) ConsumeLogs(ctx context.Context, ld plog.Logs) err
 	return c.LogsSink.ConsumeLogs(ctx, ld)
 }
 
-// Batches refused once and retried race heartbeats that release their held
+// Batches refused once and retried race claims that release their held
 // records from another pipeline: every flow record goes on exactly once.
 func TestConcurrentClaimsAndRetriesDeliverOnce(t *testing.T) {
 	clk := newTestClock()
@@ -335,11 +335,11 @@ func TestConcurrentClaimsAndRetriesDeliverOnce(t *testing.T) {
 	id := component.NewID(metadata.Type)
 	next := new(firstAttemptRefuser)
 	flows := newHarnessTo(t, f, clk, cfg, id, next, &next.LogsSink)
-	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	claims := newHarnessWith(t, f, clk, cfg, id)
 
 	const keys = 500
 	addr := func(i int) string { return fmt.Sprintf("10.0.%d.%d", i/250, i%250+1) }
-	// The heartbeat of each address races the first attempt of the batch
+	// The claim of each address races the first attempt of the batch
 	// that holds a record for it.
 	started := make(chan int, keys)
 	var wg sync.WaitGroup
@@ -367,7 +367,7 @@ func TestConcurrentClaimsAndRetriesDeliverOnce(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := range started {
-			assert.NoError(t, heartbeats.proc.ConsumeLogs(context.Background(), logsOf(heartbeat(addr(i), "owner", t0.Add(-time.Minute), t0, ""))))
+			assert.NoError(t, claims.proc.ConsumeLogs(context.Background(), logsOf(claim(addr(i), "owner", t0.Add(-time.Minute), t0, ""))))
 		}
 	}()
 	wg.Wait()
@@ -406,14 +406,14 @@ func TestShutdownDuringBatchFlushesItsHeldRecords(t *testing.T) {
 // A panic downstream settles the batch as refused: its held records do not
 // stay tentative for good, and the hold's gauge comes back down.
 func TestPanicDownstreamSettlesTheBatch(t *testing.T) {
-	flows, next, heartbeats := newRefusingPipelines(t, createDefaultConfig())
+	flows, next, claims := newRefusingPipelines(t, createDefaultConfig())
 	next.whileConsuming(func() { panic("exporter bug") })
 	func() {
 		defer func() { require.NotNil(t, recover()) }()
 		_ = flows.proc.ConsumeLogs(context.Background(), heldBatch())
 	}()
 	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
-	heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
+	claims.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(time.Second), ""))
 	require.NoError(t, flows.proc.Shutdown(context.Background()))
 	assert.Empty(t, flows.peers(), "like a refused batch, left to the client's retry")
 }

@@ -23,7 +23,7 @@ func TestConsumeLogsReleasesExpiredRecords(t *testing.T) {
 	assert.Equal(t, 2, h.clock.callbackCount(), "pruning and releasing held records")
 
 	h.clock.Advance(offTick)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-500*time.Millisecond), t0))
 	h.clock.Advance(cfg.MaxWait - time.Nanosecond)
 	h.consumeEmpty()
@@ -50,7 +50,7 @@ func TestConsumeLogsReleasesExpiredRecords(t *testing.T) {
 func TestConsumeLogsPrunesWhenDue(t *testing.T) {
 	cfg := noHoldConfig()
 	h := newHarness(t, cfg)
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(10*time.Second), ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0.Add(10*time.Second), ""))
 	every := pruneInterval(cfg.Retention)
 	// Past retention for the claim, but not yet at the last prune callback.
 	h.clock.Advance(cfg.Retention + every/2)

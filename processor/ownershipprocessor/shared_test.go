@@ -16,14 +16,14 @@ import (
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
-// Two pipelines list the same processor ID: heartbeats arrive through one,
+// Two pipelines list the same processor ID: claims arrive through one,
 // flows through the other, and both see one store.
 func TestPipelinesShareOneStore(t *testing.T) {
 	clk := newTestClock()
 	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
-	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	claims := newHarnessWith(t, f, clk, cfg, id)
 	flows := newHarnessWith(t, f, clk, cfg, id)
 	// One set of clock callbacks for the shared store: prune and hold.
 	require.Equal(t, 2, clk.callbackCount())
@@ -31,15 +31,15 @@ func TestPipelinesShareOneStore(t *testing.T) {
 	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	require.Equal(t, 0, flows.sink.LogRecordCount(), "held in the flow pipeline")
 
-	heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
-	assert.Equal(t, 0, heartbeats.sink.LogRecordCount())
+	claims.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	assert.Equal(t, 0, claims.sink.LogRecordCount())
 	recs := flows.records()
-	require.Len(t, recs, 1, "the heartbeat pipeline releases the flow pipeline's record to the flow pipeline")
+	require.Len(t, recs, 1, "the claim pipeline releases the flow pipeline's record to the flow pipeline")
 	_, _, owner := attribution(recs[0])
 	assert.Equal(t, "checkout", owner)
 
 	// Shutting one pipeline down keeps the store for the other.
-	require.NoError(t, heartbeats.proc.Shutdown(context.Background()))
+	require.NoError(t, claims.proc.Shutdown(context.Background()))
 	assert.Equal(t, 2, clk.callbackCount(), "still running for the flow pipeline")
 	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
 	_, _, owner = attribution(flows.records()[1])
@@ -51,7 +51,7 @@ func TestPipelinesShareOneStore(t *testing.T) {
 	again := newHarnessWith(t, f, clk, noHoldConfig(), id)
 	again.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
 	_, reason, _ := attribution(again.records()[0])
-	assert.Equal(t, "no_heartbeat_yet", reason, "a new store after every user shut down")
+	assert.Equal(t, "no_claim_yet", reason, "a new store after every user shut down")
 }
 
 func TestDistinctIDsHaveDistinctStores(t *testing.T) {
@@ -59,18 +59,18 @@ func TestDistinctIDsHaveDistinctStores(t *testing.T) {
 	f := NewFactoryWithClock(clk)
 	a := newHarnessWith(t, f, clk, noHoldConfig(), component.NewIDWithName(metadata.Type, "a"))
 	b := newHarnessWith(t, f, clk, noHoldConfig(), component.NewIDWithName(metadata.Type, "b"))
-	a.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	a.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	b.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
 	_, reason, _ := attribution(b.records()[0])
-	assert.Equal(t, "no_heartbeat_yet", reason)
+	assert.Equal(t, "no_claim_yet", reason)
 }
 
 func TestStoreGauges(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	h.consume(
-		heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
-		heartbeat("10.0.0.3", "cart", t0.Add(-10*time.Minute), t0.Add(-9*time.Minute), ""),
-		heartbeat("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""),
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
+		claim("10.0.0.3", "cart", t0.Add(-10*time.Minute), t0.Add(-9*time.Minute), ""),
+		claim("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""),
 	)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 2)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_ranges", nil, 3)
@@ -80,7 +80,7 @@ func TestStoreGauges(t *testing.T) {
 func TestPruneRunsOnTicker(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	require.Equal(t, 1, h.clock.callbackCount())
-	h.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 1)
 	h.clock.Advance(20 * time.Minute) // past retention and a prune tick
 	require.Eventually(t, func() bool {
@@ -88,15 +88,15 @@ func TestPruneRunsOnTicker(t *testing.T) {
 	}, 5*time.Second, time.Millisecond)
 }
 
-// Flows and their heartbeats race through two pipelines: once every
-// heartbeat is applied no record may be left waiting (a lost recheck would
+// Flows and their claims race through two pipelines: once every
+// claim is applied no record may be left waiting (a lost recheck would
 // leave it held until max_wait), and none is lost.
-func TestConcurrentHeartbeatsReleaseEveryHeldRecord(t *testing.T) {
+func TestConcurrentClaimsReleaseEveryHeldRecord(t *testing.T) {
 	clk := newTestClock()
 	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
-	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	claims := newHarnessWith(t, f, clk, cfg, id)
 	flows := newHarnessWith(t, f, clk, cfg, id)
 
 	const keys = 2000
@@ -113,7 +113,7 @@ func TestConcurrentHeartbeatsReleaseEveryHeldRecord(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := range keys {
-			assert.NoError(t, heartbeats.proc.ConsumeLogs(context.Background(), logsOf(heartbeat(addr(i), "owner", t0.Add(-time.Minute), t0, ""))))
+			assert.NoError(t, claims.proc.ConsumeLogs(context.Background(), logsOf(claim(addr(i), "owner", t0.Add(-time.Minute), t0, ""))))
 		}
 	}()
 	wg.Wait()
@@ -146,7 +146,7 @@ func (c *gatedConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 	return c.LogsSink.ConsumeLogs(ctx, ld)
 }
 
-// A heartbeat in one pipeline releases a record held by another, whose
+// A claim in one pipeline releases a record held by another, whose
 // Shutdown must then wait until that record has reached its next consumer:
 // the collector shuts the next consumer down after it.
 func TestShutdownWaitsForReleaseFromOtherPipeline(t *testing.T) {
@@ -154,12 +154,12 @@ func TestShutdownWaitsForReleaseFromOtherPipeline(t *testing.T) {
 	f := NewFactoryWithClock(clk)
 	cfg := createDefaultConfig()
 	id := component.NewID(metadata.Type)
-	heartbeats := newHarnessWith(t, f, clk, cfg, id)
+	claims := newHarnessWith(t, f, clk, cfg, id)
 	gate := &gatedConsumer{entered: make(chan struct{}), open: make(chan struct{})}
 	flows := newHarnessTo(t, f, clk, cfg, id, gate, &gate.LogsSink)
 
 	flows.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
-	go heartbeats.consume(heartbeat("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
+	go claims.consume(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""))
 	<-gate.entered // the release is in the flow pipeline's next consumer
 
 	delivered := make(chan int, 1)

@@ -93,9 +93,9 @@ func TestItemCountsFollowHeldRecords(t *testing.T) {
 	// Three claims release three records; the claim records are removed,
 	// and their batch, left empty, is not sent.
 	h.consume(
-		heartbeat(peer(0), "a", t0.Add(-time.Minute), t0, ""),
-		heartbeat(peer(1), "b", t0.Add(-time.Minute), t0, ""),
-		heartbeat(peer(2), "c", t0.Add(-time.Minute), t0, ""),
+		claim(peer(0), "a", t0.Add(-time.Minute), t0, ""),
+		claim(peer(1), "b", t0.Add(-time.Minute), t0, ""),
+		claim(peer(2), "c", t0.Add(-time.Minute), t0, ""),
 	)
 	require.Equal(t, 3, h.sink.LogRecordCount())
 	assertItems(t, h.tel, 9, 3)

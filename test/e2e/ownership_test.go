@@ -47,12 +47,12 @@ func owner(id, service string) owners.Owner {
 	return owners.Owner{ID: id, Attributes: []owners.Attribute{{Name: "service.name", Value: service}}}
 }
 
-// TestOwnershipPipeline drives the built collector with heartbeats and flow
+// TestOwnershipPipeline drives the built collector with claims and flow
 // records over OTLP/gRPC and checks the attributions that come out: known
 // peers attributed, an address reused by a second owner attributed by flow
-// start time and never to the wrong owner, a flow sent before its heartbeat
-// held and then attributed, and a peer that never sends a heartbeat left
-// unattributed once max_wait has passed. Heartbeats are consumed, not
+// start time and never to the wrong owner, a flow sent before its claim
+// held and then attributed, and a peer that never sends a claim left
+// unattributed once max_wait has passed. Claims are consumed, not
 // forwarded.
 func TestOwnershipPipeline(t *testing.T) {
 	sink := collectortest.StartSink(t)
@@ -89,14 +89,14 @@ func TestOwnershipPipeline(t *testing.T) {
 	edgeLB := owner("edge-lb", "edge-load-balancer")
 
 	// 10.2.0.5 belonged to a batch job, then after a gap to an API pod.
-	heartbeats := []flowschema.Claim{
+	claims := []flowschema.Claim{
 		{Address: netip.MustParseAddr("10.2.0.1"), Owner: checkout, Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a"},
 		{Address: netip.MustParseAddr("fd00::2"), Owner: inventory, Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a"},
 		{Address: netip.MustParseAddr("10.2.0.5"), Owner: oldBatch, Start: ago(60 * time.Second), End: ago(40 * time.Second), Sender: "node-b"},
 		{Address: netip.MustParseAddr("10.2.0.5"), Owner: newAPI, Start: ago(30 * time.Second), End: ago(time.Second), Sender: "node-b"},
 	}
 	attributed, unattributed := "attributed", "unattributed"
-	// Sent after the heartbeats above; the last two wait for max_wait.
+	// Sent after the claims above; the last two wait for max_wait.
 	flows := []flow{
 		{name: "known_peer", local: "10.1.0.1", peer: "10.2.0.1", start: ago(30 * time.Second), wantOwner: &checkout, wantStatus: attributed},
 		{name: "ipv6_peer", local: "fd00::1", peer: "fd00::2", start: ago(30 * time.Second), wantOwner: &inventory, wantStatus: attributed},
@@ -105,11 +105,11 @@ func TestOwnershipPipeline(t *testing.T) {
 		{name: "static_owner", local: "10.1.0.1", peer: "192.0.2.10", start: ago(30 * time.Second), wantOwner: &edgeLB, wantStatus: attributed},
 		{name: "outside_workload_cidrs", local: "10.1.0.1", peer: "198.51.100.7", start: ago(30 * time.Second), wantStatus: unattributed, wantReason: "outside_workload_cidrs"},
 		{name: "reused_address_gap", local: "10.1.0.1", peer: "10.2.0.5", start: ago(35 * time.Second), wantStatus: unattributed, wantReason: "gap"},
-		{name: "never_claimed", local: "10.1.0.1", peer: "10.2.0.9", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_heartbeat_yet"},
+		{name: "never_claimed", local: "10.1.0.1", peer: "10.2.0.9", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},
 	}
-	// Sent after flows: the flow is held until its heartbeat, sent next.
-	heldFlow := flow{name: "held_until_heartbeat", local: "10.1.0.1", peer: "10.2.0.7", start: ago(10 * time.Second), wantOwner: &payments, wantStatus: attributed}
-	lateHeartbeat := flowschema.Claim{Address: netip.MustParseAddr("10.2.0.7"), Owner: payments, Start: ago(20 * time.Second), End: ago(time.Second), Sender: "node-c"}
+	// Sent after flows: the flow is held until its claim, sent next.
+	heldFlow := flow{name: "held_until_claim", local: "10.1.0.1", peer: "10.2.0.7", start: ago(10 * time.Second), wantOwner: &payments, wantStatus: attributed}
+	lateClaim := flowschema.Claim{Address: netip.MustParseAddr("10.2.0.7"), Owner: payments, Start: ago(20 * time.Second), End: ago(time.Second), Sender: "node-c"}
 	// Sent last: the peer is an IPv4-mapped form of a claimed address, and an
 	// address that only ever appeared as the local side of earlier flows,
 	// claimed by those flows themselves (apply_local_claims).
@@ -142,14 +142,14 @@ func TestOwnershipPipeline(t *testing.T) {
 	}
 
 	send(func(lrs plog.LogRecordSlice) {
-		for _, c := range heartbeats {
+		for _, c := range claims {
 			flowschema.PutClaim(lrs.AppendEmpty(), c)
 		}
 	})
 	flowsSent := time.Now()
 	send(func(lrs plog.LogRecordSlice) { putFlows(lrs, flows) })
 	send(func(lrs plog.LogRecordSlice) { putFlows(lrs, []flow{heldFlow}) })
-	send(func(lrs plog.LogRecordSlice) { flowschema.PutClaim(lrs.AppendEmpty(), lateHeartbeat) })
+	send(func(lrs plog.LogRecordSlice) { flowschema.PutClaim(lrs.AppendEmpty(), lateClaim) })
 	send(func(lrs plog.LogRecordSlice) { putFlows(lrs, lastFlows) })
 
 	all := slices.Concat(flows, []flow{heldFlow}, lastFlows)
@@ -159,7 +159,7 @@ func TestOwnershipPipeline(t *testing.T) {
 	}
 	got := map[string]collectortest.Record{}
 	// File each record once, in arrival order; the loop ends right after a
-	// pass, so every record received by then, a forwarded heartbeat
+	// pass, so every record received by then, a forwarded claim
 	// included, has been checked.
 	filed := 0
 	file := func() {

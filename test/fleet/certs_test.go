@@ -56,7 +56,7 @@ func (ca *testCA) writePEM(t *testing.T, name, kind string, der []byte) string {
 }
 
 // leaf is a certificate for one collector or peer, usable as TLS server and
-// client (a node both receives and sends heartbeats).
+// client (a node both receives and sends claims).
 type leaf struct {
 	CertFile, KeyFile string
 	pair              tls.Certificate

@@ -16,7 +16,7 @@ func TestDeploymentConfigsValidate(t *testing.T) {
 	tls := map[string]string{"FLOWATTR_TLS_CA": "/etc/flowattr/ca.pem", "FLOWATTR_TLS_CERT": "/etc/flowattr/cert.pem", "FLOWATTR_TLS_KEY": "/etc/flowattr/key.pem"}
 	for name, env := range map[string]map[string]string{
 		"node.yaml": {
-			"FLOWATTR_NODE_NAME": "node-a", "FLOWATTR_HEARTBEAT_ENDPOINT": "0.0.0.0:4317",
+			"FLOWATTR_NODE_NAME": "node-a", "FLOWATTR_CLAIM_ENDPOINT": "0.0.0.0:4317",
 			"FLOWATTR_PEER_1": "node-a.example.internal:4317", "FLOWATTR_PEER_2": "node-b.example.internal:4317",
 			"FLOWATTR_FLOWS_ENDPOINT": "backend.example.internal:4317",
 		},

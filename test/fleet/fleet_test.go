@@ -1,6 +1,6 @@
 // Package fleet runs several otelcol-flowattr processes as a fleet: node
 // collectors in network namespaces that stand for hosts, exchanging
-// heartbeats over mutual TLS, and gateways sharing heartbeats through Kafka.
+// claims over mutual TLS, and gateways sharing claims through Kafka.
 // Every record they emit is checked against the test's own ground truth.
 package fleet
 

@@ -22,7 +22,7 @@ import (
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
-const heartbeatTopic = "flowattr-heartbeats"
+const claimTopic = "flowattr-claims"
 
 // gatewayTier is a Kafka cluster, a flow sink and gateways running
 // testdata/fleet/gateway.yaml, all on loopback.
@@ -45,7 +45,7 @@ type gateway struct {
 func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTier {
 	t.Helper()
 	collectortest.Binary(t) // skip before starting anything when there is no binary
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, heartbeatTopic))
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, claimTopic))
 	must(t, err, "starting the in-process Kafka server")
 	t.Cleanup(kafka.Close)
 
@@ -106,7 +106,7 @@ func (a *agentClient) send(ctx context.Context, ld plog.Logs) error {
 	return err
 }
 
-// claims builds one heartbeat record per claim.
+// claims builds one claim record per claim.
 func claims(cs ...flowschema.Claim) plog.Logs {
 	ld := plog.NewLogs()
 	lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
@@ -170,10 +170,10 @@ func waitForCases(t *testing.T, sink *collectortest.Sink, timeout time.Duration,
 	return got
 }
 
-// topicRecords reads every log record published to the heartbeat topic.
+// topicRecords reads every log record published to the claim topic.
 func topicRecords(t *testing.T, brokers []string) []collectortest.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(heartbeatTopic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(claimTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	must(t, err, "kafka client")
 	defer cl.Close()
@@ -195,11 +195,11 @@ func topicRecords(t *testing.T, brokers []string) []collectortest.Record {
 	return out
 }
 
-// TestGatewaysShareHeartbeatsThroughKafka runs two gateways on gateway.yaml
-// against an in-process Kafka server: a heartbeat sent by an agent to one
+// TestGatewaysShareClaimsThroughKafka runs two gateways on gateway.yaml
+// against an in-process Kafka server: a claim sent by an agent to one
 // gateway attributes a flow that another agent sends to the other gateway,
-// in both directions, and the topic carries heartbeats only.
-func TestGatewaysShareHeartbeatsThroughKafka(t *testing.T) {
+// in both directions, and the topic carries claims only.
+func TestGatewaysShareClaimsThroughKafka(t *testing.T) {
 	tier := startGatewayTier(t, `
 processors:
   ownership:
@@ -215,10 +215,10 @@ processors:
 	now := time.Now()
 	checkout := netip.MustParseAddr("10.1.0.7")
 	frontend := netip.MustParseAddr("10.2.0.9")
-	// Agent A's heartbeat goes to gateway 1 only, agent B's to gateway 2
+	// Agent A's claim goes to gateway 1 only, agent B's to gateway 2
 	// only; each also sends a flow towards the other's address.
-	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-a"})), "heartbeat to gateway-1")
-	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: owners.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-b"})), "heartbeat to gateway-2")
+	must(t, toG1.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-a"})), "claim to gateway-1")
+	must(t, toG2.send(ctx, claims(flowschema.Claim{Address: frontend, Owner: owners.Owner{ID: "frontend"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-b"})), "claim to gateway-2")
 	must(t, toG2.send(ctx, flows(syntheticFlow{name: "b-to-checkout", local: frontend.String(), localOwner: "frontend", peer: checkout.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-2")
 	must(t, toG1.send(ctx, flows(syntheticFlow{name: "a-to-frontend", local: checkout.String(), localOwner: "checkout", peer: frontend.String(), start: now.Add(-5 * time.Second)})), "flow to gateway-1")
 
@@ -226,18 +226,18 @@ processors:
 	for name, want := range map[string]string{"b-to-checkout": "checkout", "a-to-frontend": "frontend"} {
 		r := got[name]
 		if st, id := r.Str(flowschema.AttrPeerAttributionStatus), r.Str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix); st != "attributed" || id != want {
-			t.Errorf("%s: status %q owner %q (reason %q), want attributed to %q through the other gateway's heartbeat", name, st, id, r.Str(flowschema.AttrPeerAttributionReason), want)
+			t.Errorf("%s: status %q owner %q (reason %q), want attributed to %q through the other gateway's claim", name, st, id, r.Str(flowschema.AttrPeerAttributionReason), want)
 		}
 	}
 
-	// Each gateway applied the other's heartbeat from Kafka. The collector's
+	// Each gateway applied the other's claim from Kafka. The collector's
 	// metrics do not tell the processor instances apart, so count them all:
-	// its own agent's claim twice (logs/flows and logs/heartbeats-out) and
-	// both claims from the topic (logs/heartbeats-in), its own included.
+	// its own agent's claim twice (logs/flows and logs/claims-out) and
+	// both claims from the topic (logs/claims-in), its own included.
 	for _, g := range tier.gateways {
 		m := g.col.Metrics(t, g.metricsAddr)
 		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_applied", "origin", "claim"); applied < 4 {
-			t.Errorf("%s applied %v heartbeats, want at least 4 (2 from its agent, 2 from the topic)", g.name, applied)
+			t.Errorf("%s applied %v claims, want at least 4 (2 from its agent, 2 from the topic)", g.name, applied)
 		}
 	}
 
@@ -245,13 +245,13 @@ processors:
 	var hb int
 	for _, r := range published {
 		if r.EventName != flowschema.EventClaim {
-			t.Errorf("the heartbeat topic carries a %q record: %v", r.EventName, r.Attrs)
+			t.Errorf("the claim topic carries a %q record: %v", r.EventName, r.Attrs)
 			continue
 		}
 		hb++
 	}
 	if hb != 2 {
-		t.Errorf("topic holds %d heartbeat records, want 2 (one per agent claim)", hb)
+		t.Errorf("topic holds %d claim records, want 2 (one per agent claim)", hb)
 	}
-	t.Logf("topic: %d heartbeat records, %d other; flows attributed across gateways: %d", hb, len(published)-hb, len(got))
+	t.Logf("topic: %d claim records, %d other; flows attributed across gateways: %d", hb, len(published)-hb, len(got))
 }

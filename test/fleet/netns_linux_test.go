@@ -103,7 +103,7 @@ func netnsInode(t *testing.T, ns string) int64 {
 
 // host is a network namespace standing for one machine of the fleet.
 type host struct {
-	name  string // used as the collector's heartbeat source
+	name  string // used as the collector's claim source
 	netns string
 	dev   string
 	addr  netip.Addr // the infrastructure address collectors talk over

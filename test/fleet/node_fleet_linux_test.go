@@ -17,24 +17,24 @@ import (
 )
 
 // Timing of the node fleet scenario. The ownership file is polled every
-// pollInterval and owned addresses are claimed every heartbeatInterval; a
+// pollInterval and owned addresses are claimed every claimInterval; a
 // flow waits up to maxWait for the claim that covers its peer, which must
-// exceed heartbeatInterval + the injected heartbeatDelay + the receiver's
+// exceed claimInterval + the injected claimDelay + the receiver's
 // flush interval + the exporter's retry backoff.
 const (
-	heartbeatInterval = time.Second
-	pollInterval      = 250 * time.Millisecond
-	heartbeatDelay    = 2 * time.Second
-	maxWait           = 8 * time.Second
-	clockSkew         = time.Second
+	claimInterval = time.Second
+	pollInterval  = 250 * time.Millisecond
+	claimDelay    = 2 * time.Second
+	maxWait       = 8 * time.Second
+	clockSkew     = time.Second
 	// An address is reused only after the old owner's claims have
 	// stopped (its collector reloaded the file) and clock_skew more.
 	quarantine = clockSkew + 500*time.Millisecond
 	// edgeSlack is how near an edge of what could be claimed (a collector
 	// start, an address assigned or released) a flow may start and be left
-	// near_unclaimed_edge: the clock_skew window, plus a heartbeat interval
+	// near_unclaimed_edge: the clock_skew window, plus a claim interval
 	// for when the receiver actually learnt or dropped the owner.
-	edgeSlack = clockSkew + heartbeatInterval
+	edgeSlack = clockSkew + claimInterval
 	// edgePhase replaces the phase of records left unattributed near an edge.
 	edgePhase  = "edge"
 	serverPort = 8080
@@ -127,7 +127,7 @@ func (n *node) writeOwnership(t *testing.T, owners map[netip.Addr]string) {
 }
 
 // rewriteOwnership writes the ownership file and waits until the collector
-// has loaded it, plus a heartbeat interval for the new map to be in use.
+// has loaded it, plus a claim interval for the new map to be in use.
 func (n *node) rewriteOwnership(t *testing.T, owners map[netip.Addr]string) {
 	t.Helper()
 	reloads := func() float64 {
@@ -138,7 +138,7 @@ func (n *node) rewriteOwnership(t *testing.T, owners map[netip.Addr]string) {
 	if !eventually(10*time.Second, 50*time.Millisecond, func() bool { return reloads() > before }) {
 		t.Fatalf("%s did not reload its ownership file", n.host.name)
 	}
-	time.Sleep(heartbeatInterval)
+	time.Sleep(claimInterval)
 }
 
 func (n *node) start(t *testing.T) {
@@ -227,9 +227,9 @@ func (tr *traffic) connect(client, server *workload) {
 }
 
 // TestNodeFleetInNamespaces runs two node collectors (testdata/fleet/node.yaml)
-// in two network namespaces that stand for hosts, exchanging heartbeats over
+// in two network namespaces that stand for hosts, exchanging claims over
 // mutual TLS, while workloads on both hosts talk over real TCP. Mid-test the
-// heartbeats into host 2 are delayed, an address moves from a workload on
+// claims into host 2 are delayed, an address moves from a workload on
 // host 1 to a different workload on host 2 while traffic to it continues,
 // and host 2's collector restarts with an empty store. Every flow record
 // that reaches the sink is checked against the test's ground truth.
@@ -249,7 +249,7 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	must(t, err, "sink listener")
 	sink := collectortest.ServeSink(t, sinkListener)
 
-	// Heartbeats to each host go through a proxy on that host's address
+	// Claims to each host go through a proxy on that host's address
 	// that can delay them.
 	proxies := map[*host]*delayProxy{}
 	for _, h := range []*host{h1, h2} {
@@ -275,8 +275,8 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 				"FLOWATTR_NODE_NAME":               h.name,
 				"FLOWATTR_OWNERSHIP_FILE":          n.ownership,
 				"FLOWATTR_OWNERSHIP_POLL_INTERVAL": pollInterval.String(),
-				"FLOWATTR_HEARTBEAT_INTERVAL":      heartbeatInterval.String(),
-				"FLOWATTR_HEARTBEAT_ENDPOINT":      netip.AddrPortFrom(h.addr, 4317).String(),
+				"FLOWATTR_CLAIM_INTERVAL":          claimInterval.String(),
+				"FLOWATTR_CLAIM_ENDPOINT":          netip.AddrPortFrom(h.addr, 4317).String(),
 				"FLOWATTR_PEER_1":                  proxies[h1].l.Addr().String(),
 				"FLOWATTR_PEER_2":                  proxies[h2].l.Addr().String(),
 				"FLOWATTR_TLS_CA":                  ca.File,
@@ -315,19 +315,19 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	time.Sleep(6 * time.Second)
 
 	truth.setPhase("delayed")
-	step("heartbeats into both hosts delayed by " + heartbeatDelay.String())
+	step("claims into both hosts delayed by " + claimDelay.String())
 	for _, p := range proxies {
-		p.setDelay(heartbeatDelay)
+		p.setDelay(claimDelay)
 	}
 	time.Sleep(8 * time.Second)
 	for _, p := range proxies {
 		p.setDelay(0)
 	}
-	// The delayed heartbeats made flows wait for them, and attributed them.
+	// The delayed claims made flows wait for them, and attributed them.
 	held := collectortest.MetricSum(nodes[h2].col.Metrics(t, "127.0.0.1:8888"), "otelcol_processor_ownership_records_released", "outcome", "attributed")
-	step(fmt.Sprintf("host-2 released %.0f held records once their heartbeat arrived", held))
+	step(fmt.Sprintf("host-2 released %.0f held records once their claim arrived", held))
 	if held == 0 {
-		t.Errorf("no record waited for a delayed heartbeat on host-2")
+		t.Errorf("no record waited for a delayed claim on host-2")
 	}
 
 	truth.setPhase("move")
@@ -351,12 +351,12 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	tr.setPairs(withCache(wCacheB))
 	time.Sleep(3 * time.Second)
 
-	// Records host-2 holds for a heartbeat still in flight when it stops
-	// are released unattributed at shutdown: those of the last heartbeat
+	// Records host-2 holds for a claim still in flight when it stops
+	// are released unattributed at shutdown: those of the last claim
 	// interval or so before the restart (the window leaves room for a slow
 	// machine).
 	truth.setPhase("pre-restart")
-	time.Sleep(2*heartbeatInterval + time.Second)
+	time.Sleep(2*claimInterval + time.Second)
 	truth.setPhase("restart")
 	step("host-2's collector restarts")
 	downFrom := time.Now()
@@ -376,10 +376,10 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	m1b := nodes[h1].col.Metrics(t, "127.0.0.1:8888")
 	steadyFor := time.Since(steadyFrom)
-	// node.yaml binds each heartbeat's source to the sender's certificate:
+	// node.yaml binds each claim's sender to the sender's certificate:
 	// every node sends under the name its certificate carries.
 	if n := collectortest.MetricSum(m1b, "otelcol_processor_ownership_claims_rejected", "reason", "unauthenticated_sender"); n != 0 {
-		t.Errorf("host-1 rejected %.0f peer heartbeats as unauthenticated_sender, want 0", n)
+		t.Errorf("host-1 rejected %.0f peer claims as unauthenticated_sender, want 0", n)
 	}
 	stopTraffic()
 	step("traffic stopped")
@@ -397,10 +397,10 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	t.Logf("connections made %d, failed to connect %d\n%s", tr.made, tr.failed, v)
 
 	flows := collectortest.MetricSum(m1b, "otelcol_ebpfflow_flows_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_flows_emitted")
-	heartbeats := collectortest.MetricSum(m1b, "otelcol_ebpfflow_claims_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_claims_emitted")
+	claims := collectortest.MetricSum(m1b, "otelcol_ebpfflow_claims_emitted") - collectortest.MetricSum(m1a, "otelcol_ebpfflow_claims_emitted")
 	peers := 2.0
-	t.Logf("steady state on host-1 over %s: %.0f flow records, %.0f heartbeat records emitted (x%.0f peers = %.0f sent); heartbeat/flow = %.3f emitted, %.3f on the wire; %.1f heartbeat records/s at claim_interval %s",
-		steadyFor.Round(time.Millisecond), flows, heartbeats, peers, heartbeats*peers, heartbeats/flows, heartbeats*peers/flows, heartbeats/steadyFor.Seconds(), heartbeatInterval)
+	t.Logf("steady state on host-1 over %s: %.0f flow records, %.0f claim records emitted (x%.0f peers = %.0f sent); claim/flow = %.3f emitted, %.3f on the wire; %.1f claim records/s at claim_interval %s",
+		steadyFor.Round(time.Millisecond), flows, claims, peers, claims*peers, claims/flows, claims*peers/flows, claims/steadyFor.Seconds(), claimInterval)
 
 	if v.misattributed > 0 {
 		t.Errorf("%d flow records misattributed", v.misattributed)
@@ -419,7 +419,7 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 	if v.attributed == 0 || tr.made == 0 {
 		t.Errorf("nothing attributed (%d connections made)", tr.made)
 	}
-	if flows == 0 || heartbeats == 0 {
-		t.Errorf("no steady-state measurement: %v flows, %v heartbeats", flows, heartbeats)
+	if flows == 0 || claims == 0 {
+		t.Errorf("no steady-state measurement: %v flows, %v claims", flows, claims)
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 // delayProxy forwards TCP connections and holds every chunk of bytes for the
 // current delay before passing it on, in order: a slow network path for the
-// heartbeats of one peer, with TLS passing through end to end.
+// claims of one peer, with TLS passing through end to end.
 type delayProxy struct {
 	l     net.Listener
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error)

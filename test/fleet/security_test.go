@@ -24,12 +24,12 @@ processors:
       agent-a: [10.1.0.0/24]
       agent-b: [10.2.0.0/24]
       rogue: [10.9.0.0/24]
-  ownership/heartbeats-out:
+  ownership/claims-out:
     sender_identity: certificate
     senders: *sources
 `
 
-// TestRoguePeerCannotStealAddress checks the three defences of the heartbeat
+// TestRoguePeerCannotStealAddress checks the three defences of the claim
 // path: mutual TLS keeps out senders without a fleet certificate,
 // sender_identity keeps a peer with a valid certificate from claiming under
 // a source name its certificate does not carry, and the sources table keeps
@@ -56,14 +56,14 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	} {
 		c := dialAgent(t, g.agentAddr, cfg)
 		if err := c.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"})); err == nil {
-			t.Fatalf("a sender with %s could send heartbeats", name)
+			t.Fatalf("a sender with %s could send claims", name)
 		}
 	}
 
 	must(t, agentA.send(ctx, claims(
 		flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
 		flowschema.Claim{Address: payments, Owner: owners.Owner{ID: "payments"}, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
-	)), "agent-a heartbeats")
+	)), "agent-a claims")
 	must(t, rogue.send(ctx, claims(
 		// Under its own name, outside its CIDRs: rejected.
 		flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "rogue"},
@@ -76,7 +76,7 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 		flowschema.Claim{Address: spare, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"},
 		// Its own address under its own name: accepted.
 		flowschema.Claim{Address: rogueOwn, Owner: owners.Owner{ID: "rogue-svc"}, Start: now.Add(-20 * time.Second), End: now, Sender: "rogue"},
-	)), "rogue heartbeats")
+	)), "rogue claims")
 
 	start := now.Add(-10 * time.Second)
 	must(t, agentB.send(ctx, flows(
@@ -105,7 +105,7 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 
 	m := g.col.Metrics(t, g.metricsAddr)
 	// Each rejected claim is rejected by both processors that see the
-	// agents' stream (logs/flows and logs/heartbeats-out); none came back
+	// agents' stream (logs/flows and logs/claims-out); none came back
 	// from the topic.
 	if n := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_rejected", "reason", "unauthorized_sender"); n != 4 {
 		t.Errorf("%v claims rejected as unauthorized_sender, want 4 (2 claims x 2 pipelines)", n)
@@ -115,7 +115,7 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	}
 	for _, r := range topicRecords(t, tier.kafka.ListenAddrs()) {
 		if r.Str(flowschema.PrefixClaimOwner+flowschema.OwnerIDSuffix) == "evil" {
-			t.Errorf("a rejected claim reached the heartbeat topic: %v", r.Attrs)
+			t.Errorf("a rejected claim reached the claim topic: %v", r.Attrs)
 		}
 	}
 }

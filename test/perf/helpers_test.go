@@ -10,12 +10,12 @@ import (
 )
 
 // TestCountRecords checks the sink's wire scan against records built with
-// pdata: flows, attributed flows, heartbeats and other records over several
+// pdata: flows, attributed flows, claims and other records over several
 // resources and scopes.
 func TestCountRecords(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	ld := flowBatch(0, 10, 100, 4, now.Add(-time.Minute), now)
-	heartbeatBatch(0, 7, 0, now.Add(-time.Minute), now).ResourceLogs().MoveAndAppendTo(ld.ResourceLogs())
+	claimBatch(0, 7, 0, now.Add(-time.Minute), now).ResourceLogs().MoveAndAppendTo(ld.ResourceLogs())
 	flows := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
 	for i := range 3 {
 		flows.At(i).Attributes().PutStr(flowschema.AttrPeerAttributionStatus, "attributed")
@@ -37,7 +37,7 @@ func TestCountRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (recordCounts{flows: 11, attributed: 3, heartbeats: 7, other: 1}); got != want {
+	if want := (recordCounts{flows: 11, attributed: 3, claims: 7, other: 1}); got != want {
 		t.Errorf("countRecords = %+v, want %+v", got, want)
 	}
 

@@ -111,11 +111,11 @@ func flowBatch(n, size, tracked, localsPerBatch int, start, end time.Time) plog.
 	return ld
 }
 
-// heartbeatBatch builds heartbeats for addresses [from, to), each claiming
+// claimBatch builds claims for addresses [from, to), each claiming
 // its r-th range [start, end] for ownerOf(i, r).
-func heartbeatBatch(from, to, r int, start, end time.Time) plog.Logs {
+func claimBatch(from, to, r int, start, end time.Time) plog.Logs {
 	ld := plog.NewLogs()
-	lrs := newScope(ld, "heartbeats")
+	lrs := newScope(ld, "claims")
 	lrs.EnsureCapacity(to - from)
 	for i := from; i < to; i++ {
 		flowschema.PutClaim(lrs.AppendEmpty(), flowschema.Claim{
@@ -129,11 +129,11 @@ func heartbeatBatch(from, to, r int, start, end time.Time) plog.Logs {
 	return ld
 }
 
-// sendHeartbeats claims range r = [start+r*step, start+r*step+length] for
+// sendClaims claims range r = [start+r*step, start+r*step+length] for
 // every address in [0, addresses) and every r < ranges, in batches of
 // batchSize over senders concurrent requests. Ranges are sent oldest first,
 // so each claim extends or follows the newest range of its address.
-func sendHeartbeats(ctx context.Context, c *otlpClient, addresses, ranges, batchSize, senders int, start time.Time, step, length time.Duration) error {
+func sendClaims(ctx context.Context, c *otlpClient, addresses, ranges, batchSize, senders int, start time.Time, step, length time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for r := range ranges {
@@ -149,7 +149,7 @@ func sendHeartbeats(ctx context.Context, c *otlpClient, addresses, ranges, batch
 			slots <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-slots }()
-				err := sendHeartbeatBatch(ctx, c, lo, hi, r, from, from.Add(length))
+				err := sendClaimBatch(ctx, c, lo, hi, r, from, from.Add(length))
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
@@ -166,13 +166,13 @@ func sendHeartbeats(ctx context.Context, c *otlpClient, addresses, ranges, batch
 	return nil
 }
 
-func sendHeartbeatBatch(ctx context.Context, c *otlpClient, from, to, r int, start, end time.Time) error {
-	req, err := encode(heartbeatBatch(from, to, r, start, end))
+func sendClaimBatch(ctx context.Context, c *otlpClient, from, to, r int, start, end time.Time) error {
+	req, err := encode(claimBatch(from, to, r, start, end))
 	if err != nil {
 		return err
 	}
 	if err := c.export(ctx, req); err != nil {
-		return fmt.Errorf("heartbeats for addresses %d-%d, range %d: %w", from, to, r, err)
+		return fmt.Errorf("claims for addresses %d-%d, range %d: %w", from, to, r, err)
 	}
 	return nil
 }

@@ -19,17 +19,17 @@ const rangesPerAddress = 3
 
 // BenchmarkMemory measures the collector's memory with 10k, 100k and 1M
 // addresses tracked by the ownership processor, each claimed by 3 owners in
-// turn (3 ranges), fed by heartbeats over OTLP. Two baselines: ips=0, the
+// turn (3 ranges), fed by claims over OTLP. Two baselines: ips=0, the
 // same configuration idle, and, per size, the same collector sent the same
-// heartbeats with times past retention, which it decodes and rejects
+// claims with times past retention, which it decodes and rejects
 // without storing them: what remains beyond the second is the memory of the
-// ranges alone, without what serving the heartbeats left in the runtime
+// ranges alone, without what serving the claims left in the runtime
 // (connection buffers, pools, heap the GC has not returned). Reported:
 // resident memory once settled (rss), peak resident memory (hwm, includes
-// the garbage of decoding the heartbeats) and the Go heap left after a GC
+// the garbage of decoding the claims) and the Go heap left after a GC
 // forced through the pprof extension (heap, the store itself), in MiB and
 // per range beyond the idle baseline (*-B/range) and beyond the traffic one
-// (*-B/range-stored). ns/op is wall time per heartbeat while filling.
+// (*-B/range-stored). ns/op is wall time per claim while filling.
 func BenchmarkMemory(b *testing.B) {
 	collectortest.Binary(b)
 	var base *memorySample // the latest baseline
@@ -69,7 +69,7 @@ type memorySample struct {
 	rss, hwm  int64         // settled VmRSS and peak VmHWM, bytes
 	rssMetric int64         // the collector's own otelcol_process_memory_rss
 	heap      int64         // Go heap in use after a forced GC, bytes
-	fill      time.Duration // time to send and apply every heartbeat
+	fill      time.Duration // time to send and apply every claim
 	settle    time.Duration // time for RSS to settle after the forced GC
 }
 
@@ -110,7 +110,7 @@ func settledRSS(tb testing.TB, col *collector) (memory, time.Duration) {
 	return m, time.Since(start)
 }
 
-// measureMemory fills a new collector with heartbeats for addresses, stored
+// measureMemory fills a new collector with claims for addresses, stored
 // or (store false) all past retention, and measures it.
 func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 	tb.Helper()
@@ -127,7 +127,7 @@ func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 	if !store {
 		from, keys = from.Add(-time.Hour), 0
 	}
-	if err := sendHeartbeats(ctx, client, addresses, rangesPerAddress, 5000, 2, from, 3*time.Minute, 2*time.Minute); err != nil {
+	if err := sendClaims(ctx, client, addresses, rangesPerAddress, 5000, 2, from, 3*time.Minute, 2*time.Minute); err != nil {
 		tb.Fatalf("filling the store: %v", err)
 	}
 	m.fill = time.Since(start)
@@ -142,7 +142,7 @@ func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 		}
 	}
 	if !store {
-		// The baseline did the work of the real fill: every heartbeat
+		// The baseline did the work of the real fill: every claim
 		// reached the store and was refused there as expired.
 		body, err := col.Get(ctx, loopback(col.metricsPort), "/metrics")
 		if err != nil {
@@ -150,7 +150,7 @@ func measureMemory(tb testing.TB, addresses int, store bool) memorySample {
 		}
 		want := addresses * rangesPerAddress
 		if got := collectortest.MetricSum(body, "otelcol_processor_ownership_claims_rejected", "reason", "expired"); int(got) != want {
-			tb.Fatalf("%v heartbeats rejected as expired, want %d", got, want)
+			tb.Fatalf("%v claims rejected as expired, want %d", got, want)
 		}
 	}
 

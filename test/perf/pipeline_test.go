@@ -22,11 +22,11 @@ const (
 	// trackedAddresses have claims in the store before the measurement;
 	// flow peers are spread over all of them.
 	trackedAddresses = 100_000
-	// heartbeatPeriod is how often every tracked address is claimed again
+	// claimPeriod is how often every tracked address is claimed again
 	// during the measurement (on the side of the flows).
-	heartbeatPeriod = 10 * time.Second
-	// heartbeatTick spreads each period's heartbeats over batches.
-	heartbeatTick = 100 * time.Millisecond
+	claimPeriod = 10 * time.Second
+	// claimTick spreads each period's claims over batches.
+	claimTick = 100 * time.Millisecond
 
 	flowBatchSize  = 1000
 	flowBatches    = 64 // distinct encoded batches, sent round-robin
@@ -46,9 +46,9 @@ const (
 // collector and the collector's CPU time per record, for the stock pipeline
 // (otlp -> batch -> otlp_grpc) and the same with the ownership processor in
 // front of the batch processor. Both get the same input: 100k addresses
-// claimed by heartbeats before the measurement, flow records in batches of
+// claimed by claims before the measurement, flow records in batches of
 // 1000 whose peers are spread over those addresses, sent by 4 concurrent
-// streams as fast as the collector accepts them, and one heartbeat per
+// streams as fast as the collector accepts them, and one claim per
 // address per 10s on the side. Flow records are counted where they arrive,
 // at the benchmark's own OTLP sink.
 //
@@ -97,12 +97,12 @@ type pipeline struct {
 	client *otlpClient
 	flows  [][]byte
 	sent   int64 // flow records the collector accepted, over all windows
-	// heartbeats sent on the side, over all windows
-	heartbeats int64
-	// nextHeartbeat is the address the side heartbeats go on from in the
+	// claims sent on the side, over all windows
+	claims int64
+	// nextClaim is the address the side claims go on from in the
 	// next window, so that every address is claimed once per period.
-	nextHeartbeat int
-	windows       int // measured so far
+	nextClaim int
+	windows   int // measured so far
 
 	records       int64
 	cpu, loadCPU  time.Duration // the collector's, the benchmark's own
@@ -126,7 +126,7 @@ func startPipeline(b *testing.B, config string) *pipeline {
 			b.Fatal(err)
 		}
 	}
-	if err := sendHeartbeats(context.Background(), p.client, trackedAddresses, 1, 5000, 2, now.Add(-10*time.Minute), 0, 10*time.Minute); err != nil {
+	if err := sendClaims(context.Background(), p.client, trackedAddresses, 1, 5000, 2, now.Add(-10*time.Minute), 0, 10*time.Minute); err != nil {
 		b.Fatalf("%s: seeding claims: %v", p.name, err)
 	}
 	return p
@@ -135,7 +135,7 @@ func startPipeline(b *testing.B, config string) *pipeline {
 // measure loads the collector for warmUp plus one window and adds what the
 // window saw.
 func (p *pipeline) measure(b *testing.B) {
-	load := startLoad(context.Background(), p.client, p.flows, p.nextHeartbeat)
+	load := startLoad(context.Background(), p.client, p.flows, p.nextClaim)
 	time.Sleep(warmUp)
 	f0, c0, l0, i0, t0 := p.sink.flows.Load(), p.col.cpuTime(b), selfCPU(b), machineIdle(b), time.Now()
 	if dir := os.Getenv(profileDirEnv); dir != "" {
@@ -148,8 +148,8 @@ func (p *pipeline) measure(b *testing.B) {
 		b.Fatalf("%s: load generator: %v", p.name, err)
 	}
 	p.sent += load.flows.Load()
-	p.heartbeats += load.heartbeats.Load()
-	p.nextHeartbeat = load.nextHeartbeat
+	p.claims += load.claims.Load()
+	p.nextClaim = load.nextClaim
 	p.records += f1 - f0
 	p.cpu += c1 - c0
 	p.loadCPU += l1 - l0
@@ -201,8 +201,8 @@ func (p *pipeline) finish(b *testing.B, attributes bool) {
 			b.Fatalf("%s: %d of %d flow records attributed at the sink", p.name, a, f)
 		}
 	}
-	b.Logf("%s: %d flow records in %s; %d heartbeats sent on the side, %d reached the sink; CPU: collector %s, generator and sink %s (%.0f ns/record); idle CPU time of the machine %s",
-		p.name, p.records, p.elapsed.Round(time.Millisecond), p.heartbeats, p.sink.heartbeats.Load(), p.cpu, p.loadCPU,
+	b.Logf("%s: %d flow records in %s; %d claims sent on the side, %d reached the sink; CPU: collector %s, generator and sink %s (%.0f ns/record); idle CPU time of the machine %s",
+		p.name, p.records, p.elapsed.Round(time.Millisecond), p.claims, p.sink.claims.Load(), p.cpu, p.loadCPU,
 		float64(p.loadCPU.Nanoseconds())/float64(p.records), p.idle)
 }
 
@@ -213,23 +213,23 @@ func (p *pipeline) cpuPerRecord() float64 {
 }
 
 // load sends flows as fast as the collector accepts them over flowStreams
-// concurrent requests, and heartbeats for every tracked address each
-// heartbeatPeriod, until stopped.
+// concurrent requests, and claims for every tracked address each
+// claimPeriod, until stopped.
 type load struct {
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	flows      atomic.Int64 // flow records the collector accepted
-	heartbeats atomic.Int64
-	// nextHeartbeat is the first address of the heartbeat batch that was not
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	flows  atomic.Int64 // flow records the collector accepted
+	claims atomic.Int64
+	// nextClaim is the first address of the claim batch that was not
 	// sent; read it after stop.
-	nextHeartbeat int
-	mu            sync.Mutex
-	err           error // the first send error
+	nextClaim int
+	mu        sync.Mutex
+	err       error // the first send error
 }
 
-// startLoad sends flows round-robin, and heartbeats from address
-// nextHeartbeat on.
-func startLoad(ctx context.Context, client *otlpClient, flows [][]byte, nextHeartbeat int) *load {
+// startLoad sends flows round-robin, and claims from address
+// nextClaim on.
+func startLoad(ctx context.Context, client *otlpClient, flows [][]byte, nextClaim int) *load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &load{cancel: cancel}
 	for s := range flowStreams {
@@ -244,20 +244,20 @@ func startLoad(ctx context.Context, client *otlpClient, flows [][]byte, nextHear
 		})
 	}
 	l.wg.Go(func() {
-		perTick := int(trackedAddresses * heartbeatTick / heartbeatPeriod)
-		tick := time.NewTicker(heartbeatTick)
+		perTick := int(trackedAddresses * claimTick / claimPeriod)
+		tick := time.NewTicker(claimTick)
 		defer tick.Stop()
-		for from := nextHeartbeat; ; from = (from + perTick) % trackedAddresses {
+		for from := nextClaim; ; from = (from + perTick) % trackedAddresses {
 			select {
 			case <-ctx.Done():
-				l.nextHeartbeat = from
+				l.nextClaim = from
 				return
 			case <-tick.C:
 			}
 			now := time.Now()
-			err := sendHeartbeatBatch(ctx, client, from, min(from+perTick, trackedAddresses), 0, now.Add(-heartbeatPeriod), now)
+			err := sendClaimBatch(ctx, client, from, min(from+perTick, trackedAddresses), 0, now.Add(-claimPeriod), now)
 			if err == nil {
-				l.heartbeats.Add(int64(perTick))
+				l.claims.Add(int64(perTick))
 			}
 			l.fail(ctx, err)
 		}

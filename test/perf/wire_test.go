@@ -76,7 +76,7 @@ func (c *otlpClient) export(ctx context.Context, req []byte) error {
 
 // recordCounts counts log records by kind.
 type recordCounts struct {
-	flows, attributed, heartbeats, other int64
+	flows, attributed, claims, other int64
 }
 
 // countRecords scans an encoded ExportLogsServiceRequest and counts its log
@@ -120,7 +120,7 @@ func (n *recordCounts) add(record []byte) error {
 			n.attributed++
 		}
 	case flowschema.EventClaim:
-		n.heartbeats++
+		n.claims++
 	default:
 		n.other++
 	}
@@ -187,9 +187,9 @@ func forEachField(msg []byte, fn func(protowire.Number, []byte) error) error {
 
 // sink is an OTLP/gRPC logs server on loopback that counts what it receives.
 type sink struct {
-	port                                           int
-	flows, attributed, heartbeats, other, requests atomic.Int64
-	failures                                       atomic.Int64 // requests that did not parse
+	port                                       int
+	flows, attributed, claims, other, requests atomic.Int64
+	failures                                   atomic.Int64 // requests that did not parse
 }
 
 // exportServer is the handler type of the sink's hand-written service
@@ -244,7 +244,7 @@ func (s *sink) export(req *rawMessage) error {
 	s.requests.Add(1)
 	s.flows.Add(n.flows)
 	s.attributed.Add(n.attributed)
-	s.heartbeats.Add(n.heartbeats)
+	s.claims.Add(n.claims)
 	s.other.Add(n.other)
 	return nil
 }

@@ -15,12 +15,12 @@ func TestRecordsOf(t *testing.T) {
 	first.Attributes().PutInt("n", 7)
 	rl := ld.ResourceLogs().AppendEmpty()
 	rl.ScopeLogs().AppendEmpty()
-	rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName("heartbeat")
+	rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName("claim")
 	at := time.Unix(1_800_000_000, 0)
 
 	got := RecordsOf(ld, at)
-	if len(got) != 2 || got[0].EventName != "flow" || got[1].EventName != "heartbeat" {
-		t.Fatalf("RecordsOf = %+v, want the flow then the heartbeat", got)
+	if len(got) != 2 || got[0].EventName != "flow" || got[1].EventName != "claim" {
+		t.Fatalf("RecordsOf = %+v, want the flow then the claim", got)
 	}
 	if !got[0].Received.Equal(at) || !got[1].Received.Equal(at) {
 		t.Errorf("Received = %s, %s, want %s", got[0].Received, got[1].Received, at)
