@@ -110,7 +110,8 @@ type StaticSourceConfig struct {
 
 // FileSourceConfig is the file ownership source.
 type FileSourceConfig struct {
-	// Path of a YAML or JSON map from IP address or CIDR prefix to owner.
+	// Path of a YAML or JSON list of entries (prefixes, id, attributes), the
+	// shape of StaticSourceConfig.Entries.
 	Path string `mapstructure:"path"`
 	// PollInterval is how often the file is checked for changes.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
