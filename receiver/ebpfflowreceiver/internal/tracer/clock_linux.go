@@ -43,11 +43,14 @@ func newBootClock() (*bootClock, error) {
 }
 
 // refresh samples the wall clock between two CLOCK_BOOTTIME reads and keeps
-// the tightest of a few samples, so the offset is exact to about a
-// microsecond.
+// the tightest sample, so the offset is exact to about a microsecond. A
+// sample is only as exact as half its width: on a busy host the thread can
+// be preempted between the reads, widening every one of a few samples to a
+// millisecond or more, so it samples until one is narrower than
+// tightSample, at most maxClockSamples times.
 func (c *bootClock) refresh() error {
 	best, bestWidth := int64(0), int64(math.MaxInt64)
-	for range 5 {
+	for i := 0; i < maxClockSamples && bestWidth > tightSample; i++ {
 		before, err := hostBootNanos()
 		if err != nil {
 			return err
@@ -62,13 +65,25 @@ func (c *bootClock) refresh() error {
 			best, bestWidth = wall-(b+(a-b)/2), width
 		}
 	}
-	if old := c.offsetNanos.Load(); old == 0 || best-old > offsetTolerance || old-best > offsetTolerance {
+	old := c.offsetNanos.Load()
+	if old != 0 && bestWidth > offsetTolerance {
+		return nil // no sample was exact enough to replace the offset in use
+	}
+	if old == 0 || best-old > offsetTolerance || old-best > offsetTolerance {
 		c.offsetNanos.Store(best)
 	}
 	return nil
 }
 
 const offsetTolerance = int64(100 * time.Microsecond)
+
+// A clock sample as narrow as tightSample ends refresh's sampling; it takes
+// at most maxClockSamples, each a few hundred nanoseconds when the thread
+// runs undisturbed.
+const (
+	tightSample     = int64(10 * time.Microsecond)
+	maxClockSamples = 256
+)
 
 // BootTime reads the host's CLOCK_BOOTTIME, the clock of Event.StartBoot.
 // If it cannot, it returns the largest Duration: a time after every event.
