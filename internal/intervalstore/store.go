@@ -455,9 +455,9 @@ const minCollectAt = 1024
 // function of the store's limits, not of how many owners claims named: a
 // flood of claims for distinct keys and owners evicts keys at MaxKeys, and
 // without this their owners would stay until the next Prune. The next
-// collection waits until the groups have grown by half of those still
-// referenced plus a quarter of the keys, so that its cost, a pass over every
-// key, is amortised over the groups interned since. It runs only between
+// collection waits until the groups have grown by a quarter of those still
+// referenced plus a sixteenth of the keys, so that its cost, a pass over
+// every key, is amortised over at least keys/16 groups interned since. It runs only between
 // applies, when every group an apply interned is referenced. The caller
 // holds wmu.
 func (s *Store[K]) maybeCollect() {
@@ -468,7 +468,7 @@ func (s *Store[K]) maybeCollect() {
 	s.markLive(s.epoch)
 	s.in.sweep(s.epoch)
 	live := s.in.groupCount()
-	s.collectAt = max(live+live/2+s.keys/4, minCollectAt)
+	s.collectAt = max(live+live/4+s.keys/16, minCollectAt)
 }
 
 // markLive marks every group a live range references with epoch. The caller

@@ -875,8 +875,8 @@ func TestOwnersOfEvictedKeysAreCollected(t *testing.T) {
 		bound = max(bound, st.Owners)
 	}
 	// Collection keeps the live owners plus what grew since: at most
-	// 1.5 times the live ones, a quarter of the keys and the minimum.
-	if limit := maxKeys + maxKeys/2 + maxKeys/4 + minCollectAt; bound > limit {
+	// 1.25 times the live ones, a sixteenth of the keys and the minimum.
+	if limit := maxKeys + maxKeys/4 + maxKeys/16 + minCollectAt; bound > limit {
 		t.Errorf("interned owners peaked at %d, want at most %d", bound, limit)
 	}
 	for i := flood - maxKeys; i < flood; i++ {
