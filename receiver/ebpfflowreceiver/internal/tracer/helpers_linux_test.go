@@ -219,14 +219,25 @@ func netnsInode(t testing.TB, path string) uint32 {
 	return uint32(st.Ino)
 }
 
-// inNetns runs f on a thread switched into the named network namespace.
-// The thread stays locked and is discarded when f returns, so no other
-// goroutine ever runs in that namespace.
+// inNetns runs f on a thread switched into the named network namespace,
+// then switches the thread back to the namespace it came from before other
+// goroutines may run on it again. If it cannot switch back, the thread stays
+// locked and is discarded when f's goroutine ends, so no other goroutine ever
+// runs in that namespace. Switching back matters for the main thread: the
+// runtime cannot end it, it parks it forever still in the namespace, and
+// /proc/self/ns/net (the main thread's) would then name that namespace
+// instead of the test's for the rest of the test binary.
 func inNetns(t testing.TB, name string, f func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer own.Close()
 		ns, err := os.Open("/var/run/netns/" + name)
 		if err != nil {
 			done <- err
@@ -238,6 +249,11 @@ func inNetns(t testing.TB, name string, f func()) {
 			return
 		}
 		f()
+		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns back from %s: %w", name, err)
+			return
+		}
+		runtime.UnlockOSThread()
 		done <- nil
 	}()
 	if err := <-done; err != nil {
