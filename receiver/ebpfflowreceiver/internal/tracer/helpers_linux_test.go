@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -296,4 +297,58 @@ func vethPair(t testing.TB) (nsA, nsB string, a4, b4, a6, b6 netip.Addr) {
 		run("-n", side.ns, "link", "set", "lo", "up")
 	}
 	return nsA, nsB, a4, b4, a6, b6
+}
+
+// The tracefs mount points that cilium/ebpf looks for, and the tracepoint
+// the classic fallback attaches to, relative to either.
+const (
+	tracefsPath       = "/sys/kernel/tracing"
+	debugTracefsPath  = "/sys/kernel/debug/tracing"
+	stateChangeTpPath = "events/sock/inet_sock_set_state"
+)
+
+// ensureTracefs makes the classic inet_sock_set_state tracepoint reachable
+// through tracefs. If neither mount point has it, it mounts tracefs at
+// /sys/kernel/tracing (as `mount -t tracefs nodev /sys/kernel/tracing`
+// does, which needs root) and unmounts it at cleanup, so that a fresh
+// machine or CI runner without tracefs mounted tests the fallback too; a
+// tracefs that was already mounted is left alone. It skips, saying why,
+// only when tracefs cannot be mounted or the kernel has no such tracepoint.
+//
+// cilium/ebpf looks tracefs up once per process and remembers the answer,
+// so it must be mounted before anything in the test binary attaches a
+// classic tracepoint: nothing else in this package does unless tp_btf is
+// missing, and the mount point is the same on every run.
+func ensureTracefs(t testing.TB) {
+	t.Helper()
+	for _, dir := range []string{tracefsPath, debugTracefsPath} {
+		if _, err := os.Stat(filepath.Join(dir, stateChangeTpPath)); err == nil {
+			return
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(tracefsPath, &st); err == nil && st.Type == unix.TRACEFS_MAGIC {
+		t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is mounted at %s but has no %s (kernel without the sock:inet_sock_set_state tracepoint?)",
+			tracefsPath, stateChangeTpPath)
+	}
+	if err := unix.Mount("nodev", tracefsPath, "tracefs", 0, ""); err != nil {
+		t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is not mounted and mounting it at %s failed (euid %d; needs root or CAP_SYS_ADMIN): %v",
+			tracefsPath, os.Geteuid(), err)
+	}
+	t.Logf("mounted tracefs at %s for this test", tracefsPath)
+	t.Cleanup(func() {
+		err := unix.Unmount(tracefsPath, 0)
+		if errors.Is(err, unix.EBUSY) {
+			// Something still has a file open in it: detach it now, the
+			// kernel finishes the unmount when that file is closed.
+			t.Logf("tracefs at %s busy, detaching it lazily", tracefsPath)
+			err = unix.Unmount(tracefsPath, unix.MNT_DETACH)
+		}
+		if err != nil {
+			t.Errorf("unmounting the tracefs this test mounted at %s: %v", tracefsPath, err)
+		}
+	})
+	if _, err := os.Stat(filepath.Join(tracefsPath, stateChangeTpPath)); err != nil {
+		t.Skipf("SKIPPING the classic tracepoint fallback: the kernel has no sock:inet_sock_set_state tracepoint in tracefs: %v", err)
+	}
 }
