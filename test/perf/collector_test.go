@@ -3,11 +3,15 @@
 // Package perf measures the built otelcol-flowattr binary end to end: flow
 // throughput and CPU per record with and without the ownership processor
 // (BenchmarkPipeline), and resident memory against the number of tracked
-// addresses (BenchmarkMemory). The collector runs as a separate process and
-// is driven only over OTLP/gRPC on loopback; see docs/performance.md. Its CPU
-// time and memory are read from /proc, so the package builds on Linux only.
+// addresses (BenchmarkMemory). One test, TestFloodMemory, runs with the
+// other tests (`make test`): it requires max_keys to bound the collector's
+// peak memory under a flood of claims for distinct addresses and owners.
+// The collector runs as a separate process and is driven only over
+// OTLP/gRPC on loopback; see docs/performance.md. Its CPU time and memory
+// are read from /proc, so the package builds on Linux only.
 //
 //	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run '^$' -bench . ./test/perf/
+//	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run TestFloodMemory -v ./test/perf/
 package perf
 
 import (

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+
 	"github.com/flowattr/flowattr/internal/flowschema"
 )
 
@@ -87,5 +90,35 @@ otelcol_process_memory_rss_bytes 1.2345e+08
 		if err != nil || got != c.want || ok != c.ok {
 			t.Errorf("promValue(%s) = %v, %v, %v; want %v, %v", c.name, got, ok, err, c.want, c.ok)
 		}
+	}
+}
+
+// TestEncodeFlood checks the claim flood's direct encoding against the same
+// claims built with pdata and flowschema.PutClaim.
+func TestEncodeFlood(t *testing.T) {
+	start, end := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_060, 123)
+	// Addresses 10.0.0.250 to 10.0.1.4: across a byte of the address.
+	var enc floodEncoder
+	enc.encode(0, 1000, start, end) // the buffers are reused
+	raw := enc.encode(250, 261, start, end)
+	req := plogotlp.NewExportRequest()
+	if err := req.UnmarshalProto(raw); err != nil {
+		t.Fatalf("the flood's encoding does not decode: %v", err)
+	}
+	var m plog.JSONMarshaler
+	got, err := m.MarshalLogs(req.Logs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := m.MarshalLogs(floodClaims(250, 261, start, end))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("encodeFlood decodes to\n%s\nwant (floodClaims)\n%s", got, want)
+	}
+	c, err := flowschema.ParseClaim(req.Logs().ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(10))
+	if err != nil || c.Address.String() != "10.0.1.4" || c.Owner.ID != "rogue-260" || !c.End.Equal(end) {
+		t.Errorf("last claim parses as %+v, %v", c, err)
 	}
 }

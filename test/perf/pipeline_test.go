@@ -157,9 +157,10 @@ func (p *pipeline) measure(b *testing.B) {
 	p.elapsed += t1.Sub(t0)
 }
 
-// profileDirEnv names a directory where, when set, the benchmark saves a CPU
-// profile of the collector over each window, taken through its pprof
-// extension: <pipeline>-<window>.pprof, for `go tool pprof`.
+// profileDirEnv names a directory where, when set, BenchmarkPipeline saves a
+// CPU profile of the collector over each window, taken through its pprof
+// extension: <pipeline>-<window>.pprof, for `go tool pprof`; and
+// TestFloodMemory a heap profile after each run, flood-<keys>.heap.pprof.
 const profileDirEnv = "FLOWATTR_PERF_PROFILE_DIR"
 
 // profile takes a CPU profile over one window and saves it in dir.

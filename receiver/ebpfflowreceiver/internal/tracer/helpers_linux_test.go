@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -219,14 +220,25 @@ func netnsInode(t testing.TB, path string) uint32 {
 	return uint32(st.Ino)
 }
 
-// inNetns runs f on a thread switched into the named network namespace.
-// The thread stays locked and is discarded when f returns, so no other
-// goroutine ever runs in that namespace.
+// inNetns runs f on a thread switched into the named network namespace,
+// then switches the thread back to the namespace it came from before other
+// goroutines may run on it again. If it cannot switch back, the thread stays
+// locked and is discarded when f's goroutine ends, so no other goroutine ever
+// runs in that namespace. Switching back matters for the main thread: the
+// runtime cannot end it, it parks it forever still in the namespace, and
+// /proc/self/ns/net (the main thread's) would then name that namespace
+// instead of the test's for the rest of the test binary.
 func inNetns(t testing.TB, name string, f func()) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer own.Close()
 		ns, err := os.Open("/var/run/netns/" + name)
 		if err != nil {
 			done <- err
@@ -238,6 +250,11 @@ func inNetns(t testing.TB, name string, f func()) {
 			return
 		}
 		f()
+		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns back from %s: %w", name, err)
+			return
+		}
+		runtime.UnlockOSThread()
 		done <- nil
 	}()
 	if err := <-done; err != nil {
@@ -280,4 +297,58 @@ func vethPair(t testing.TB) (nsA, nsB string, a4, b4, a6, b6 netip.Addr) {
 		run("-n", side.ns, "link", "set", "lo", "up")
 	}
 	return nsA, nsB, a4, b4, a6, b6
+}
+
+// The tracefs mount points that cilium/ebpf looks for, and the tracepoint
+// the classic fallback attaches to, relative to either.
+const (
+	tracefsPath       = "/sys/kernel/tracing"
+	debugTracefsPath  = "/sys/kernel/debug/tracing"
+	stateChangeTpPath = "events/sock/inet_sock_set_state"
+)
+
+// ensureTracefs makes the classic inet_sock_set_state tracepoint reachable
+// through tracefs. If neither mount point has it, it mounts tracefs at
+// /sys/kernel/tracing (as `mount -t tracefs nodev /sys/kernel/tracing`
+// does, which needs root) and unmounts it at cleanup, so that a fresh
+// machine or CI runner without tracefs mounted tests the fallback too; a
+// tracefs that was already mounted is left alone. It skips, saying why,
+// only when tracefs cannot be mounted or the kernel has no such tracepoint.
+//
+// cilium/ebpf looks tracefs up once per process and remembers the answer,
+// so it must be mounted before anything in the test binary attaches a
+// classic tracepoint: nothing else in this package does unless tp_btf is
+// missing, and the mount point is the same on every run.
+func ensureTracefs(t testing.TB) {
+	t.Helper()
+	for _, dir := range []string{tracefsPath, debugTracefsPath} {
+		if _, err := os.Stat(filepath.Join(dir, stateChangeTpPath)); err == nil {
+			return
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(tracefsPath, &st); err == nil && st.Type == unix.TRACEFS_MAGIC {
+		t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is mounted at %s but has no %s (kernel without the sock:inet_sock_set_state tracepoint?)",
+			tracefsPath, stateChangeTpPath)
+	}
+	if err := unix.Mount("nodev", tracefsPath, "tracefs", 0, ""); err != nil {
+		t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is not mounted and mounting it at %s failed (euid %d; needs root or CAP_SYS_ADMIN): %v",
+			tracefsPath, os.Geteuid(), err)
+	}
+	t.Logf("mounted tracefs at %s for this test", tracefsPath)
+	t.Cleanup(func() {
+		err := unix.Unmount(tracefsPath, 0)
+		if errors.Is(err, unix.EBUSY) {
+			// Something still has a file open in it: detach it now, the
+			// kernel finishes the unmount when that file is closed.
+			t.Logf("tracefs at %s busy, detaching it lazily", tracefsPath)
+			err = unix.Unmount(tracefsPath, unix.MNT_DETACH)
+		}
+		if err != nil {
+			t.Errorf("unmounting the tracefs this test mounted at %s: %v", tracefsPath, err)
+		}
+	})
+	if _, err := os.Stat(filepath.Join(tracefsPath, stateChangeTpPath)); err != nil {
+		t.Skipf("SKIPPING the classic tracepoint fallback: the kernel has no sock:inet_sock_set_state tracepoint in tracefs: %v", err)
+	}
 }

@@ -436,11 +436,7 @@ func TestListenerMapFullIsCounted(t *testing.T) {
 }
 
 func TestClassicTracepointFallback(t *testing.T) {
-	if _, err := os.Stat("/sys/kernel/tracing/events/sock/inet_sock_set_state"); err != nil {
-		if _, err2 := os.Stat("/sys/kernel/debug/tracing/events/sock/inet_sock_set_state"); err2 != nil {
-			t.Skipf("SKIPPING the classic tracepoint fallback: tracefs is not mounted (%v)", err)
-		}
-	}
+	ensureTracefs(t)
 	tr := startTracerWith(t, Options{}, testOptions{classicTracepoint: true})
 	if h := tr.Hooks(); h.StateChange != "tracepoint" {
 		t.Fatalf("hooks %+v, want the classic tracepoint", h)
