@@ -93,7 +93,7 @@ func (t *addressTables) addStatic(entries []owners.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	static, err := owners.ParseEntries("static_owners", entries)
+	static, err := owners.ParseEntries("static_owners", entries, owners.DefaultLimits())
 	if err != nil {
 		return err
 	}

@@ -258,15 +258,19 @@ func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
 	for _, name := range r.cfg.Ownership.sourceOrder() {
 		switch name {
 		case sourceStatic:
-			configured, err := owners.ParseEntries("ownership.static.entries", r.cfg.Ownership.Static.Entries)
+			configured, err := owners.ParseEntries("ownership.static.entries", r.cfg.Ownership.Static.Entries, r.cfg.Ownership.OwnerLimits)
 			if err != nil {
 				return nil, err
 			}
 			var host *localowner.HostAddresses
 			if r.cfg.Ownership.Static.HostAddresses {
+				hostOwner := r.host.owner()
+				if err := r.cfg.Ownership.OwnerLimits.Check(hostOwner); err != nil {
+					return nil, fmt.Errorf("ownership.static.host_addresses: the host as an owner is beyond ownership.owner_limits: %w", err)
+				}
 				// Listing the host's addresses again every claim interval
 				// bounds how long a lost address is still claimed.
-				host = &localowner.HostAddresses{Owner: r.host.owner(), List: r.env.hostAddrs, RefreshEvery: r.cfg.ClaimInterval}
+				host = &localowner.HostAddresses{Owner: hostOwner, List: r.env.hostAddrs, RefreshEvery: r.cfg.ClaimInterval}
 			}
 			s, err := localowner.NewStaticSource(configured, host, r.settings.Logger)
 			if err != nil {
@@ -275,7 +279,7 @@ func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
 			sources = append(sources, s)
 		case sourceFile:
 			f := r.cfg.Ownership.File
-			sources = append(sources, localowner.NewFileSource(f.Path, f.PollInterval, r.settings.Logger, r.recordReload))
+			sources = append(sources, localowner.NewFileSource(f.Path, f.PollInterval, r.cfg.Ownership.OwnerLimits, r.settings.Logger, r.recordReload))
 		}
 	}
 	return sources, nil

@@ -310,6 +310,20 @@ func TestReceiverStartErrors(t *testing.T) {
 	require.NoError(t, r.Shutdown(context.Background()))
 }
 
+// The host, as the owner of its own addresses, is held to the owner limits
+// like every other owner of the sources.
+func TestReceiverRefusesHostOwnerBeyondLimits(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.Ownership.OwnerLimits.MaxValueLength = 4 // the machine ID, host.id, is 6 bytes
+	require.NoError(t, cfg.Validate())
+	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, consumertest.NewNop(),
+		testEnvironment(newFakeTracer(), newManualClock(at(0)), machineIDFile(t)))
+	require.NoError(t, err)
+	err = r.Start(context.Background(), componenttest.NewNopHost())
+	assert.EqualError(t, err, `ownership.static.host_addresses: the host as an owner is beyond ownership.owner_limits: attributes: "host.id": value is 6 bytes, more than max_value_length (4)`)
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
 func TestReceiverPassesOptionsToTracer(t *testing.T) {
 	cfg := createDefaultConfig()
 	cfg.RingBufferSize = 1 << 22
