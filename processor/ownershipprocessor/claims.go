@@ -217,8 +217,11 @@ func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.Ow
 }
 
 // checkClaim says why c is not plausible, or "" when it may be applied.
+// It runs before the store interns c's owner.
 func (p *ownershipProcessor) checkClaim(c flowschema.Claim, origin int, now time.Time) string {
 	switch {
+	case p.cfg.OwnerLimits.Check(c.Owner) != nil:
+		return reasonOwnerTooLarge
 	case c.End.After(now.Add(p.cfg.MaxFuture)):
 		return reasonEndInFuture
 	case origin == originClaim && !p.tables.mayClaim(c.Sender, c.Address):

@@ -37,6 +37,7 @@ const (
 	reasonEndInFuture     = "end_in_future"          // claim ends past now+max_future
 	reasonUnauthorized    = "unauthorized_sender"    // the sender may not claim the address
 	reasonUnauthenticated = "unauthenticated_sender" // the connection's certificate does not name the sender
+	reasonOwnerTooLarge   = "owner_too_large"        // the claim's owner is beyond owner_limits
 	reasonExpired         = "expired"                // claim ends before now-retention
 	reasonStoreError      = "store_error"            // the store refused the claim otherwise
 )
