@@ -16,13 +16,13 @@ import (
 	"github.com/flowattr/flowattr/internal/intervalstore"
 )
 
-// Claim origins, the values of the origin telemetry attribute.
+// Claim origins: what record a claim was read from. Each has metrics of
+// its own.
 const (
-	originClaim = iota // a claim record
-	originFlow         // the local side of a flow record
+	originClaim = iota // a claim record: claims_applied, claims_rejected
+	originFlow         // the local side of a flow record: local_claims_applied, local_claims_rejected
+	numOrigins
 )
-
-var originNames = [...]string{originClaim: "claim", originFlow: "flow"}
 
 // Reasons written on flow records or counted for claims, besides the
 // intervalstore reasons and flowschema.RejectReason.

@@ -94,9 +94,15 @@ func TestOwnershipPipeline(t *testing.T) {
 		{Address: netip.MustParseAddr("fd00::2"), Owner: inventory, Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a"},
 		{Address: netip.MustParseAddr("10.2.0.5"), Owner: oldBatch, Start: ago(60 * time.Second), End: ago(40 * time.Second), Sender: "node-b"},
 		{Address: netip.MustParseAddr("10.2.0.5"), Owner: newAPI, Start: ago(30 * time.Second), End: ago(time.Second), Sender: "node-b"},
+		// Beyond the default owner_limits (values of at most 1024 bytes):
+		// rejected, and no flow is attributed to it.
+		{
+			Address: netip.MustParseAddr("10.2.0.8"), Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a",
+			Owner: owners.Owner{ID: "bloated", Attributes: []owners.Attribute{{Name: "service.name", Value: strings.Repeat("x", 4096)}}},
+		},
 	}
 	attributed, unattributed := "attributed", "unattributed"
-	// Sent after the claims above; the last two wait for max_wait.
+	// Sent after the claims above; the last three wait for max_wait.
 	flows := []flow{
 		{name: "known_peer", local: "10.1.0.1", peer: "10.2.0.1", start: ago(30 * time.Second), wantOwner: &checkout, wantStatus: attributed},
 		{name: "ipv6_peer", local: "fd00::1", peer: "fd00::2", start: ago(30 * time.Second), wantOwner: &inventory, wantStatus: attributed},
@@ -106,6 +112,7 @@ func TestOwnershipPipeline(t *testing.T) {
 		{name: "outside_workload_cidrs", local: "10.1.0.1", peer: "198.51.100.7", start: ago(30 * time.Second), wantStatus: unattributed, wantReason: "outside_workload_cidrs"},
 		{name: "reused_address_gap", local: "10.1.0.1", peer: "10.2.0.5", start: ago(35 * time.Second), wantStatus: unattributed, wantReason: "gap"},
 		{name: "never_claimed", local: "10.1.0.1", peer: "10.2.0.9", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},
+		{name: "owner_too_large", local: "10.1.0.1", peer: "10.2.0.8", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},
 	}
 	// Sent after flows: the flow is held until its claim, sent next.
 	heldFlow := flow{name: "held_until_claim", local: "10.1.0.1", peer: "10.2.0.7", start: ago(10 * time.Second), wantOwner: &payments, wantStatus: attributed}
@@ -185,9 +192,28 @@ func TestOwnershipPipeline(t *testing.T) {
 	}
 
 	metrics := col.Metrics(t, "127.0.0.1:"+strconv.Itoa(metricsPort))
-	for outcome, want := range map[string]float64{"attributed": 1, "timeout": 2} {
+	for outcome, want := range map[string]float64{"attributed": 1, "timeout": 3} {
 		if n := collectortest.MetricSum(metrics, "otelcol_processor_ownership_records_released", "outcome", outcome); n != want {
 			t.Errorf("records_released{outcome=%q} = %v, want %v", outcome, n, want)
+		}
+	}
+	// Claim records and the local sides of flow records are counted apart:
+	// the five claims applied and the oversized one rejected; every flow
+	// record's local side (its owner in 10.0.0.0/8 or fd00::/8) applied.
+	for _, c := range []struct {
+		name  string
+		label []string
+		want  float64
+	}{
+		{"otelcol_processor_ownership_claims_applied", nil, 5},
+		{"otelcol_processor_ownership_claims_rejected", []string{"reason", "owner_too_large"}, 1},
+		{"otelcol_processor_ownership_claims_rejected", nil, 1},
+		{"otelcol_processor_ownership_local_claims_applied", nil, float64(len(all))},
+		{"otelcol_processor_ownership_local_claims_rejected", nil, 0},
+		{"otelcol_processor_ownership_flows_without_local_owner", nil, 0},
+	} {
+		if n := collectortest.MetricSum(metrics, c.name, c.label...); n != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.label, n, c.want)
 		}
 	}
 
