@@ -96,9 +96,10 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 	return p, nil
 }
 
-// Start starts the shared store's clock callbacks, unless another
-// pipeline's instance did.
-func (p *ownershipProcessor) Start(context.Context, component.Host) error {
+// Start exports the counters at zero and starts the shared store's clock
+// callbacks, unless another pipeline's instance did.
+func (p *ownershipProcessor) Start(ctx context.Context, _ component.Host) error {
+	p.tel.zero(ctx)
 	p.stores.start(p.id)
 	return nil
 }

@@ -14,7 +14,9 @@ import (
 )
 
 // Why a claim record, or a flow record's local side, can be rejected: the
-// reason attribute values of claims_rejected and local_claims_rejected.
+// reason attribute values that claims_rejected and local_claims_rejected
+// report at zero from the start, so that an alert on one of them never
+// finds no data.
 var (
 	claimRejectReasons = []string{
 		string(flowschema.RejectMissingAddress), string(flowschema.RejectBadAddress),
@@ -76,6 +78,33 @@ func (t *telemetry) reason(r string) metric.MeasurementOption {
 		return o
 	}
 	return metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+}
+
+// zero adds 0 to every counter, under every attribute set known up front,
+// so that each series is exported from the start, and an alert on a
+// counter that stays at zero (a rejection reason, hold overflow) sees 0
+// rather than no data.
+func (t *telemetry) zero(ctx context.Context) {
+	for _, c := range []metric.Int64Counter{
+		t.ProcessorOwnershipClaimsApplied, t.ProcessorOwnershipLocalClaimsApplied,
+		t.ProcessorOwnershipFlowsWithoutLocalOwner, t.ProcessorOwnershipConflicts,
+		t.ProcessorOwnershipEvictions, t.ProcessorOwnershipReleaseFailures,
+	} {
+		c.Add(ctx, 0)
+	}
+	for _, r := range claimRejectReasons {
+		t.ProcessorOwnershipClaimsRejected.Add(ctx, 0, t.reasons[r])
+	}
+	for _, r := range localClaimRejectReasons {
+		t.ProcessorOwnershipLocalClaimsRejected.Add(ctx, 0, t.reasons[r])
+	}
+	for _, s := range t.statuses {
+		t.ProcessorOwnershipLookups.Add(ctx, 0, s)
+	}
+	for _, o := range holdOutcomes {
+		t.ProcessorOwnershipRecordsReleased.Add(ctx, 0, t.outcomes[o])
+	}
+	t.ProcessorOwnershipRecordsHeld.Add(ctx, 0)
 }
 
 // batchStats accumulates one batch's telemetry, recorded once per batch.

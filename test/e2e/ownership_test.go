@@ -6,6 +6,7 @@ import (
 	"context"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,6 +68,21 @@ func TestOwnershipPipeline(t *testing.T) {
 		},
 	})
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
+	// The counters an operator alerts on are exported from the start, at
+	// zero, rather than missing until their first event.
+	atStart := col.Metrics(t, "127.0.0.1:"+strconv.Itoa(metricsPort))
+	for _, series := range []struct{ name, label, value string }{
+		{"otelcol_processor_ownership_claims_rejected", "reason", "owner_too_large"},
+		{"otelcol_processor_ownership_claims_rejected", "reason", "unauthorized_sender"},
+		{"otelcol_processor_ownership_local_claims_rejected", "reason", "outside_workload_cidrs"},
+		{"otelcol_processor_ownership_records_released", "outcome", "overflow"},
+		{"otelcol_processor_ownership_release_failures", "", ""},
+		{"otelcol_processor_ownership_flows_without_local_owner", "", ""},
+	} {
+		if !hasZeroSeries(atStart, series.name, series.label, series.value) {
+			t.Errorf("no %s{%s=%q} at 0 at start", series.name, series.label, series.value)
+		}
+	}
 
 	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -218,6 +234,17 @@ func TestOwnershipPipeline(t *testing.T) {
 	}
 
 	col.Stop(t)
+}
+
+// hasZeroSeries reports whether the Prometheus exposition has a sample of
+// the counter family name at 0 whose labels include label="value" (any
+// labels when label is empty).
+func hasZeroSeries(exposition, name, label, value string) bool {
+	labels := `[^}]*`
+	if label != "" {
+		labels = `(?:[^}]*,)?` + regexp.QuoteMeta(label) + `="` + regexp.QuoteMeta(value) + `"[^}]*`
+	}
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:_total)?\{` + labels + `\} 0$`).MatchString(exposition)
 }
 
 // putFlow writes f as a closed client flow record lasting ten seconds from
