@@ -238,13 +238,13 @@ func TestOwnershipPipeline(t *testing.T) {
 
 // hasZeroSeries reports whether the Prometheus exposition has a sample of
 // the counter family name at 0 whose labels include label="value" (any
-// labels when label is empty).
+// labels, or none, when label is empty).
 func hasZeroSeries(exposition, name, label, value string) bool {
-	labels := `[^}]*`
+	labels := `(?:\{[^}]*\})?`
 	if label != "" {
-		labels = `(?:[^}]*,)?` + regexp.QuoteMeta(label) + `="` + regexp.QuoteMeta(value) + `"[^}]*`
+		labels = `\{(?:[^}]*,)?` + regexp.QuoteMeta(label) + `="` + regexp.QuoteMeta(value) + `"[^}]*\}`
 	}
-	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:_total)?\{` + labels + `\} 0$`).MatchString(exposition)
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:_total)?` + labels + ` 0$`).MatchString(exposition)
 }
 
 // putFlow writes f as a closed client flow record lasting ten seconds from
