@@ -81,14 +81,23 @@ func ReadOwner(attrs pcommon.Map, prefix string) (o owners.Owner, ok bool) {
 // OwnerReader reads owners as ReadOwner does, but returns an owner it has
 // read before, without allocating, when a record's owner attributes are the
 // same as that owner's: the records of one batch mostly share a few owners.
-// It remembers up to ownerReaderSize owners by ID. The zero value is ready.
-// Owners it returns share their attributes with it: do not modify them.
+// It remembers up to ownerReaderSize owners by ID, each of at most
+// maxRememberedOwnerSize bytes: what it keeps from past records stays
+// bounded whatever they carry, as it reads owners before any limit on
+// their size is checked. The zero value is ready. Owners it returns share
+// their attributes with it: do not modify them.
 type OwnerReader struct {
 	prefix string
 	byID   map[string]owners.Owner
 }
 
-const ownerReaderSize = 256
+const (
+	ownerReaderSize = 256
+	// maxRememberedOwnerSize bounds the ID, names and values of an owner
+	// OwnerReader remembers, in bytes: owners are mostly well under 1 KiB,
+	// and a larger one is read again each time.
+	maxRememberedOwnerSize = 16 << 10
+)
 
 // Read returns ReadOwner(attrs, prefix).
 func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (owners.Owner, bool) {
@@ -101,13 +110,22 @@ func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (owners.Owner, bool
 		}
 	}
 	o, ok := ReadOwner(attrs, prefix)
-	if ok {
+	if ok && ownerSize(o) <= maxRememberedOwnerSize {
 		if len(r.byID) >= ownerReaderSize {
 			clear(r.byID)
 		}
 		r.byID[o.ID] = o
 	}
 	return o, ok
+}
+
+// ownerSize is the length of o's ID, names and values, in bytes.
+func ownerSize(o owners.Owner) int {
+	n := len(o.ID)
+	for _, a := range o.Attributes {
+		n += len(a.Name) + len(a.Value)
+	}
+	return n
 }
 
 // same reports whether the owner written in attrs under r.prefix is o: the

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -304,4 +305,23 @@ func TestOwnerReaderRepeatedKeys(t *testing.T) {
 	attrs := lrs.At(0).Attributes()
 	reader.Read(attrs, PrefixLocalOwner)
 	assert.Zero(t, testing.AllocsPerRun(100, func() { reader.Read(attrs, PrefixLocalOwner) }))
+}
+
+// An OwnerReader does not keep a large owner: it reads it again each time,
+// so that what it holds from past records stays bounded.
+func TestOwnerReaderForgetsLargeOwners(t *testing.T) {
+	var reader OwnerReader
+	small, large := pcommon.NewMap(), pcommon.NewMap()
+	PutOwner(small, PrefixLocalOwner, owners.Owner{ID: "small", Attributes: []owners.Attribute{{Name: "service.name", Value: "web"}}})
+	PutOwner(large, PrefixLocalOwner, owners.Owner{ID: "large", Attributes: []owners.Attribute{{Name: "service.name", Value: strings.Repeat("x", maxRememberedOwnerSize)}}})
+	for range 2 {
+		for _, attrs := range []pcommon.Map{small, large} {
+			want, _ := ReadOwner(attrs, PrefixLocalOwner)
+			got, ok := reader.Read(attrs, PrefixLocalOwner)
+			require.True(t, ok)
+			require.True(t, got.Equal(want))
+		}
+	}
+	assert.Contains(t, reader.byID, "small")
+	assert.NotContains(t, reader.byID, "large")
 }

@@ -34,12 +34,13 @@ const maxFileSize = 64 << 20
 //	  id: batch-pool
 //	  attributes: {service.name: batch}
 //
-// Parsing is strict: an unknown or repeated field is an error, and so is a
-// prefix that two entries name (IPv4-mapped IPv6 is unmapped first, so
-// ::ffff:10.0.0.3 and 10.0.0.3 are one). An empty document is an error too,
-// more likely a file caught mid-write than a deliberately empty list ([]).
-// Errors name the entry by its index and line.
-func ParseFile(data []byte) (map[netip.Prefix]owners.Owner, error) {
+// Parsing is strict: an unknown or repeated field is an error, and so are
+// a prefix that two entries name (IPv4-mapped IPv6 is unmapped first, so
+// ::ffff:10.0.0.3 and 10.0.0.3 are one) and an owner beyond limits. An
+// empty document is an error too, more likely a file caught mid-write than
+// a deliberately empty list ([]). Errors name the entry by its index and
+// line.
+func ParseFile(data []byte, limits owners.Limits) (map[netip.Prefix]owners.Owner, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, err
@@ -59,7 +60,7 @@ func ParseFile(data []byte) (map[netip.Prefix]owners.Owner, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)
 		}
-		o, err := e.Owner()
+		o, err := e.Owner(limits)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)
 		}
@@ -109,8 +110,9 @@ func decodeEntry(n *yaml.Node) (owners.Entry, error) {
 const (
 	// ReloadSuccess: new content in use by the merged map.
 	ReloadSuccess = "success"
-	// ReloadError: the file is missing, unreadable, too large or invalid;
-	// the last good map stays in use.
+	// ReloadError: the file is missing, unreadable, too large or invalid
+	// (an owner beyond the limits, among others); the last good map stays
+	// in use.
 	ReloadError = "error"
 	// ReloadDeferred: new content that changed again within 100ms of being
 	// read, left for the next poll.
@@ -126,6 +128,7 @@ const (
 type FileSource struct {
 	path     string
 	interval time.Duration
+	limits   owners.Limits
 	logger   *zap.Logger
 	// recordReload counts a load by result.
 	recordReload func(result string)
@@ -145,12 +148,14 @@ type FileSource struct {
 }
 
 // NewFileSource returns the source of the ownership file at path, polled
-// every pollInterval once started. recordReload counts each load by result
-// (ReloadSuccess, ReloadError, ReloadDeferred).
-func NewFileSource(path string, pollInterval time.Duration, logger *zap.Logger, recordReload func(result string)) *FileSource {
+// every pollInterval once started. A file with an owner beyond limits does
+// not load. recordReload counts each load by result (ReloadSuccess,
+// ReloadError, ReloadDeferred).
+func NewFileSource(path string, pollInterval time.Duration, limits owners.Limits, logger *zap.Logger, recordReload func(result string)) *FileSource {
 	return &FileSource{
 		path:         path,
 		interval:     pollInterval,
+		limits:       limits,
 		logger:       logger.With(zap.String("path", path)),
 		recordReload: recordReload,
 		settle:       func() { time.Sleep(fileSettle) },
@@ -223,7 +228,7 @@ func (s *FileSource) reload() bool {
 		s.logger.Debug("Ownership file is changing; loading it at the next poll")
 		return false
 	}
-	entries, err := ParseFile(data)
+	entries, err := ParseFile(data, s.limits)
 	if err != nil {
 		s.badDigest = digest
 		s.fail(err)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestFileSourceReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "owners.yaml")
 	core, logs := observer.New(zap.WarnLevel)
 	var counts reloadCounter
-	src := NewFileSource(path, time.Hour, zap.New(core), counts.record)
+	src := NewFileSource(path, time.Hour, owners.DefaultLimits(), zap.New(core), counts.record)
 	src.settle = func() {} // nothing writes the file meanwhile
 
 	// Missing at start: an empty map, one counted error however often polled.
@@ -110,7 +111,7 @@ func TestFileSourceReload(t *testing.T) {
 func TestFileSourceLoadsOnlyContentThatStaysTheSame(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "owners.yaml")
 	var counts reloadCounter
-	src := NewFileSource(path, time.Hour, zap.NewNop(), counts.record)
+	src := NewFileSource(path, time.Hour, owners.DefaultLimits(), zap.NewNop(), counts.record)
 	waits := 0
 	src.settle = func() { waits++ }
 	writeInPlace(t, path, "- {prefixes: [10.0.0.1], id: a}\n")
@@ -144,7 +145,7 @@ func TestFileSourceLoadsOnlyContentThatStaysTheSame(t *testing.T) {
 func TestFileSourceStartLoadsAFileJustWritten(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "owners.yaml")
 	writeInPlace(t, path, "- {prefixes: [10.0.0.1], id: a}\n")
-	src := NewFileSource(path, time.Hour, zap.NewNop(), func(string) {})
+	src := NewFileSource(path, time.Hour, owners.DefaultLimits(), zap.NewNop(), func(string) {})
 	require.NoError(t, src.Start(context.Background(), func() {}))
 	defer func() { require.NoError(t, src.Shutdown()) }()
 	assert.Equal(t, map[string]string{"10.0.0.1/32": "a"}, ownerIDs(src.Entries()))
@@ -154,7 +155,7 @@ func TestFileSourcePollsAndNotifies(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "owners.json")
 	replaceFile(t, path, `[{"prefixes": ["10.0.0.1"], "id": "a"}]`)
 	var counts reloadCounter
-	src := NewFileSource(path, 10*time.Millisecond, zap.NewNop(), counts.record)
+	src := NewFileSource(path, 10*time.Millisecond, owners.DefaultLimits(), zap.NewNop(), counts.record)
 	clock := newManualClock(at(0))
 	own := New([]Source{src}, clock.settings())
 	require.NoError(t, own.Start(context.Background()))
@@ -184,7 +185,7 @@ func TestParseFile(t *testing.T) {
 - prefixes: [10.0.2.0/24, 2001:db8::/64]
   id: batch-pool
   attributes: {service.name: batch, k8s.namespace.name: jobs}
-`))
+`), owners.DefaultLimits())
 	require.NoError(t, err)
 	pool := owners.Owner{ID: "batch-pool", Attributes: []owners.Attribute{{Name: "k8s.namespace.name", Value: "jobs"}, {Name: "service.name", Value: "batch"}}}
 	assert.Equal(t, map[netip.Prefix]owners.Owner{
@@ -194,11 +195,11 @@ func TestParseFile(t *testing.T) {
 		netip.MustParsePrefix("2001:db8::/64"): pool,
 	}, got)
 
-	got, err = ParseFile([]byte(`[{"prefixes": ["10.0.1.7"], "id": "checkout-7f9c"}]`))
+	got, err = ParseFile([]byte(`[{"prefixes": ["10.0.1.7"], "id": "checkout-7f9c"}]`), owners.DefaultLimits())
 	require.NoError(t, err)
 	assert.Equal(t, map[netip.Prefix]owners.Owner{netip.MustParsePrefix("10.0.1.7/32"): {ID: "checkout-7f9c"}}, got, "JSON")
 
-	got, err = ParseFile([]byte("[]\n"))
+	got, err = ParseFile([]byte("[]\n"), owners.DefaultLimits())
 	require.NoError(t, err)
 	assert.Empty(t, got)
 }
@@ -227,8 +228,40 @@ func TestParseFileErrors(t *testing.T) {
 		"- {prefixes: [10.0.0.1], id: a}\n- prefixes: [10.0.0.2]\n  id: b\n  owner: c\n": `entries[1] (line 2): line 4: unknown field "owner"`,
 	}
 	for in, want := range tests {
-		_, err := ParseFile([]byte(in))
+		_, err := ParseFile([]byte(in), owners.DefaultLimits())
 		assert.ErrorContains(t, err, want, "input %q", in)
+	}
+}
+
+// An owner beyond the limits makes the file fail to load, with an error
+// naming the entry; the last good map stays, and the failure is counted.
+func TestFileSourceRefusesOwnersBeyondLimits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	core, logs := observer.New(zap.WarnLevel)
+	var counts reloadCounter
+	limits := owners.Limits{MaxIDLength: 16, MaxAttributes: 2, MaxNameLength: 32, MaxValueLength: 64}
+	src := NewFileSource(path, time.Hour, limits, zap.New(core), counts.record)
+	src.settle = func() {} // nothing writes the file meanwhile
+	replaceFile(t, path, "- {prefixes: [10.0.0.1], id: a, attributes: {service.name: web}}\n")
+	require.True(t, src.reload())
+
+	for _, tc := range []struct{ file, err string }{
+		{
+			"- {prefixes: [10.0.0.1], id: a}\n- {prefixes: [10.0.0.2], id: b, attributes: {service.name: " + strings.Repeat("v", 1<<20) + "}}\n",
+			`entries[1] (line 2): attributes: "service.name": value is 1048576 bytes, more than max_value_length (64)`,
+		},
+		{"- {prefixes: [10.0.0.1], id: a, attributes: {a: 1, b: 2, c: 3}}\n", "entries[0] (line 1): attributes: 3 attributes, more than max_attributes (2)"},
+		{"- {prefixes: [10.0.0.1], id: " + strings.Repeat("x", 17) + "}\n", "entries[0] (line 1): id: \"xxxxxxxxxxxxxxxxx\" is 17 bytes, more than max_id_length (16)"},
+		{"- {prefixes: [10.0.0.1], id: a, attributes: {" + strings.Repeat("n", 33) + ": v}}\n", "entries[0] (line 1): attributes: name \"" + strings.Repeat("n", 33) + "\" is 33 bytes, more than max_name_length (32)"},
+	} {
+		before := counts.get()[ReloadError]
+		replaceFile(t, path, tc.file)
+		assert.False(t, src.reload())
+		assert.Equal(t, map[string]string{"10.0.0.1/32": "a"}, ownerIDs(src.Entries()), "the last good map stays")
+		assert.Equal(t, before+1, counts.get()[ReloadError])
+		last := logs.All()[logs.Len()-1]
+		assert.Equal(t, "Cannot load ownership file; keeping the last good map", last.Message)
+		assert.Equal(t, tc.err, last.ContextMap()["error"])
 	}
 }
 
@@ -238,7 +271,7 @@ func TestFileSourceCountsSuccessAfterTheMerge(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "owners.json")
 	replaceFile(t, path, `[{"prefixes": ["10.0.0.1"], "id": "a"}]`)
 	var counts reloadCounter
-	src := NewFileSource(path, 10*time.Millisecond, zap.NewNop(), counts.record)
+	src := NewFileSource(path, 10*time.Millisecond, owners.DefaultLimits(), zap.NewNop(), counts.record)
 	src.settle = func() {} // nothing writes the file meanwhile
 	merging := make(chan int, 1)
 	require.NoError(t, src.Start(context.Background(), func() { merging <- counts.get()[ReloadSuccess] }))
@@ -262,7 +295,7 @@ func FuzzParseFile(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := ParseFile(data)
+		m, err := ParseFile(data, owners.DefaultLimits())
 		if err != nil {
 			if m != nil {
 				t.Fatalf("error %v with a non-nil map", err)
@@ -278,6 +311,9 @@ func FuzzParseFile(f *testing.F) {
 			}
 			if !o.Equal(o.Canonical()) {
 				t.Fatalf("owner of %s is not canonical: %+v", p, o)
+			}
+			if err := owners.DefaultLimits().Check(o); err != nil {
+				t.Fatalf("accepted an owner beyond the limits for %s: %v", p, err)
 			}
 			for _, a := range o.Attributes {
 				if owners.CheckAttributeName(a.Name) != nil {

@@ -19,8 +19,12 @@ import (
 //     Readers keep the map without a lock. Prefixes are canonical, as
 //     owners.ParsePrefix returns them (IPv4-mapped addresses unmapped, host
 //     bits clear, no zone); owners are canonical (owners.Owner.Canonical),
-//     with a non-empty ID and no attribute named owners.IDAttribute. A nil
-//     or empty map names no owner. Entries may be called from any
+//     with a non-empty ID and no attribute named owners.IDAttribute, and
+//     within the owners.Limits configured for the sources (the receiver's
+//     ownership.owner_limits): a source that reads owners from elsewhere
+//     checks each with Limits.Check and takes one beyond them as a load
+//     error naming it, as the file source does. A nil or empty map names
+//     no owner. Entries may be called from any
 //     goroutine, before Start too, and returns at once what the source
 //     already knows: no I/O.
 //   - Start begins watching for changes. What Entries returns when Start

@@ -49,7 +49,7 @@ func TestStaticSourceHostAddresses(t *testing.T) {
 func TestStaticSourceEntriesWinOverHostAddresses(t *testing.T) {
 	configured, err := owners.ParseEntries("entries", []owners.Entry{{
 		Prefixes: []string{"192.0.2.10", "10.0.0.0/24"}, ID: "svc", Attributes: map[string]string{"service.name": "svc", "a": "1"},
-	}})
+	}}, owners.DefaultLimits())
 	require.NoError(t, err)
 	src, err := NewStaticSource(configured, &HostAddresses{Owner: owners.Owner{ID: "h"}, List: listAddrs("192.0.2.10", "192.0.2.11"), RefreshEvery: time.Hour}, zap.NewNop())
 	require.NoError(t, err)

@@ -28,8 +28,8 @@ type Entry struct {
 }
 
 // Owner returns the entry's owner, canonical, or an error naming the field
-// at fault.
-func (e *Entry) Owner() (Owner, error) {
+// at fault; an owner beyond limits is an error too.
+func (e *Entry) Owner(limits Limits) (Owner, error) {
 	if e.ID == "" {
 		return Owner{}, errors.New("id: must not be empty")
 	}
@@ -40,7 +40,11 @@ func (e *Entry) Owner() (Owner, error) {
 		}
 		o.Attributes = append(o.Attributes, Attribute{Name: name, Value: value})
 	}
-	return o.Canonical(), nil
+	o = o.Canonical()
+	if err := limits.Check(o); err != nil {
+		return Owner{}, err
+	}
+	return o, nil
 }
 
 // ParsedPrefixes parses the entry's prefixes; there must be at least one.
@@ -61,15 +65,16 @@ func (e *Entry) ParsedPrefixes() ([]netip.Prefix, error) {
 
 // ParseEntries maps every prefix of entries to its entry's owner. A prefix
 // given twice, in one entry or two, is an error: it would silently go to
-// one of them. Errors name the entry by its index under field, for example
-// "static_owners[2].id: must not be empty", and are all returned joined.
-func ParseEntries(field string, entries []Entry) (map[netip.Prefix]Owner, error) {
+// one of them; so is an owner beyond limits. Errors name the entry by its
+// index under field, for example "static_owners[2].id: must not be empty",
+// and are all returned joined.
+func ParseEntries(field string, entries []Entry, limits Limits) (map[netip.Prefix]Owner, error) {
 	out := make(map[netip.Prefix]Owner)
 	first := make(map[netip.Prefix]int)
 	var errs []error
 	for i := range entries {
 		at := fmt.Sprintf("%s[%d]", field, i)
-		o, err := entries[i].Owner()
+		o, err := entries[i].Owner(limits)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.%w", at, err))
 			continue

@@ -12,7 +12,7 @@ func TestParseEntries(t *testing.T) {
 	got, err := ParseEntries("static_owners", []Entry{
 		{Prefixes: []string{"10.0.1.7", "10.0.2.0/24"}, ID: "checkout", Attributes: map[string]string{"service.name": "checkout", "k8s.namespace.name": "shop"}},
 		{Prefixes: []string{"::ffff:10.0.3.1"}, ID: "batch"},
-	})
+	}, DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,9 @@ func TestParseEntriesErrorsNameTheEntry(t *testing.T) {
 		{Prefixes: []string{"10.0.0.4"}, ID: "d", Attributes: map[string]string{"": "x"}},
 		{ID: "e"},
 		{Prefixes: []string{"10.0.0.5/8"}, ID: "f"},
-	})
+		{Prefixes: []string{"10.0.0.6"}, ID: "g", Attributes: map[string]string{"a": "1", "b": "2", "c": "3"}},
+		{Prefixes: []string{"10.0.0.7"}, ID: "h", Attributes: map[string]string{"service.name": strings.Repeat("x", 1<<20)}},
+	}, Limits{MaxIDLength: 8, MaxAttributes: 2, MaxNameLength: 16, MaxValueLength: 16})
 	if err == nil {
 		t.Fatal("want errors")
 	}
@@ -47,6 +49,8 @@ func TestParseEntriesErrorsNameTheEntry(t *testing.T) {
 		"entries[4].attributes: attribute name must not be empty",
 		"entries[5].prefixes: must list at least one",
 		`entries[6].prefixes: "10.0.0.5/8" has host bits set`,
+		"entries[7].attributes: 3 attributes, more than max_attributes (2)",
+		`entries[8].attributes: "service.name": value is 1048576 bytes, more than max_value_length (16)`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q\ndoes not contain %q", err, want)

@@ -54,7 +54,11 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 					if !p.cfg.ApplyLocalClaims {
 						return !p.cfg.KeepFlows
 					}
-					c, reason := p.localClaim(lr, &bc.owners)
+					c, owned, reason := p.localClaim(lr, &bc.owners)
+					if !owned {
+						st.noLocalOwner++
+						return !p.cfg.KeepFlows
+					}
 					if reason == "" {
 						reason = p.checkClaim(c, originFlow, now)
 					}
@@ -187,23 +191,26 @@ func (bc *batchClaims) reset() {
 
 // localClaim reads the claim made by a flow record's local side: the local
 // owner held the local address from the flow start (the time attribute, or
-// the record Timestamp when absent) to the record Timestamp.
-func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.OwnerReader) (flowschema.Claim, string) {
+// the record Timestamp when absent) to the record Timestamp. owned is false
+// when the record names no local owner (the host's own connections, an
+// address no ownership source covers): its local side makes no claim.
+// Otherwise reason says why the claim is malformed, or is "".
+func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.OwnerReader) (c flowschema.Claim, owned bool, reason string) {
 	attrs := lr.Attributes()
+	owner, ok := owners.Read(attrs, flowschema.PrefixLocalOwner)
+	if !ok {
+		return flowschema.Claim{}, false, ""
+	}
 	av, ok := attrs.Get(flowschema.AttrNetworkLocalAddress)
 	if !ok || av.Type() != pcommon.ValueTypeStr {
-		return flowschema.Claim{}, string(flowschema.RejectMissingAddress)
+		return flowschema.Claim{}, true, string(flowschema.RejectMissingAddress)
 	}
 	addr, err := flowschema.ParseAddr(av.Str())
 	if err != nil {
-		return flowschema.Claim{}, string(flowschema.RejectBadAddress)
-	}
-	owner, ok := owners.Read(attrs, flowschema.PrefixLocalOwner)
-	if !ok {
-		return flowschema.Claim{}, string(flowschema.RejectMissingOwner)
+		return flowschema.Claim{}, true, string(flowschema.RejectBadAddress)
 	}
 	if lr.Timestamp() == 0 {
-		return flowschema.Claim{}, string(flowschema.RejectMissingTime)
+		return flowschema.Claim{}, true, string(flowschema.RejectMissingTime)
 	}
 	end := lr.Timestamp().AsTime()
 	start, ok := flowschema.IntTime(attrs, p.cfg.TimeAttribute)
@@ -211,14 +218,17 @@ func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.Ow
 		start = end
 	}
 	if end.Before(start) {
-		return flowschema.Claim{}, string(flowschema.RejectEndBeforeStart)
+		return flowschema.Claim{}, true, string(flowschema.RejectEndBeforeStart)
 	}
-	return flowschema.Claim{Address: addr, Owner: owner, Start: start, End: end}, ""
+	return flowschema.Claim{Address: addr, Owner: owner, Start: start, End: end}, true, ""
 }
 
 // checkClaim says why c is not plausible, or "" when it may be applied.
+// It runs before the store interns c's owner.
 func (p *ownershipProcessor) checkClaim(c flowschema.Claim, origin int, now time.Time) string {
 	switch {
+	case p.cfg.OwnerLimits.Check(c.Owner) != nil:
+		return reasonOwnerTooLarge
 	case c.End.After(now.Add(p.cfg.MaxFuture)):
 		return reasonEndInFuture
 	case origin == originClaim && !p.tables.mayClaim(c.Sender, c.Address):

@@ -1,6 +1,7 @@
 package ownershipprocessor
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 func TestClaimAttributesLaterFlow(t *testing.T) {
@@ -86,8 +88,8 @@ func TestRejectedClaimsNeverTouchStore(t *testing.T) {
 			h.consume(tt.record)
 			assert.Equal(t, 0, h.sink.LogRecordCount(), "rejected claims are removed too")
 			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
-				map[string]string{"origin": "claim", "reason": tt.reason}, 1)
-			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 0)
+				map[string]string{"reason": tt.reason}, 1)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 0)
 
 			h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 			_, _, owner := attribution(h.records()[0])
@@ -113,7 +115,7 @@ func TestLocalClaims(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	// Host 10.0.0.2 reports its own flow: its local side is a claim.
 	h.consume(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_applied", nil, 1)
 	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	recs := h.records()
 	require.Len(t, recs, 2)
@@ -135,19 +137,31 @@ func TestLocalClaimsDisabled(t *testing.T) {
 	assert.Equal(t, "no_claim_yet", reason)
 }
 
+// A flow record's local side is counted apart from claim records: applied
+// or rejected by reason when it names an owner, and as a flow without a
+// local owner, which is no rejection, when it does not.
 func TestLocalClaimRejections(t *testing.T) {
 	h := newHarness(t, noHoldConfig())
 	h.consume(
 		flow("10.0.0.2", "10.0.0.9", t0.Add(-time.Minute), t0), // no local owner
+		with(flow("10.0.0.2", "10.0.0.9", t0.Add(-time.Minute), t0), func(lr plog.LogRecord) {
+			lr.Attributes().Remove(flowschema.AttrNetworkLocalAddress) // nor a local address
+		}),
 		with(ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0), func(lr plog.LogRecord) {
 			lr.Attributes().PutStr(flowschema.AttrNetworkLocalAddress, "not-an-ip")
 		}),
 		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Minute), t0.Add(time.Hour)),
+		ownedFlow("10.0.0.3", "cart", "10.0.0.9", t0.Add(-time.Minute), t0),
 	)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "missing_owner"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "bad_address"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
-	assert.Equal(t, 3, h.sink.LogRecordCount(), "flow records pass whatever their local side")
+	assertCounter(t, h.tel, "otelcol_processor_ownership_flows_without_local_owner", nil, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_rejected", map[string]string{"reason": "bad_address"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_rejected", map[string]string{"reason": "end_in_future"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_rejected", nil, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_applied", nil, 1)
+	// Claim records are counted apart.
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", nil, 0)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 0)
+	assert.Equal(t, 5, h.sink.LogRecordCount(), "flow records pass whatever their local side")
 }
 
 func TestConflictCounted(t *testing.T) {
@@ -170,8 +184,8 @@ func TestLocalClaimsJoinedWithinBatch(t *testing.T) {
 		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-90*time.Second), t0),
 		ownedFlow("10.0.0.2", "checkout", "10.0.0.9", t0.Add(-time.Second), t0.Add(time.Hour)), // in the future
 	)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 3)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "flow", "reason": "end_in_future"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_applied", nil, 3)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_rejected", map[string]string{"reason": "end_in_future"}, 1)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_ranges", nil, 2)
 
 	h.consume(
@@ -183,4 +197,78 @@ func TestLocalClaimsJoinedWithinBatch(t *testing.T) {
 	assert.Equal(t, "gap", reason)
 	_, _, owner := attribution(recs[5])
 	assert.Equal(t, "checkout", owner)
+}
+
+// A claim whose owner is beyond owner_limits is rejected before it reaches
+// the store, whether it comes in a claim record or as a flow's local side:
+// every flow attributed to that owner would carry its attributes.
+func TestOwnersBeyondLimitsRejected(t *testing.T) {
+	attrs := func(n int) []owners.Attribute {
+		var out []owners.Attribute
+		for i := range n {
+			out = append(out, owners.Attribute{Name: strings.Repeat("a", i+1), Value: "v"})
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		owner owners.Owner
+	}{
+		{"1 MB attribute value", owners.Owner{ID: "checkout", Attributes: []owners.Attribute{{Name: "service.name", Value: strings.Repeat("x", 1<<20)}}}},
+		{"too many attributes", owners.Owner{ID: "checkout", Attributes: attrs(33)}},
+		{"long ID", owners.Owner{ID: strings.Repeat("c", 257)}},
+		{"long attribute name", owners.Owner{ID: "checkout", Attributes: []owners.Attribute{{Name: strings.Repeat("n", 257), Value: "v"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, noHoldConfig())
+			h.consume(
+				func(lr plog.LogRecord) {
+					flowschema.PutClaim(lr, flowschema.Claim{Address: mustAddr("10.0.0.2"), Owner: tt.owner, Start: t0.Add(-time.Minute), End: t0})
+				},
+				with(flow("10.0.0.3", "10.0.0.9", t0.Add(-time.Minute), t0), func(lr plog.LogRecord) {
+					flowschema.PutOwner(lr.Attributes(), flowschema.PrefixLocalOwner, tt.owner)
+				}),
+			)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"reason": "owner_too_large"}, 1)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_rejected", map[string]string{"reason": "owner_too_large"}, 1)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 0)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_applied", nil, 0)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 0)
+
+			h.consume(
+				flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
+				flow("10.0.0.1", "10.0.0.3", t0.Add(-30*time.Second), t0),
+			)
+			recs := h.records()
+			require.Len(t, recs, 3, "the flow with the oversized local owner goes on")
+			for _, r := range recs[1:] {
+				status, reason, owner := attribution(r)
+				assert.Equal(t, []string{"unattributed", "no_claim_yet", "<absent>"}, []string{status, reason, owner})
+			}
+		})
+	}
+}
+
+// Limits are settings: raised, they let a larger owner through.
+func TestOwnerLimitsConfigurable(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.OwnerLimits.MaxValueLength = 2 << 20
+	require.NoError(t, cfg.Validate())
+	h := newHarness(t, cfg)
+	big := strings.Repeat("x", 1<<20)
+	h.consume(
+		func(lr plog.LogRecord) {
+			flowschema.PutClaim(lr, flowschema.Claim{
+				Address: mustAddr("10.0.0.2"), Owner: owners.Owner{ID: "checkout", Attributes: []owners.Attribute{{Name: "service.name", Value: big}}},
+				Start: t0.Add(-time.Minute), End: t0,
+			})
+		},
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
+	)
+	recs := h.records()
+	require.Len(t, recs, 1)
+	_, _, owner := attribution(recs[0])
+	assert.Equal(t, "checkout", owner)
+	assert.Equal(t, big, str(recs[0], flowschema.PrefixPeerOwner+"service.name"))
 }

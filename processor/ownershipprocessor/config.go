@@ -48,6 +48,10 @@ type Config struct {
 	WorkloadCIDRs []string `mapstructure:"workload_cidrs"`
 	// StaticOwners name owners for addresses outside WorkloadCIDRs.
 	StaticOwners []owners.Entry `mapstructure:"static_owners"`
+	// OwnerLimits bound the owners of claims and static_owners: a claim
+	// whose owner is beyond them is rejected (owner_too_large), as every
+	// flow attributed to that owner would carry its attributes.
+	OwnerLimits owners.Limits `mapstructure:"owner_limits"`
 	// Senders, when set, lists who may send claims (the claim's sender
 	// attribute) and which addresses (CIDR prefixes or single addresses)
 	// each may claim.
@@ -87,6 +91,7 @@ func createDefaultConfig() *Config {
 		ClockSkew:        time.Second,
 		Retention:        15 * time.Minute,
 		MaxKeys:          1_000_000,
+		OwnerLimits:      owners.DefaultLimits(),
 	}
 }
 
@@ -145,6 +150,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxKeys <= 0 {
 		errs = append(errs, fmt.Errorf("max_keys must be positive, got %d", cfg.MaxKeys))
+	}
+	if err := cfg.OwnerLimits.Validate("owner_limits"); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := cfg.tables(); err != nil {
 		errs = append(errs, err)

@@ -57,6 +57,7 @@ func TestLoadConfig(t *testing.T) {
 		ClockSkew:      500 * time.Millisecond,
 		Retention:      5 * time.Minute,
 		MaxKeys:        1000,
+		OwnerLimits:    owners.Limits{MaxIDLength: 256, MaxAttributes: 8, MaxNameLength: 256, MaxValueLength: 256},
 	}, cfg)
 }
 
@@ -76,6 +77,16 @@ func TestValidateErrors(t *testing.T) {
 		{"static_duplicate", []string{"static_owners[1].prefixes: 203.0.113.0/24 is already in static_owners[0]"}},
 		{"static_reserved_id", []string{`static_owners[0].attributes: attribute name "id" is reserved for the owner ID`}},
 		{"static_empty_attribute", []string{"static_owners[0].attributes: attribute name must not be empty"}},
+		{"bad_owner_limits", []string{
+			"owner_limits.max_id_length: must be positive, got 0",
+			"owner_limits.max_attributes: must not be negative, got -1",
+			"owner_limits.max_name_length: must be positive, got -1",
+			"owner_limits.max_value_length: must be positive, got 0",
+		}},
+		{"static_beyond_limits", []string{
+			`static_owners[1].id: "load-balancer" is 13 bytes, more than max_id_length (8)`,
+			`static_owners[2].attributes: "service.name": value is 10 bytes, more than max_value_length (8)`,
+		}},
 		{"sender_without_prefixes", []string{"senders[node-a]: list the CIDR prefixes or addresses this sender may claim"}},
 		{"sender_bad_prefix", []string{`senders[node-a][0]: "10.1.0.1/16" has host bits set; did you mean 10.1.0.0/16?`}},
 		{"negative", []string{

@@ -31,9 +31,9 @@ func TestForwardOnlyAcceptedClaims(t *testing.T) {
 	require.Len(t, recs, 1, "only the accepted claim is passed on")
 	assert.Equal(t, flowschema.EventClaim, recs[0].EventName())
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "claim", "reason": "unauthorized_sender"}, 2)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"reason": "unauthorized_sender"}, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_applied", nil, 1)
 }
 
 func TestKeepFlowsFalseWithoutLocalClaims(t *testing.T) {
@@ -43,7 +43,7 @@ func TestKeepFlowsFalseWithoutLocalClaims(t *testing.T) {
 	h := newHarness(t, cfg)
 	h.consume(ownedFlow("10.0.0.1", "web", "10.0.0.2", t0.Add(-30*time.Second), t0))
 	assert.Zero(t, h.sink.LogRecordCount(), "the flow is removed")
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "flow"}, 0)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_applied", nil, 0)
 }
 
 // TestKeepClaimsDropsRejected checks that a forwarding pipeline that
@@ -83,6 +83,6 @@ func TestKeepClaimsDropsRefused(t *testing.T) {
 	require.Len(t, recs, 2, "only the applied claims are passed on")
 	assert.Equal(t, "10.0.0.2", str(recs[0], flowschema.AttrClaimAddress))
 	assert.Equal(t, "10.0.0.5", str(recs[1], flowschema.AttrClaimAddress))
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"origin": "claim", "reason": "expired"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 2)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"reason": "expired"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 2)
 }

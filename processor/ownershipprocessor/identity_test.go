@@ -67,8 +67,8 @@ func TestSourceIdentityCertificate(t *testing.T) {
 				applied, rejected, wantOwner = 1, 0, "checkout"
 			}
 			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
-				map[string]string{"origin": "claim", "reason": "unauthenticated_sender"}, rejected)
-			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, applied)
+				map[string]string{"reason": "unauthenticated_sender"}, rejected)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, applied)
 			h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0))
 			_, _, owner := attribution(h.records()[0])
 			assert.Equal(t, wantOwner, owner)
@@ -89,8 +89,8 @@ func TestSourceIdentityStopsImpersonation(t *testing.T) {
 		claim("10.0.1.2", "evil", t0.Add(-time.Minute), t0, "node-b"),
 	)))
 	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
-		map[string]string{"origin": "claim", "reason": "unauthenticated_sender"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 1)
+		map[string]string{"reason": "unauthenticated_sender"}, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 1)
 
 	h.consume(
 		flow("10.0.0.9", "10.0.0.2", t0.Add(-30*time.Second), t0),
@@ -158,8 +158,8 @@ func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
 				return
 			}
 			assert.Equal(t, "<absent>", owner)
-			assertCounter(t, h.tel, "otelcol_processor_ownership_claims_rejected",
-				map[string]string{"origin": "flow", "reason": tt.reason}, 1)
+			assertCounter(t, h.tel, "otelcol_processor_ownership_local_claims_rejected",
+				map[string]string{"reason": tt.reason}, 1)
 		})
 	}
 }

@@ -16,13 +16,13 @@ import (
 	"github.com/flowattr/flowattr/internal/intervalstore"
 )
 
-// Claim origins, the values of the origin telemetry attribute.
+// Claim origins: what record a claim was read from. Each has metrics of
+// its own.
 const (
-	originClaim = iota // a claim record
-	originFlow         // the local side of a flow record
+	originClaim = iota // a claim record: claims_applied, claims_rejected
+	originFlow         // the local side of a flow record: local_claims_applied, local_claims_rejected
+	numOrigins
 )
-
-var originNames = [...]string{originClaim: "claim", originFlow: "flow"}
 
 // Reasons written on flow records or counted for claims, besides the
 // intervalstore reasons and flowschema.RejectReason.
@@ -37,6 +37,7 @@ const (
 	reasonEndInFuture     = "end_in_future"          // claim ends past now+max_future
 	reasonUnauthorized    = "unauthorized_sender"    // the sender may not claim the address
 	reasonUnauthenticated = "unauthenticated_sender" // the connection's certificate does not name the sender
+	reasonOwnerTooLarge   = "owner_too_large"        // the claim's owner is beyond owner_limits
 	reasonExpired         = "expired"                // claim ends before now-retention
 	reasonStoreError      = "store_error"            // the store refused the claim otherwise
 )
@@ -95,9 +96,10 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 	return p, nil
 }
 
-// Start starts the shared store's clock callbacks, unless another
-// pipeline's instance did.
-func (p *ownershipProcessor) Start(context.Context, component.Host) error {
+// Start exports the counters at zero and starts the shared store's clock
+// callbacks, unless another pipeline's instance did.
+func (p *ownershipProcessor) Start(ctx context.Context, _ component.Host) error {
+	p.tel.zero(ctx)
 	p.stores.start(p.id)
 	return nil
 }

@@ -74,7 +74,7 @@ func TestStoreGauges(t *testing.T) {
 	)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_keys", nil, 2)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_ranges", nil, 3)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", map[string]string{"origin": "claim"}, 3)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_claims_applied", nil, 3)
 }
 
 func TestPruneRunsOnTicker(t *testing.T) {

@@ -53,7 +53,7 @@ func (cfg *Config) tables() (*addressTables, error) {
 			t.workload.Insert(p)
 		}
 	}
-	if err := t.addStatic(cfg.StaticOwners); err != nil {
+	if err := t.addStatic(cfg.StaticOwners, cfg.OwnerLimits); err != nil {
 		errs = append(errs, err)
 	}
 	if len(cfg.Senders) > 0 {
@@ -87,13 +87,13 @@ func (cfg *Config) tables() (*addressTables, error) {
 }
 
 // addStatic adds the static_owners entries to t.static. They name owners
-// for addresses outside workload_cidrs, which must therefore be set and
-// must not overlap them.
-func (t *addressTables) addStatic(entries []owners.Entry) error {
+// within limits for addresses outside workload_cidrs, which must therefore
+// be set and must not overlap them.
+func (t *addressTables) addStatic(entries []owners.Entry, limits owners.Limits) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	static, err := owners.ParseEntries("static_owners", entries)
+	static, err := owners.ParseEntries("static_owners", entries, limits)
 	if err != nil {
 		return err
 	}

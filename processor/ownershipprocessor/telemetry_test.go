@@ -116,3 +116,43 @@ func TestItemCountsFollowHeldRecords(t *testing.T) {
 	require.Equal(t, 8, h.sink.LogRecordCount())
 	assertItems(t, h.tel, 13, 9)
 }
+
+// zeros returns a zero data point per value of the attribute key, or one
+// without attributes when there are none.
+func zeros(key string, values ...string) []metricdata.DataPoint[int64] {
+	if len(values) == 0 {
+		return []metricdata.DataPoint[int64]{{Value: 0}}
+	}
+	var dps []metricdata.DataPoint[int64]
+	for _, v := range values {
+		dps = append(dps, metricdata.DataPoint[int64]{Attributes: attribute.NewSet(attribute.String(key, v))})
+	}
+	return dps
+}
+
+// Every counter is exported from Start on, at zero under each attribute set
+// known up front, so that an alert on a rejection reason or on hold
+// overflow sees 0, not no data, until it happens.
+func TestCountersExportedAtZeroFromStart(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	opts := metricdataIgnore()
+	metadatatest.AssertEqualProcessorOwnershipClaimsApplied(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipClaimsRejected(t, h.tel, zeros("reason",
+		"missing_address", "bad_address", "missing_owner", "missing_time", "end_before_start",
+		"unauthenticated_sender", "owner_too_large", "end_in_future", "unauthorized_sender",
+		"outside_workload_cidrs", "expired", "store_error"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipLocalClaimsApplied(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipLocalClaimsRejected(t, h.tel, zeros("reason",
+		"missing_address", "bad_address", "missing_time", "end_before_start",
+		"unauthenticated_sender", "owner_too_large", "end_in_future", "unauthorized_sender",
+		"outside_workload_cidrs", "expired", "store_error"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipFlowsWithoutLocalOwner(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipConflicts(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipEvictions(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipLookups(t, h.tel, zeros("status", "attributed", "unattributed", "conflict", "uncertain"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRecordsReleased(t, h.tel, zeros("outcome", "attributed", "decided", "timeout", "overflow", "shutdown"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipReleaseFailures(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipKeys(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRanges(t, h.tel, zeros(""), opts...)
+}

@@ -95,6 +95,11 @@ type OwnershipConfig struct {
 	// File is a map that another program (an IPAM agent, an orchestrator)
 	// writes; disabled when Path is empty.
 	File FileSourceConfig `mapstructure:"file"`
+	// OwnerLimits bound the owners that every source may name: a static
+	// entry beyond them is a configuration error, a file with one does not
+	// load. The processors that read this receiver's records should allow
+	// at least as much.
+	OwnerLimits owners.Limits `mapstructure:"owner_limits"`
 }
 
 // StaticSourceConfig is the static ownership source.
@@ -128,9 +133,10 @@ func createDefaultConfig() *Config {
 		ActiveInterval: 30 * time.Second,
 		Filter:         FilterConfig{ExcludeLoopback: true},
 		Ownership: OwnershipConfig{
-			Precedence: []string{sourceFile, sourceStatic},
-			Static:     StaticSourceConfig{HostAddresses: true},
-			File:       FileSourceConfig{PollInterval: 5 * time.Second},
+			Precedence:  []string{sourceFile, sourceStatic},
+			Static:      StaticSourceConfig{HostAddresses: true},
+			File:        FileSourceConfig{PollInterval: 5 * time.Second},
+			OwnerLimits: owners.DefaultLimits(),
 		},
 		ResourceAttributes: metadata.DefaultResourceAttributesConfig(),
 	}
@@ -214,7 +220,10 @@ func (o *OwnershipConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("ownership.precedence: enabled source %q is missing; list every enabled source, first wins", name))
 		}
 	}
-	if _, err := owners.ParseEntries("ownership.static.entries", o.Static.Entries); err != nil {
+	if err := o.OwnerLimits.Validate("ownership.owner_limits"); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := owners.ParseEntries("ownership.static.entries", o.Static.Entries, o.OwnerLimits); err != nil {
 		errs = append(errs, err)
 	}
 	return errs

@@ -57,7 +57,8 @@ func TestLoadConfig(t *testing.T) {
 			ID:         "checkout",
 			Attributes: map[string]string{"service.name": "checkout"},
 		}}},
-		File: FileSourceConfig{Path: "/run/ipam/owners.yaml", PollInterval: 2 * time.Second},
+		File:        FileSourceConfig{Path: "/run/ipam/owners.yaml", PollInterval: 2 * time.Second},
+		OwnerLimits: owners.Limits{MaxIDLength: 256, MaxAttributes: 32, MaxNameLength: 256, MaxValueLength: 4096},
 	}
 	want.ResourceAttributes.HostID.Enabled = false
 	// The generated config records which fields the user set; compare the
@@ -92,6 +93,16 @@ func TestValidateErrors(t *testing.T) {
 			"ownership.static.entries[1].prefixes: must list at least one address or CIDR prefix",
 			`ownership.static.entries[2].attributes: attribute name "id" is reserved for the owner ID`,
 			"ownership.static.entries[4].prefixes: 10.0.0.3/32 is already in ownership.static.entries[3]; give each address or prefix one owner",
+		}},
+		{"bad_limits", []string{
+			"ownership.owner_limits.max_id_length: must be positive, got 0",
+			"ownership.owner_limits.max_attributes: must not be negative, got -1",
+			"ownership.owner_limits.max_name_length: must be positive, got 0",
+			"ownership.owner_limits.max_value_length: must be positive, got -5",
+		}},
+		{"static_beyond_limits", []string{
+			"ownership.static.entries[1].attributes: 2 attributes, more than max_attributes (1)",
+			`ownership.static.entries[2].attributes: "service.name": value is 16 bytes, more than max_value_length (8)`,
 		}},
 		{"bad_precedence", []string{
 			"ownership.file.poll_interval: must be at least 100ms, got 10ms",

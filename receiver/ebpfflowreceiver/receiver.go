@@ -104,6 +104,7 @@ type flowReceiver struct {
 	stateAttrs   map[string]metric.AddOption
 	basisAttrs   map[string]metric.AddOption
 	unownedAttrs map[string]metric.AddOption
+	reloadAttrs  map[string]metric.AddOption
 }
 
 func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs, env environment) (*flowReceiver, error) {
@@ -147,12 +148,14 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 		stateAttrs:   attrOptions("state", flowschema.FlowStateClosed, flowschema.FlowStateFailed, flowschema.FlowStateActive),
 		basisAttrs:   attrOptions("basis", localowner.BasisFlow, localowner.BasisSource),
 		unownedAttrs: attrOptions("reason", unownedUnknownAddress, unownedOwnerChanged),
+		reloadAttrs:  attrOptions("result", localowner.ReloadSuccess, localowner.ReloadError, localowner.ReloadDeferred),
 	}, nil
 }
 
-// Start loads the tracer and starts the goroutines. Its errors say what the
-// host lacks and how to fix it.
+// Start exports the counters at zero, loads the tracer and starts the
+// goroutines. Its errors say what the host lacks and how to fix it.
 func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
+	r.zeroCounters(ctx)
 	id, err := readHostIdentity(r.env.machineIDFile)
 	if err != nil {
 		return err
@@ -258,15 +261,19 @@ func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
 	for _, name := range r.cfg.Ownership.sourceOrder() {
 		switch name {
 		case sourceStatic:
-			configured, err := owners.ParseEntries("ownership.static.entries", r.cfg.Ownership.Static.Entries)
+			configured, err := owners.ParseEntries("ownership.static.entries", r.cfg.Ownership.Static.Entries, r.cfg.Ownership.OwnerLimits)
 			if err != nil {
 				return nil, err
 			}
 			var host *localowner.HostAddresses
 			if r.cfg.Ownership.Static.HostAddresses {
+				hostOwner := r.host.owner()
+				if err := r.cfg.Ownership.OwnerLimits.Check(hostOwner); err != nil {
+					return nil, fmt.Errorf("ownership.static.host_addresses: the host as an owner is beyond ownership.owner_limits: %w", err)
+				}
 				// Listing the host's addresses again every claim interval
 				// bounds how long a lost address is still claimed.
-				host = &localowner.HostAddresses{Owner: r.host.owner(), List: r.env.hostAddrs, RefreshEvery: r.cfg.ClaimInterval}
+				host = &localowner.HostAddresses{Owner: hostOwner, List: r.env.hostAddrs, RefreshEvery: r.cfg.ClaimInterval}
 			}
 			s, err := localowner.NewStaticSource(configured, host, r.settings.Logger)
 			if err != nil {
@@ -275,15 +282,38 @@ func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
 			sources = append(sources, s)
 		case sourceFile:
 			f := r.cfg.Ownership.File
-			sources = append(sources, localowner.NewFileSource(f.Path, f.PollInterval, r.settings.Logger, r.recordReload))
+			sources = append(sources, localowner.NewFileSource(f.Path, f.PollInterval, r.cfg.Ownership.OwnerLimits, r.settings.Logger, r.recordReload))
 		}
 	}
 	return sources, nil
 }
 
 func (r *flowReceiver) recordReload(result string) {
-	r.telemetry.EbpfflowOwnershipFileReloads.Add(context.Background(), 1,
-		metric.WithAttributeSet(attribute.NewSet(attribute.String("result", result))))
+	r.telemetry.EbpfflowOwnershipFileReloads.Add(context.Background(), 1, r.reloadAttrs[result])
+}
+
+// zeroCounters adds 0 to every counter under each attribute set known up
+// front, so that each series is exported from the start and an alert on a
+// counter that stays at zero (queue drops, unowned flows, file load
+// errors) sees 0 rather than no data. The kernel's counters are observed
+// from the tracer's statistics.
+func (r *flowReceiver) zeroCounters(ctx context.Context) {
+	r.telemetry.EbpfflowQueueDropped.Add(ctx, 0)
+	r.telemetry.EbpfflowFlowsFiltered.Add(ctx, 0)
+	for _, attrs := range r.stateAttrs {
+		r.telemetry.EbpfflowFlowsEmitted.Add(ctx, 0, attrs)
+	}
+	for _, attrs := range r.unownedAttrs {
+		r.telemetry.EbpfflowFlowsUnowned.Add(ctx, 0, attrs)
+	}
+	for _, attrs := range r.basisAttrs {
+		r.telemetry.EbpfflowClaimsEmitted.Add(ctx, 0, attrs)
+	}
+	if r.cfg.Ownership.File.Path != "" {
+		for _, attrs := range r.reloadAttrs {
+			r.telemetry.EbpfflowOwnershipFileReloads.Add(ctx, 0, attrs)
+		}
+	}
 }
 
 func (r *flowReceiver) registerStatsCallbacks() error {

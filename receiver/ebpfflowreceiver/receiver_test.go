@@ -144,16 +144,70 @@ func TestReceiverEmitsFlowsAndClaims(t *testing.T) {
 	assert.Equal(t, [2]time.Time{at(0), at(5)}, claimSpan(claims["192.0.2.10 "+host]), "host address claimed by the host")
 	assert.Equal(t, [2]time.Time{at(3), at(4)}, claimSpan(claims["10.0.1.5 pool"]), "CIDR-owned address claimed from its flows")
 
+	// Counters that saw nothing are exported at zero.
 	metadatatest.AssertEqualEbpfflowFlowsEmitted(t, tel, []metricdata.DataPoint[int64]{
 		{Value: 2, Attributes: sumAttrs("state", "closed")},
 		{Value: 1, Attributes: sumAttrs("state", "failed")},
+		{Value: 0, Attributes: sumAttrs("state", "active")},
 	}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowFlowsFiltered(t, tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
-	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{{Value: 1, Attributes: sumAttrs("reason", "unknown_address")}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{
+		{Value: 1, Attributes: sumAttrs("reason", "unknown_address")},
+		{Value: 0, Attributes: sumAttrs("reason", "owner_changed")},
+	}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEbpfflowQueueDropped(t, tel, []metricdata.DataPoint[int64]{{Value: 0}}, metricdatatest.IgnoreTimestamp())
 	metadatatest.AssertEqualEbpfflowClaimsEmitted(t, tel, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: sumAttrs("basis", "flow")},
 		{Value: 3, Attributes: sumAttrs("basis", "source")},
 	}, metricdatatest.IgnoreTimestamp())
+}
+
+// Every counter is exported from Start on, at zero under each attribute set
+// known up front, so that an alert on queue drops, unowned flows or file
+// load errors sees 0, not no data, until they happen. The file's loads are
+// counted only when the file source is on.
+func TestReceiverCountersExportedAtZeroFromStart(t *testing.T) {
+	for _, withFile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("file=%v", withFile), func(t *testing.T) {
+			cfg := createDefaultConfig()
+			if withFile {
+				cfg.Ownership.File.Path = filepath.Join(t.TempDir(), "not-written-yet.yaml")
+			}
+			require.NoError(t, cfg.Validate())
+			tel := componenttest.NewTelemetry()
+			t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+			ft := newFakeTracer()
+			r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, consumertest.NewNop(), testEnvironment(ft, newManualClock(at(0)), machineIDFile(t)))
+			require.NoError(t, err)
+			require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+			t.Cleanup(func() { require.NoError(t, r.Shutdown(context.Background())) })
+			<-ft.delivered
+
+			opt := metricdatatest.IgnoreTimestamp()
+			zero := []metricdata.DataPoint[int64]{{Value: 0}}
+			metadatatest.AssertEqualEbpfflowQueueDropped(t, tel, zero, opt)
+			metadatatest.AssertEqualEbpfflowFlowsFiltered(t, tel, zero, opt)
+			metadatatest.AssertEqualEbpfflowFlowsEmitted(t, tel, []metricdata.DataPoint[int64]{
+				{Attributes: sumAttrs("state", "closed")}, {Attributes: sumAttrs("state", "failed")}, {Attributes: sumAttrs("state", "active")},
+			}, opt)
+			metadatatest.AssertEqualEbpfflowFlowsUnowned(t, tel, []metricdata.DataPoint[int64]{
+				{Attributes: sumAttrs("reason", "unknown_address")}, {Attributes: sumAttrs("reason", "owner_changed")},
+			}, opt)
+			metadatatest.AssertEqualEbpfflowClaimsEmitted(t, tel, []metricdata.DataPoint[int64]{
+				{Attributes: sumAttrs("basis", "flow")}, {Attributes: sumAttrs("basis", "source")},
+			}, opt)
+			if !withFile {
+				_, err := tel.GetMetric("otelcol_ebpfflow_ownership_file_reloads")
+				require.Error(t, err, "no file, no file loads")
+				return
+			}
+			metadatatest.AssertEqualEbpfflowOwnershipFileReloads(t, tel, []metricdata.DataPoint[int64]{
+				{Attributes: sumAttrs("result", "success")},
+				{Value: 1, Attributes: sumAttrs("result", "error")}, // the missing file, at start
+				{Attributes: sumAttrs("result", "deferred")},
+			}, opt)
+		})
+	}
 }
 
 func TestReceiverBatchesBySize(t *testing.T) {
@@ -249,6 +303,8 @@ func TestReceiverBackPressure(t *testing.T) {
 	assert.Len(t, flows, 3)
 	metadatatest.AssertEqualEbpfflowFlowsEmitted(t, tel, []metricdata.DataPoint[int64]{
 		{Value: 3, Attributes: sumAttrs("state", "closed")},
+		{Value: 0, Attributes: sumAttrs("state", "failed")},
+		{Value: 0, Attributes: sumAttrs("state", "active")},
 	}, metricdatatest.IgnoreTimestamp())
 }
 
@@ -307,6 +363,20 @@ func TestReceiverStartErrors(t *testing.T) {
 	require.NoError(t, err)
 	err = r.Start(context.Background(), componenttest.NewNopHost())
 	assert.EqualError(t, err, "the ebpfflow receiver cannot load its eBPF programs: verifier said no")
+	require.NoError(t, r.Shutdown(context.Background()))
+}
+
+// The host, as the owner of its own addresses, is held to the owner limits
+// like every other owner of the sources.
+func TestReceiverRefusesHostOwnerBeyondLimits(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.Ownership.OwnerLimits.MaxValueLength = 4 // the machine ID, host.id, is 6 bytes
+	require.NoError(t, cfg.Validate())
+	r, err := newFlowReceiver(metadatatest.NewSettings(componenttest.NewTelemetry()), cfg, consumertest.NewNop(),
+		testEnvironment(newFakeTracer(), newManualClock(at(0)), machineIDFile(t)))
+	require.NoError(t, err)
+	err = r.Start(context.Background(), componenttest.NewNopHost())
+	assert.EqualError(t, err, `ownership.static.host_addresses: the host as an owner is beyond ownership.owner_limits: attributes: "host.id": value is 6 bytes, more than max_value_length (4)`)
 	require.NoError(t, r.Shutdown(context.Background()))
 }
 
@@ -474,6 +544,7 @@ func TestReceiverLeavesOutNewOwnersOfConnectionsOfUnknownStart(t *testing.T) {
 	assert.Equal(t, []string{"", "c"}, oc.localOwners())
 	metadatatest.AssertEqualEbpfflowFlowsUnowned(t, oc.tel, []metricdata.DataPoint[int64]{
 		{Value: 1, Attributes: sumAttrs("reason", "owner_changed")},
+		{Value: 0, Attributes: sumAttrs("reason", "unknown_address")},
 	}, metricdatatest.IgnoreTimestamp())
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,6 +68,21 @@ func TestOwnershipPipeline(t *testing.T) {
 		},
 	})
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
+	// The counters an operator alerts on are exported from the start, at
+	// zero, rather than missing until their first event.
+	atStart := col.Metrics(t, "127.0.0.1:"+strconv.Itoa(metricsPort))
+	for _, series := range []struct{ name, label, value string }{
+		{"otelcol_processor_ownership_claims_rejected", "reason", "owner_too_large"},
+		{"otelcol_processor_ownership_claims_rejected", "reason", "unauthorized_sender"},
+		{"otelcol_processor_ownership_local_claims_rejected", "reason", "outside_workload_cidrs"},
+		{"otelcol_processor_ownership_records_released", "outcome", "overflow"},
+		{"otelcol_processor_ownership_release_failures", "", ""},
+		{"otelcol_processor_ownership_flows_without_local_owner", "", ""},
+	} {
+		if !hasZeroSeries(atStart, series.name, series.label, series.value) {
+			t.Errorf("no %s{%s=%q} at 0 at start", series.name, series.label, series.value)
+		}
+	}
 
 	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -94,9 +110,15 @@ func TestOwnershipPipeline(t *testing.T) {
 		{Address: netip.MustParseAddr("fd00::2"), Owner: inventory, Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a"},
 		{Address: netip.MustParseAddr("10.2.0.5"), Owner: oldBatch, Start: ago(60 * time.Second), End: ago(40 * time.Second), Sender: "node-b"},
 		{Address: netip.MustParseAddr("10.2.0.5"), Owner: newAPI, Start: ago(30 * time.Second), End: ago(time.Second), Sender: "node-b"},
+		// Beyond the default owner_limits (values of at most 1024 bytes):
+		// rejected, and no flow is attributed to it.
+		{
+			Address: netip.MustParseAddr("10.2.0.8"), Start: ago(60 * time.Second), End: ago(time.Second), Sender: "node-a",
+			Owner: owners.Owner{ID: "bloated", Attributes: []owners.Attribute{{Name: "service.name", Value: strings.Repeat("x", 4096)}}},
+		},
 	}
 	attributed, unattributed := "attributed", "unattributed"
-	// Sent after the claims above; the last two wait for max_wait.
+	// Sent after the claims above; the last three wait for max_wait.
 	flows := []flow{
 		{name: "known_peer", local: "10.1.0.1", peer: "10.2.0.1", start: ago(30 * time.Second), wantOwner: &checkout, wantStatus: attributed},
 		{name: "ipv6_peer", local: "fd00::1", peer: "fd00::2", start: ago(30 * time.Second), wantOwner: &inventory, wantStatus: attributed},
@@ -106,6 +128,7 @@ func TestOwnershipPipeline(t *testing.T) {
 		{name: "outside_workload_cidrs", local: "10.1.0.1", peer: "198.51.100.7", start: ago(30 * time.Second), wantStatus: unattributed, wantReason: "outside_workload_cidrs"},
 		{name: "reused_address_gap", local: "10.1.0.1", peer: "10.2.0.5", start: ago(35 * time.Second), wantStatus: unattributed, wantReason: "gap"},
 		{name: "never_claimed", local: "10.1.0.1", peer: "10.2.0.9", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},
+		{name: "owner_too_large", local: "10.1.0.1", peer: "10.2.0.8", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},
 	}
 	// Sent after flows: the flow is held until its claim, sent next.
 	heldFlow := flow{name: "held_until_claim", local: "10.1.0.1", peer: "10.2.0.7", start: ago(10 * time.Second), wantOwner: &payments, wantStatus: attributed}
@@ -185,13 +208,43 @@ func TestOwnershipPipeline(t *testing.T) {
 	}
 
 	metrics := col.Metrics(t, "127.0.0.1:"+strconv.Itoa(metricsPort))
-	for outcome, want := range map[string]float64{"attributed": 1, "timeout": 2} {
+	for outcome, want := range map[string]float64{"attributed": 1, "timeout": 3} {
 		if n := collectortest.MetricSum(metrics, "otelcol_processor_ownership_records_released", "outcome", outcome); n != want {
 			t.Errorf("records_released{outcome=%q} = %v, want %v", outcome, n, want)
 		}
 	}
+	// Claim records and the local sides of flow records are counted apart:
+	// the five claims applied and the oversized one rejected; every flow
+	// record's local side (its owner in 10.0.0.0/8 or fd00::/8) applied.
+	for _, c := range []struct {
+		name  string
+		label []string
+		want  float64
+	}{
+		{"otelcol_processor_ownership_claims_applied", nil, 5},
+		{"otelcol_processor_ownership_claims_rejected", []string{"reason", "owner_too_large"}, 1},
+		{"otelcol_processor_ownership_claims_rejected", nil, 1},
+		{"otelcol_processor_ownership_local_claims_applied", nil, float64(len(all))},
+		{"otelcol_processor_ownership_local_claims_rejected", nil, 0},
+		{"otelcol_processor_ownership_flows_without_local_owner", nil, 0},
+	} {
+		if n := collectortest.MetricSum(metrics, c.name, c.label...); n != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.label, n, c.want)
+		}
+	}
 
 	col.Stop(t)
+}
+
+// hasZeroSeries reports whether the Prometheus exposition has a sample of
+// the counter family name at 0 whose labels include label="value" (any
+// labels, or none, when label is empty).
+func hasZeroSeries(exposition, name, label, value string) bool {
+	labels := `(?:\{[^}]*\})?`
+	if label != "" {
+		labels = `\{(?:[^}]*,)?` + regexp.QuoteMeta(label) + `="` + regexp.QuoteMeta(value) + `"[^}]*\}`
+	}
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:_total)?` + labels + ` 0$`).MatchString(exposition)
 }
 
 // putFlow writes f as a closed client flow record lasting ten seconds from

@@ -236,8 +236,13 @@ processors:
 	// both claims from the topic (logs/claims-in), its own included.
 	for _, g := range tier.gateways {
 		m := g.col.Metrics(t, g.metricsAddr)
-		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_applied", "origin", "claim"); applied < 4 {
+		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_claims_applied"); applied < 4 {
 			t.Errorf("%s applied %v claims, want at least 4 (2 from its agent, 2 from the topic)", g.name, applied)
+		}
+		// gateway.yaml applies no local claims: the agents' flows reach
+		// one gateway each, their claims every gateway.
+		if applied := collectortest.MetricSum(m, "otelcol_processor_ownership_local_claims_applied"); applied != 0 {
+			t.Errorf("%s applied %v local claims of flows, want 0 (apply_local_claims: false)", g.name, applied)
 		}
 	}
 

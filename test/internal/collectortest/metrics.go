@@ -7,9 +7,10 @@ import (
 
 // MetricSum adds up the samples of the counter family name (with or without
 // the _total suffix) in a Prometheus text exposition whose labels include
-// every name="value" pair in labels.
+// every name="value" pair in labels. A sample without labels, a counter
+// without attributes, matches when labels is empty.
 func MetricSum(exposition, name string, labels ...string) float64 {
-	sample := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:_total)?\{([^}]*)\} (\S+)$`)
+	sample := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:_total)?(?:\{([^}]*)\})? (\S+)$`)
 	var matchers []*regexp.Regexp
 	for i := 0; i+1 < len(labels); i += 2 {
 		matchers = append(matchers, regexp.MustCompile(`(^|,)`+regexp.QuoteMeta(labels[i])+`="`+regexp.QuoteMeta(labels[i+1])+`"`))

@@ -9,12 +9,14 @@ otelcol_processor_ownership_records_released_total{outcome="timeout",processor="
 otelcol_processor_ownership_records_released_total{outcome="attributed",processor="ownership/2"} 4
 otelcol_processor_ownership_records_released_other_total{outcome="attributed"} 100
 otelcol_processor_ownership_records_released{xoutcome="attributed"} 1000
+otelcol_processor_ownership_records_released 10000
+otelcol_processor_ownership_records_released_totally 100000
 `
 	for _, c := range []struct {
 		labels []string
 		want   float64
 	}{
-		{nil, 1009},
+		{nil, 11009},
 		{[]string{"outcome", "attributed"}, 7},
 		{[]string{"outcome", "attributed", "processor", "ownership"}, 3},
 		{[]string{"outcome", "timeout"}, 2},

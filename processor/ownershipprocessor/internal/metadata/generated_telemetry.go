@@ -25,23 +25,26 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                             metric.Meter
-	mu                                sync.Mutex
-	registrations                     []metric.Registration
-	ProcessorIncomingItems            metric.Int64Counter
-	ProcessorInternalDuration         metric.Float64Histogram
-	ProcessorOutgoingItems            metric.Int64Counter
-	ProcessorOwnershipClaimsApplied   metric.Int64Counter
-	ProcessorOwnershipClaimsRejected  metric.Int64Counter
-	ProcessorOwnershipConflicts       metric.Int64Counter
-	ProcessorOwnershipEvictions       metric.Int64Counter
-	ProcessorOwnershipHoldDuration    metric.Float64Histogram
-	ProcessorOwnershipKeys            metric.Int64ObservableGauge
-	ProcessorOwnershipLookups         metric.Int64Counter
-	ProcessorOwnershipRanges          metric.Int64ObservableGauge
-	ProcessorOwnershipRecordsHeld     metric.Int64UpDownCounter
-	ProcessorOwnershipRecordsReleased metric.Int64Counter
-	ProcessorOwnershipReleaseFailures metric.Int64Counter
+	meter                                    metric.Meter
+	mu                                       sync.Mutex
+	registrations                            []metric.Registration
+	ProcessorIncomingItems                   metric.Int64Counter
+	ProcessorInternalDuration                metric.Float64Histogram
+	ProcessorOutgoingItems                   metric.Int64Counter
+	ProcessorOwnershipClaimsApplied          metric.Int64Counter
+	ProcessorOwnershipClaimsRejected         metric.Int64Counter
+	ProcessorOwnershipConflicts              metric.Int64Counter
+	ProcessorOwnershipEvictions              metric.Int64Counter
+	ProcessorOwnershipFlowsWithoutLocalOwner metric.Int64Counter
+	ProcessorOwnershipHoldDuration           metric.Float64Histogram
+	ProcessorOwnershipKeys                   metric.Int64ObservableGauge
+	ProcessorOwnershipLocalClaimsApplied     metric.Int64Counter
+	ProcessorOwnershipLocalClaimsRejected    metric.Int64Counter
+	ProcessorOwnershipLookups                metric.Int64Counter
+	ProcessorOwnershipRanges                 metric.Int64ObservableGauge
+	ProcessorOwnershipRecordsHeld            metric.Int64UpDownCounter
+	ProcessorOwnershipRecordsReleased        metric.Int64Counter
+	ProcessorOwnershipReleaseFailures        metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -133,13 +136,13 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipClaimsApplied, err = builder.meter.Int64Counter(
 		"otelcol_processor_ownership_claims_applied",
-		metric.WithDescription("Claims applied to the store. [Alpha]"),
+		metric.WithDescription("Claim records applied to the store. [Alpha]"),
 		metric.WithUnit("{claim}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipClaimsRejected, err = builder.meter.Int64Counter(
 		"otelcol_processor_ownership_claims_rejected",
-		metric.WithDescription("Claims rejected without touching the store, by reason. [Alpha]"),
+		metric.WithDescription("Claim records rejected without touching the store, by reason. [Alpha]"),
 		metric.WithUnit("{claim}"),
 	)
 	errs = errors.Join(errs, err)
@@ -155,6 +158,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{key}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ProcessorOwnershipFlowsWithoutLocalOwner, err = builder.meter.Int64Counter(
+		"otelcol_processor_ownership_flows_without_local_owner",
+		metric.WithDescription("Flow records whose local side names no owner (the host's own connections, an address no ownership source of the receiver covers, an owner newer than the flow), so it is no claim; counted only with apply_local_claims. Not a rejection. [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipHoldDuration, err = builder.meter.Float64Histogram(
 		"otelcol_processor_ownership_hold_duration",
 		metric.WithDescription("How long held flow records waited before they were sent on. [Alpha]"),
@@ -166,6 +175,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_ownership_keys",
 		metric.WithDescription("Addresses tracked by the store. [Alpha]"),
 		metric.WithUnit("{key}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorOwnershipLocalClaimsApplied, err = builder.meter.Int64Counter(
+		"otelcol_processor_ownership_local_claims_applied",
+		metric.WithDescription("Flow records whose local side was applied to the store as a claim (apply_local_claims), each record once, joined or not. [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorOwnershipLocalClaimsRejected, err = builder.meter.Int64Counter(
+		"otelcol_processor_ownership_local_claims_rejected",
+		metric.WithDescription("Flow records whose local side was rejected as a claim without touching the store, by reason; the record is still attributed and sent on. [Alpha]"),
+		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipLookups, err = builder.meter.Int64Counter(
@@ -194,7 +215,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipReleaseFailures, err = builder.meter.Int64Counter(
 		"otelcol_processor_ownership_release_failures",
-		metric.WithDescription("Released flow records that the next consumer refused; they are logged and lost. [Alpha]"),
+		metric.WithDescription("Released flow records that the next consumer refused; they are counted and logged, and not sent again. [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -71,7 +71,7 @@ func AssertEqualProcessorOutgoingItems(t *testing.T, tt *componenttest.Telemetry
 func AssertEqualProcessorOwnershipClaimsApplied(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_ownership_claims_applied",
-		Description: "Claims applied to the store. [Alpha]",
+		Description: "Claim records applied to the store. [Alpha]",
 		Unit:        "{claim}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -87,7 +87,7 @@ func AssertEqualProcessorOwnershipClaimsApplied(t *testing.T, tt *componenttest.
 func AssertEqualProcessorOwnershipClaimsRejected(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_ownership_claims_rejected",
-		Description: "Claims rejected without touching the store, by reason. [Alpha]",
+		Description: "Claim records rejected without touching the store, by reason. [Alpha]",
 		Unit:        "{claim}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -132,6 +132,22 @@ func AssertEqualProcessorOwnershipEvictions(t *testing.T, tt *componenttest.Tele
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualProcessorOwnershipFlowsWithoutLocalOwner(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_ownership_flows_without_local_owner",
+		Description: "Flow records whose local side names no owner (the host's own connections, an address no ownership source of the receiver covers, an owner newer than the flow), so it is no claim; counted only with apply_local_claims. Not a rejection. [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_ownership_flows_without_local_owner")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualProcessorOwnershipHoldDuration(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.HistogramDataPoint[float64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_ownership_hold_duration",
@@ -157,6 +173,38 @@ func AssertEqualProcessorOwnershipKeys(t *testing.T, tt *componenttest.Telemetry
 		},
 	}
 	got, err := tt.GetMetric("otelcol_processor_ownership_keys")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorOwnershipLocalClaimsApplied(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_ownership_local_claims_applied",
+		Description: "Flow records whose local side was applied to the store as a claim (apply_local_claims), each record once, joined or not. [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_ownership_local_claims_applied")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorOwnershipLocalClaimsRejected(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_ownership_local_claims_rejected",
+		Description: "Flow records whose local side was rejected as a claim without touching the store, by reason; the record is still attributed and sent on. [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_ownership_local_claims_rejected")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
@@ -226,7 +274,7 @@ func AssertEqualProcessorOwnershipRecordsReleased(t *testing.T, tt *componenttes
 func AssertEqualProcessorOwnershipReleaseFailures(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_ownership_release_failures",
-		Description: "Released flow records that the next consumer refused; they are logged and lost. [Alpha]",
+		Description: "Released flow records that the next consumer refused; they are counted and logged, and not sent again. [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,

@@ -35,7 +35,10 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorOwnershipClaimsRejected.Add(context.Background(), 1)
 	tb.ProcessorOwnershipConflicts.Add(context.Background(), 1)
 	tb.ProcessorOwnershipEvictions.Add(context.Background(), 1)
+	tb.ProcessorOwnershipFlowsWithoutLocalOwner.Add(context.Background(), 1)
 	tb.ProcessorOwnershipHoldDuration.Record(context.Background(), 1)
+	tb.ProcessorOwnershipLocalClaimsApplied.Add(context.Background(), 1)
+	tb.ProcessorOwnershipLocalClaimsRejected.Add(context.Background(), 1)
 	tb.ProcessorOwnershipLookups.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsHeld.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsReleased.Add(context.Background(), 1)
@@ -61,10 +64,19 @@ func TestSetupTelemetry(t *testing.T) {
 	AssertEqualProcessorOwnershipEvictions(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorOwnershipFlowsWithoutLocalOwner(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipHoldDuration(t, testTel,
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipKeys(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorOwnershipLocalClaimsApplied(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorOwnershipLocalClaimsRejected(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipLookups(t, testTel,
