@@ -19,7 +19,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/flowattr/flowattr/internal/fleetsim"
+	"github.com/flowattr/flowattr/cmd/flowattr-evaluate/internal/fleetsim"
 )
 
 func main() {
