@@ -141,28 +141,16 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 		return Result{}, fmt.Errorf("scenario %q: %w", sc.Name, err)
 	}
 	began := time.Now()
-	r := &runner{
-		sc:       sc,
-		clock:    newClock(),
-		fleet:    newFleet(&sc),
-		net:      newNetwork(&sc),
-		flowRNG:  rand.New(rand.NewPCG(sc.Seed, 3)),
-		gen:      timedHeap[genEvent]{key: genKey},
-		baseline: make([]int64, sc.IPs),
-		pending:  make(map[uint64]*flow),
-		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
-		res:      Result{Scenario: sc},
-	}
-	// The oracle remembers claims as long as a flow record could still refer
-	// to them, longer than the processor's retention, so that a claim the
-	// processor forgot counts as unused rather than as never known.
-	r.oracle = newCoverageOracle(sc.IPs, int64(sc.Processor.Retention+sc.MaxFlowDuration+sc.Processor.MaxWait))
+	r := newRunner(sc)
 	sink := new(consumertest.LogsSink)
 	proc, err := newProcessor(ctx, sc, r.clock, sink)
 	if err != nil {
 		return Result{}, fmt.Errorf("scenario %q: creating the processor: %w", sc.Name, err)
 	}
-	runErr := r.loop(ctx, proc, sink)
+	runErr := r.start(ctx)
+	if runErr == nil {
+		runErr = r.loop(ctx, proc, sink)
+	}
 	for i := range r.fleet.hosts {
 		if own := r.fleet.hosts[i].own; own != nil {
 			runErr = errors.Join(runErr, own.Shutdown())
@@ -187,13 +175,35 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	return r.res, nil
 }
 
+func newRunner(sc Scenario) *runner {
+	return &runner{
+		sc:       sc,
+		clock:    newClock(),
+		fleet:    newFleet(&sc),
+		net:      newNetwork(&sc),
+		flowRNG:  rand.New(rand.NewPCG(sc.Seed, 3)),
+		gen:      timedHeap[genEvent]{key: genKey},
+		baseline: make([]int64, sc.IPs),
+		pending:  make(map[uint64]*flow),
+		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
+		// The oracle remembers claims as long as a flow record could still
+		// refer to them, longer than the processor's retention, so that a
+		// claim the processor forgot counts as unused rather than as never
+		// known.
+		oracle: newCoverageOracle(sc.IPs, int64(sc.Processor.Retention+sc.MaxFlowDuration+sc.Processor.MaxWait)),
+		res:    Result{Scenario: sc},
+	}
+}
+
 func (r *runner) schedule(e genEvent) {
 	r.genSeq++
 	e.seq = r.genSeq
 	r.gen.push(e)
 }
 
-func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertest.LogsSink) error {
+// start puts a workload on every address, starts the hosts at true time
+// zero, and schedules the first events.
+func (r *runner) start(ctx context.Context) error {
 	sc := &r.sc
 	for ip := range r.fleet.addrs {
 		// Every address starts occupied by a workload of random age.
@@ -213,6 +223,13 @@ func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertes
 	if sc.Flows > 0 {
 		r.schedule(genEvent{at: int64(sc.Warmup) + r.nextArrival(), kind: evFlowStart})
 	}
+	return nil
+}
+
+// loop advances the clock tick by tick, runs the fleet and hands what
+// arrives to the processor, until every flow has been scored.
+func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertest.LogsSink) error {
+	sc := &r.sc
 	// Past this, something is stuck: stop and let Shutdown flush.
 	limit := int64(sc.Warmup+2*sc.Duration+sc.MaxFlowDuration+sc.Claims.Delay+sc.Claims.Jitter+
 		sc.Claims.ReorderSpan+sc.FlowJitter+sc.Processor.MaxWait) + int64(time.Hour)

@@ -25,6 +25,7 @@ func run(t *testing.T, sc Scenario) Result {
 	res, err := Run(context.Background(), sc)
 	require.NoError(t, err)
 	require.Equal(t, sc.Flows, res.Flows, "every generated flow reaches the processor")
+	require.Zero(t, res.LocalUnowned, "every flow record names its local owner: flows close before their workload goes")
 	require.Zero(t, res.Lost, "flows with no output record")
 	require.Zero(t, res.Duplicated, "flows with more than one output record")
 	require.Zero(t, res.Unknown)
