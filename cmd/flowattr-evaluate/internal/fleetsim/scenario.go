@@ -138,21 +138,18 @@ func (s Scenario) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be in [0, 1], got %v", name, p))
 		}
 	}
-	if s.IPs < 2 {
-		errs = append(errs, fmt.Errorf("IPs must be at least 2, got %d", s.IPs))
+	atLeast := func(name string, n, least int) {
+		if n < least {
+			errs = append(errs, fmt.Errorf("%s must be at least %d, got %d", name, least, n))
+		}
 	}
+	atLeast("IPs", s.IPs, 2)
 	if s.IPs > 1<<24 {
 		errs = append(errs, fmt.Errorf("IPs must fit in 10.0.0.0/8 (at most %d), got %d", 1<<24, s.IPs))
 	}
-	if s.Hosts < 1 {
-		errs = append(errs, fmt.Errorf("Hosts must be positive, got %d", s.Hosts))
-	}
-	if s.Services < 1 {
-		errs = append(errs, fmt.Errorf("Services must be positive, got %d", s.Services))
-	}
-	if s.Flows < 0 {
-		errs = append(errs, fmt.Errorf("Flows must not be negative, got %d", s.Flows))
-	}
+	atLeast("Hosts", s.Hosts, 1)
+	atLeast("Services", s.Services, 1)
+	atLeast("Flows", s.Flows, 0)
 	positive("Duration", s.Duration)
 	nonNegative("Warmup", s.Warmup)
 	positive("MeanLifetime", s.MeanLifetime)

@@ -483,8 +483,10 @@ func (r *runner) scoreRecord(id uint64, status, reason, ownerID string) {
 		return
 	}
 	r.deferSeq++
-	r.deferred.push(deferredRecord{at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f,
-		nearEdge: reason == intervalstore.ReasonNearUnclaimedEdge.String()})
+	r.deferred.push(deferredRecord{
+		at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f,
+		nearEdge: reason == intervalstore.ReasonNearUnclaimedEdge.String(),
+	})
 }
 
 // holdPercentile returns the hold time below which fraction q of the held
