@@ -1,7 +1,8 @@
 // Command flowattr-evaluate runs the fleet simulator over a sweep of delivery
 // faults, churn and clock skew, and prints, as a markdown table, how the
-// ownership processor (on the simulator's virtual clock) and the event-based
-// baseline attribute the same flows.
+// ownership processor (on the simulator's manual clock), fed the claims each
+// simulated host's local-ownership code makes, and the event-based baseline
+// attribute the same flows.
 //
 //	go run ./cmd/flowattr-evaluate                # the default sweep, a couple of minutes
 //	go run ./cmd/flowattr-evaluate -check         # exit 1 when a goal is missed
@@ -19,7 +20,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/flowattr/flowattr/internal/fleetsim"
+	"github.com/flowattr/flowattr/cmd/flowattr-evaluate/internal/fleetsim"
 )
 
 func main() {
@@ -37,7 +38,7 @@ func run() error {
 	clockSkew := flag.Duration("clock-skew", -1, "override the processor's clock_skew in every scenario (0 turns the guard off, to measure what it costs); negative keeps the default")
 	flag.Parse()
 	// The simulation allocates a record's worth of pdata per flow and per
-	// heartbeat; trading memory for less collector work shortens runs by
+	// claim; trading memory for less collector work shortens runs by
 	// about a fifth. GOGC in the environment still wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
@@ -74,11 +75,11 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "%-9s %9d flows  %6.1fs  (heartbeats sent %d, lost %d)\n",
-			sc.Name, res.Flows, res.Elapsed.Seconds(), res.HeartbeatsSent, res.HeartbeatsLost)
+		fmt.Fprintf(os.Stderr, "%-9s %9d flows  %6.1fs  (claims sent %d, lost %d; %d flow records without a local owner)\n",
+			sc.Name, res.Flows, res.Elapsed.Seconds(), res.ClaimsSent, res.ClaimsLost, res.LocalUnowned)
 		results = append(results, res)
 	}
-	fmt.Printf("Heartbeat path: the ownership processor, clock_skew %s. Scale %s (%d IPs, %d hosts, %d flows over %s per scenario), seed %d, %s/%s, %d CPUs; wall time %s.\n\n",
+	fmt.Printf("Claims from internal/localowner on every host; attribution by the ownership processor, clock_skew %s. Scale %s (%d IPs, %d hosts, %d flows over %s per scenario), seed %d, %s/%s, %d CPUs; wall time %s.\n\n",
 		scenarios[0].Processor.ClockSkew, scale.Name, scale.IPs, scale.Hosts, scale.Flows, scale.Duration, *seed, runtime.GOOS, runtime.GOARCH,
 		runtime.NumCPU(), time.Since(began).Round(time.Second))
 	if err := fleetsim.WriteMarkdownTable(os.Stdout, results); err != nil {
@@ -91,21 +92,21 @@ func run() error {
 	return nil
 }
 
-// checkGoals writes, as a markdown list, whether the heartbeat path met the
-// goals it is held to, and returns how many it missed.
+// checkGoals writes, as a markdown list, whether the ownership processor met
+// the goals it is held to, and returns how many it missed.
 func checkGoals(w io.Writer, results []fleetsim.Result) int {
 	var missed []string
 	for _, r := range results {
 		sc := r.Scenario
 		name := fmt.Sprintf("%s (delay %s, loss %.0f%%, lifetime %s, skew ±%s)", sc.Name, sc.Claims.Delay, 100*sc.Claims.Loss, sc.MeanLifetime, sc.MaxHostSkew)
-		if r.Lost > 0 || r.Duplicated > 0 || r.Unknown > 0 || r.Heartbeat.Invalid > 0 {
-			missed = append(missed, fmt.Sprintf("%s: %d lost, %d duplicated, %d unknown, %d invalid records", name, r.Lost, r.Duplicated, r.Unknown, r.Heartbeat.Invalid))
+		if r.Lost > 0 || r.Duplicated > 0 || r.Unknown > 0 || r.Ownership.Invalid > 0 {
+			missed = append(missed, fmt.Sprintf("%s: %d lost, %d duplicated, %d unknown, %d invalid records", name, r.Lost, r.Duplicated, r.Unknown, r.Ownership.Invalid))
 		}
-		if sc.SkewWithinGuard() && r.Heartbeat.Misattributed > 0 {
-			missed = append(missed, fmt.Sprintf("%s: %d misattributed with skew inside the guard", name, r.Heartbeat.Misattributed))
+		if sc.SkewWithinGuard() && r.Ownership.Misattributed > 0 {
+			missed = append(missed, fmt.Sprintf("%s: %d misattributed with skew inside the guard", name, r.Ownership.Misattributed))
 		}
-		if sc.Claims.Delay+sc.Claims.Jitter < sc.Processor.MaxWait && r.Heartbeat.Share(r.Heartbeat.ClaimUnused) > 3 {
-			missed = append(missed, fmt.Sprintf("%s: %.2f%% unattributed although a claim had arrived in time, besides the edge rule (goal: within 3 points of the floor and the near-edge share)", name, r.Heartbeat.Share(r.Heartbeat.ClaimUnused)))
+		if sc.Claims.Delay+sc.Claims.Jitter < sc.Processor.MaxWait && r.Ownership.Share(r.Ownership.ClaimUnused) > 3 {
+			missed = append(missed, fmt.Sprintf("%s: %.2f%% unattributed although a claim had arrived in time, besides the edge rule (goal: within 3 points of the floor and the near-edge share)", name, r.Ownership.Share(r.Ownership.ClaimUnused)))
 		}
 	}
 	if len(missed) == 0 {

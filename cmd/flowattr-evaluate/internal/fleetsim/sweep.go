@@ -74,14 +74,14 @@ func Sweep(scale Scale, seed uint64) []Scenario {
 // WriteMarkdownTable writes results as one markdown table row per run.
 // Percentages are of the flow records scored.
 func WriteMarkdownTable(w io.Writer, results []Result) error {
-	const header = "| scenario | claim delay | loss | reorder | dup | lifetime | host skew | flows | HB correct | HB misattr | HB unattr | floor (no claim) | near edge | claim unused | conflict/uncertain | held | hold p50/p99 | lost | baseline misattr | baseline unattr |\n" +
+	const header = "| scenario | claim delay | loss | reorder | dup | lifetime | host skew | flows | correct | misattr | unattr | floor (no claim) | near edge | claim unused | conflict/uncertain | held | hold p50/p99 | lost | baseline misattr | baseline unattr |\n" +
 		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 	if _, err := io.WriteString(w, header); err != nil {
 		return err
 	}
 	for _, r := range results {
 		sc := r.Scenario
-		hb, bl := r.Heartbeat, r.Baseline
+		own, bl := r.Ownership, r.Baseline
 		guard := "in guard"
 		if !sc.SkewWithinGuard() {
 			guard = "**outside guard**"
@@ -97,8 +97,8 @@ func WriteMarkdownTable(w io.Writer, results []Result) error {
 		_, err := fmt.Fprintf(w, "| %s | %s +≤%s | %.0f%% | %s | %.0f%% | %s | %s | %d | %.2f%% | %d (%.3f%%) | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %.2f%% | %s/%s | %d | %d (%.2f%%) | %.2f%% |\n",
 			sc.Name, sc.Claims.Delay, sc.Claims.Jitter, 100*sc.Claims.Loss, reorder, 100*sc.Claims.Duplicate,
 			sc.MeanLifetime, skew, r.Flows,
-			hb.Share(hb.Correct), hb.Misattributed, hb.Share(hb.Misattributed), hb.Share(hb.AllUnattributed()),
-			hb.Share(hb.NoClaim), hb.Share(hb.NearEdge), hb.Share(hb.ClaimUnused), hb.Share(hb.ConflictOrUncertain),
+			own.Share(own.Correct), own.Misattributed, own.Share(own.Misattributed), own.Share(own.AllUnattributed()),
+			own.Share(own.NoClaim), own.Share(own.NearEdge), own.Share(own.ClaimUnused), own.Share(own.ConflictOrUncertain),
 			100*float64(r.Held)/float64(max(r.Flows, 1)), r.HoldP50, r.HoldP99, r.Lost,
 			bl.Misattributed, bl.Share(bl.Misattributed), bl.Share(bl.AllUnattributed()))
 		if err != nil {

@@ -16,7 +16,7 @@ const AttrFlowID = "fleetsim.flow.id"
 // Outcome is the score of one attributed record.
 type Outcome uint8
 
-// Outcomes. An unattributed heartbeat-path record is first
+// Outcomes. An unattributed record of the ownership processor is first
 // OutcomeUnattributed and split once its deadline has passed.
 const (
 	// OutcomeCorrect: attributed to the workload that owned the peer address

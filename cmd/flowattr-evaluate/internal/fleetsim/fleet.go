@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flowattr/flowattr/internal/localowner"
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
@@ -31,14 +32,18 @@ type address struct {
 	cur  *segment // nil while the address is free between two workloads
 }
 
-// host is a machine: a fixed clock offset, a heartbeat phase, and the
-// segments it must still heartbeat for.
+// host is a machine. It runs the receiver's local-ownership code on its own
+// clock: an Ownership merged from one source, hostSource, which names the
+// workloads the host holds, and a Claimer that closes a claim interval every
+// ClaimInterval of true time from a random phase, as the receiver's ticker
+// does.
 type host struct {
-	name  string
-	skew  int64 // host clock = true time + skew
-	phase int64 // host-frame offset of its heartbeat intervals
-	next  int64 // index of the next heartbeat interval to emit
-	segs  []*segment
+	name      string
+	skew      int64 // host clock = true time + skew
+	nextClose int64 // true time at which the host next closes its claim interval
+	src       hostSource
+	own       *localowner.Ownership
+	claimer   *localowner.Claimer
 }
 
 // fleet is the ownership ground truth, generated lazily in time order.
@@ -49,6 +54,9 @@ type fleet struct {
 	hosts    []host
 	services []string
 	nextID   int64
+	// now is the true time of the event being simulated, which the
+	// hosts' clocks read.
+	now int64
 }
 
 func newFleet(sc *Scenario) *fleet {
@@ -62,19 +70,13 @@ func newFleet(sc *Scenario) *fleet {
 	for i := range f.services {
 		f.services[i] = "svc-" + strconv.Itoa(i)
 	}
-	interval := int64(sc.ClaimInterval)
 	for i := range f.hosts {
 		h := &f.hosts[i]
 		h.name = "host-" + strconv.Itoa(i)
 		if sc.MaxHostSkew > 0 {
 			h.skew = f.rng.Int64N(2*int64(sc.MaxHostSkew)+1) - int64(sc.MaxHostSkew)
 		}
-		h.phase = f.rng.Int64N(interval)
-		// The first interval whose end, on the host's clock, is at or after
-		// true time zero.
-		for h.phase+(h.next+1)*interval-h.skew < 0 {
-			h.next++
-		}
+		h.nextClose = 1 + f.rng.Int64N(int64(sc.ClaimInterval))
 	}
 	for i := range f.addrs {
 		a := &f.addrs[i]
@@ -106,8 +108,18 @@ func (f *fleet) startSegment(ip int32, at, end int64) *segment {
 		start: at,
 		end:   end,
 	}
-	f.addrs[ip].cur = s
-	f.hosts[hostIdx].segs = append(f.hosts[hostIdx].segs, s)
+	a := &f.addrs[ip]
+	a.cur = s
+	f.hosts[hostIdx].src.set(a.addr, &s.owner)
+	return s
+}
+
+// endSegment ends the workload on ip, which its host's source drops at once.
+func (f *fleet) endSegment(ip int32) *segment {
+	a := &f.addrs[ip]
+	s := a.cur
+	a.cur = nil
+	f.hosts[s.host].src.set(a.addr, nil)
 	return s
 }
 
@@ -117,44 +129,6 @@ func (f *fleet) reuseGap() int64 {
 		return 0
 	}
 	return f.rng.Int64N(int64(f.sc.MaxReuseGap))
-}
-
-// hostClaim is what one heartbeat says: seg's owner held seg.ip over [s, e]
-// of the emitting host's clock.
-type hostClaim struct {
-	seg  *segment
-	s, e int64
-}
-
-// heartbeatInterval returns the host-frame bounds of host h's next interval
-// and the true time at which the host emits its heartbeats.
-func (f *fleet) heartbeatInterval(h *host) (from, to, emitAt int64) {
-	interval := int64(f.sc.ClaimInterval)
-	from = h.phase + h.next*interval
-	to = from + interval
-	return from, to, to - h.skew
-}
-
-// emitHeartbeats returns the claims host h makes at the end of its current
-// interval, one per address it owned during it, and moves to the next
-// interval. Segments that ended within the interval are forgotten after
-// their last claim.
-func (f *fleet) emitHeartbeats(h *host, out []hostClaim) []hostClaim {
-	from, to, _ := f.heartbeatInterval(h)
-	kept := h.segs[:0]
-	for _, seg := range h.segs {
-		s, e := max(from, seg.start+h.skew), min(to, seg.end+h.skew)
-		if s <= e {
-			out = append(out, hostClaim{seg: seg, s: s, e: e})
-		}
-		if seg.end+h.skew > to {
-			kept = append(kept, seg)
-		}
-	}
-	clear(h.segs[len(kept):])
-	h.segs = kept
-	h.next++
-	return out
 }
 
 // sampleDuration draws a flow duration: mostly short RPCs, some requests of

@@ -104,8 +104,8 @@ func TestScoreRecords(t *testing.T) {
 	records.At(records.Len()-1).Attributes().PutStr(flowschema.AttrPeerAttributionReason, "near_unclaimed_edge")
 	put(1, "attributed", "wl-7") // again
 	put(99, "attributed", "wl-7")
-	hb := records.AppendEmpty() // heartbeats passed on are not scored
-	flowschema.PutClaim(hb, flowschema.Claim{Owner: owners.Owner{ID: "x"}})
+	claim := records.AppendEmpty() // claims passed on are not scored
+	flowschema.PutClaim(claim, flowschema.Claim{Owner: owners.Owner{ID: "x"}})
 	require.NoError(t, sink.ConsumeLogs(t.Context(), ld))
 
 	r.clock.set(2000 + 3*int64(sc.Tick)) // the records come out three ticks after they arrived
@@ -114,7 +114,7 @@ func TestScoreRecords(t *testing.T) {
 	assert.Equal(t, 6, r.res.Held)
 	assert.Equal(t, 3*sc.Tick, r.holdPercentile(0.5))
 	assert.Equal(t, 3*sc.Tick, r.holdPercentile(0.99))
-	assert.Equal(t, Counts{Records: 3, Correct: 1, Misattributed: 1, ConflictOrUncertain: 1}, r.res.Heartbeat)
+	assert.Equal(t, Counts{Records: 3, Correct: 1, Misattributed: 1, ConflictOrUncertain: 1}, r.res.Ownership)
 	assert.Equal(t, 1, r.res.Duplicated)
 	assert.Equal(t, 1, r.res.Unknown)
 	assert.Len(t, r.pending, 1, "flow 6 still waits for its record")
@@ -123,16 +123,16 @@ func TestScoreRecords(t *testing.T) {
 	// after the first unattributed record's deadline has been checked.
 	deadline := 2000 + int64(sc.Processor.MaxWait)
 	r.classifyDeferred(deadline - 1)
-	assert.Equal(t, 3, r.res.Heartbeat.Records, "not split before the deadline")
+	assert.Equal(t, 3, r.res.Ownership.Records, "not split before the deadline")
 	require.Equal(t, uint64(4), r.deferred.items[0].f.id)
 	r.deferred.items[0].at = deadline - 1 // flow 4's deadline falls earlier
 	r.classifyDeferred(deadline - 1)
 	r.oracle.add(2, 7, 900, 1100, deadline)
 	r.classifyDeferred(deadline)
-	assert.Equal(t, 1, r.res.Heartbeat.NoClaim, "flow 4: no claim by its deadline")
-	assert.Equal(t, 1, r.res.Heartbeat.ClaimUnused, "flow 5: a claim had arrived")
-	assert.Equal(t, 1, r.res.Heartbeat.NearEdge, "flow 7: a claim had arrived, the edge rule held it back")
-	assert.Equal(t, 3, r.res.Heartbeat.AllUnattributed())
+	assert.Equal(t, 1, r.res.Ownership.NoClaim, "flow 4: no claim by its deadline")
+	assert.Equal(t, 1, r.res.Ownership.ClaimUnused, "flow 5: a claim had arrived")
+	assert.Equal(t, 1, r.res.Ownership.NearEdge, "flow 7: a claim had arrived, the edge rule held it back")
+	assert.Equal(t, 3, r.res.Ownership.AllUnattributed())
 
 	bad := plog.NewLogs()
 	bad.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().SetEventName(flowschema.EventFlow)

@@ -21,7 +21,7 @@ type Scenario struct {
 	// Services is the number of distinct service.name values workloads get.
 	Services int
 	// Flows is the number of flows started during Duration (Poisson
-	// arrivals). Warmup runs the fleet, heartbeats included, before the first
+	// arrivals). Warmup runs the fleet, claims included, before the first
 	// flow so that the run does not start from a cold store.
 	Flows    int
 	Duration time.Duration
@@ -36,15 +36,16 @@ type Scenario struct {
 	// MaxFlowDuration bounds the long-lived flows (see sampleDuration).
 	MaxFlowDuration time.Duration
 
-	// ClaimInterval is how often each host claims every address it owns.
+	// ClaimInterval is how often each host closes its claim interval and
+	// sends its claims (the receiver's claim_interval).
 	ClaimInterval time.Duration
 	// MaxHostSkew: every host's clock is off by a fixed amount uniform in
 	// [-MaxHostSkew, MaxHostSkew]; two hosts differ by up to twice that.
 	MaxHostSkew time.Duration
 
-	// Claims is how heartbeats (and the baseline's assign/unassign events)
-	// travel to the processor; Flows travel on the local pipeline with
-	// FlowJitter only and are never lost or duplicated.
+	// Claims is how claim records (and the baseline's assign/unassign
+	// events) travel to the processor; flow records travel on the local
+	// pipeline with FlowJitter only and are never lost or duplicated.
 	Claims     Delivery
 	FlowJitter time.Duration
 
@@ -137,21 +138,18 @@ func (s Scenario) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be in [0, 1], got %v", name, p))
 		}
 	}
-	if s.IPs < 2 {
-		errs = append(errs, fmt.Errorf("IPs must be at least 2, got %d", s.IPs))
+	atLeast := func(name string, n, least int) {
+		if n < least {
+			errs = append(errs, fmt.Errorf("%s must be at least %d, got %d", name, least, n))
+		}
 	}
+	atLeast("IPs", s.IPs, 2)
 	if s.IPs > 1<<24 {
 		errs = append(errs, fmt.Errorf("IPs must fit in 10.0.0.0/8 (at most %d), got %d", 1<<24, s.IPs))
 	}
-	if s.Hosts < 1 {
-		errs = append(errs, fmt.Errorf("Hosts must be positive, got %d", s.Hosts))
-	}
-	if s.Services < 1 {
-		errs = append(errs, fmt.Errorf("Services must be positive, got %d", s.Services))
-	}
-	if s.Flows < 0 {
-		errs = append(errs, fmt.Errorf("Flows must not be negative, got %d", s.Flows))
-	}
+	atLeast("Hosts", s.Hosts, 1)
+	atLeast("Services", s.Services, 1)
+	atLeast("Flows", s.Flows, 0)
 	positive("Duration", s.Duration)
 	nonNegative("Warmup", s.Warmup)
 	positive("MeanLifetime", s.MeanLifetime)

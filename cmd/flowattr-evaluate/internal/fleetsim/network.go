@@ -3,24 +3,26 @@ package fleetsim
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/flowattr/flowattr/internal/flowschema"
 )
 
 // Kinds of delivered message.
 const (
-	msgHeartbeat uint8 = iota // a heartbeat claim, to the processor
-	msgFlow                   // a flow record, to the processor and the baseline
-	msgAssign                 // an assign event, to the baseline
-	msgUnassign               // an unassign event, to the baseline
+	msgClaim    uint8 = iota // a claim record, to the processor
+	msgFlow                  // a flow record, to the processor and the baseline
+	msgAssign                // an assign event, to the baseline
+	msgUnassign              // an unassign event, to the baseline
 )
 
 // message is one record or event in transit.
 type message struct {
-	at   int64 // delivery time
-	seq  uint64
-	kind uint8
-	seg  *segment // the claimed, assigned or unassigned workload
-	s, e int64    // heartbeat claim bounds, processor frame
-	flow *flow
+	at    int64 // delivery time
+	seq   uint64
+	kind  uint8
+	seg   *segment         // the assigned or unassigned workload
+	claim flowschema.Claim // a claim, times on its sender's clock
+	flow  *flow
 }
 
 // network delivers messages with the scenario's faults. It has its own
@@ -33,7 +35,7 @@ type network struct {
 	inFlight   timedHeap[message]
 	flows      int // flow messages in flight
 
-	sent, lost, duplicated int // heartbeats
+	sent, lost, duplicated int // claims
 }
 
 func newNetwork(sc *Scenario) *network {
@@ -67,14 +69,14 @@ func (n *network) sendFlow(at int64, f *flow) {
 	n.enqueue(message{at: at + n.uniform(n.flowJitter), kind: msgFlow, flow: f})
 }
 
-// sendClaim delivers a heartbeat or baseline event emitted at true time at,
+// sendClaim delivers a claim or baseline event emitted at true time at,
 // subject to loss, delay, reordering and duplication.
 func (n *network) sendClaim(at int64, m message) {
-	if m.kind == msgHeartbeat {
+	if m.kind == msgClaim {
 		n.sent++
 	}
 	if n.claims.Loss > 0 && n.rng.Float64() < n.claims.Loss {
-		if m.kind == msgHeartbeat {
+		if m.kind == msgClaim {
 			n.lost++
 		}
 		return
@@ -82,7 +84,7 @@ func (n *network) sendClaim(at int64, m message) {
 	copies := 1
 	if n.claims.Duplicate > 0 && n.rng.Float64() < n.claims.Duplicate {
 		copies = 2
-		if m.kind == msgHeartbeat {
+		if m.kind == msgClaim {
 			n.duplicated++
 		}
 	}

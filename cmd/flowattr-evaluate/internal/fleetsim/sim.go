@@ -16,6 +16,7 @@ import (
 	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/intervalstore"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // Clock is the virtual clock the simulation advances; it is the processor's
@@ -36,18 +37,20 @@ func (c *Clock) set(ns int64) {
 // Result is the score of one run.
 type Result struct {
 	Scenario Scenario
-	// Flows is the number of flow records handed to both paths.
-	Flows int
-	// Heartbeat scores the processor's output; Baseline the event-based
-	// current-owner map on the same flows.
-	Heartbeat Counts
+	// Flows is the number of flow records handed to both paths;
+	// LocalUnowned those whose host named no local owner on them.
+	Flows        int
+	LocalUnowned int
+	// Ownership scores the ownership processor's output; Baseline the
+	// event-based current-owner map on the same flows.
+	Ownership Counts
 	Baseline  Counts
 	// Lost counts flows that never came out of the processor, Duplicated
 	// output records of an already scored flow, Unknown output records that
 	// match no flow.
 	Lost, Duplicated, Unknown int
-	// Heartbeat records sent by hosts, dropped and duplicated in transit.
-	HeartbeatsSent, HeartbeatsLost, HeartbeatsDuplicated int
+	// Claim records sent by hosts, dropped and duplicated in transit.
+	ClaimsSent, ClaimsLost, ClaimsDuplicated int
 	// Simulated is the simulated time the run covered; Elapsed the wall
 	// time it took.
 	Simulated time.Duration
@@ -62,10 +65,10 @@ type Result struct {
 
 // Kinds of generation event.
 const (
-	evOwnership uint8 = iota // an address's workload ends, or a new one starts
-	evHeartbeat              // a host emits its heartbeats
-	evFlowStart              // the next flow starts
-	evFlowEnd                // a flow ends and its record is emitted
+	evOwnership     uint8 = iota // an address's workload ends, or a new one starts
+	evClaimInterval              // a host closes its claim interval and sends the claims
+	evFlowStart                  // the next flow starts
+	evFlowEnd                    // a flow ends and its record is emitted
 )
 
 type genEvent struct {
@@ -76,6 +79,16 @@ type genEvent struct {
 	flow *flow
 }
 
+// genKey orders generation events by time, then flow ends first, then in
+// the order they were scheduled: a connection closes as its workload ends,
+// before the host's ownership source drops the workload.
+func genKey(e *genEvent) (int64, uint64) {
+	if e.kind == evFlowEnd {
+		return e.at, e.seq
+	}
+	return e.at, 1<<63 | e.seq
+}
+
 // flow is one connection, recorded by one of its two ends (the local side).
 type flow struct {
 	id         uint64
@@ -84,6 +97,9 @@ type flow struct {
 	start, end int64    // true time
 	skew       int64    // the recording host's clock offset
 	client     bool     // the recording side opened the connection
+	// localOwner is the owner the recording host named on the record, none
+	// (empty ID) when it did not hold the address throughout the flow.
+	localOwner owners.Owner
 	localPort  int64
 	peerPort   int64
 	arrived    int64 // when the processor got the record
@@ -125,28 +141,21 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 		return Result{}, fmt.Errorf("scenario %q: %w", sc.Name, err)
 	}
 	began := time.Now()
-	r := &runner{
-		sc:       sc,
-		clock:    newClock(),
-		fleet:    newFleet(&sc),
-		net:      newNetwork(&sc),
-		flowRNG:  rand.New(rand.NewPCG(sc.Seed, 3)),
-		gen:      timedHeap[genEvent]{key: func(e *genEvent) (int64, uint64) { return e.at, e.seq }},
-		baseline: make([]int64, sc.IPs),
-		pending:  make(map[uint64]*flow),
-		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
-		res:      Result{Scenario: sc},
-	}
-	// The oracle remembers claims as long as a flow record could still refer
-	// to them, longer than the processor's retention, so that a claim the
-	// processor forgot counts as unused rather than as never known.
-	r.oracle = newCoverageOracle(sc.IPs, int64(sc.Processor.Retention+sc.MaxFlowDuration+sc.Processor.MaxWait))
+	r := newRunner(sc)
 	sink := new(consumertest.LogsSink)
 	proc, err := newProcessor(ctx, sc, r.clock, sink)
 	if err != nil {
 		return Result{}, fmt.Errorf("scenario %q: creating the processor: %w", sc.Name, err)
 	}
-	runErr := r.loop(ctx, proc, sink)
+	runErr := r.start(ctx)
+	if runErr == nil {
+		runErr = r.loop(ctx, proc, sink)
+	}
+	for i := range r.fleet.hosts {
+		if own := r.fleet.hosts[i].own; own != nil {
+			runErr = errors.Join(runErr, own.Shutdown())
+		}
+	}
 	// Shutdown flushes the records still held.
 	if err := proc.Shutdown(ctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("shutdown: %w", err))
@@ -156,7 +165,7 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	}
 	r.classifyDeferred(1<<63 - 1)
 	r.res.Lost = len(r.pending)
-	r.res.HeartbeatsSent, r.res.HeartbeatsLost, r.res.HeartbeatsDuplicated = r.net.sent, r.net.lost, r.net.duplicated
+	r.res.ClaimsSent, r.res.ClaimsLost, r.res.ClaimsDuplicated = r.net.sent, r.net.lost, r.net.duplicated
 	r.res.HoldP50, r.res.HoldP99 = r.holdPercentile(0.50), r.holdPercentile(0.99)
 	r.res.Simulated = time.Duration(r.clock.ns.Load())
 	r.res.Elapsed = time.Since(began)
@@ -166,13 +175,35 @@ func Run(ctx context.Context, sc Scenario) (Result, error) {
 	return r.res, nil
 }
 
+func newRunner(sc Scenario) *runner {
+	return &runner{
+		sc:       sc,
+		clock:    newClock(),
+		fleet:    newFleet(&sc),
+		net:      newNetwork(&sc),
+		flowRNG:  rand.New(rand.NewPCG(sc.Seed, 3)),
+		gen:      timedHeap[genEvent]{key: genKey},
+		baseline: make([]int64, sc.IPs),
+		pending:  make(map[uint64]*flow),
+		deferred: timedHeap[deferredRecord]{key: func(d *deferredRecord) (int64, uint64) { return d.at, d.seq }},
+		// The oracle remembers claims as long as a flow record could still
+		// refer to them, longer than the processor's retention, so that a
+		// claim the processor forgot counts as unused rather than as never
+		// known.
+		oracle: newCoverageOracle(sc.IPs, int64(sc.Processor.Retention+sc.MaxFlowDuration+sc.Processor.MaxWait)),
+		res:    Result{Scenario: sc},
+	}
+}
+
 func (r *runner) schedule(e genEvent) {
 	r.genSeq++
 	e.seq = r.genSeq
 	r.gen.push(e)
 }
 
-func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertest.LogsSink) error {
+// start puts a workload on every address, starts the hosts at true time
+// zero, and schedules the first events.
+func (r *runner) start(ctx context.Context) error {
 	sc := &r.sc
 	for ip := range r.fleet.addrs {
 		// Every address starts occupied by a workload of random age.
@@ -180,25 +211,35 @@ func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertes
 		r.baseline[ip] = seg.id
 		r.schedule(genEvent{at: seg.end, kind: evOwnership, idx: int32(ip)})
 	}
+	// The hosts start at true time zero: the workloads they hold then are
+	// initial.
 	for i := range r.fleet.hosts {
-		_, _, emitAt := r.fleet.heartbeatInterval(&r.fleet.hosts[i])
-		r.schedule(genEvent{at: emitAt, kind: evHeartbeat, idx: int32(i)})
+		h := &r.fleet.hosts[i]
+		if err := h.start(ctx, r.fleet); err != nil {
+			return fmt.Errorf("starting %s: %w", h.name, err)
+		}
+		r.schedule(genEvent{at: h.nextClose, kind: evClaimInterval, idx: int32(i)})
 	}
 	if sc.Flows > 0 {
 		r.schedule(genEvent{at: int64(sc.Warmup) + r.nextArrival(), kind: evFlowStart})
 	}
+	return nil
+}
+
+// loop advances the clock tick by tick, runs the fleet and hands what
+// arrives to the processor, until every flow has been scored.
+func (r *runner) loop(ctx context.Context, proc consumer.Logs, sink *consumertest.LogsSink) error {
+	sc := &r.sc
 	// Past this, something is stuck: stop and let Shutdown flush.
 	limit := int64(sc.Warmup+2*sc.Duration+sc.MaxFlowDuration+sc.Claims.Delay+sc.Claims.Jitter+
 		sc.Claims.ReorderSpan+sc.FlowJitter+sc.Processor.MaxWait) + int64(time.Hour)
 	tick := int64(sc.Tick)
-	var claims []hostClaim
 	for now := tick; ; now += tick {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		r.clock.set(now)
-		var err error
-		if claims, err = r.generate(now, claims); err != nil {
+		if err := r.generate(now); err != nil {
 			return err
 		}
 		// Every tick, records or not, as a pipeline that receives batches
@@ -224,16 +265,16 @@ func (r *runner) nextArrival() int64 {
 	return max(1, int64(r.flowRNG.ExpFloat64()/rate*float64(time.Second)))
 }
 
-// generate runs the fleet up to now: ownership changes, heartbeats, flow
-// starts and ends, each sent on its way in true-time order.
-func (r *runner) generate(now int64, claims []hostClaim) ([]hostClaim, error) {
+// generate runs the fleet up to now: ownership changes, claim intervals,
+// flow starts and ends, each sent on its way in true-time order.
+func (r *runner) generate(now int64) error {
 	for r.gen.Len() > 0 && r.gen.peekAt() <= now {
 		e := r.gen.pop()
+		r.fleet.now = e.at
 		switch e.kind {
 		case evOwnership:
-			a := &r.fleet.addrs[e.idx]
-			if seg := a.cur; seg != nil {
-				a.cur = nil
+			if r.fleet.addrs[e.idx].cur != nil {
+				seg := r.fleet.endSegment(e.idx)
 				r.net.sendClaim(e.at, message{kind: msgUnassign, seg: seg})
 				r.schedule(genEvent{at: e.at + r.fleet.reuseGap(), kind: evOwnership, idx: e.idx})
 				continue
@@ -241,18 +282,17 @@ func (r *runner) generate(now int64, claims []hostClaim) ([]hostClaim, error) {
 			seg := r.fleet.startSegment(e.idx, e.at, e.at+r.fleet.exp(r.sc.MeanLifetime))
 			r.net.sendClaim(e.at, message{kind: msgAssign, seg: seg})
 			r.schedule(genEvent{at: seg.end, kind: evOwnership, idx: e.idx})
-		case evHeartbeat:
+		case evClaimInterval:
 			h := &r.fleet.hosts[e.idx]
-			claims = r.fleet.emitHeartbeats(h, claims[:0])
-			for _, c := range claims {
-				r.net.sendClaim(e.at, message{kind: msgHeartbeat, seg: c.seg, s: c.s, e: c.e})
+			for _, c := range h.claimer.CloseInterval(h.wallTime(e.at)) {
+				r.net.sendClaim(e.at, message{kind: msgClaim, claim: c.Claim})
 			}
-			_, _, next := r.fleet.heartbeatInterval(h)
-			r.schedule(genEvent{at: next, kind: evHeartbeat, idx: e.idx})
+			h.nextClose += int64(r.sc.ClaimInterval)
+			r.schedule(genEvent{at: h.nextClose, kind: evClaimInterval, idx: e.idx})
 		case evFlowStart:
 			f, err := r.startFlow(e.at)
 			if err != nil {
-				return claims, err
+				return err
 			}
 			r.active++
 			r.schedule(genEvent{at: f.end, kind: evFlowEnd, flow: f})
@@ -261,10 +301,14 @@ func (r *runner) generate(now int64, claims []hostClaim) ([]hostClaim, error) {
 			}
 		case evFlowEnd:
 			r.active--
-			r.net.sendFlow(e.at, e.flow)
+			f := e.flow
+			if !r.fleet.hosts[f.local.host].endFlow(f, r.fleet.addrs[f.local.ip].addr) {
+				r.res.LocalUnowned++
+			}
+			r.net.sendFlow(e.at, f)
 		}
 	}
-	return claims, nil
+	return nil
 }
 
 // pickOccupied returns the workload on a random occupied address other than
@@ -321,16 +365,10 @@ func (r *runner) deliver(now int64) plog.Logs {
 			return ld
 		}
 		switch m.kind {
-		case msgHeartbeat:
-			seg := m.seg
-			flowschema.PutClaim(records.AppendEmpty(), flowschema.Claim{
-				Address: r.fleet.addrs[seg.ip].addr,
-				Owner:   seg.owner,
-				Start:   Epoch.Add(time.Duration(m.s)),
-				End:     Epoch.Add(time.Duration(m.e)),
-				Sender:  r.fleet.hosts[seg.host].name,
-			})
-			r.oracle.add(seg.ip, seg.id, m.s, m.e, now)
+		case msgClaim:
+			c := &m.claim
+			flowschema.PutClaim(records.AppendEmpty(), *c)
+			r.oracle.add(ipIndex(c.Address), workloadID(c.Owner.ID), c.Start.Sub(Epoch).Nanoseconds(), c.End.Sub(Epoch).Nanoseconds(), now)
 		case msgFlow:
 			f := m.flow
 			f.arrived = now
@@ -338,7 +376,10 @@ func (r *runner) deliver(now int64) plog.Logs {
 			r.res.Flows++
 			r.putFlow(records.AppendEmpty(), f)
 			r.res.Baseline.add(r.baselineOutcome(f))
-			r.oracle.add(f.local.ip, f.local.id, f.start+f.skew, f.end+f.skew, now)
+			if f.localOwner.ID != "" {
+				// The record's local side is a claim too.
+				r.oracle.add(f.local.ip, workloadID(f.localOwner.ID), f.start+f.skew, f.end+f.skew, now)
+			}
 		case msgAssign:
 			r.baseline[m.seg.ip] = m.seg.id
 		case msgUnassign:
@@ -385,7 +426,9 @@ func (r *runner) putFlow(lr plog.LogRecord, f *flow) {
 	attrs.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
 	attrs.PutInt(flowschema.AttrFlowStartTime, Epoch.UnixNano()+f.start+f.skew)
 	attrs.PutInt(AttrFlowID, int64(f.id))
-	flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, f.local.owner)
+	if f.localOwner.ID != "" {
+		flowschema.PutOwner(attrs, flowschema.PrefixLocalOwner, f.localOwner)
+	}
 }
 
 // score takes the processor's output from sink and scores each record.
@@ -436,12 +479,14 @@ func (r *runner) scoreRecord(id uint64, status, reason, ownerID string) {
 	}
 	o := classifyAttribution(status, ownerID, f.peer.owner.ID)
 	if o != OutcomeUnattributed {
-		r.res.Heartbeat.add(o)
+		r.res.Ownership.add(o)
 		return
 	}
 	r.deferSeq++
-	r.deferred.push(deferredRecord{at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f,
-		nearEdge: reason == intervalstore.ReasonNearUnclaimedEdge.String()})
+	r.deferred.push(deferredRecord{
+		at: f.arrived + int64(r.sc.Processor.MaxWait), seq: r.deferSeq, f: f,
+		nearEdge: reason == intervalstore.ReasonNearUnclaimedEdge.String(),
+	})
 }
 
 // holdPercentile returns the hold time below which fraction q of the held
@@ -463,6 +508,6 @@ func (r *runner) classifyDeferred(now int64) {
 	for r.deferred.Len() > 0 && r.deferred.peekAt() <= now {
 		d := r.deferred.pop()
 		f := d.f
-		r.res.Heartbeat.add(splitUnattributed(r.oracle.covered(f.peer.ip, f.peer.id, f.start+f.skew), d.nearEdge))
+		r.res.Ownership.add(splitUnattributed(r.oracle.covered(f.peer.ip, f.peer.id, f.start+f.skew), d.nearEdge))
 	}
 }

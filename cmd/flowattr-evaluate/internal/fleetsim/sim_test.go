@@ -25,10 +25,11 @@ func run(t *testing.T, sc Scenario) Result {
 	res, err := Run(context.Background(), sc)
 	require.NoError(t, err)
 	require.Equal(t, sc.Flows, res.Flows, "every generated flow reaches the processor")
+	require.Zero(t, res.LocalUnowned, "every flow record names its local owner: flows close before their workload goes")
 	require.Zero(t, res.Lost, "flows with no output record")
 	require.Zero(t, res.Duplicated, "flows with more than one output record")
 	require.Zero(t, res.Unknown)
-	require.Equal(t, res.Flows, res.Heartbeat.Records, "one scored record per flow")
+	require.Equal(t, res.Flows, res.Ownership.Records, "one scored record per flow")
 	require.Equal(t, res.Flows, res.Baseline.Records)
 	return res
 }
@@ -44,23 +45,23 @@ func TestRunIsDeterministic(t *testing.T) {
 
 	sc.Seed++
 	c := run(t, sc)
-	assert.NotEqual(t, a.Heartbeat, c.Heartbeat, "another seed, another fleet")
+	assert.NotEqual(t, a.Ownership, c.Ownership, "another seed, another fleet")
 }
 
 func TestLossRate(t *testing.T) {
 	sc := tinyScenario()
 	clean := run(t, sc)
-	assert.Zero(t, clean.HeartbeatsLost)
+	assert.Zero(t, clean.ClaimsLost)
 	sc.Claims.Loss = 0.3
 	lossy := run(t, sc)
-	assert.InDelta(t, 0.3, float64(lossy.HeartbeatsLost)/float64(lossy.HeartbeatsSent), 0.02)
+	assert.InDelta(t, 0.3, float64(lossy.ClaimsLost)/float64(lossy.ClaimsSent), 0.02)
 }
 
-// TestHeartbeatPathNeverMisattributesWithoutSkew sweeps delay (up to beyond
+// TestProcessorNeverMisattributesWithoutSkew sweeps delay (up to beyond
 // max_wait), loss, reordering, duplication and churn with synchronised
 // clocks: the processor must not misattribute a single flow,
 // while the event-based baseline beside it does under delay and churn.
-func TestHeartbeatPathNeverMisattributesWithoutSkew(t *testing.T) {
+func TestProcessorNeverMisattributesWithoutSkew(t *testing.T) {
 	base := tinyScenario()
 	cases := map[string]func(*Scenario){
 		"delay below max_wait":  func(sc *Scenario) { sc.Claims.Delay = 20 * time.Second },
@@ -76,10 +77,10 @@ func TestHeartbeatPathNeverMisattributesWithoutSkew(t *testing.T) {
 			sc := base
 			edit(&sc)
 			res := run(t, sc)
-			assert.Zero(t, res.Heartbeat.Misattributed)
-			assert.Zero(t, res.Heartbeat.Invalid)
+			assert.Zero(t, res.Ownership.Misattributed)
+			assert.Zero(t, res.Ownership.Invalid)
 			if sc.Claims.Delay+sc.Claims.Jitter < sc.Processor.MaxWait {
-				assert.LessOrEqual(t, res.Heartbeat.Share(res.Heartbeat.ClaimUnused), 3.0,
+				assert.LessOrEqual(t, res.Ownership.Share(res.Ownership.ClaimUnused), 3.0,
 					"unattributed beyond the no-claim floor")
 			}
 		})
@@ -91,7 +92,7 @@ func TestBaselineMisattributesUnderDelayAndChurn(t *testing.T) {
 	sc.Claims.Delay = 15 * time.Second
 	sc.MeanLifetime = 30 * time.Second
 	res := run(t, sc)
-	assert.Zero(t, res.Heartbeat.Misattributed)
+	assert.Zero(t, res.Ownership.Misattributed)
 	assert.Greater(t, res.Baseline.Share(res.Baseline.Misattributed), 1.0,
 		"a current-owner map fed late events credits flows to the previous owner")
 }
@@ -111,13 +112,13 @@ func TestSkewInsideGuard(t *testing.T) {
 	require.True(t, sc.SkewWithinGuard())
 
 	inside := run(t, sc)
-	assert.Zero(t, inside.Heartbeat.Misattributed)
-	assert.Positive(t, inside.Heartbeat.ConflictOrUncertain, "owner changes within clock_skew are reported uncertain")
-	assert.Positive(t, inside.Heartbeat.NearEdge, "the edge rule leaves flows next to unclaimed time unattributed")
+	assert.Zero(t, inside.Ownership.Misattributed)
+	assert.Positive(t, inside.Ownership.ConflictOrUncertain, "owner changes within clock_skew are reported uncertain")
+	assert.Positive(t, inside.Ownership.NearEdge, "the edge rule leaves flows next to unclaimed time unattributed")
 
 	sc.MaxHostSkew = 3 * sc.Processor.ClockSkew
 	outside := run(t, sc)
-	assert.Positive(t, outside.Heartbeat.Misattributed, "beyond the guard skew can invert an owner change")
+	assert.Positive(t, outside.Ownership.Misattributed, "beyond the guard skew can invert an owner change")
 }
 
 func TestScenarioValidate(t *testing.T) {
