@@ -112,20 +112,21 @@ func runFlood(t *testing.T, keys int) floodRun {
 	// The fresh claim and the local side of its flow are two more keys: once
 	// the store is full, each pushes out one of the flood's.
 	metrics := col.Metrics(t, loopback(col.metricsPort))
-	applied := keys + 2
+	keysNow := keys + 2
 	// Gauges and counters without attributes, then counters summed over
 	// theirs.
 	for name, want := range map[string]int{
-		"otelcol_processor_ownership_keys":      min(applied, floodMaxKeys),
-		"otelcol_processor_ownership_evictions": max(applied-floodMaxKeys, 0),
+		"otelcol_processor_ownership_keys":      min(keysNow, floodMaxKeys),
+		"otelcol_processor_ownership_evictions": max(keysNow-floodMaxKeys, 0),
 	} {
 		if got, _, err := promValue(metrics, name); err != nil || int(got) != want {
 			t.Errorf("%s = %v (%v), want %d; the processor's metrics:\n%s", name, got, err, want, ownershipMetrics(metrics))
 		}
 	}
 	for name, want := range map[string]int{
-		"otelcol_processor_ownership_claims_applied":  applied,
-		"otelcol_processor_ownership_claims_rejected": 0,
+		"otelcol_processor_ownership_claims_applied":       keys + 1, // the flood's and the fresh claim
+		"otelcol_processor_ownership_local_claims_applied": 1,        // the local side of the fresh flow
+		"otelcol_processor_ownership_claims_rejected":      0,
 	} {
 		if got := collectortest.MetricSum(metrics, name); int(got) != want {
 			t.Errorf("%s = %v, want %d; the processor's metrics:\n%s", name, got, want, ownershipMetrics(metrics))
