@@ -14,7 +14,7 @@ import (
 
 func TestClaimerPeriodicClaimsTouch(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := New([]Source{newMapSource("10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.settings())
+	own := New([]Source{newMapSource("10.0.0.1", "a", "10.0.1.0/24", "pool")}, clockSettings(clock))
 	claimer := NewClaimer(own, "node-1", at(0))
 
 	first := claimer.CloseInterval(at(10))
@@ -29,7 +29,7 @@ func TestClaimerPeriodicClaimsTouch(t *testing.T) {
 
 func TestClaimerAggregatesFlows(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := New([]Source{newMapSource("10.0.0.1", "a", "10.0.1.0/24", "pool")}, clock.settings())
+	own := New([]Source{newMapSource("10.0.0.1", "a", "10.0.1.0/24", "pool")}, clockSettings(clock))
 	claimer := NewClaimer(own, "node-1", at(0))
 	claimer.CloseInterval(at(10)) // the interval is now [10, 20]
 
@@ -84,7 +84,7 @@ func TestClaimerOwnerChangeMidInterval(t *testing.T) {
 
 func TestClaimerClockStepsBack(t *testing.T) {
 	clock := newManualClock(at(0))
-	own := New([]Source{newMapSource("10.0.0.1", "a")}, clock.settings())
+	own := New([]Source{newMapSource("10.0.0.1", "a")}, clockSettings(clock))
 	claimer := NewClaimer(own, "n", at(10))
 	assert.Empty(t, claimer.CloseInterval(at(5)), "no claim that ends before it starts")
 	got := claimer.CloseInterval(at(15))

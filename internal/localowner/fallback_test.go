@@ -85,7 +85,7 @@ func TestClaimerClaimsAFallbackForFallbackClaimFor(t *testing.T) {
 	end := 3 + fallbackClaimFor.Seconds()
 	clock := newManualClock(at(0))
 	core, logs := observer.New(zap.WarnLevel)
-	set := clock.settings()
+	set := clockSettings(clock)
 	set.Logger = zap.New(core)
 	set.MaxFallbacks = 1 // to see that the fallback is forgotten
 	src, own := startOwnershipWith(t, set, "10.0.1.0/24", "pool", "10.0.1.5", "x")
@@ -174,7 +174,7 @@ func TestClaimerFallbackFollowsTheAddress(t *testing.T) {
 func TestMaxFallbacks(t *testing.T) {
 	clock := newManualClock(at(0))
 	core, logs := observer.New(zap.WarnLevel)
-	set := clock.settings()
+	set := clockSettings(clock)
 	set.Logger = zap.New(core)
 	set.MaxFallbacks = 2
 	src, own := startOwnershipWith(t, set, "10.0.1.0/24", "pool", "10.0.1.1", "a", "10.0.1.2", "b", "10.0.1.3", "c")
@@ -204,7 +204,7 @@ func TestMaxFallbacks(t *testing.T) {
 func TestMaxRetired(t *testing.T) {
 	clock := newManualClock(at(0))
 	core, logs := observer.New(zap.WarnLevel)
-	set := clock.settings()
+	set := clockSettings(clock)
 	set.Logger = zap.New(core)
 	set.MaxRetired = 2
 	src, own := startOwnershipWith(t, set, "10.0.0.1", "a", "10.0.0.2", "b", "10.0.0.3", "c")
@@ -224,7 +224,7 @@ func TestMaxRetired(t *testing.T) {
 // use up the retired budget that real changes need.
 func TestFallbackRenewalsDoNotSpendTheRetiredBudget(t *testing.T) {
 	clock := newManualClock(at(0))
-	set := clock.settings()
+	set := clockSettings(clock)
 	set.MaxRetired = 5 // stands for 65536
 	src, own := startOwnershipWith(t, set, "10.0.1.0/24", "pool",
 		"10.0.1.1", "a", "10.0.1.2", "b", "10.0.1.3", "c", "10.0.1.4", "d",
@@ -243,7 +243,7 @@ func TestFallbackRenewalsDoNotSpendTheRetiredBudget(t *testing.T) {
 // the processor from joining claims across it.
 func TestMaxFallbacksKeepsTheNewest(t *testing.T) {
 	clock := newManualClock(at(0))
-	set := clock.settings()
+	set := clockSettings(clock)
 	set.MaxFallbacks = 1
 	src, own := startOwnershipWith(t, set, "10.0.1.0/24", "pool", "10.0.1.1", "a", "10.0.1.2", "b")
 	claimer := NewClaimer(own, "n", at(0))

@@ -157,7 +157,7 @@ func TestFileSourcePollsAndNotifies(t *testing.T) {
 	var counts reloadCounter
 	src := NewFileSource(path, 10*time.Millisecond, owners.DefaultLimits(), zap.NewNop(), counts.record)
 	clock := newManualClock(at(0))
-	own := New([]Source{src}, clock.settings())
+	own := New([]Source{src}, clockSettings(clock))
 	require.NoError(t, own.Start(context.Background()))
 	defer func() { require.NoError(t, own.Shutdown()) }()
 

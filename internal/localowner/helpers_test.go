@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowattr/flowattr/internal/owners"
+	"github.com/flowattr/flowattr/internal/testutil/testclock"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -21,32 +22,8 @@ func at(seconds float64) time.Time { return t0.Add(time.Duration(seconds * float
 // bootAt is at on the tests' boot clock.
 func bootAt(seconds float64) time.Duration { return at(seconds).Sub(t0) }
 
-// manualClock is a clock that moves only when told to.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newManualClock(t time.Time) *manualClock { return &manualClock{t: t} }
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Boot is the kernel's boot clock of the tests: it reads zero at t0 and
-// moves with the manual clock.
-func (c *manualClock) Boot() time.Duration { return c.Now().Sub(t0) }
-
-func (c *manualClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-// settings are Settings on clock, logging nowhere.
-func (c *manualClock) settings() Settings {
+// clockSettings are Settings on c, logging nowhere.
+func clockSettings(c *testclock.Clock) Settings {
 	return Settings{Now: c.Now, BootNow: c.Boot, Logger: zap.NewNop()}
 }
 
@@ -107,10 +84,10 @@ func (*mapSource) Shutdown() error { return nil }
 
 // startOwnership starts an Ownership of one map source holding kv (see
 // mapSource.set), on a manual clock at start seconds.
-func startOwnership(t *testing.T, start float64, kv ...string) (*manualClock, *mapSource, *Ownership) {
+func startOwnership(t *testing.T, start float64, kv ...string) (*testclock.Clock, *mapSource, *Ownership) {
 	t.Helper()
 	clock := newManualClock(at(start))
-	src, own := startOwnershipWith(t, clock.settings(), kv...)
+	src, own := startOwnershipWith(t, clockSettings(clock), kv...)
 	return clock, src, own
 }
 
@@ -125,7 +102,7 @@ func startOwnershipWith(t *testing.T, set Settings, kv ...string) (*mapSource, *
 }
 
 // rebuildAt sets src to kv at seconds: a started Ownership merges it then.
-func rebuildAt(clock *manualClock, src *mapSource, seconds float64, kv ...string) {
+func rebuildAt(clock *testclock.Clock, src *mapSource, seconds float64, kv ...string) {
 	clock.Set(at(seconds))
 	src.set(kv...)
 }
@@ -168,3 +145,7 @@ func spansOf(got []Claim, addr string) []ownerSpan {
 	}
 	return out
 }
+
+// newManualClock returns a test clock reading t, whose boot clock reads zero
+// at t0.
+func newManualClock(t time.Time) *testclock.Clock { return testclock.New(t0, t) }

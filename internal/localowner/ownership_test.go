@@ -18,7 +18,7 @@ import (
 func TestCloseIntervalDoesNotWaitForARebuild(t *testing.T) {
 	clock := newManualClock(at(0))
 	hs := &hookSource{mapSource: newMapSource("10.0.0.1", "a")}
-	own := New([]Source{hs}, clock.settings())
+	own := New([]Source{hs}, clockSettings(clock))
 	require.NoError(t, own.Start(context.Background()))
 	claimer := NewClaimer(own, "n", at(0))
 	merging, finish := make(chan struct{}), make(chan struct{})
@@ -50,7 +50,7 @@ func TestCloseIntervalDoesNotWaitForARebuild(t *testing.T) {
 // it are shut down.
 func TestStartShutsDownTheSourcesStartedBeforeAFailure(t *testing.T) {
 	first, failing := &countingSource{}, &countingSource{startErr: errors.New("no kubelet")}
-	own := New([]Source{first, failing}, newManualClock(at(0)).settings())
+	own := New([]Source{first, failing}, clockSettings(newManualClock(at(0))))
 	require.EqualError(t, own.Start(context.Background()), "no kubelet")
 	assert.Equal(t, 1, first.shutdowns)
 	assert.Zero(t, failing.shutdowns)

@@ -16,7 +16,7 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	clock := newManualClock(at(0))
 	file := newMapSource("10.0.0.1", "from-file", "10.0.0.0/8", "file-wide")
 	static := newMapSource("10.0.0.1", "from-static", "10.1.2.0/24", "static-narrow", "10.9.9.9", "static-only")
-	own := New([]Source{file, static}, clock.settings())
+	own := New([]Source{file, static}, clockSettings(clock))
 	ownerOf := func(s string) string {
 		e, ok := own.Lookup(netip.MustParseAddr(s))
 		if !ok {
@@ -30,7 +30,7 @@ func TestOwnershipPrecedenceAndLongestPrefix(t *testing.T) {
 	assert.Equal(t, "static-only", ownerOf("10.9.9.9"))
 	assert.Empty(t, ownerOf("192.0.2.1"))
 
-	own = New([]Source{static, file}, clock.settings())
+	own = New([]Source{static, file}, clockSettings(clock))
 	assert.Equal(t, "from-static", lookup(t, own, "10.0.0.1").Owner().ID)
 }
 
@@ -100,7 +100,7 @@ func (s *hookSource) Entries() map[netip.Prefix]owners.Owner {
 func TestOwnershipDatesChangesWhenPublished(t *testing.T) {
 	clock := newManualClock(at(0))
 	hs := &hookSource{mapSource: newMapSource("10.0.0.1", "a")}
-	own := New([]Source{hs}, clock.settings())
+	own := New([]Source{hs}, clockSettings(clock))
 	require.NoError(t, own.Start(context.Background()))
 	claimer := NewClaimer(own, "n", at(0))
 	addr := netip.MustParseAddr("10.0.0.1")

@@ -10,38 +10,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowattr/flowattr/internal/testutil/testclock"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
 )
-
-// manualClock is a clock that moves only when told to.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newManualClock(t time.Time) *manualClock { return &manualClock{t: t} }
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Boot is the kernel's boot clock of the tests: it reads zero at t0 and
-// moves with the manual clock, unless a test says otherwise.
-func (c *manualClock) Boot() time.Duration { return c.Now().Sub(t0) }
 
 // bootAt is at on the tests' boot clock.
 func bootAt(seconds float64) time.Duration { return at(seconds).Sub(t0) }
 
-func (c *manualClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // withBootStart gives ev the boot-clock start its Start has on the tests'
-// boot clock (see manualClock.Boot), unless the test set one: as the tracer
+// boot clock (see testclock.Clock.Boot), unless the test set one: as the tracer
 // would read it with the wall clock never stepped.
 func withBootStart(ev tracer.Event) tracer.Event {
 	if ev.StartBoot == 0 {
@@ -111,7 +88,7 @@ func (f *fakeTracer) Close() error {
 	return nil
 }
 
-func testEnvironment(ft *fakeTracer, clock *manualClock, machineIDFile string, hostAddrs ...string) environment {
+func testEnvironment(ft *fakeTracer, clock *testclock.Clock, machineIDFile string, hostAddrs ...string) environment {
 	return environment{
 		newTracer: func(tracer.Options) (flowTracer, error) { return ft, nil },
 		now:       clock.Now,
@@ -139,3 +116,7 @@ func replaceFile(t *testing.T, path, data string) {
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func at(seconds float64) time.Time { return t0.Add(time.Duration(seconds * float64(time.Second))) }
+
+// newManualClock returns a test clock reading t, whose boot clock reads zero
+// at t0.
+func newManualClock(t time.Time) *testclock.Clock { return testclock.New(t0, t) }
