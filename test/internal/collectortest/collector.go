@@ -156,6 +156,10 @@ func Start(tb testing.TB, opts Options) *Collector {
 // Pid is the collector's process id.
 func (c *Collector) Pid() int { return c.cmd.Process.Pid }
 
+// Output is what the collector has written so far to its standard output
+// and standard error together: its log, in the collector's console format.
+func (c *Collector) Output() string { return c.output.String() }
+
 // WaitReady polls the health_check extension at healthAddr (host:port) until
 // the collector reports that its pipelines are running, failing early if the
 // process exits.
