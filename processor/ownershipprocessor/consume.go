@@ -14,11 +14,13 @@ type consumeBatch struct {
 	own      batchRecords     // the batch's own records put in the hold
 }
 
-// ConsumeLogs processes ld, sends what is left of it to the next consumer
-// and handles what the hold did meanwhile. Records released by it (max_wait
-// over, pushed out of a full hold) are sent after the batch in one of their
-// own, as every other release: a refusal is then counted in release_failures
-// and logged, and neither fails nor loses the receiver's batch. The records
+// ConsumeLogs first sends again the released records that the next
+// consumer refused earlier (see resend), then processes ld, sends what is
+// left of it to the next consumer and handles what the hold did meanwhile.
+// Records released by it (max_wait over, pushed out of a full hold) are
+// sent after the batch in one of their own, as every other release: a
+// refusal then keeps them in the outbox, or counts them in release_failures
+// if it is permanent, and never fails the receiver's batch. The records
 // the batch put in the hold stay tentative until the next consumer has
 // answered: whatever releases one meanwhile (a claim from any pipeline,
 // max_wait, another batch's overflow) hands it to the batch; only shutdown
@@ -27,6 +29,7 @@ type consumeBatch struct {
 // batch's records leave the hold undelivered, held or handed over: kept,
 // they would go downstream twice.
 func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	p.resend(context.WithoutCancel(ctx))
 	var b consumeBatch
 	returned := false
 	defer func() {

@@ -20,8 +20,9 @@ func NewFactory() processor.Factory {
 
 // NewFactoryWithClock returns the factory of the ownership processor reading
 // time from c. The clock is the only difference from NewFactory: the
-// processor's background work, releasing held records whose max_wait is over
-// and pruning the store, runs as c.Every callbacks, while every ConsumeLogs
+// processor's background work, releasing held records whose max_wait is
+// over, sending again released records the next consumer refused, and
+// pruning the store, runs as c.Every callbacks, while every ConsumeLogs
 // first does the same work that has fallen due on c. On a clock.Manual,
 // for deterministic simulations and tests, the callbacks run when the clock
 // is advanced.

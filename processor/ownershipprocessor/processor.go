@@ -57,7 +57,8 @@ type ownershipProcessor struct {
 	next   consumer.Logs
 	logger *zap.Logger
 	tel    *telemetry
-	hold   *hold // nil when max_wait is 0
+	hold   *hold   // nil when max_wait is 0
+	outbox *outbox // released records to send again; nil when max_wait is 0
 	owners *flowschema.OwnerWriter
 
 	shutdownOnce sync.Once
@@ -91,6 +92,7 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 	}
 	if cfg.MaxWait > 0 {
 		p.hold = newHold(cfg.MaxWait, cfg.MaxPending)
+		p.outbox = &outbox{max: cfg.MaxPending}
 	}
 	shared.subscribe(p)
 	return p, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 
@@ -26,6 +27,7 @@ type refusingConsumer struct {
 	consumertest.LogsSink
 	mu        sync.Mutex
 	refusals  int
+	permanent bool   // refuse with a permanent error
 	refusedAt []int  // record counts of the refused batches
 	during    func() // run once, within the next batch's ConsumeLogs
 }
@@ -54,9 +56,13 @@ func (c *refusingConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error 
 	}
 	during := c.during
 	c.during = nil
+	permanent := c.permanent
 	c.mu.Unlock()
 	if during != nil {
 		during()
+	}
+	if refuse && permanent {
+		return consumererror.NewPermanent(errQueueFull)
 	}
 	if refuse {
 		return errQueueFull
@@ -102,9 +108,9 @@ func unkeyed(lr plog.LogRecord) {
 
 // A record whose max_wait ran out is released in a batch of its own, after
 // the batch whose ConsumeLogs released it: when the next consumer refuses
-// it, the refusal is counted and logged, and the receiver's batch fails
-// with its own error only.
-func TestRefusedTimeoutReleaseIsCounted(t *testing.T) {
+// it, it waits to be sent again, and the receiver's batch fails with its
+// own error only.
+func TestRefusedTimeoutReleaseIsKept(t *testing.T) {
 	cfg := createDefaultConfig()
 	h, next := newRefusingHarness(t, cfg)
 	h.clock.Advance(offTick)
@@ -116,7 +122,8 @@ func TestRefusedTimeoutReleaseIsCounted(t *testing.T) {
 	require.ErrorIs(t, err, errQueueFull)
 	assert.Equal(t, []int{1, 1}, next.refusedAt, "the batch (10.0.0.3 is held), then the release on its own")
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, 1)
-	assertCounter(t, h.tel, "otelcol_processor_ownership_release_failures", nil, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_release_failures", nil, 0)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_awaiting_resend", nil, 1)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
 }
 

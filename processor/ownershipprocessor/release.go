@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.uber.org/zap"
 
 	"github.com/flowattr/flowattr/internal/intervalstore"
 )
@@ -31,8 +30,8 @@ func (p *ownershipProcessor) emit(ctx context.Context, released []releasedRecord
 	}
 }
 
-// send emits released records in a batch of their own; a refusal is counted
-// and logged.
+// send emits released records in a batch of their own and delivers it: a
+// retryable refusal keeps it in the outbox, to be sent again.
 func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord) {
 	if len(released) == 0 {
 		return
@@ -41,11 +40,7 @@ func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord
 	ld := plog.NewLogs()
 	p.emit(ctx, released, ld, &st)
 	p.tel.report(ctx, &st)
-	if err := p.forward(ctx, ld); err != nil {
-		n := ld.LogRecordCount()
-		p.tel.ProcessorOwnershipReleaseFailures.Add(ctx, int64(n))
-		p.logger.Warn("Next consumer refused released flow records", zap.Int("records", n), zap.Error(err))
-	}
+	p.deliver(ctx, ld)
 }
 
 // recheck looks up again the records this pipeline holds for keys, which
@@ -71,17 +66,21 @@ func (p *ownershipProcessor) startOutside() bool {
 	return true
 }
 
-// releaseExpired sends on the records whose max_wait is over at now; the
-// store's clock callback calls it.
+// releaseExpired sends again the records waiting in the outbox, then sends
+// on those whose max_wait is over at now; the store's clock callback calls
+// it.
 func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) {
 	if p.hold != nil && p.startOutside() {
 		defer p.outside.Done()
+		p.resend(ctx)
 		p.send(ctx, p.hold.expire(now, p.lookup))
 	}
 }
 
-// shutdown flushes every held record downstream, then releases the shared
-// store. It runs once however often it is called.
+// shutdown makes a last attempt at the records waiting in the outbox,
+// flushes every held record downstream, then releases the shared store.
+// Refusals of either are counted in release_failures. It runs once however
+// often it is called.
 func (p *ownershipProcessor) shutdown(ctx context.Context) {
 	p.shutdownOnce.Do(func() {
 		p.shared.unsubscribe(p)
@@ -90,6 +89,7 @@ func (p *ownershipProcessor) shutdown(ctx context.Context) {
 		p.outsideMu.Unlock()
 		p.outside.Wait()
 		if p.hold != nil {
+			p.closeOutbox(ctx)
 			p.send(ctx, p.hold.drain(p.lookup))
 		}
 		p.tel.Shutdown()

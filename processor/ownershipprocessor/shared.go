@@ -19,8 +19,8 @@ import (
 
 // sharedStore is the state shared by every pipeline's instance of one
 // processor ID: the interval store, the CIDR tables, and the clock callbacks
-// that prune the store and release held records whose wait is over while no
-// batch arrives to do it.
+// that prune the store, release held records whose wait is over and send
+// again refused released records while no batch arrives to do it.
 type sharedStore struct {
 	cfg    *Config
 	tables *addressTables
@@ -113,7 +113,8 @@ func (s *sharedStore) stop() {
 // pruneTick and releaseTick do, every so often on the clock, what every
 // ConsumeLogs does too, through the same functions: the hold's lock
 // serialises releases, so whichever comes first releases a record and the
-// other finds it gone; the store serialises prunes.
+// other finds it gone; the outbox sends again one batch at a time; the
+// store serialises prunes.
 func (s *sharedStore) pruneTick() {
 	// Unconditionally: a batch's prune since the last tick must not
 	// stretch an idle store's interval to twice pruneEvery.

@@ -105,6 +105,7 @@ func (t *telemetry) zero(ctx context.Context) {
 		t.ProcessorOwnershipRecordsReleased.Add(ctx, 0, t.outcomes[o])
 	}
 	t.ProcessorOwnershipRecordsHeld.Add(ctx, 0)
+	t.ProcessorOwnershipRecordsAwaitingResend.Add(ctx, 0)
 }
 
 // batchStats accumulates one batch's telemetry, recorded once per batch.

@@ -153,6 +153,7 @@ func TestCountersExportedAtZeroFromStart(t *testing.T) {
 	metadatatest.AssertEqualProcessorOwnershipRecordsReleased(t, h.tel, zeros("outcome", "attributed", "decided", "timeout", "overflow", "shutdown"), opts...)
 	metadatatest.AssertEqualProcessorOwnershipReleaseFailures(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRecordsAwaitingResend(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipKeys(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRanges(t, h.tel, zeros(""), opts...)
 }

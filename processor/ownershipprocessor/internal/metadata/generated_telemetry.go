@@ -42,6 +42,7 @@ type TelemetryBuilder struct {
 	ProcessorOwnershipLocalClaimsRejected    metric.Int64Counter
 	ProcessorOwnershipLookups                metric.Int64Counter
 	ProcessorOwnershipRanges                 metric.Int64ObservableGauge
+	ProcessorOwnershipRecordsAwaitingResend  metric.Int64UpDownCounter
 	ProcessorOwnershipRecordsHeld            metric.Int64UpDownCounter
 	ProcessorOwnershipRecordsReleased        metric.Int64Counter
 	ProcessorOwnershipReleaseFailures        metric.Int64Counter
@@ -201,6 +202,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{range}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ProcessorOwnershipRecordsAwaitingResend, err = builder.meter.Int64UpDownCounter(
+		"otelcol_processor_ownership_records_awaiting_resend",
+		metric.WithDescription("Released flow records that the next consumer refused with a retryable error, waiting to be sent again (at most max_pending per pipeline). [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipRecordsHeld, err = builder.meter.Int64UpDownCounter(
 		"otelcol_processor_ownership_records_held",
 		metric.WithDescription("Flow records currently held waiting for a claim. [Alpha]"),
@@ -215,7 +222,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipReleaseFailures, err = builder.meter.Int64Counter(
 		"otelcol_processor_ownership_release_failures",
-		metric.WithDescription("Released flow records that the next consumer refused; they are counted and logged, and not sent again. [Alpha]"),
+		metric.WithDescription("Released flow records lost downstream, refused permanently by the next consumer, dropped from the records awaiting resend beyond max_pending, or still refused at shutdown; logged. [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -239,6 +239,22 @@ func AssertEqualProcessorOwnershipRanges(t *testing.T, tt *componenttest.Telemet
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualProcessorOwnershipRecordsAwaitingResend(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_ownership_records_awaiting_resend",
+		Description: "Released flow records that the next consumer refused with a retryable error, waiting to be sent again (at most max_pending per pipeline). [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: false,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_ownership_records_awaiting_resend")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualProcessorOwnershipRecordsHeld(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_ownership_records_held",
@@ -274,7 +290,7 @@ func AssertEqualProcessorOwnershipRecordsReleased(t *testing.T, tt *componenttes
 func AssertEqualProcessorOwnershipReleaseFailures(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_ownership_release_failures",
-		Description: "Released flow records that the next consumer refused; they are counted and logged, and not sent again. [Alpha]",
+		Description: "Released flow records lost downstream, refused permanently by the next consumer, dropped from the records awaiting resend beyond max_pending, or still refused at shutdown; logged. [Alpha]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,

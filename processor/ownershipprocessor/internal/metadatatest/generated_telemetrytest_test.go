@@ -40,6 +40,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorOwnershipLocalClaimsApplied.Add(context.Background(), 1)
 	tb.ProcessorOwnershipLocalClaimsRejected.Add(context.Background(), 1)
 	tb.ProcessorOwnershipLookups.Add(context.Background(), 1)
+	tb.ProcessorOwnershipRecordsAwaitingResend.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsHeld.Add(context.Background(), 1)
 	tb.ProcessorOwnershipRecordsReleased.Add(context.Background(), 1)
 	tb.ProcessorOwnershipReleaseFailures.Add(context.Background(), 1)
@@ -83,6 +84,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipRanges(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorOwnershipRecordsAwaitingResend(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorOwnershipRecordsHeld(t, testTel,
