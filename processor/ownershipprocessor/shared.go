@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
@@ -73,13 +74,16 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock.Clock) (*shared
 		pruneEvery: pruneInterval(cfg.Retention),
 	}
 	s.lastPrune.Store(c.Now().UnixNano())
+	// Every store of a collector reports into the same gauges: the
+	// processor attribute tells them apart.
+	id := metric.WithAttributeSet(attribute.NewSet(attribute.String("processor", set.ID.String())))
 	err = gauges.RegisterProcessorOwnershipKeysCallback(func(_ context.Context, o metric.Int64Observer) error {
-		o.Observe(int64(s.store.Stats().Keys))
+		o.Observe(int64(s.store.Stats().Keys), id)
 		return nil
 	})
 	if err == nil {
 		err = gauges.RegisterProcessorOwnershipRangesCallback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(int64(s.store.Stats().Ranges))
+			o.Observe(int64(s.store.Stats().Ranges), id)
 			return nil
 		})
 	}

@@ -7,12 +7,16 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
 
@@ -154,6 +158,31 @@ func TestCountersExportedAtZeroFromStart(t *testing.T) {
 	metadatatest.AssertEqualProcessorOwnershipReleaseFailures(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsAwaitingResend(t, h.tel, zeros(""), opts...)
-	metadatatest.AssertEqualProcessorOwnershipKeys(t, h.tel, zeros(""), opts...)
-	metadatatest.AssertEqualProcessorOwnershipRanges(t, h.tel, zeros(""), opts...)
+	metadatatest.AssertEqualProcessorOwnershipKeys(t, h.tel, zeros("processor", "ownership"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRanges(t, h.tel, zeros("processor", "ownership"), opts...)
+}
+
+// TestStoreGaugesPerProcessorID: two processor IDs in one collector have two
+// stores, and the store gauges report each under its own ID instead of
+// writing over each other.
+func TestStoreGaugesPerProcessorID(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	f := NewFactoryWithClock(newTestClock())
+	procs := map[string]processor.Logs{}
+	for _, name := range []string{"a", "b"} {
+		set := metadatatest.NewSettings(tel)
+		set.ID = component.NewIDWithName(metadata.Type, name)
+		p, err := f.CreateLogs(context.Background(), set, createDefaultConfig(), new(consumertest.LogsSink))
+		require.NoError(t, err)
+		require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
+		t.Cleanup(func() { require.NoError(t, p.Shutdown(context.Background())) })
+		procs[name] = p
+	}
+	require.NoError(t, procs["a"].ConsumeLogs(context.Background(), logsOf(
+		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
+		claim("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""))))
+	assertCounter(t, tel, "otelcol_processor_ownership_keys", map[string]string{"processor": "ownership/a"}, 2)
+	assertCounter(t, tel, "otelcol_processor_ownership_keys", map[string]string{"processor": "ownership/b"}, 0)
+	assertCounter(t, tel, "otelcol_processor_ownership_ranges", map[string]string{"processor": "ownership/a"}, 2)
 }
