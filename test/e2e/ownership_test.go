@@ -78,6 +78,7 @@ func TestOwnershipPipeline(t *testing.T) {
 		{"otelcol_processor_ownership_records_released", "outcome", "overflow"},
 		{"otelcol_processor_ownership_release_failures", "", ""},
 		{"otelcol_processor_ownership_flows_without_local_owner", "", ""},
+		{"otelcol_processor_ownership_records_awaiting_resend", "", ""},
 	} {
 		if !hasZeroSeries(atStart, series.name, series.label, series.value) {
 			t.Errorf("no %s{%s=%q} at 0 at start", series.name, series.label, series.value)
