@@ -3,6 +3,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -103,7 +104,11 @@ func (p *ownershipProcessor) applyClaims(ld plog.Logs, sender senderIdentity, no
 			touched = append(touched, lc.Address)
 		}
 	}
-	return touched
+	// Once per address: a hold recheck costs a lookup per record waiting
+	// for the address, under the hold's lock, so a sender repeating one
+	// address's claims must not multiply it.
+	slices.SortFunc(touched, netip.Addr.Compare)
+	return slices.Compact(touched)
 }
 
 // dropRefused removes the claim records of ld whose claims the store

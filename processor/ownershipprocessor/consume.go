@@ -18,7 +18,8 @@ type consumeBatch struct {
 // consumer refused earlier (see resend), then processes ld, sends what is
 // left of it to the next consumer and handles what the hold did meanwhile.
 // Records released by it (max_wait over, pushed out of a full hold) are
-// sent after the batch in one of their own, as every other release: a
+// sent after the batch in one of their own, with no request context, as
+// every other release: a
 // refusal then keeps them in the outbox, or counts them in release_failures
 // if it is permanent, and never fails the receiver's batch. The records
 // the batch put in the hold stay tentative until the next consumer has
@@ -29,7 +30,7 @@ type consumeBatch struct {
 // batch's records leave the hold undelivered, held or handed over: kept,
 // they would go downstream twice.
 func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
-	p.resend(context.WithoutCancel(ctx))
+	p.resend(context.Background())
 	var b consumeBatch
 	returned := false
 	defer func() {
@@ -39,14 +40,16 @@ func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) erro
 			// records stay tentative for good, and the records it
 			// released go on.
 			p.settle(ctx, &b, true)
-			p.send(context.WithoutCancel(ctx), b.released)
+			p.send(context.Background(), b.released)
 		}
 	}()
 	err := p.consume(ctx, ld, &b)
 	returned = true
 	p.settle(ctx, &b, err != nil)
-	// Released records go on after the batch's request may have ended.
-	p.send(context.WithoutCancel(ctx), b.released)
+	// Released records go on without this request's context: most came
+	// with other requests, whose client metadata must not be passed off as
+	// this one's, and the request may have ended.
+	p.send(context.Background(), b.released)
 	return err
 }
 

@@ -93,3 +93,20 @@ func TestTickerAndConsumeLogsReleaseEachRecordOnce(t *testing.T) {
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, n)
 	assertCounter(t, h.tel, "otelcol_processor_ownership_records_held", nil, 0)
 }
+
+// TestReleasesCarryNoRequestContext: a record pushed out of a full hold by
+// another request's batch goes on without that request's context (its
+// client metadata, say), which is not its own.
+func TestReleasesCarryNoRequestContext(t *testing.T) {
+	type tenantKey struct{}
+	cfg := createDefaultConfig()
+	cfg.MaxPending = 1
+	h := newHarness(t, cfg)
+	tenant := func(name string) context.Context { return context.WithValue(context.Background(), tenantKey{}, name) }
+	require.NoError(t, h.proc.ConsumeLogs(tenant("a"), logsOf(flow("10.0.0.1", "10.0.0.2", t0.Add(-time.Second), t0))))
+	require.NoError(t, h.proc.ConsumeLogs(tenant("b"), logsOf(flow("10.0.0.1", "10.0.0.3", t0.Add(-time.Second), t0))))
+	require.Equal(t, []string{"10.0.0.2"}, h.peers(), "the first record, pushed out by the second")
+	for _, ctx := range h.sink.Contexts() {
+		assert.Nil(t, ctx.Value(tenantKey{}), "a released record went on with another request's context")
+	}
+}
