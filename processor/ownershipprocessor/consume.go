@@ -30,7 +30,7 @@ type consumeBatch struct {
 // batch's records leave the hold undelivered, held or handed over: kept,
 // they would go downstream twice.
 func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
-	p.resend(context.Background())
+	p.resend(p.life)
 	var b consumeBatch
 	returned := false
 	defer func() {
@@ -40,7 +40,7 @@ func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) erro
 			// records stay tentative for good, and the records it
 			// released go on.
 			p.settle(ctx, &b, true)
-			p.send(context.Background(), b.released)
+			p.send(p.life, b.released)
 		}
 	}()
 	err := p.consume(ctx, ld, &b)
@@ -49,7 +49,7 @@ func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) erro
 	// Released records go on without this request's context: most came
 	// with other requests, whose client metadata must not be passed off as
 	// this one's, and the request may have ended.
-	p.send(context.Background(), b.released)
+	p.send(p.life, b.released)
 	return err
 }
 

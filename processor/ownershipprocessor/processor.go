@@ -68,6 +68,11 @@ type ownershipProcessor struct {
 	outside   sync.WaitGroup
 	outsideMu sync.Mutex
 	stopping  bool // set by shutdown, under outsideMu: start no more
+	// life is the context of every release: no request's, and cancelled
+	// by a shutdown whose deadline passes while releases are still
+	// downstream, so that a blocked next consumer cannot hold it up.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 var _ processor.Logs = (*ownershipProcessor)(nil)
@@ -90,6 +95,7 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 		tel:    tel,
 		owners: flowschema.NewOwnerWriter(cfg.OwnerPrefix),
 	}
+	p.life, p.endLife = context.WithCancel(context.Background())
 	if cfg.MaxWait > 0 {
 		p.hold = newHold(cfg.MaxWait, cfg.MaxPending)
 		p.outbox = &outbox{max: cfg.MaxPending}

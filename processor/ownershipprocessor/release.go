@@ -45,10 +45,10 @@ func (p *ownershipProcessor) send(ctx context.Context, released []releasedRecord
 
 // recheck looks up again the records this pipeline holds for keys, which
 // have just got claims (from any pipeline), and sends on those now decided.
-func (p *ownershipProcessor) recheck(ctx context.Context, keys []netip.Addr) {
+func (p *ownershipProcessor) recheck(keys []netip.Addr) {
 	if p.hold != nil && p.startOutside() {
 		defer p.outside.Done()
-		p.send(ctx, p.hold.recheck(keys, p.lookup))
+		p.send(p.life, p.hold.recheck(keys, p.lookup))
 	}
 }
 
@@ -69,25 +69,38 @@ func (p *ownershipProcessor) startOutside() bool {
 // releaseExpired sends again the records waiting in the outbox, then sends
 // on those whose max_wait is over at now; the store's clock callback calls
 // it.
-func (p *ownershipProcessor) releaseExpired(ctx context.Context, now time.Time) {
+func (p *ownershipProcessor) releaseExpired(now time.Time) {
 	if p.hold != nil && p.startOutside() {
 		defer p.outside.Done()
-		p.resend(ctx)
-		p.send(ctx, p.hold.expire(now, p.lookup))
+		p.resend(p.life)
+		p.send(p.life, p.hold.expire(now, p.lookup))
 	}
 }
 
-// shutdown makes a last attempt at the records waiting in the outbox,
-// flushes every held record downstream, then releases the shared store.
-// Refusals of either are counted in release_failures. It runs once however
-// often it is called.
+// shutdown waits for the releases under way, makes a last attempt at the
+// records waiting in the outbox, flushes every held record downstream, then
+// releases the shared store. Refusals of either are counted in
+// release_failures. If ctx ends while releases are still downstream, they
+// are cancelled: their records are refused, then counted. It runs once
+// however often it is called.
 func (p *ownershipProcessor) shutdown(ctx context.Context) {
 	p.shutdownOnce.Do(func() {
 		p.shared.unsubscribe(p)
 		p.outsideMu.Lock()
 		p.stopping = true
 		p.outsideMu.Unlock()
-		p.outside.Wait()
+		released := make(chan struct{})
+		go func() {
+			p.outside.Wait()
+			close(released)
+		}()
+		select {
+		case <-released:
+		case <-ctx.Done():
+			p.endLife()
+			<-released
+		}
+		defer p.endLife()
 		if p.hold != nil {
 			p.closeOutbox(ctx)
 			p.send(ctx, p.hold.drain(p.lookup))

@@ -8,9 +8,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
 // ConsumeLogs first does the time-driven work that has fallen due since the
@@ -109,4 +113,50 @@ func TestReleasesCarryNoRequestContext(t *testing.T) {
 	for _, ctx := range h.sink.Contexts() {
 		assert.Nil(t, ctx.Value(tenantKey{}), "a released record went on with another request's context")
 	}
+}
+
+// blockingConsumer blocks every ConsumeLogs until its context ends, as an
+// exporter without a queue retrying a dead backend does.
+type blockingConsumer struct{ entered chan struct{} }
+
+func (blockingConsumer) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (c blockingConsumer) ConsumeLogs(ctx context.Context, _ plog.Logs) error {
+	select {
+	case c.entered <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestShutdownCancelsBlockedReleases: a release the clock started is stuck
+// in a next consumer that never answers; Shutdown must return once its own
+// context ends, and count the record it could not deliver.
+func TestShutdownCancelsBlockedReleases(t *testing.T) {
+	cfg := createDefaultConfig()
+	clk := newTestClock()
+	next := blockingConsumer{entered: make(chan struct{}, 1)}
+	h := newHarnessTo(t, NewFactoryWithClock(clk), clk, cfg, component.NewID(metadata.Type), next, new(consumertest.LogsSink))
+	h.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-time.Second), t0))
+	advanced := make(chan struct{})
+	go func() {
+		clk.Advance(cfg.MaxWait) // releases the record into the blocked consumer
+		close(advanced)
+	}()
+	<-next.entered
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error)
+	go func() { shut <- h.proc.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown waits for a release blocked downstream")
+	}
+	<-advanced
+	assertCounter(t, h.tel, "otelcol_processor_ownership_release_failures", nil, 1)
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_awaiting_resend", nil, 0)
 }

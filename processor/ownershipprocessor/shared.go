@@ -129,7 +129,7 @@ func (s *sharedStore) pruneTick() {
 func (s *sharedStore) releaseTick() {
 	now := s.clock.Now()
 	for _, p := range s.subscribers() {
-		p.releaseExpired(context.Background(), now)
+		p.releaseExpired(now)
 	}
 }
 
@@ -190,6 +190,6 @@ func (s *sharedStore) claimsApplied(keys []netip.Addr) {
 		return
 	}
 	for _, p := range s.subscribers() {
-		p.recheck(context.Background(), keys)
+		p.recheck(keys)
 	}
 }
