@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/processor/processortest"
 
+	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -77,4 +79,75 @@ func benchmarkConsumeLogs(b *testing.B, localsPerBatch int) {
 		}
 	}
 	b.ReportMetric(float64(b.N*batchSize)/time.Since(start).Seconds(), "records/s")
+}
+
+// BenchmarkHoldMemory measures the live heap each held flow record costs:
+// 100k records, each with the attributes the ebpfflow receiver writes
+// (addresses and ports, client and server sides, process, byte and segment
+// counts, times, a local owner with two attributes), wait for peers no
+// claim covers. max_pending times this figure is what a full hold costs.
+func BenchmarkHoldMemory(b *testing.B) {
+	const held, batchSize = 100_000, 1000
+	for b.Loop() {
+		cfg := createDefaultConfig()
+		cfg.MaxPending = held
+		set := processortest.NewNopSettings(metadata.Type)
+		sink := new(consumertest.LogsSink)
+		p, err := NewFactoryWithClock(newTestClock()).CreateLogs(context.Background(), set, cfg, sink)
+		require.NoError(b, err)
+		require.NoError(b, p.Start(context.Background(), nil))
+		before := liveHeap()
+		for n := range held / batchSize {
+			recs := make([]func(plog.LogRecord), batchSize)
+			for i := range recs {
+				recs[i] = receiverFlow(n*batchSize + i)
+			}
+			require.NoError(b, p.ConsumeLogs(context.Background(), logsOf(recs...)))
+		}
+		b.ReportMetric(float64(liveHeap()-before)/held, "B/held-record")
+		require.Zero(b, sink.LogRecordCount(), "every record held")
+		require.NoError(b, p.Shutdown(context.Background()))
+	}
+}
+
+// receiverFlow is flow record i as the ebpfflow receiver writes it, from a
+// local workload to a peer no claim covers.
+func receiverFlow(i int) func(plog.LogRecord) {
+	local := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String()
+	peer := netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}).String()
+	return func(lr plog.LogRecord) {
+		ownedFlow(local, fmt.Sprintf("workload-%d", i%500), peer, t0.Add(-time.Second), t0)(lr)
+		a := lr.Attributes()
+		a.PutStr(flowschema.PrefixLocalOwner+"service.name", fmt.Sprintf("svc-%d", i%50))
+		a.PutStr(flowschema.PrefixLocalOwner+"k8s.namespace.name", "shop")
+		a.PutStr(flowschema.AttrNetworkTransport, "tcp")
+		a.PutStr(flowschema.AttrNetworkType, "ipv4")
+		a.PutInt(flowschema.AttrNetworkLocalPort, int64(40000+i%20000))
+		a.PutInt(flowschema.AttrNetworkPeerPort, 8080)
+		a.PutStr(flowschema.AttrClientAddress, local)
+		a.PutInt(flowschema.AttrClientPort, int64(40000+i%20000))
+		a.PutStr(flowschema.AttrServerAddress, peer)
+		a.PutInt(flowschema.AttrServerPort, 8080)
+		a.PutInt(flowschema.AttrProcessPID, 4242)
+		a.PutStr(flowschema.AttrProcessExecutableName, "checkout")
+		a.PutStr(flowschema.AttrFlowRole, flowschema.RoleClient)
+		a.PutStr(flowschema.AttrFlowState, flowschema.FlowStateClosed)
+		a.PutInt(flowschema.AttrFlowSocketCookie, int64(i))
+		a.PutInt(flowschema.AttrFlowBytesSent, 1234)
+		a.PutInt(flowschema.AttrFlowBytesReceived, 56789)
+		a.PutInt(flowschema.AttrFlowSegmentsSent, 12)
+		a.PutInt(flowschema.AttrFlowSegmentsReceived, 40)
+		a.PutInt(flowschema.AttrFlowRetransmits, 0)
+		a.PutInt(flowschema.AttrFlowSRTT, 250)
+		a.PutInt(flowschema.AttrCgroupID, 7777)
+		a.PutInt(flowschema.AttrNetnsInode, 4026531840)
+	}
+}
+
+// liveHeap returns the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
