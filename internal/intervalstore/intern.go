@@ -215,7 +215,8 @@ func (in *interner) set(members []*group) *group {
 	return g
 }
 
-// markLive records that a range referencing g survived Prune's epoch.
+// markLive records that a range referencing g was live in epoch (of Prune
+// or of a collection between applies).
 func markLive(g *group, epoch uint64) {
 	g.mark = epoch
 	for _, m := range g.members {

@@ -465,15 +465,15 @@ func (s *Store[K]) maybeCollect() {
 		return
 	}
 	s.epoch++
-	s.markLive(s.epoch)
+	s.markReferenced(s.epoch)
 	s.in.sweep(s.epoch)
 	live := s.in.groupCount()
 	s.collectAt = max(live+live/4+s.keys/16, minCollectAt)
 }
 
-// markLive marks every group a live range references with epoch. The caller
+// markReferenced marks every group a live range references with epoch. The caller
 // holds wmu.
-func (s *Store[K]) markLive(epoch uint64) {
+func (s *Store[K]) markReferenced(epoch uint64) {
 	for i := range s.shards {
 		tab := s.shards[i].Load()
 		for j := range tab.slots {
