@@ -59,8 +59,8 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 						p.writeResult(attrs, intervalstore.Attributed, o, reasonStatic)
 						st.lookup(intervalstore.Attributed)
 					} else {
-						p.writeResult(attrs, intervalstore.Unattributed, nil, reasonOutsideWorkload)
-						st.lookup(intervalstore.Unattributed)
+						p.writeResult(attrs, intervalstore.External, nil, reasonOutsideWorkload)
+						st.lookup(intervalstore.External)
 					}
 					return false
 				}

@@ -44,8 +44,13 @@ type Config struct {
 	// MaxPending bounds the number of held flow records per pipeline.
 	MaxPending int `mapstructure:"max_pending"`
 	// WorkloadCIDRs are the ranges (CIDR prefixes or single addresses) whose
-	// addresses are claimed. Empty means every address.
+	// addresses are claimed. Empty, without WorkloadHostAddresses, means
+	// every address.
 	WorkloadCIDRs []string `mapstructure:"workload_cidrs"`
+	// WorkloadHostAddresses adds the host's own unicast addresses, listed
+	// at start and every hostAddrsRefresh, to WorkloadCIDRs: where the
+	// ebpfflow receiver's host_addresses claims them.
+	WorkloadHostAddresses bool `mapstructure:"workload_host_addresses"`
 	// StaticOwners name owners for addresses outside WorkloadCIDRs.
 	StaticOwners []owners.Entry `mapstructure:"static_owners"`
 	// OwnerLimits bound the owners of claims and static_owners: a claim

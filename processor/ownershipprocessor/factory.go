@@ -2,6 +2,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 
 	"go.opentelemetry.io/collector/component"
@@ -9,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 
 	"github.com/flowattr/flowattr/internal/clock"
+	"github.com/flowattr/flowattr/internal/localowner"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -27,7 +29,13 @@ func NewFactory() processor.Factory {
 // for deterministic simulations and tests, the callbacks run when the clock
 // is advanced.
 func NewFactoryWithClock(c clock.Clock) processor.Factory {
-	f := &factory{clock: c, stores: make(map[component.ID]*sharedStore)}
+	return newFactory(c, localowner.HostUnicastAddrs)
+}
+
+// newFactory is NewFactoryWithClock listing the host's own addresses, for
+// workload_host_addresses, with hostAddrs.
+func newFactory(c clock.Clock, hostAddrs func() ([]netip.Addr, error)) processor.Factory {
+	f := &factory{clock: c, hostAddrs: hostAddrs, stores: make(map[component.ID]*sharedStore)}
 	return processor.NewFactory(
 		metadata.Type,
 		func() component.Config { return createDefaultConfig() },
@@ -39,7 +47,8 @@ func NewFactoryWithClock(c clock.Clock) processor.Factory {
 // processor per pipeline, but a claim pipeline and a flow pipeline that
 // list the same ID must see the same ownership ranges.
 type factory struct {
-	clock clock.Clock
+	clock     clock.Clock
+	hostAddrs func() ([]netip.Addr, error)
 
 	mu     sync.Mutex
 	stores map[component.ID]*sharedStore
@@ -68,7 +77,7 @@ func (f *factory) acquire(set processor.Settings, cfg *Config) (*sharedStore, er
 		s.refs++
 		return s, nil
 	}
-	s, err := newSharedStore(set, cfg, f.clock)
+	s, err := newSharedStore(set, cfg, f.clock, f.hostAddrs)
 	if err != nil {
 		return nil, err
 	}
