@@ -26,15 +26,15 @@ import (
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
-// firstMinute is how soon a flow to an outside address must show up on the
-// default configuration.
-const firstMinute = 2 * time.Second
+// showsUpWithin is how soon a flow to an outside address must show up on
+// the default configuration.
+const showsUpWithin = 2 * time.Second
 
 // TestDefaultConfigOutsidePeer runs the built collector on the shipped
 // config/default.yaml, fed over OTLP/gRPC instead of from the kernel, as a
 // new user's first connection would be: a flow to an address outside the
 // workload ranges (no workload there will ever send a claim) shows up on
-// the console and downstream within firstMinute, marked external, while
+// the console and downstream within showsUpWithin, marked external, while
 // flows to a private address and to the host's own address wait for their
 // claims.
 func TestDefaultConfigOutsidePeer(t *testing.T) {
@@ -88,8 +88,8 @@ func TestDefaultConfigOutsidePeer(t *testing.T) {
 			got = recs[0]
 			break
 		}
-		if time.Since(sent) > firstMinute {
-			t.Fatalf("no flow record downstream %s after the flow to %s was sent", firstMinute, outside)
+		if time.Since(sent) > showsUpWithin {
+			t.Fatalf("no flow record downstream %s after the flow to %s was sent", showsUpWithin, outside)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -97,8 +97,8 @@ func TestDefaultConfigOutsidePeer(t *testing.T) {
 		t.Errorf("first record: peer %s, status %q, reason %q; want %s, external, outside_workload_cidrs", peer, status, reason, outside)
 	}
 	for !strings.Contains(col.Output(), "external") {
-		if time.Since(sent) > firstMinute {
-			t.Fatalf("the console does not show the external flow %s after it was sent", firstMinute)
+		if time.Since(sent) > showsUpWithin {
+			t.Fatalf("the console does not show the external flow %s after it was sent", showsUpWithin)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

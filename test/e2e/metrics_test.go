@@ -142,12 +142,18 @@ func TestFlowMetrics(t *testing.T) {
 		with(client443, func(f *metricFlow) {
 			f.state, f.duration, f.sent, f.recvd, f.retransmits, f.srttMicros = flowschema.FlowStateActive, 30*time.Second, 99999, 99999, 9, 900
 		}),
-		{role: flowschema.RoleServer, state: flowschema.FlowStateClosed, local: "10.1.0.1", localOwner: "frontend", peer: "10.2.0.1", serverPort: 8080,
-			duration: 20 * time.Millisecond, sent: 300, recvd: 100, srttMicros: 250},
-		{role: flowschema.RoleClient, state: flowschema.FlowStateClosed, local: "10.1.0.1", localOwner: "frontend", peer: "198.51.100.7", serverPort: 443,
-			duration: time.Second, sent: 100, recvd: 200, retransmits: 1, srttMicros: 40000},
-		{role: flowschema.RoleClient, state: flowschema.FlowStateClosed, local: "10.1.0.1", localOwner: "frontend", peer: "10.2.0.9", serverPort: 5432,
-			duration: 50 * time.Millisecond, sent: 10, recvd: 20, srttMicros: 700},
+		{
+			role: flowschema.RoleServer, state: flowschema.FlowStateClosed, local: "10.1.0.1", localOwner: "frontend", peer: "10.2.0.1", serverPort: 8080,
+			duration: 20 * time.Millisecond, sent: 300, recvd: 100, srttMicros: 250,
+		},
+		{
+			role: flowschema.RoleClient, state: flowschema.FlowStateClosed, local: "10.1.0.1", localOwner: "frontend", peer: "198.51.100.7", serverPort: 443,
+			duration: time.Second, sent: 100, recvd: 200, retransmits: 1, srttMicros: 40000,
+		},
+		{
+			role: flowschema.RoleClient, state: flowschema.FlowStateClosed, local: "10.1.0.1", localOwner: "frontend", peer: "10.2.0.9", serverPort: 5432,
+			duration: 50 * time.Millisecond, sent: 10, recvd: 20, srttMicros: 700,
+		},
 	}
 	send(func(lrs plog.LogRecordSlice) {
 		for _, f := range flows {
@@ -272,13 +278,8 @@ func TestFlowMetrics(t *testing.T) {
 		}
 	}
 	samples := waitFor(wants)
-	// Exactly the series above, plus the histograms' other buckets: no
-	// series from the interim record or the claim.
-	for _, s := range samples {
-		if s.Name == "flowattr_connection_retransmits_total" && s.Value > 2 {
-			t.Errorf("retransmits counted from an interim record: %v", s)
-		}
-	}
+	// The interim record added nothing to the values above; neither it nor
+	// the claim made series of their own.
 	if n := countSeries(samples, "flowattr_network_io_bytes_total"); n != 8 {
 		t.Errorf("%d flowattr_network_io_bytes_total series, want 8", n)
 	}

@@ -50,11 +50,11 @@ func Samples(exposition string) []Sample {
 		}
 		s := Sample{Labels: map[string]string{}}
 		rest := line
-		if i := strings.IndexAny(rest, "{ "); i < 0 {
+		i := strings.IndexAny(rest, "{ ")
+		if i < 0 {
 			continue
-		} else {
-			s.Name, rest = rest[:i], rest[i:]
 		}
+		s.Name, rest = rest[:i], rest[i:]
 		if rest[0] == '{' {
 			var ok bool
 			if rest, ok = parseLabels(rest[1:], s.Labels); !ok {
