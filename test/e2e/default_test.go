@@ -131,7 +131,7 @@ func nonPrivateHostAddr(t *testing.T) netip.Addr {
 
 // TestDefaultConfigMetricsBlock uncomments the flow metrics blocks of
 // config/default.yaml: they are config/metrics.yaml's pieces, and with
-// signal_to_metrics among the logs pipeline's exporters the built
+// flowmetrics among the logs pipeline's exporters the built
 // collector accepts the result.
 func TestDefaultConfigMetricsBlock(t *testing.T) {
 	bin := collectortest.Binary(t)
@@ -189,7 +189,7 @@ func TestDefaultConfigMetricsBlock(t *testing.T) {
 	if err := os.WriteFile(path, []byte(uncommented), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "validate", "--config="+path, "--set=service.pipelines.logs.exporters=[debug,signal_to_metrics]")
+	cmd := exec.Command(bin, "validate", "--config="+path, "--set=service.pipelines.logs.exporters=[debug,flowmetrics]")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("validate on the uncommented default configuration: %v\n%s", err, b)
 	}

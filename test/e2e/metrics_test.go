@@ -302,10 +302,20 @@ func TestFlowMetrics(t *testing.T) {
 		{"flowattr_network_io_bytes_total", io(external, "transmit"), 100},
 	})
 
-	// Nothing was dropped on the way.
+	// Seven final records counted, the interim one not; nothing dropped.
 	own := col.Metrics(t, "127.0.0.1:"+strconv.Itoa(metricsPort))
-	if n := collectortest.MetricSum(own, "otelcol_deltatocumulative_datapoints", "error", "limit"); n != 0 {
-		t.Errorf("delta_to_cumulative dropped %v datapoints at its stream limit", n)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"otelcol_connector_flowmetrics_records", nil, 7},
+		{"otelcol_connector_flowmetrics_records_dropped", nil, 0},
+		{"otelcol_deltatocumulative_datapoints", []string{"error", "limit"}, 0},
+	} {
+		if n := collectortest.MetricSum(own, c.name, c.labels...); n != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, n, c.want)
+		}
 	}
 	col.Stop(t)
 }

@@ -49,58 +49,89 @@ const (
 
 // BenchmarkMetrics measures what the flow metrics of config/metrics.yaml
 // cost per flow record: the ownership pipeline of BenchmarkPipeline
-// (pipeline-ownership.yaml), and the same with the shipped
-// signal_to_metrics connector, delta_to_cumulative processor and prometheus
-// exporter added (config/metrics.yaml with pipeline-metrics.yaml over it).
-// Both get 100k flow records/s, in batches of 1000, from two nodes' 32
-// local workloads to 50 peer workloads, and the claims of
-// BenchmarkPipeline. As there, the two collectors run side by side and are
-// loaded in turn, 4 rounds of a 3s window after a 1s warm-up.
-// Reported: records/s and the collector's cpu-ns/record of both, and
-// cpu-ratio, metrics over base: the metrics' share is cpu-ratio - 1.
+// (pipeline-ownership.yaml), and the same with the shipped flowmetrics
+// connector, delta_to_cumulative processor and prometheus exporter added
+// (config/metrics.yaml with pipeline-metrics.yaml over it); and, in
+// BenchmarkMetrics/signal_to_metrics, the same metrics made with the
+// collector's signal_to_metrics connector instead
+// (pipeline-signaltometrics.yaml over both). Every pipeline gets 100k
+// flow records/s, in batches of 1000, from two nodes' 32 local workloads
+// to 50 peer workloads, and the claims of BenchmarkPipeline. As there, the
+// two collectors run side by side and are loaded in turn, 4 rounds of a 3s
+// window after a 1s warm-up. Reported: records/s and the collector's
+// cpu-ns/record of both, and cpu-ratio, metrics over base: the metrics'
+// share is cpu-ratio - 1.
 func BenchmarkMetrics(b *testing.B) {
 	collectortest.Binary(b)
-	base := startPipeline(b, "../../testdata/perf/pipeline-ownership.yaml")
-	metrics := startPipeline(b, "../../config/metrics.yaml", "../../testdata/perf/pipeline-metrics.yaml")
-	flows := metricsFlows(b)
-	for _, p := range []*pipeline{base, metrics} {
-		p.flows, p.rate = flows, metricsRate
-	}
-	for b.Loop() {
-		for i := range rounds {
-			if i%2 == 0 {
-				base.measure(b)
-				metrics.measure(b)
-			} else {
-				metrics.measure(b)
-				base.measure(b)
+	for _, c := range []struct {
+		name     string
+		overlays []string
+		// check looks at the metrics collector's own metrics after the
+		// run, while it still runs.
+		check func(b *testing.B, p *pipeline)
+	}{
+		{"flowmetrics", []string{"../../testdata/perf/pipeline-metrics.yaml"}, checkFlowmetrics},
+		{"signal_to_metrics", []string{"../../testdata/perf/pipeline-metrics.yaml", "../../testdata/perf/pipeline-signaltometrics.yaml"}, nil},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			base := startPipeline(b, "../../testdata/perf/pipeline-ownership.yaml")
+			metrics := startPipeline(b, "../../config/metrics.yaml", c.overlays...)
+			flows := metricsFlows(b)
+			for _, p := range []*pipeline{base, metrics} {
+				p.flows, p.rate = flows, metricsRate
 			}
+			for b.Loop() {
+				for i := range rounds {
+					if i%2 == 0 {
+						base.measure(b)
+						metrics.measure(b)
+					} else {
+						metrics.measure(b)
+						base.measure(b)
+					}
+				}
+			}
+			b.StopTimer()
+			if c.check != nil {
+				c.check(b, metrics)
+			}
+			base.finish(b, true)
+			metrics.finish(b, true)
+
+			b.ReportMetric(base.perSecond(), "base-records/s")
+			b.ReportMetric(metrics.perSecond(), "metrics-records/s")
+			b.ReportMetric(base.cpuPerRecord(), "base-cpu-ns/record")
+			b.ReportMetric(metrics.cpuPerRecord(), "metrics-cpu-ns/record")
+			b.ReportMetric(metrics.cpuPerRecord()/base.cpuPerRecord(), "cpu-ratio")
+			b.ReportMetric(1e9/metrics.perSecond(), "ns/op")
+		})
+	}
+}
+
+// checkFlowmetrics requires the connector to have counted every flow
+// record the sink received, once the last batch has reached both, and
+// nothing to have been dropped on the way.
+func checkFlowmetrics(b *testing.B, p *pipeline) {
+	var own string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		own = p.col.Metrics(b, loopback(p.col.metricsPort))
+		if int64(collectortest.MetricSum(own, "otelcol_connector_flowmetrics_records")) == p.sink.flows.Load() || time.Now().After(deadline) {
+			break
 		}
 	}
-	b.StopTimer()
-	// The metrics pipeline made every series and dropped none.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	exposition, err := metrics.col.Get(ctx, loopback(metrics.col.prometheusPort), "/metrics")
-	if err != nil {
-		b.Fatal(err)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"otelcol_connector_flowmetrics_records", nil, float64(p.sink.flows.Load())},
+		{"otelcol_connector_flowmetrics_records_dropped", nil, 0},
+		{"otelcol_deltatocumulative_datapoints", []string{"error", "limit"}, 0},
+	} {
+		if n := collectortest.MetricSum(own, c.name, c.labels...); n != c.want {
+			b.Fatalf("%s%v = %v, want %v", c.name, c.labels, n, c.want)
+		}
 	}
-	own := metrics.col.Metrics(b, loopback(metrics.col.metricsPort))
-	if n := collectortest.MetricSum(own, "otelcol_deltatocumulative_datapoints", "error", "limit"); n != 0 {
-		b.Fatalf("delta_to_cumulative dropped %v datapoints at max_streams", n)
-	}
-	if got := collectortest.MetricSum(exposition, "flowattr_connection_duration_seconds_count"); int64(got) != metrics.sink.flows.Load() {
-		b.Fatalf("the metrics count %v connections, the sink received %d flow records", got, metrics.sink.flows.Load())
-	}
-	base.finish(b, true)
-	metrics.finish(b, true)
-
-	b.ReportMetric(base.perSecond(), "base-records/s")
-	b.ReportMetric(metrics.perSecond(), "metrics-records/s")
-	b.ReportMetric(base.cpuPerRecord(), "base-cpu-ns/record")
-	b.ReportMetric(metrics.cpuPerRecord(), "metrics-cpu-ns/record")
-	b.ReportMetric(metrics.cpuPerRecord()/base.cpuPerRecord(), "cpu-ratio")
-	b.ReportMetric(1e9/metrics.perSecond(), "ns/op")
 }
 
 // metricsFlows encodes BenchmarkPipeline's flow batches, from two nodes
@@ -133,15 +164,17 @@ func metricsFlows(b *testing.B) [][]byte {
 	return out
 }
 
-// TestMetricsCardinality checks that delta_to_cumulative's max_streams
-// bounds the memory of the shipped flow metrics however many workloads
-// the flows name: the built collector on config/metrics.yaml
-// (pipeline-metrics.yaml over it) is sent flows of twice as many distinct
-// local workloads as fill max_streams, then ten times as many more. Both
-// times the processor tracks exactly max_streams streams and counts every
-// other datapoint as dropped at the limit, the Prometheus endpoint serves
-// at most max_streams series, and the live heap after the flood is at most
-// 1.25 times the one after the first round plus 16 MiB.
+// TestMetricsCardinality checks that the flow metrics' limits bound the
+// collector's memory however many workloads the flows name: the built
+// collector on config/metrics.yaml (pipeline-metrics.yaml over it) is sent
+// flows of twice as many distinct local workloads as fill
+// delta_to_cumulative's max_streams, then ten times as many more. Every
+// record is counted by the flowmetrics connector or dropped beyond its
+// max_series in an interval; delta_to_cumulative tracks exactly
+// max_streams streams and counts every other data point as dropped at the
+// limit; the Prometheus endpoint serves at most max_streams series; and the
+// live heap after the flood is at most 1.25 times the one after the first
+// round plus 16 MiB.
 func TestMetricsCardinality(t *testing.T) {
 	collectortest.Binary(t)
 	if testing.Short() {
@@ -168,14 +201,18 @@ func TestMetricsCardinality(t *testing.T) {
 				t.Fatalf("flows of workloads %d-%d: %v", lo, to, err)
 			}
 		}
-		// Every flow has passed the connector once the dropped and
-		// tracked datapoints add up.
-		want := float64(streamsPerWorkload * to)
+		// Every flow has passed the connector, counted or dropped beyond
+		// max_series, and every counted one's interval has been emitted
+		// (five streams each) once the numbers add up.
 		deadline := time.Now().Add(time.Minute)
 		var own string
+		var counted, points float64
 		for {
 			own = col.Metrics(t, loopback(col.metricsPort))
-			if collectortest.MetricSum(own, "otelcol_deltatocumulative_datapoints") >= want || time.Now().After(deadline) {
+			counted = collectortest.MetricSum(own, "otelcol_connector_flowmetrics_records")
+			dropped := collectortest.MetricSum(own, "otelcol_connector_flowmetrics_records_dropped")
+			points = collectortest.MetricSum(own, "otelcol_deltatocumulative_datapoints")
+			if (counted+dropped == float64(to) && points == streamsPerWorkload*counted) || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -185,8 +222,10 @@ func TestMetricsCardinality(t *testing.T) {
 			labels []string
 			want   float64
 		}{
-			{"otelcol_deltatocumulative_datapoints", nil, want},
-			{"otelcol_deltatocumulative_datapoints", []string{"error", "limit"}, want - maxStreams},
+			{"otelcol_connector_flowmetrics_records", nil, counted},
+			{"otelcol_connector_flowmetrics_records_dropped", nil, float64(to) - counted},
+			{"otelcol_deltatocumulative_datapoints", nil, streamsPerWorkload * counted},
+			{"otelcol_deltatocumulative_datapoints", []string{"error", "limit"}, streamsPerWorkload*counted - maxStreams},
 			{"otelcol_deltatocumulative_streams_tracked", nil, maxStreams},
 		} {
 			if got := collectortest.MetricSum(own, c.name, c.labels...); got != c.want {
@@ -212,7 +251,7 @@ func TestMetricsCardinality(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("after %d workloads: live heap %d MiB, RSS %d MiB, %d series served", to, heap>>20, col.memory(t).rss>>20, len(series))
+		t.Logf("after %d workloads (%v counted, the rest beyond max_series): live heap %d MiB, RSS %d MiB, %d series served", to, counted, heap>>20, col.memory(t).rss>>20, len(series))
 		return heap
 	}
 	empty, err := heapAfterGC(ctx, col)
