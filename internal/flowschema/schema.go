@@ -79,6 +79,15 @@ const (
 	AttrCgroupID = "flowattr.process.cgroup_id"
 	// AttrNetnsInode is the inode number of the connection's network namespace.
 	AttrNetnsInode = "flowattr.netns.inode"
+	// AttrPeerTranslatedAddress and AttrPeerTranslatedPort are where the
+	// kernel's address translation (DNAT, such as a Kubernetes Service's)
+	// sent a client connection to network.peer.*: the backend behind a
+	// service address. Absent when the connection was not translated or
+	// the receiver does not know. The semantic conventions have no
+	// attribute for an address after translation: destination.* is the
+	// address as observed, which network.peer.* already is.
+	AttrPeerTranslatedAddress = "flowattr.peer.translated.address"
+	AttrPeerTranslatedPort    = "flowattr.peer.translated.port"
 )
 
 // FlowAttributes returns the names of the attributes above, which a flow
@@ -94,6 +103,7 @@ func FlowAttributes() []string {
 		AttrFlowSocketCookie, AttrFlowBytesSent, AttrFlowBytesReceived,
 		AttrFlowSegmentsSent, AttrFlowSegmentsReceived, AttrFlowRetransmits,
 		AttrFlowSRTT, AttrFlowError, AttrCgroupID, AttrNetnsInode,
+		AttrPeerTranslatedAddress, AttrPeerTranslatedPort,
 	}
 }
 

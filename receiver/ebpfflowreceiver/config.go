@@ -53,6 +53,7 @@ type Config struct {
 
 	Filter    FilterConfig    `mapstructure:"filter"`
 	Ownership OwnershipConfig `mapstructure:"ownership"`
+	NAT       NATConfig       `mapstructure:"nat"`
 
 	ResourceAttributes metadata.ResourceAttributesConfig `mapstructure:"resource_attributes"`
 
@@ -173,6 +174,7 @@ func (cfg *Config) Validate() error {
 	}
 	errs = append(errs, cfg.Filter.validate()...)
 	errs = append(errs, cfg.Ownership.validate()...)
+	errs = append(errs, cfg.NAT.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -282,7 +282,9 @@ func TestConnectedEvent(t *testing.T) {
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Fatalf("dial %v: %v, want ECONNREFUSED", closed, err)
 		}
-		rec.wait(t, "failed connect", func(ev *Event) bool { return ev.Kind == KindFailed && ev.PeerAddr == b4 && ev.PeerPort == closed.Port() })
+		rec.wait(t, "failed connect", func(ev *Event) bool {
+			return ev.Kind == KindFailed && ev.PeerAddr == b4 && ev.PeerPort == closed.Port()
+		})
 		if n := rec.count(func(ev *Event) bool { return ev.Kind == KindConnected && ev.PeerPort == closed.Port() }); n != 0 {
 			t.Errorf("%d connected events for a connect that failed, want none", n)
 		}
