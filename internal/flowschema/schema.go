@@ -132,6 +132,9 @@ const (
 	PrefixPeerOwner = "flowattr.peer.owner."
 	// PrefixClaimOwner holds the owner named by a claim.
 	PrefixClaimOwner = "flowattr.claim.owner."
+	// PrefixPeerTranslatedOwner holds the owner of the flow's translated
+	// peer (AttrPeerTranslatedAddress), added by the ownership processor.
+	PrefixPeerTranslatedOwner = "flowattr.peer.translated.owner."
 )
 
 // OwnerIDSuffix completes an owner prefix into the owner's ID attribute.
@@ -146,6 +149,11 @@ const (
 	// example "no_claim_yet", "gap", "expired", "overlapping_claims",
 	// "near_owner_change", "missing_key", "outside_workload_cidrs".
 	AttrPeerAttributionReason = "flowattr.peer.attribution.reason"
+	// AttrPeerTranslatedAttributionStatus and
+	// AttrPeerTranslatedAttributionReason are the same for the translated
+	// peer, on records that have one.
+	AttrPeerTranslatedAttributionStatus = "flowattr.peer.translated.attribution.status"
+	AttrPeerTranslatedAttributionReason = "flowattr.peer.translated.attribution.reason"
 )
 
 // Claim record attributes.

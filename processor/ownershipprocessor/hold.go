@@ -78,6 +78,8 @@ type heldRecord struct {
 	at        time.Time
 	fallback  bool // at came from the record Timestamp
 	since     time.Time
+	// translation is looked up when the record is released.
+	translation translation
 	held      bool // in the hold: set by add, cleared when it leaves
 	prev, nxt *heldRecord
 	// batch is the batch that held the record, until settle once that
