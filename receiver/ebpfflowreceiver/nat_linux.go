@@ -13,12 +13,21 @@ import (
 // namespace over netlink.
 type conntrackTable struct{ conn *conntrack.Conn }
 
+// openConntrack opens connection tracking and asks it about a connection
+// that does not exist, so that a kernel without it or a collector without
+// CAP_NET_ADMIN is found at start, not at every flow.
 func openConntrack() (natTable, error) {
 	c, err := conntrack.Dial(nil)
 	if err != nil {
-		return nil, fmt.Errorf("opening a netlink socket to connection tracking (needs CAP_NET_ADMIN): %w", err)
+		return nil, fmt.Errorf("opening a netlink socket to connection tracking: %w", err)
 	}
-	return &conntrackTable{conn: c}, nil
+	t := &conntrackTable{conn: c}
+	probe := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	if _, err := t.Translation(probe, probe); !errors.Is(err, errNoConntrackEntry) {
+		_ = c.Close()
+		return nil, fmt.Errorf("connection tracking does not answer (the collector needs CAP_NET_ADMIN, and the kernel nf_conntrack_netlink): %w", err)
+	}
+	return t, nil
 }
 
 func (t *conntrackTable) Translation(local, peer netip.AddrPort) (netip.AddrPort, error) {
