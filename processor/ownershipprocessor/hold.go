@@ -72,16 +72,16 @@ func newScopeGroup(rg *resourceGroup, sl plog.ScopeLogs) *scopeGroup {
 
 // heldRecord is a flow record waiting for a claim covering key at time at.
 type heldRecord struct {
-	record    plog.LogRecord // owned by the hold, detached from its batch
-	group     *scopeGroup
-	key       netip.Addr
-	at        time.Time
-	fallback  bool // at came from the record Timestamp
-	since     time.Time
+	record   plog.LogRecord // owned by the hold, detached from its batch
+	group    *scopeGroup
+	key      netip.Addr
+	at       time.Time
+	fallback bool // at came from the record Timestamp
+	since    time.Time
 	// translation is looked up when the record is released.
 	translation translation
-	held      bool // in the hold: set by add, cleared when it leaves
-	prev, nxt *heldRecord
+	held        bool // in the hold: set by add, cleared when it leaves
+	prev, nxt   *heldRecord
 	// batch is the batch that held the record, until settle once that
 	// batch's consume has returned: meanwhile the record is tentative, and
 	// whatever releases it hands it to the batch. Guarded by the hold's mu.

@@ -12,10 +12,10 @@ import (
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
-// serviceFlow is a flow record to a service address that address
-// translation sent to backend.
-func serviceFlow(service, backend string, start time.Time) func(plog.LogRecord) {
-	return with(flow("10.0.0.1", service, start, t0), func(lr plog.LogRecord) {
+// serviceFlow is a flow record to the service address 10.96.0.10 that
+// address translation sent to backend.
+func serviceFlow(backend string, start time.Time) func(plog.LogRecord) {
+	return with(flow("10.0.0.1", "10.96.0.10", start, t0), func(lr plog.LogRecord) {
 		lr.Attributes().PutStr(flowschema.AttrPeerTranslatedAddress, backend)
 		lr.Attributes().PutInt(flowschema.AttrPeerTranslatedPort, 8080)
 	})
@@ -42,10 +42,10 @@ func TestTranslatedPeerAttributedAtFlowStart(t *testing.T) {
 		claim("10.244.1.5", "pod-b", t0.Add(-20*time.Second), t0, ""),
 	)
 	h.consume(
-		serviceFlow("10.96.0.10", "10.244.1.5", t0.Add(-50*time.Second)),
-		serviceFlow("10.96.0.10", "10.244.1.5", t0.Add(-10*time.Second)),
-		serviceFlow("10.96.0.10", "10.244.1.5", t0.Add(-30*time.Second)), // between the pods
-		serviceFlow("10.96.0.10", "::ffff:10.244.1.5", t0.Add(-10*time.Second)),
+		serviceFlow("10.244.1.5", t0.Add(-50*time.Second)),
+		serviceFlow("10.244.1.5", t0.Add(-10*time.Second)),
+		serviceFlow("10.244.1.5", t0.Add(-30*time.Second)), // between the pods
+		serviceFlow("::ffff:10.244.1.5", t0.Add(-10*time.Second)),
 	)
 	recs := h.records()
 	require.Len(t, recs, 4)
@@ -76,17 +76,17 @@ func TestTranslatedPeerProblems(t *testing.T) {
 	h.consume(
 		flow("10.0.0.1", "10.96.0.10", start, t0), // no translation: nothing written
 		with(flow("10.0.0.1", "10.96.0.10", start, t0), forged),
-		with(serviceFlow("10.96.0.10", "10.244.1.5", start), forged), // no claim for the backend
-		with(serviceFlow("10.96.0.10", "10.244.1.5", start), func(lr plog.LogRecord) {
+		with(serviceFlow("10.244.1.5", start), forged), // no claim for the backend
+		with(serviceFlow("10.244.1.5", start), func(lr plog.LogRecord) {
 			lr.Attributes().PutStr(flowschema.AttrPeerTranslatedAddress, "backend")
 		}),
-		serviceFlow("10.96.0.10", "203.0.113.9", start),
-		serviceFlow("10.96.0.10", "198.51.100.1", start),
-		with(serviceFlow("10.96.0.10", "10.244.1.5", start), func(lr plog.LogRecord) {
+		serviceFlow("203.0.113.9", start),
+		serviceFlow("198.51.100.1", start),
+		with(serviceFlow("10.244.1.5", start), func(lr plog.LogRecord) {
 			lr.Attributes().Remove(flowschema.AttrFlowStartTime)
 			lr.SetTimestamp(0)
 		}),
-		with(serviceFlow("10.96.0.10", "10.244.1.5", start), func(lr plog.LogRecord) {
+		with(serviceFlow("10.244.1.5", start), func(lr plog.LogRecord) {
 			lr.Attributes().Remove(flowschema.AttrNetworkPeerAddress)
 		}),
 	)
@@ -111,7 +111,7 @@ func TestTranslatedPeerProblems(t *testing.T) {
 // it is released: a backend claim that arrived meanwhile attributes it.
 func TestTranslatedPeerOfHeldRecord(t *testing.T) {
 	h := newHarness(t, createDefaultConfig())
-	h.consume(serviceFlow("10.96.0.10", "10.244.1.5", t0.Add(-10*time.Second)))
+	h.consume(serviceFlow("10.244.1.5", t0.Add(-10*time.Second)))
 	require.Empty(t, h.records(), "held for the Service's claim")
 	h.consume(
 		claim("10.244.1.5", "pod-a", t0.Add(-time.Minute), t0, ""),
@@ -129,7 +129,7 @@ func TestTranslatedPeerNotAttributedWhenDisabled(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	h := newHarness(t, cfg)
 	h.consume(claim("10.244.1.5", "pod-a", t0.Add(-time.Minute), t0, ""))
-	h.consume(with(serviceFlow("10.96.0.10", "10.244.1.5", t0.Add(-10*time.Second)), func(lr plog.LogRecord) {
+	h.consume(with(serviceFlow("10.244.1.5", t0.Add(-10*time.Second)), func(lr plog.LogRecord) {
 		lr.Attributes().PutStr(flowschema.AttrPeerTranslatedAttributionStatus, "upstream")
 	}))
 	rec := h.records()[0]

@@ -50,16 +50,16 @@ func newNATTopology(t *testing.T) natTopology {
 	}
 	tag := fmt.Sprintf("%05d", os.Getpid()%100000)
 	top := natTopology{node: "flowattr-nat-" + tag + "-n", client: "flowattr-nat-" + tag + "-c", server: "flowattr-nat-" + tag + "-s"}
-	run := func(name string, args ...string) {
+	ip := func(args ...string) {
 		t.Helper()
-		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-			t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	for _, ns := range []string{top.node, top.client, top.server} {
-		run("ip", "netns", "add", ns)
+		ip("netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		run("ip", "-n", ns, "link", "set", "lo", "up")
+		ip("-n", ns, "link", "set", "lo", "up")
 	}
 	for _, l := range []struct {
 		ns, dev, peerDev   string
@@ -68,14 +68,14 @@ func newNATTopology(t *testing.T) natTopology {
 		{top.client, "fnc" + tag, "fnn" + tag, natClient.String(), natNodeC.String(), "/24"},
 		{top.server, "fns" + tag, "fnm" + tag, natBackend.Addr().String(), natNodeS.String(), "/24"},
 	} {
-		run("ip", "link", "add", l.dev, "netns", l.ns, "type", "veth", "peer", "name", l.peerDev, "netns", top.node)
-		run("ip", "-n", l.ns, "addr", "add", l.addr+l.prefix, "dev", l.dev)
-		run("ip", "-n", l.ns, "link", "set", l.dev, "up")
-		run("ip", "-n", l.ns, "route", "add", "default", "via", l.node)
-		run("ip", "-n", top.node, "addr", "add", l.node+l.prefix, "dev", l.peerDev)
-		run("ip", "-n", top.node, "link", "set", l.peerDev, "up")
+		ip("link", "add", l.dev, "netns", l.ns, "type", "veth", "peer", "name", l.peerDev, "netns", top.node)
+		ip("-n", l.ns, "addr", "add", l.addr+l.prefix, "dev", l.dev)
+		ip("-n", l.ns, "link", "set", l.dev, "up")
+		ip("-n", l.ns, "route", "add", "default", "via", l.node)
+		ip("-n", top.node, "addr", "add", l.node+l.prefix, "dev", l.peerDev)
+		ip("-n", top.node, "link", "set", l.peerDev, "up")
 	}
-	run("ip", "netns", "exec", top.node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	ip("netns", "exec", top.node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	rules := fmt.Sprintf(`table ip flowattr_e2e {
 	chain prerouting {
 		type nat hook prerouting priority dstnat;
