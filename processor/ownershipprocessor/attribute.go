@@ -67,14 +67,14 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 					return false
 				}
 				res := fb.result(p.store, f.result)
-				if p.hold != nil && waitsForClaim(res) {
+				if p.hold != nil && (waitsForClaim(res) || p.backendWaits(f)) {
 					if sg == nil {
 						if rg == nil {
 							rg = newResourceGroup(rl)
 						}
 						sg = newScopeGroup(rg, sl)
 					}
-					r := &heldRecord{group: sg, key: f.key, at: f.at, fallback: f.fallback, since: p.clock.Now(), translation: f.translation}
+					r := &heldRecord{group: sg, key: f.key, at: f.at, fallback: f.fallback, since: p.clock.Now(), translation: f.translation, backend: p.backend(f)}
 					var held bool
 					var pushed []releasedRecord
 					if held, res, pushed = p.hold.add(&b.own, r, lr, p.lookup); held {
@@ -228,6 +228,23 @@ func (p *ownershipProcessor) finishQuery(lr plog.LogRecord, kv, tv pcommon.Value
 	return key, at, fallback, reason, tr
 }
 
+// backend returns the address of f's translated peer when a claim for it
+// may be waited for: a workload address other than the peer; else the
+// zero Addr.
+func (p *ownershipProcessor) backend(f *flowPlan) netip.Addr {
+	if tr := f.translation; tr.present && tr.reason == "" && tr.key != f.key && p.tables.isWorkload(tr.key) {
+		return tr.key
+	}
+	return netip.Addr{}
+}
+
+// backendWaits reports whether a later claim can still decide f's
+// translated peer.
+func (p *ownershipProcessor) backendWaits(f *flowPlan) bool {
+	b := p.backend(f)
+	return b.IsValid() && waitsForClaim(p.lookup(b, f.at))
+}
+
 // isTranslatedResult reports whether k is written by writeTranslated.
 func (p *ownershipProcessor) isTranslatedResult(k string) bool {
 	return k == flowschema.AttrPeerTranslatedAttributionStatus || k == flowschema.AttrPeerTranslatedAttributionReason ||
@@ -236,9 +253,8 @@ func (p *ownershipProcessor) isTranslatedResult(k string) bool {
 
 // writeTranslated writes the owner of the record's translated peer (the
 // backend behind a service address) at the flow's start, the time the peer
-// is looked up at, under translated_owner_prefix. A record without one
-// keeps no translated attribution it came with. The backend is looked up
-// when the record goes on: a record is held for its peer only.
+// is looked up at, under translated_owner_prefix, when the record goes on.
+// A record without one keeps no translated attribution it came with.
 func (p *ownershipProcessor) writeTranslated(attrs pcommon.Map, tr translation) {
 	switch {
 	case p.translatedOwners == nil || (!tr.present && !tr.stale):

@@ -1,6 +1,7 @@
 package ownershipprocessor
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/intervalstore"
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
@@ -150,4 +152,108 @@ func TestCustomTranslatedPrefix(t *testing.T) {
 	assert.Equal(t, "pod-a", str(rec, "backend.owner.id"))
 	assert.Equal(t, "attributed", str(rec, flowschema.AttrPeerTranslatedAttributionStatus))
 	assert.Equal(t, "<absent>", str(rec, flowschema.PrefixPeerTranslatedOwner+"id"))
+}
+
+// A record is held while a claim can still decide its peer or its backend,
+// and released once, when neither waits.
+func TestRecordHeldForItsBackend(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	h.consume(claim("10.96.0.10", "svc-web", t0.Add(-time.Minute), t0, ""))
+	h.consume(
+		serviceFlow("10.244.1.5", t0.Add(-10*time.Second)), // the Service is known, its backend not yet
+		serviceFlow("10.244.1.6", t0.Add(-10*time.Second)),
+	)
+	require.Empty(t, h.records(), "held for the backends' claims")
+
+	h.consume(claim("10.244.1.5", "pod-a", t0.Add(-time.Minute), t0, ""))
+	recs := h.waitRecords(1)
+	_, _, owner := attribution(recs[0])
+	assert.Equal(t, "svc-web", owner)
+	assert.Equal(t, []string{"attributed", "<absent>", "pod-a"}, backendAttribution(recs[0]))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "attributed"}, 1)
+
+	// The other one's backend never gets a claim: it goes on at max_wait,
+	// its Service attributed, its backend not.
+	h.clock.Advance(createDefaultConfig().MaxWait)
+	recs = h.waitRecords(2)
+	_, _, owner = attribution(recs[1])
+	assert.Equal(t, "svc-web", owner)
+	assert.Equal(t, []string{"unattributed", "no_claim_yet", "<absent>"}, backendAttribution(recs[1]))
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "timeout"}, 1)
+}
+
+// Waiting for both: the Service's claim alone does not release it, the
+// backend's then does, once.
+func TestRecordHeldForPeerAndBackend(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	h.consume(serviceFlow("10.244.1.5", t0.Add(-10*time.Second)))
+	h.consume(claim("10.96.0.10", "svc-web", t0.Add(-time.Minute), t0, ""))
+	require.Empty(t, h.records(), "the backend still waits")
+	h.consume(claim("10.244.1.5", "pod-a", t0.Add(-time.Minute), t0, ""))
+	h.consume(claim("10.244.1.5", "pod-a", t0, t0.Add(time.Second), ""), claim("10.96.0.10", "svc-web", t0, t0.Add(time.Second), ""))
+	recs := h.records()
+	require.Len(t, recs, 1, "released once")
+	assert.Equal(t, []string{"attributed", "<absent>", "pod-a"}, backendAttribution(recs[0]))
+	h.clock.Advance(createDefaultConfig().MaxWait)
+	h.consumeEmpty()
+	assert.Len(t, h.records(), 1, "nothing left in the hold")
+	assertCounter(t, h.tel, "otelcol_processor_ownership_records_released", map[string]string{"outcome": "attributed"}, 1)
+}
+
+// The hold indexes a record under its peer and its backend: every way out
+// (a claim for either key, max_wait, overflow, a refused batch) leaves
+// neither list behind.
+func TestHoldIndexesBackend(t *testing.T) {
+	peer, backend := mustAddr("10.96.0.10"), mustAddr("10.244.1.5")
+	covered := map[netip.Addr]bool{}
+	lookup := func(a netip.Addr, _ time.Time) intervalstore.Result {
+		if covered[a] {
+			return intervalstore.Result{Status: intervalstore.Attributed}
+		}
+		return intervalstore.Result{Status: intervalstore.Unattributed, Reason: intervalstore.ReasonNoClaim}
+	}
+	newRecord := func() *heldRecord { return &heldRecord{key: peer, backend: backend, at: t0, since: t0} }
+	add := func(h *hold, b *batchRecords, r *heldRecord) {
+		t.Helper()
+		held, _, _ := h.add(b, r, plog.NewLogRecord(), lookup)
+		require.True(t, held)
+	}
+	empty := func(h *hold) {
+		t.Helper()
+		assert.Empty(t, h.byKey)
+		assert.Zero(t, h.count)
+	}
+
+	for _, key := range []netip.Addr{peer, backend} {
+		clear(covered)
+		h := newHold(time.Minute, 10)
+		var b batchRecords
+		add(h, &b, newRecord())
+		h.settle(&b, false)
+		covered[peer], covered[backend] = true, true
+		out := h.recheck([]netip.Addr{key}, lookup)
+		require.Len(t, out, 1, "released by a claim for %v", key)
+		empty(h)
+		assert.Empty(t, h.recheck([]netip.Addr{peer, backend}, lookup), "once")
+	}
+	clear(covered)
+
+	h := newHold(time.Minute, 10)
+	var b batchRecords
+	add(h, &b, newRecord())
+	h.settle(&b, false)
+	covered[peer] = true
+	assert.Empty(t, h.recheck([]netip.Addr{peer}, lookup), "the backend still waits")
+	require.Len(t, h.expire(t0.Add(time.Minute), lookup), 1)
+	empty(h)
+
+	h = newHold(time.Minute, 1)
+	var b1, b2 batchRecords
+	add(h, &b1, newRecord())
+	h.settle(&b1, false)
+	_, _, overflow := h.add(&b2, newRecord(), plog.NewLogRecord(), lookup)
+	require.Len(t, overflow, 1)
+	_, dropped := h.settle(&b2, true)
+	assert.Equal(t, 1, dropped)
+	empty(h)
 }
