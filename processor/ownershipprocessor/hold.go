@@ -83,9 +83,9 @@ type heldRecord struct {
 	// backend, when valid, is the translated peer's address, a workload
 	// address the record also waits for: it is released once neither
 	// the peer nor the backend waits for a claim.
-	backend netip.Addr
-	held        bool // in the hold: set by add, cleared when it leaves
-	prev, nxt   *heldRecord
+	backend   netip.Addr
+	held      bool // in the hold: set by add, cleared when it leaves
+	prev, nxt *heldRecord
 	// batch is the batch that held the record, until settle once that
 	// batch's consume has returned: meanwhile the record is tentative, and
 	// whatever releases it hands it to the batch. Guarded by the hold's mu.

@@ -53,7 +53,8 @@ type Config struct {
 
 	Filter    FilterConfig    `mapstructure:"filter"`
 	Ownership OwnershipConfig `mapstructure:"ownership"`
-	NAT       NATConfig       `mapstructure:"nat"`
+	// NAT reads the translated peer of client flows to service addresses.
+	NAT NATConfig `mapstructure:"nat"`
 
 	ResourceAttributes metadata.ResourceAttributesConfig `mapstructure:"resource_attributes"`
 
