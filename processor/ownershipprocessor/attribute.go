@@ -52,7 +52,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 				switch {
 				case f.reason != "":
 					p.writeResult(attrs, intervalstore.Unattributed, nil, f.reason)
-					p.writeTranslated(attrs, f.translation)
+					p.writeTranslated(attrs, f.translation, f.at, f.fallback)
 					st.lookup(intervalstore.Unattributed)
 					return false
 				case f.result < 0:
@@ -63,7 +63,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 						p.writeResult(attrs, intervalstore.Unattributed, nil, reasonOutsideWorkload)
 						st.lookup(intervalstore.Unattributed)
 					}
-					p.writeTranslated(attrs, f.translation)
+					p.writeTranslated(attrs, f.translation, f.at, f.fallback)
 					return false
 				}
 				res := fb.result(p.store, f.result)
@@ -84,7 +84,7 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 					}
 				}
 				p.writeLookup(attrs, res, f.fallback)
-				p.writeTranslated(attrs, f.translation)
+				p.writeTranslated(attrs, f.translation, f.at, f.fallback)
 				st.lookup(res.Status)
 				return false
 			})
@@ -118,11 +118,9 @@ type translation struct {
 	// address when it parses.
 	present bool
 	key     netip.Addr
-	// at, fallback and reason are the lookup time as for the peer; reason
-	// is set when there is none, or the key does not parse.
-	at       time.Time
-	fallback bool
-	reason   string
+	// reason is set when the record has no lookup time (as for the peer)
+	// or the key does not parse. The time is the peer's.
+	reason string
 	// stale: the record carries attributes of a translated peer's
 	// attribution, to be replaced or removed.
 	stale bool
@@ -205,7 +203,7 @@ func (p *ownershipProcessor) finishQuery(lr plog.LogRecord, kv, tv pcommon.Value
 	default:
 		at = time.Unix(0, tv.Int())
 	}
-	tr.at, tr.fallback, tr.reason = at, fallback, reason
+	tr.reason = reason
 	if tr.present && tr.reason == "" {
 		var err error
 		if trv.Type() != pcommon.ValueTypeStr {
@@ -255,7 +253,7 @@ func (p *ownershipProcessor) isTranslatedResult(k string) bool {
 // backend behind a service address) at the flow's start, the time the peer
 // is looked up at, under translated_owner_prefix, when the record goes on.
 // A record without one keeps no translated attribution it came with.
-func (p *ownershipProcessor) writeTranslated(attrs pcommon.Map, tr translation) {
+func (p *ownershipProcessor) writeTranslated(attrs pcommon.Map, tr translation, at time.Time, fallback bool) {
 	switch {
 	case p.translatedOwners == nil || (!tr.present && !tr.stale):
 		return
@@ -270,7 +268,7 @@ func (p *ownershipProcessor) writeTranslated(attrs pcommon.Map, tr translation) 
 	var res intervalstore.Result
 	switch o, ok := p.tables.static.Lookup(tr.key); {
 	case p.tables.isWorkload(tr.key):
-		res = p.lookup(tr.key, tr.at)
+		res = p.lookup(tr.key, at)
 	case ok:
 		p.writeResultTo(attrs, p.translatedOwners, flowschema.AttrPeerTranslatedAttributionStatus, flowschema.AttrPeerTranslatedAttributionReason,
 			intervalstore.Attributed, o, reasonStatic)
@@ -281,7 +279,7 @@ func (p *ownershipProcessor) writeTranslated(attrs pcommon.Map, tr translation) 
 		return
 	}
 	reason := res.Reason.String()
-	if res.Status == intervalstore.Attributed && tr.fallback {
+	if res.Status == intervalstore.Attributed && fallback {
 		reason = reasonTimestampUsed
 	}
 	p.writeResultTo(attrs, p.translatedOwners, flowschema.AttrPeerTranslatedAttributionStatus, flowschema.AttrPeerTranslatedAttributionReason,
