@@ -34,6 +34,7 @@ func TestLoadConfig(t *testing.T) {
 	cfg, err = loadConfig(t, "custom")
 	require.NoError(t, err)
 	assert.Equal(t, &Config{
+		Store:            "ownership",
 		KeyAttribute:     "server.address",
 		TimeAttribute:    "custom.start",
 		OwnerPrefix:      "peer.",
