@@ -3,6 +3,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,9 +15,15 @@ import (
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
-// Config configures the ownership processor. Every pipeline that lists the
-// same processor ID shares one store built from this configuration.
+// Config configures the ownership processor. Every processor that names
+// the same store (Store, by default its own ID) shares one store, so every
+// pipeline that lists the same processor ID does; the store-level settings
+// (storeSettingNames) must then be the same in each.
 type Config struct {
+	// Store names the store this processor uses; empty means its own
+	// component ID. Processors with different sender_identity share one
+	// store this way, each checking the claims of its own pipelines.
+	Store string `mapstructure:"store"`
 	// KeyAttribute names the flow record attribute holding the address to
 	// attribute.
 	KeyAttribute string `mapstructure:"key_attribute"`
@@ -64,12 +71,15 @@ type Config struct {
 	// each may claim.
 	Senders map[string][]string `mapstructure:"senders"`
 	// SenderIdentity binds a claim's sender name to the connection it came
-	// over. "none" trusts the declared sender; "certificate" requires a claim
-	// that arrived over gRPC to come with a verified client certificate whose
-	// CommonName or a DNS SAN is the sender. It needs the processor directly
-	// after an OTLP/gRPC receiver with mutual TLS, so that the connection is
-	// in the context; claims with no gRPC peer (local receivers, Kafka) are
-	// not checked.
+	// over. "none" trusts the declared sender: for the pipelines whose
+	// receivers are trusted by design (this collector's ebpfflow, a Kafka
+	// topic checked where claims enter it). "certificate" accepts a claim,
+	// or a flow's local side, only from a gRPC connection whose verified
+	// client certificate's CommonName or a DNS SAN is the sender; every
+	// other claim, whatever its transport (OTLP/HTTP, a local receiver,
+	// Kafka), is rejected as unauthenticated_sender. It needs the processor
+	// directly after an OTLP/gRPC receiver with mutual TLS, so that the
+	// connection is in the context.
 	SenderIdentity string `mapstructure:"sender_identity"`
 	// MergeGap, ClockSkew, Retention and MaxKeys configure the store.
 	MergeGap  time.Duration `mapstructure:"merge_gap"`
@@ -189,4 +199,51 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// storeSettingNames are the settings of a store rather than of one of the
+// processors that use it: what the store accepts (max_future, owner_limits,
+// senders, workload_cidrs), how it keeps ranges and answers lookups
+// (merge_gap, clock_skew, retention, max_keys, static_owners), and
+// max_wait, since the store's clock checks the held records of every
+// pipeline using it. Processors that share a store must set each alike.
+var storeSettingNames = []string{
+	"max_future", "max_wait", "workload_cidrs", "static_owners", "owner_limits",
+	"senders", "merge_gap", "clock_skew", "retention", "max_keys",
+}
+
+// storeSettingDiffs describes each store-level setting that a and b set
+// differently, with both values where they are short, in the order of
+// storeSettingNames. An empty list and an absent one are alike.
+func storeSettingDiffs(a, b *Config, aName, bName string) []string {
+	var diffs []string
+	diff := func(name string, same bool, va, vb any) {
+		if !same {
+			diffs = append(diffs, fmt.Sprintf("%s is %v in %s and %v in %s", name, va, aName, vb, bName))
+		}
+	}
+	differ := func(name string, same bool) {
+		if !same {
+			diffs = append(diffs, fmt.Sprintf("%s differ between %s and %s", name, aName, bName))
+		}
+	}
+	diff("max_future", a.MaxFuture == b.MaxFuture, a.MaxFuture, b.MaxFuture)
+	diff("max_wait", a.MaxWait == b.MaxWait, a.MaxWait, b.MaxWait)
+	diff("workload_cidrs", slices.Equal(a.WorkloadCIDRs, b.WorkloadCIDRs), a.WorkloadCIDRs, b.WorkloadCIDRs)
+	differ("static_owners", slices.EqualFunc(a.StaticOwners, b.StaticOwners, sameEntry))
+	la, lb := a.OwnerLimits, b.OwnerLimits
+	diff("owner_limits.max_id_length", la.MaxIDLength == lb.MaxIDLength, la.MaxIDLength, lb.MaxIDLength)
+	diff("owner_limits.max_attributes", la.MaxAttributes == lb.MaxAttributes, la.MaxAttributes, lb.MaxAttributes)
+	diff("owner_limits.max_name_length", la.MaxNameLength == lb.MaxNameLength, la.MaxNameLength, lb.MaxNameLength)
+	diff("owner_limits.max_value_length", la.MaxValueLength == lb.MaxValueLength, la.MaxValueLength, lb.MaxValueLength)
+	differ("senders", maps.EqualFunc(a.Senders, b.Senders, slices.Equal[[]string]))
+	diff("merge_gap", a.MergeGap == b.MergeGap, a.MergeGap, b.MergeGap)
+	diff("clock_skew", a.ClockSkew == b.ClockSkew, a.ClockSkew, b.ClockSkew)
+	diff("retention", a.Retention == b.Retention, a.Retention, b.Retention)
+	diff("max_keys", a.MaxKeys == b.MaxKeys, a.MaxKeys, b.MaxKeys)
+	return diffs
+}
+
+func sameEntry(a, b owners.Entry) bool {
+	return a.ID == b.ID && slices.Equal(a.Prefixes, b.Prefixes) && maps.Equal(a.Attributes, b.Attributes)
 }

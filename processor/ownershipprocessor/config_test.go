@@ -35,13 +35,14 @@ func TestLoadConfig(t *testing.T) {
 	cfg, err = loadConfig(t, "custom")
 	require.NoError(t, err)
 	assert.Equal(t, &Config{
+		Store:         "ownership",
 		KeyAttribute:  "server.address",
 		TimeAttribute: "custom.start",
 		OwnerPrefix:   "peer.",
-		KeepClaims:    true,
-		// Kept from the defaults: the custom configuration names neither.
+		// The default: the custom configuration names only the prefix.
 		TranslatedKeyAttribute: flowschema.AttrPeerTranslatedAddress,
 		TranslatedOwnerPrefix:  "backend.",
+		KeepClaims:             true,
 		ApplyLocalClaims:       false,
 		MaxFuture:              2 * time.Minute,
 		MaxWait:                10 * time.Second,
