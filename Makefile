@@ -116,10 +116,14 @@ cross-build:
 		GOOS=$$goos $(GO) vet ./...; \
 	done
 
-# iproute2 for tests that build hosts in network namespaces; gcc for -race.
+# iproute2 for tests that build hosts in network namespaces; nftables for
+# the address translation test's DNAT rule, setpriv (util-linux) for running
+# its collector without CAP_NET_ADMIN; gcc for -race.
 test-deps:
 	@missing=""; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
+	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	$(apt_install_missing)
 

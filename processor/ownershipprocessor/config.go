@@ -3,6 +3,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,9 +15,15 @@ import (
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
-// Config configures the ownership processor. Every pipeline that lists the
-// same processor ID shares one store built from this configuration.
+// Config configures the ownership processor. Every processor that names
+// the same store (Store, by default its own ID) shares one store, so every
+// pipeline that lists the same processor ID does; the store-level settings
+// (storeSettingNames) must then be the same in each.
 type Config struct {
+	// Store names the store this processor uses; empty means its own
+	// component ID. Processors with different sender_identity share one
+	// store this way, each checking the claims of its own pipelines.
+	Store string `mapstructure:"store"`
 	// KeyAttribute names the flow record attribute holding the address to
 	// attribute.
 	KeyAttribute string `mapstructure:"key_attribute"`
@@ -25,6 +32,13 @@ type Config struct {
 	TimeAttribute string `mapstructure:"time_attribute"`
 	// OwnerPrefix is the attribute prefix under which the owner is written.
 	OwnerPrefix string `mapstructure:"owner_prefix"`
+	// TranslatedKeyAttribute names the flow record attribute holding the
+	// translated peer: the backend that address translation sent a
+	// connection to a service address to.
+	TranslatedKeyAttribute string `mapstructure:"translated_key_attribute"`
+	// TranslatedOwnerPrefix is the attribute prefix under which the
+	// translated peer's owner is written; empty to not attribute it.
+	TranslatedOwnerPrefix string `mapstructure:"translated_owner_prefix"`
 	// KeepClaims passes claim records on after applying them instead of
 	// removing them from the stream.
 	KeepClaims bool `mapstructure:"keep_claims"`
@@ -62,12 +76,15 @@ type Config struct {
 	// each may claim.
 	Senders map[string][]string `mapstructure:"senders"`
 	// SenderIdentity binds a claim's sender name to the connection it came
-	// over. "none" trusts the declared sender; "certificate" requires a claim
-	// that arrived over gRPC to come with a verified client certificate whose
-	// CommonName or a DNS SAN is the sender. It needs the processor directly
-	// after an OTLP/gRPC receiver with mutual TLS, so that the connection is
-	// in the context; claims with no gRPC peer (local receivers, Kafka) are
-	// not checked.
+	// over. "none" trusts the declared sender: for the pipelines whose
+	// receivers are trusted by design (this collector's ebpfflow, a Kafka
+	// topic checked where claims enter it). "certificate" accepts a claim,
+	// or a flow's local side, only from a gRPC connection whose verified
+	// client certificate's CommonName or a DNS SAN is the sender; every
+	// other claim, whatever its transport (OTLP/HTTP, a local receiver,
+	// Kafka), is rejected as unauthenticated_sender. It needs the processor
+	// directly after an OTLP/gRPC receiver with mutual TLS, so that the
+	// connection is in the context.
 	SenderIdentity string `mapstructure:"sender_identity"`
 	// MergeGap, ClockSkew, Retention and MaxKeys configure the store.
 	MergeGap  time.Duration `mapstructure:"merge_gap"`
@@ -83,21 +100,48 @@ var _ confmap.Validator = (*Config)(nil)
 
 func createDefaultConfig() *Config {
 	return &Config{
-		KeyAttribute:     flowschema.AttrNetworkPeerAddress,
-		TimeAttribute:    flowschema.AttrFlowStartTime,
-		OwnerPrefix:      flowschema.PrefixPeerOwner,
-		KeepFlows:        true,
-		ApplyLocalClaims: true,
-		SenderIdentity:   senderIdentityNone,
-		MaxFuture:        time.Minute,
-		MaxWait:          30 * time.Second,
-		MaxPending:       100_000,
-		MergeGap:         30 * time.Second,
-		ClockSkew:        time.Second,
-		Retention:        15 * time.Minute,
-		MaxKeys:          1_000_000,
-		OwnerLimits:      owners.DefaultLimits(),
+		KeyAttribute:           flowschema.AttrNetworkPeerAddress,
+		TimeAttribute:          flowschema.AttrFlowStartTime,
+		OwnerPrefix:            flowschema.PrefixPeerOwner,
+		TranslatedKeyAttribute: flowschema.AttrPeerTranslatedAddress,
+		TranslatedOwnerPrefix:  flowschema.PrefixPeerTranslatedOwner,
+		KeepFlows:              true,
+		ApplyLocalClaims:       true,
+		SenderIdentity:         senderIdentityNone,
+		MaxFuture:              time.Minute,
+		MaxWait:                30 * time.Second,
+		MaxPending:             100_000,
+		MergeGap:               30 * time.Second,
+		ClockSkew:              time.Second,
+		Retention:              15 * time.Minute,
+		MaxKeys:                1_000_000,
+		OwnerLimits:            owners.DefaultLimits(),
 	}
+}
+
+// checkPrefix checks an owner prefix, the setting name, against what it
+// would replace: every attribute under it is removed from flow records
+// before an owner is written there.
+func (cfg *Config) checkPrefix(name, prefix, example string) []error {
+	var errs []error
+	var replaced []string
+	kept := []string{
+		cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner,
+		flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason,
+		cfg.TranslatedKeyAttribute, flowschema.AttrPeerTranslatedAttributionStatus, flowschema.AttrPeerTranslatedAttributionReason,
+	}
+	for _, k := range append(kept, flowschema.FlowAttributes()...) {
+		if k != "" && strings.HasPrefix(k, prefix) && !slices.Contains(replaced, strconv.Quote(k)) {
+			replaced = append(replaced, strconv.Quote(k))
+		}
+	}
+	if len(replaced) > 0 {
+		errs = append(errs, fmt.Errorf("%s %q would replace %s: every attribute under %s is removed from flow records before the owner is written; choose a prefix used only for that owner, e.g. %s", name, prefix, strings.Join(replaced, ", "), name, example))
+	}
+	if strings.HasPrefix(prefix, flowschema.PrefixLocalOwner) && prefix != flowschema.PrefixLocalOwner {
+		errs = append(errs, fmt.Errorf("%s %q lies inside %s: the owner written there would be read as attributes of the flow's local owner; choose a prefix outside it, e.g. %s", name, prefix, flowschema.PrefixLocalOwner, example))
+	}
+	return errs
 }
 
 // Validate checks the configuration and says what to change.
@@ -112,19 +156,16 @@ func (cfg *Config) Validate() error {
 	if cfg.OwnerPrefix == "" {
 		errs = append(errs, fmt.Errorf("owner_prefix must not be empty, e.g. %q", flowschema.PrefixPeerOwner))
 	} else {
-		// Every attribute under owner_prefix is removed from a flow record
-		// before the peer owner is written.
-		var replaced []string
-		for _, kept := range append([]string{cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner, flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason}, flowschema.FlowAttributes()...) {
-			if strings.HasPrefix(kept, cfg.OwnerPrefix) && !slices.Contains(replaced, strconv.Quote(kept)) {
-				replaced = append(replaced, strconv.Quote(kept))
-			}
+		errs = append(errs, cfg.checkPrefix("owner_prefix", cfg.OwnerPrefix, flowschema.PrefixPeerOwner)...)
+	}
+	if cfg.TranslatedOwnerPrefix != "" {
+		if cfg.TranslatedKeyAttribute == "" {
+			errs = append(errs, fmt.Errorf("translated_key_attribute must not be empty while translated_owner_prefix is set: name the attribute holding the translated peer, e.g. %s, or set translated_owner_prefix to \"\" to not attribute it", flowschema.AttrPeerTranslatedAddress))
 		}
-		if len(replaced) > 0 {
-			errs = append(errs, fmt.Errorf("owner_prefix %q would replace %s: every attribute under owner_prefix is removed from flow records before the peer owner is written; choose a prefix used only for the peer owner, e.g. %s", cfg.OwnerPrefix, strings.Join(replaced, ", "), flowschema.PrefixPeerOwner))
-		}
-		if strings.HasPrefix(cfg.OwnerPrefix, flowschema.PrefixLocalOwner) && cfg.OwnerPrefix != flowschema.PrefixLocalOwner {
-			errs = append(errs, fmt.Errorf("owner_prefix %q lies inside %s: the peer owner written there would be read as attributes of the flow's local owner; choose a prefix outside it, e.g. %s", cfg.OwnerPrefix, flowschema.PrefixLocalOwner, flowschema.PrefixPeerOwner))
+		errs = append(errs, cfg.checkPrefix("translated_owner_prefix", cfg.TranslatedOwnerPrefix, flowschema.PrefixPeerTranslatedOwner)...)
+		if cfg.OwnerPrefix != "" && (strings.HasPrefix(cfg.OwnerPrefix, cfg.TranslatedOwnerPrefix) || strings.HasPrefix(cfg.TranslatedOwnerPrefix, cfg.OwnerPrefix)) {
+			errs = append(errs, fmt.Errorf("owner_prefix %q and translated_owner_prefix %q overlap: the peer's and the translated peer's owners would replace each other; choose prefixes apart, e.g. %s and %s",
+				cfg.OwnerPrefix, cfg.TranslatedOwnerPrefix, flowschema.PrefixPeerOwner, flowschema.PrefixPeerTranslatedOwner))
 		}
 	}
 	if cfg.KeyAttribute != "" && cfg.KeyAttribute == cfg.TimeAttribute {
@@ -163,4 +204,53 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// storeSettingNames are the settings of a store rather than of one of the
+// processors that use it: what the store accepts (max_future, owner_limits,
+// senders, workload_cidrs, workload_host_addresses), how it keeps ranges
+// and answers lookups (merge_gap, clock_skew, retention, max_keys,
+// static_owners), and max_wait, since the store's clock checks the held
+// records of every pipeline using it. Processors that share a store must
+// set each alike.
+var storeSettingNames = []string{
+	"max_future", "max_wait", "workload_cidrs", "workload_host_addresses", "static_owners", "owner_limits",
+	"senders", "merge_gap", "clock_skew", "retention", "max_keys",
+}
+
+// storeSettingDiffs describes each store-level setting that a and b set
+// differently, with both values where they are short, in the order of
+// storeSettingNames. An empty list and an absent one are alike.
+func storeSettingDiffs(a, b *Config, aName, bName string) []string {
+	var diffs []string
+	diff := func(name string, same bool, va, vb any) {
+		if !same {
+			diffs = append(diffs, fmt.Sprintf("%s is %v in %s and %v in %s", name, va, aName, vb, bName))
+		}
+	}
+	differ := func(name string, same bool) {
+		if !same {
+			diffs = append(diffs, fmt.Sprintf("%s differ between %s and %s", name, aName, bName))
+		}
+	}
+	diff("max_future", a.MaxFuture == b.MaxFuture, a.MaxFuture, b.MaxFuture)
+	diff("max_wait", a.MaxWait == b.MaxWait, a.MaxWait, b.MaxWait)
+	diff("workload_cidrs", slices.Equal(a.WorkloadCIDRs, b.WorkloadCIDRs), a.WorkloadCIDRs, b.WorkloadCIDRs)
+	diff("workload_host_addresses", a.WorkloadHostAddresses == b.WorkloadHostAddresses, a.WorkloadHostAddresses, b.WorkloadHostAddresses)
+	differ("static_owners", slices.EqualFunc(a.StaticOwners, b.StaticOwners, sameEntry))
+	la, lb := a.OwnerLimits, b.OwnerLimits
+	diff("owner_limits.max_id_length", la.MaxIDLength == lb.MaxIDLength, la.MaxIDLength, lb.MaxIDLength)
+	diff("owner_limits.max_attributes", la.MaxAttributes == lb.MaxAttributes, la.MaxAttributes, lb.MaxAttributes)
+	diff("owner_limits.max_name_length", la.MaxNameLength == lb.MaxNameLength, la.MaxNameLength, lb.MaxNameLength)
+	diff("owner_limits.max_value_length", la.MaxValueLength == lb.MaxValueLength, la.MaxValueLength, lb.MaxValueLength)
+	differ("senders", maps.EqualFunc(a.Senders, b.Senders, slices.Equal[[]string]))
+	diff("merge_gap", a.MergeGap == b.MergeGap, a.MergeGap, b.MergeGap)
+	diff("clock_skew", a.ClockSkew == b.ClockSkew, a.ClockSkew, b.ClockSkew)
+	diff("retention", a.Retention == b.Retention, a.Retention, b.Retention)
+	diff("max_keys", a.MaxKeys == b.MaxKeys, a.MaxKeys, b.MaxKeys)
+	return diffs
+}
+
+func sameEntry(a, b owners.Entry) bool {
+	return a.ID == b.ID && slices.Equal(a.Prefixes, b.Prefixes) && maps.Equal(a.Attributes, b.Attributes)
 }

@@ -11,7 +11,8 @@ import (
 
 // Values of sender_identity.
 const (
-	// senderIdentityNone trusts the claim record's self-declared sender.
+	// senderIdentityNone trusts the claim record's self-declared sender:
+	// for the pipelines whose receivers are trusted by design.
 	senderIdentityNone = "none"
 	// senderIdentityCertificate binds the sender name to the verified client
 	// certificate of the gRPC connection that delivered the claim record.
@@ -21,17 +22,19 @@ const (
 // senderIdentity is what the connection that delivered a batch says about
 // its sender, read once per batch.
 type senderIdentity struct {
-	// checked is set when claim records' senders must be named by the
-	// connection's certificate: sender_identity is certificate and the
-	// batch came over a gRPC connection. Batches without a gRPC peer (a
-	// local receiver, a Kafka topic) are not checked: their trust boundary
-	// is elsewhere.
+	// checked is set under sender_identity certificate: every claim's
+	// sender must be named by the verified client certificate of the gRPC
+	// connection the batch came over. A batch with none, whatever its
+	// transport (OTLP/HTTP, whose receiver leaves no certificate in the
+	// context, a local receiver, Kafka), fails the check: trust is
+	// configured, never inferred from a missing connection.
 	checked bool
-	// remote is set when the batch came over a gRPC connection, from
-	// another host, not from this collector's own receiver.
+	// remote is set under sender_identity none when the batch came over a
+	// gRPC connection: from another host, not from this collector's own
+	// receiver.
 	remote bool
 	// names are the CommonName and DNS SANs of the verified client
-	// certificate; empty when the connection has none.
+	// certificate; empty when there is none.
 	names []string
 }
 
@@ -39,13 +42,13 @@ type senderIdentity struct {
 // receiver leaves in ctx.
 func identify(ctx context.Context, mode string) senderIdentity {
 	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return senderIdentity{}
-	}
 	if mode != senderIdentityCertificate {
-		return senderIdentity{remote: true}
+		return senderIdentity{remote: ok}
 	}
-	id := senderIdentity{checked: true, remote: true}
+	id := senderIdentity{checked: true}
+	if !ok {
+		return id
+	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
 		// Plain gRPC, or TLS without a verified client certificate.
@@ -66,17 +69,17 @@ func (id senderIdentity) mayUse(sender string) bool {
 }
 
 // localClaimRefusal says why the local side of a flow record from the sender
-// may not claim addr, or "" when it may. A flow record names no sender: the
-// records of this collector's own receiver are trusted, as its claim records
-// are; those of another host are held to what its claim records would be
-// under sender_identity and senders, the host being named by its
-// certificate.
+// may not claim addr, or "" when it may. A flow record names no sender.
+// Under sender_identity certificate it is held to what the claim records
+// of the host its certificate names may claim (senders), and refused
+// without one. Under none, this collector's own receiver is trusted, as its
+// claim records are, while another host's records, over gRPC, can claim
+// nothing when senders is set: nothing names their sender.
 func (id senderIdentity) localClaimRefusal(t *addressTables, addr netip.Addr) string {
 	switch {
-	case !id.remote || !id.checked && t.senders == nil:
+	case !id.checked && (!id.remote || t.senders == nil):
 		return ""
 	case !id.checked:
-		// senders is set, and nothing names the sender.
 		return reasonUnauthorized
 	case len(id.names) == 0:
 		return reasonUnauthenticated

@@ -49,8 +49,10 @@ func TestSourceIdentityCertificate(t *testing.T) {
 		{"no source", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "", false},
 		{"TLS without a verified client certificate", senderIdentityCertificate, grpcPeer(nil, true), "node-a", false},
 		{"plain gRPC", senderIdentityCertificate, grpcPeer(nil, false), "node-a", false},
-		// A local receiver or a Kafka topic: no connection to check.
-		{"no gRPC peer", senderIdentityCertificate, context.Background(), "node-a", true},
+		// OTLP/HTTP (its receiver leaves no certificate in the context),
+		// a local receiver, a Kafka topic: nothing verifies the sender.
+		{"no gRPC peer", senderIdentityCertificate, context.Background(), "node-a", false},
+		{"off, no gRPC peer", senderIdentityNone, context.Background(), "node-a", true},
 		{"off", senderIdentityNone, grpcPeer(clientCert("node-b"), true), "node-a", true},
 	}
 	for _, tt := range tests {
@@ -123,8 +125,9 @@ func TestSourceIdentityLeavesLocalClaims(t *testing.T) {
 
 // The local side of a flow record is a claim, held to what the sending
 // host's claims may claim: a flow record from another host cannot claim
-// an address its claims could not, while this collector's own records
-// (no connection) claim as its claims do.
+// an address its claims could not; this collector's own records claim as
+// its claims do where the processor trusts its pipeline (sender_identity
+// none), and are refused where it checks certificates.
 func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
 	sources := map[string][]string{"node-a": {"10.0.1.0/24"}, "node-b": {"10.0.2.0/24"}}
 	tests := []struct {
@@ -135,7 +138,9 @@ func TestLocalClaimsFromOtherHostsFollowSources(t *testing.T) {
 		reason string // the local claim's rejection, or "" if applied
 	}{
 		{"own receiver", senderIdentityNone, context.Background(), "10.0.2.5", ""},
-		{"own receiver, certificate mode", senderIdentityCertificate, context.Background(), "10.0.2.5", ""},
+		// Trust is configured (sender_identity none), not inferred from
+		// the missing connection.
+		{"no connection, certificate mode", senderIdentityCertificate, context.Background(), "10.0.2.5", "unauthenticated_sender"},
 		{"other host, nothing names it", senderIdentityNone, grpcPeer(nil, false), "10.0.2.5", "unauthorized_sender"},
 		{"other host, certificate for its own CIDR", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.1.5", ""},
 		{"other host, certificate for another's CIDR", senderIdentityCertificate, grpcPeer(clientCert("node-a"), true), "10.0.2.5", "unauthorized_sender"},

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/processor"
 
 	"github.com/flowattr/flowattr/internal/clock"
@@ -19,11 +20,17 @@ import (
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
-// sharedStore is the state shared by every pipeline's instance of one
-// processor ID: the interval store, the CIDR tables, and the clock callbacks
-// that prune the store, release held records whose wait is over and send
-// again refused released records while no batch arrives to do it.
+// sharedStore is the state shared by every processor that uses one store
+// (every pipeline's instance of one processor ID, and the processors that
+// name it in store): the interval store, the CIDR tables, and the clock
+// callbacks that prune the store, release held records whose wait is over
+// and send again refused released records while no batch arrives to do it.
 type sharedStore struct {
+	name string
+	// creator is the processor whose configuration built the store; the
+	// store-level settings of every other user agree with it.
+	creator component.ID
+
 	cfg    *Config
 	tables *addressTables
 	store  *intervalstore.Store[intervalstore.Key128]
@@ -48,7 +55,7 @@ type sharedStore struct {
 	subs   map[*ownershipProcessor]struct{}
 }
 
-func newSharedStore(set processor.Settings, cfg *Config, c clock.Clock, hostAddrs func() ([]netip.Addr, error)) (*sharedStore, error) {
+func newSharedStore(set processor.Settings, name string, cfg *Config, c clock.Clock, hostAddrs func() ([]netip.Addr, error)) (*sharedStore, error) {
 	tables, err := cfg.tables()
 	if err != nil {
 		return nil, err
@@ -75,6 +82,9 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock.Clock, hostAddr
 		return nil, err
 	}
 	s := &sharedStore{
+		name:    name,
+		creator: set.ID,
+
 		cfg:    cfg,
 		tables: tables,
 		store:  store,
@@ -87,9 +97,9 @@ func newSharedStore(set processor.Settings, cfg *Config, c clock.Clock, hostAddr
 		hostAddrs:  hostAddrs,
 	}
 	s.lastPrune.Store(c.Now().UnixNano())
-	// Every store of a collector reports into the same gauges: the
-	// processor attribute tells them apart.
-	id := metric.WithAttributeSet(attribute.NewSet(attribute.String("processor", set.ID.String())))
+	// Every store of a collector reports into the same gauges: the store
+	// attribute tells them apart.
+	id := metric.WithAttributeSet(attribute.NewSet(attribute.String("store", name)))
 	err = gauges.RegisterProcessorOwnershipKeysCallback(func(_ context.Context, o metric.Int64Observer) error {
 		o.Observe(int64(s.store.Stats().Keys), id)
 		return nil

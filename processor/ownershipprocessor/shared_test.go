@@ -3,6 +3,9 @@ package ownershipprocessor
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,10 +13,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/processor"
 
+	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
 
 // Two pipelines list the same processor ID: claims arrive through one,
@@ -63,6 +70,132 @@ func TestDistinctIDsHaveDistinctStores(t *testing.T) {
 	b.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
 	_, reason, _ := attribution(b.records()[0])
 	assert.Equal(t, "no_claim_yet", reason)
+}
+
+// A node's two roles on one store: ownership trusts its pipeline (the
+// local receiver's flows and claims), ownership/peers names the same store
+// and checks the certificates of the claims its pipeline receives.
+func TestProcessorsShareNamedStore(t *testing.T) {
+	clk := newTestClock()
+	f := NewFactoryWithClock(clk)
+	local := noHoldConfig()
+	peers := noHoldConfig()
+	peers.Store = "ownership"
+	peers.SenderIdentity = senderIdentityCertificate
+	flows := newHarnessWith(t, f, clk, local, component.NewID(metadata.Type))
+	claims := newHarnessWith(t, f, clk, peers, component.NewIDWithName(metadata.Type, "peers"))
+	require.Equal(t, 1, clk.callbackCount(), "one store, one prune callback")
+
+	// A peer with a certificate naming its sender claims 10.0.0.2; an
+	// uncertified batch claiming 10.0.0.3 is refused.
+	require.NoError(t, claims.proc.ConsumeLogs(grpcPeer(clientCert("node-b"), true),
+		logsOf(claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, "node-b"))))
+	require.NoError(t, claims.proc.ConsumeLogs(context.Background(),
+		logsOf(claim("10.0.0.3", "evil", t0.Add(-time.Minute), t0, "node-b"))))
+	assertCounter(t, claims.tel, "otelcol_processor_ownership_claims_rejected", map[string]string{"reason": "unauthenticated_sender"}, 1)
+	// The local receiver's claim and flow need no certificate.
+	flows.consume(
+		claim("10.0.0.4", "cart", t0.Add(-time.Minute), t0, "node-a"),
+		ownedFlow("10.0.0.5", "frontend", "10.0.0.2", t0.Add(-time.Minute), t0),
+	)
+	assertCounter(t, flows.tel, "otelcol_processor_ownership_claims_applied", nil, 1)
+	assertCounter(t, flows.tel, "otelcol_processor_ownership_local_claims_applied", nil, 1)
+
+	flows.consume(
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-30*time.Second), t0),
+		flow("10.0.0.1", "10.0.0.3", t0.Add(-30*time.Second), t0),
+		flow("10.0.0.1", "10.0.0.4", t0.Add(-30*time.Second), t0),
+		flow("10.0.0.1", "10.0.0.5", t0.Add(-30*time.Second), t0),
+	)
+	recs := flows.records()
+	require.Len(t, recs, 5)
+	for i, want := range []string{"checkout", "<absent>", "cart", "frontend"} {
+		_, _, owner := attribution(recs[i+1])
+		assert.Equal(t, want, owner, "flow %d", i)
+	}
+
+	// Either processor's shutdown leaves the store to the other; the last
+	// one forgets it.
+	require.NoError(t, flows.proc.Shutdown(context.Background()))
+	require.Equal(t, 1, clk.callbackCount())
+	require.NoError(t, claims.proc.Shutdown(context.Background()))
+	require.Equal(t, 0, clk.callbackCount())
+	again := newHarnessWith(t, f, clk, noHoldConfig(), component.NewID(metadata.Type))
+	again.consume(flow("10.0.0.1", "10.0.0.2", t0.Add(-10*time.Second), t0))
+	_, reason, _ := attribution(again.records()[0])
+	assert.Equal(t, "no_claim_yet", reason, "a new store after every user shut down")
+}
+
+// Processors that share a store must agree on every store-level setting:
+// creating one that differs fails, naming the store, both processors and
+// each setting; settings of one processor may differ.
+func TestSharedStoreSettingsMustAgree(t *testing.T) {
+	storeLevel := map[string]func(*Config){
+		"max_future":              func(c *Config) { c.MaxFuture = 2 * time.Minute },
+		"max_wait":                func(c *Config) { c.MaxWait = 10 * time.Second },
+		"workload_cidrs":          func(c *Config) { c.WorkloadCIDRs = []string{"10.0.0.0/8"} },
+		"workload_host_addresses": func(c *Config) { c.WorkloadHostAddresses = true },
+		"static_owners":           func(c *Config) { c.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}} },
+		"owner_limits":            func(c *Config) { c.OwnerLimits.MaxAttributes = 4 },
+		"senders":                 func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.1.0/24"}} },
+		"merge_gap":               func(c *Config) { c.MergeGap = time.Second },
+		"clock_skew":              func(c *Config) { c.ClockSkew = 2 * time.Second },
+		"retention":               func(c *Config) { c.Retention = time.Hour },
+		"max_keys":                func(c *Config) { c.MaxKeys = 10 },
+	}
+	require.ElementsMatch(t, storeSettingNames, slices.Collect(maps.Keys(storeLevel)), "every store-level setting is tested")
+	base := func() *Config {
+		c := createDefaultConfig()
+		c.WorkloadCIDRs = []string{"10.0.0.0/8", "192.168.0.0/16"}
+		c.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb", Attributes: map[string]string{"service.name": "edge"}}}
+		c.Senders = map[string][]string{"node-a": {"10.0.1.0/24"}, "node-b": {"10.0.2.0/24"}}
+		return c
+	}
+	create := func(f processor.Factory, name string, cfg *Config) error {
+		tel := componenttest.NewTelemetry()
+		t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+		set := metadatatest.NewSettings(tel)
+		set.ID = component.NewIDWithName(metadata.Type, name)
+		p, err := f.CreateLogs(context.Background(), set, cfg, new(consumertest.LogsSink))
+		if err == nil {
+			t.Cleanup(func() { require.NoError(t, p.Shutdown(context.Background())) })
+		}
+		return err
+	}
+	for setting, change := range storeLevel {
+		t.Run(setting, func(t *testing.T) {
+			f := NewFactoryWithClock(newTestClock())
+			require.NoError(t, create(f, "flows", base()))
+			other := base()
+			other.Store = "ownership/flows"
+			change(other)
+			require.NoError(t, other.Validate())
+			err := create(f, "peers", other)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), `processor ownership/peers shares store "ownership/flows" with processor ownership/flows, but `+setting)
+			assert.Equal(t, 2, strings.Count(err.Error(), "ownership/peers"), "only the differing setting is named: %v", err)
+		})
+	}
+
+	// The same values, written as distinct but equal lists and maps, and
+	// an empty list against an absent one, agree.
+	f := NewFactoryWithClock(newTestClock())
+	first := base()
+	first.Senders = nil
+	require.NoError(t, create(f, "flows", first))
+	same := base()
+	same.Store = "ownership/flows"
+	same.Senders = map[string][]string{}
+	// Settings of each processor, not of the store.
+	same.SenderIdentity = senderIdentityCertificate
+	same.KeepClaims = true
+	same.KeepFlows = false
+	same.ApplyLocalClaims = false
+	same.MaxPending = 7
+	same.KeyAttribute = "server.address"
+	same.TimeAttribute = "custom.start"
+	same.OwnerPrefix = "peer."
+	require.NoError(t, create(f, "peers", same))
 }
 
 func TestStoreGauges(t *testing.T) {

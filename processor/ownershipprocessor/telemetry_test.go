@@ -158,31 +158,41 @@ func TestCountersExportedAtZeroFromStart(t *testing.T) {
 	metadatatest.AssertEqualProcessorOwnershipReleaseFailures(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsAwaitingResend(t, h.tel, zeros(""), opts...)
-	metadatatest.AssertEqualProcessorOwnershipKeys(t, h.tel, zeros("processor", "ownership"), opts...)
-	metadatatest.AssertEqualProcessorOwnershipRanges(t, h.tel, zeros("processor", "ownership"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipKeys(t, h.tel, zeros("store", "ownership"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRanges(t, h.tel, zeros("store", "ownership"), opts...)
 }
 
-// TestStoreGaugesPerProcessorID: two processor IDs in one collector have two
-// stores, and the store gauges report each under its own ID instead of
-// writing over each other.
-func TestStoreGaugesPerProcessorID(t *testing.T) {
+// TestStoreGaugesPerStore: the store gauges report one series per store,
+// under its name: two processor IDs with stores of their own have two, and
+// a processor that names another's store adds none.
+func TestStoreGaugesPerStore(t *testing.T) {
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	f := NewFactoryWithClock(newTestClock())
 	procs := map[string]processor.Logs{}
-	for _, name := range []string{"a", "b"} {
+	for _, name := range []string{"a", "b", "c"} {
 		set := metadatatest.NewSettings(tel)
 		set.ID = component.NewIDWithName(metadata.Type, name)
-		p, err := f.CreateLogs(context.Background(), set, createDefaultConfig(), new(consumertest.LogsSink))
+		cfg := createDefaultConfig()
+		if name == "c" {
+			cfg.Store = "ownership/a"
+		}
+		p, err := f.CreateLogs(context.Background(), set, cfg, new(consumertest.LogsSink))
 		require.NoError(t, err)
 		require.NoError(t, p.Start(context.Background(), componenttest.NewNopHost()))
 		t.Cleanup(func() { require.NoError(t, p.Shutdown(context.Background())) })
 		procs[name] = p
 	}
-	require.NoError(t, procs["a"].ConsumeLogs(context.Background(), logsOf(
+	require.NoError(t, procs["c"].ConsumeLogs(context.Background(), logsOf(
 		claim("10.0.0.2", "checkout", t0.Add(-time.Minute), t0, ""),
 		claim("10.0.0.3", "cart", t0.Add(-time.Minute), t0, ""))))
-	assertCounter(t, tel, "otelcol_processor_ownership_keys", map[string]string{"processor": "ownership/a"}, 2)
-	assertCounter(t, tel, "otelcol_processor_ownership_keys", map[string]string{"processor": "ownership/b"}, 0)
-	assertCounter(t, tel, "otelcol_processor_ownership_ranges", map[string]string{"processor": "ownership/a"}, 2)
+	opts := metricdataIgnore()
+	gauge := func(a, b int64) []metricdata.DataPoint[int64] {
+		return []metricdata.DataPoint[int64]{
+			{Value: a, Attributes: attribute.NewSet(attribute.String("store", "ownership/a"))},
+			{Value: b, Attributes: attribute.NewSet(attribute.String("store", "ownership/b"))},
+		}
+	}
+	metadatatest.AssertEqualProcessorOwnershipKeys(t, tel, gauge(2, 0), opts...)
+	metadatatest.AssertEqualProcessorOwnershipRanges(t, tel, gauge(2, 0), opts...)
 }

@@ -41,7 +41,8 @@ type gateway struct {
 }
 
 // startGatewayTier starts the Kafka server and one gateway per name, with
-// overlay merged over gateway.yaml (sources, max_wait).
+// overlay merged over gateway.yaml (sources, max_wait; in ownership and
+// ownership/topic alike, as they share a store).
 func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTier {
 	t.Helper()
 	collectortest.Binary(t) // skip before starting anything when there is no binary
@@ -203,6 +204,8 @@ func TestGatewaysShareClaimsThroughKafka(t *testing.T) {
 	tier := startGatewayTier(t, `
 processors:
   ownership:
+    max_wait: 20s
+  ownership/topic:
     max_wait: 20s
 `, "gateway-1", "gateway-2")
 	g1, g2 := tier.gateways[0], tier.gateways[1]

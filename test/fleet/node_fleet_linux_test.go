@@ -43,7 +43,8 @@ const (
 // nodeOverlay is merged over testdata/fleet/node.yaml: fast timings, only the
 // namespace the collector runs in (every namespace shares one kernel, and
 // the tracepoint sees them all), no records of the collectors' own traffic
-// on the hosts' infrastructure addresses, and which host may claim what.
+// on the hosts' infrastructure addresses, and which host may claim what,
+// alike in both processors of the shared store.
 const nodeOverlay = `
 receivers:
   ebpfflow:
@@ -53,12 +54,13 @@ receivers:
       own_netns_only: true
       exclude_cidrs: [10.201.0.1/32, 10.201.0.2/32]
 processors:
-  ownership:
+  ownership: &store
     max_wait: 8s
     clock_skew: 1s
     senders:
       host-1: [10.201.0.8/29, 10.201.0.50/32]
       host-2: [10.201.0.16/29, 10.201.0.50/32]
+  ownership/peers: *store
 `
 
 // workload is a server on one address of one host: it accepts connections

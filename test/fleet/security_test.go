@@ -12,9 +12,10 @@ import (
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
-// sourcesOverlay restricts both ownership processors of gateway.yaml to the
+// sourcesOverlay restricts the ownership processors of gateway.yaml to the
 // same source table, and binds each source name to the agent's client
 // certificate, so a rejected claim is neither applied nor published.
+// ownership/topic shares ownership's store, so it sets the same.
 const sourcesOverlay = `
 processors:
   ownership:
@@ -24,6 +25,9 @@ processors:
       agent-a: [10.1.0.0/24]
       agent-b: [10.2.0.0/24]
       rogue: [10.9.0.0/24]
+  ownership/topic:
+    max_wait: 2s
+    senders: *sources
   ownership/claims-out:
     sender_identity: certificate
     senders: *sources
