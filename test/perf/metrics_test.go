@@ -109,22 +109,28 @@ func BenchmarkMetrics(b *testing.B) {
 }
 
 // checkFlowmetrics requires the connector to have counted every flow
-// record the sink received, once the last batch has reached both, and
-// nothing to have been dropped on the way.
+// record the ownership processor attributed (the sink may count a batch
+// twice when the exporter retries it on a loaded machine), once the last
+// batch has reached it, and nothing to have been dropped on the way.
 func checkFlowmetrics(b *testing.B, p *pipeline) {
 	var own string
+	var flows float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		own = p.col.Metrics(b, loopback(p.col.metricsPort))
-		if int64(collectortest.MetricSum(own, "otelcol_connector_flowmetrics_records")) == p.sink.flows.Load() || time.Now().After(deadline) {
+		flows = collectortest.MetricSum(own, "otelcol_processor_ownership_lookups")
+		if collectortest.MetricSum(own, "otelcol_connector_flowmetrics_records") == flows || time.Now().After(deadline) {
 			break
 		}
+	}
+	if flows == 0 {
+		b.Fatal("the ownership processor attributed no flow record")
 	}
 	for _, c := range []struct {
 		name   string
 		labels []string
 		want   float64
 	}{
-		{"otelcol_connector_flowmetrics_records", nil, float64(p.sink.flows.Load())},
+		{"otelcol_connector_flowmetrics_records", nil, flows},
 		{"otelcol_connector_flowmetrics_records_dropped", nil, 0},
 		{"otelcol_deltatocumulative_datapoints", []string{"error", "limit"}, 0},
 	} {
