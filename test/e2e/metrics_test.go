@@ -80,7 +80,7 @@ func putMetricFlow(lr plog.LogRecord, f metricFlow, end time.Time) {
 // workload, peer workload, server port, role and attribution status;
 // unattributed and external peers are series of their own; interim
 // records and claims count nowhere; and the series are cumulative across
-// batches.
+// the connector's intervals.
 func TestFlowMetrics(t *testing.T) {
 	otlpPort, healthPort, promPort, metricsPort := collectortest.FreePort(t), collectortest.FreePort(t), collectortest.FreePort(t), collectortest.FreePort(t)
 	col := collectortest.Start(t, collectortest.Options{
