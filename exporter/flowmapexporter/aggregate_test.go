@@ -238,4 +238,3 @@ func sumFlows(edges map[string]Edge) uint64 {
 	}
 	return n
 }
-

@@ -9,12 +9,12 @@ type Graph struct {
 	WindowSeconds float64   `json:"window_seconds"`
 	// RefreshSeconds is how often the page fetches the map again.
 	RefreshSeconds float64 `json:"refresh_seconds"`
-	NodeAttribute string    `json:"node_attribute"`
-	GroupBy       string    `json:"group_by"`
-	MaxNodes      int       `json:"max_nodes"`
-	MaxEdges      int       `json:"max_edges"`
-	Nodes         []Node    `json:"nodes"`
-	Edges         []Edge    `json:"edges"`
+	NodeAttribute  string  `json:"node_attribute"`
+	GroupBy        string  `json:"group_by"`
+	MaxNodes       int     `json:"max_nodes"`
+	MaxEdges       int     `json:"max_edges"`
+	Nodes          []Node  `json:"nodes"`
+	Edges          []Edge  `json:"edges"`
 }
 
 // Figures are the counts of a node or an edge over the window. Flows are

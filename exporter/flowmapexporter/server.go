@@ -28,16 +28,16 @@ func newHandler(agg *aggregate, cfg *Config) http.Handler {
 	mux.HandleFunc("GET /api/graph", func(w http.ResponseWriter, _ *http.Request) {
 		start, end, nodes, edges := agg.snapshot()
 		g := Graph{
-			Start:         start,
-			End:           end,
-			WindowSeconds: cfg.Window.Seconds(),
+			Start:          start,
+			End:            end,
+			WindowSeconds:  cfg.Window.Seconds(),
 			RefreshSeconds: cfg.Refresh.Seconds(),
-			NodeAttribute: cfg.NodeAttribute,
-			GroupBy:       cfg.GroupBy,
-			MaxNodes:      cfg.MaxNodes,
-			MaxEdges:      cfg.MaxEdges,
-			Nodes:         nodes,
-			Edges:         edges,
+			NodeAttribute:  cfg.NodeAttribute,
+			GroupBy:        cfg.GroupBy,
+			MaxNodes:       cfg.MaxNodes,
+			MaxEdges:       cfg.MaxEdges,
+			Nodes:          nodes,
+			Edges:          edges,
 		}
 		if g.Nodes == nil {
 			g.Nodes = []Node{}
