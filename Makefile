@@ -116,11 +116,13 @@ cross-build:
 		GOOS=$$goos $(GO) vet ./...; \
 	done
 
-# iproute2 for tests that build hosts in network namespaces; gcc for -race.
+# iproute2 for tests that build hosts in network namespaces; gcc for -race;
+# chromium for the flowmap page test (headless).
 test-deps:
 	@missing=""; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(apt_install_missing)
 
 # clang/llvm compile the eBPF C code, bpftool dumps vmlinux.h, libbpf-dev has

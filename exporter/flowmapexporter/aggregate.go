@@ -506,6 +506,7 @@ func (c *counts) mergePorts(o *counts) {
 }
 
 func (c *counts) portList() (ports []PortFlows, other uint64) {
+	ports = []PortFlows{} // a list in the JSON even when empty
 	for _, p := range c.ports {
 		if p.flows > 0 {
 			ports = append(ports, PortFlows{Port: p.port, Flows: uint64(p.flows)})

@@ -94,7 +94,7 @@
   }
 
   function fmtShare(part, whole) {
-    if (!whole) return '0%';
+    if (!whole || !part) return '0%';
     return fmtInt(part) + ' of ' + fmtInt(whole) + ' (' + +(100 * part / whole).toFixed(1) + '%)';
   }
 
@@ -186,11 +186,15 @@
   }
 
   function figuresRows(f) {
-    const rows = [
+    return [
       row('Connections', fmtInt(f.flows)),
       row('Failed', fmtShare(f.failed, f.flows)),
     ];
-    return rows;
+  }
+
+  // bytesText gives the exact count beside a rounded one.
+  function bytesText(n) {
+    return n < 1000 ? n + ' B' : fmtBytes(n) + ' (' + fmtInt(n) + ' B)';
   }
 
   function commonRows(f) {
@@ -218,8 +222,8 @@
       table.append(row('Kind', node.kind));
       if (node.group) table.append(row('Group', node.group));
       table.append(...figuresRows(node));
-      table.append(row('Bytes sent', fmtBytes(node.bytes_sent) + ' (' + fmtInt(node.bytes_sent) + ' B)'));
-      table.append(row('Bytes received', fmtBytes(node.bytes_received) + ' (' + fmtInt(node.bytes_received) + ' B)'));
+      table.append(row('Bytes sent', bytesText(node.bytes_sent)));
+      table.append(row('Bytes received', bytesText(node.bytes_received)));
       table.append(...commonRows(node));
       table.append(row('Unattributed peers', fmtShare(node.unattributed_flows, node.flows)));
       table.append(row('External peers', fmtShare(node.external_flows, node.flows)));
@@ -230,8 +234,8 @@
       title.textContent = nodeLabel(src) + ' → ' + nodeLabel(dst);
       const unattributed = ['unattributed', 'conflict', 'uncertain'].includes(dst.kind) || ['unattributed', 'conflict', 'uncertain'].includes(src.kind);
       table.append(...figuresRows(edge));
-      table.append(row('Bytes client → server', fmtBytes(edge.bytes_to_server) + ' (' + fmtInt(edge.bytes_to_server) + ' B)'));
-      table.append(row('Bytes server → client', fmtBytes(edge.bytes_to_client) + ' (' + fmtInt(edge.bytes_to_client) + ' B)'));
+      table.append(row('Bytes client → server', bytesText(edge.bytes_to_server)));
+      table.append(row('Bytes server → client', bytesText(edge.bytes_to_client)));
       table.append(...commonRows(edge));
       table.append(row('Unattributed peers', fmtShare(unattributed ? edge.flows : 0, edge.flows)));
     } else {
