@@ -94,6 +94,11 @@ type slotCounts struct {
 	counts
 }
 
+type recentNode struct {
+	key nodeKey
+	id  int32 // -1: none
+}
+
 type edgeKey struct{ client, server int32 }
 
 type edge struct {
@@ -126,6 +131,14 @@ type aggregate struct {
 	nodes     []node
 	freeNodes []int32
 	nodeIndex map[nodeKey]int32
+	// buckets holds the node of each bucket kind, -1 when it has none:
+	// most flows have one end in a bucket, and this skips hashing it.
+	buckets [numKinds]int32
+	// recent is the last workload node found for each end of a flow
+	// (client, server): consecutive records of a host mostly share their
+	// local owner, and comparing two strings is cheaper than hashing
+	// them. Cleared whenever a node is dropped.
+	recent    [2]recentNode
 	workloads int
 	edges     []*edge
 	edgeIndex map[edgeKey]int32
@@ -133,7 +146,7 @@ type aggregate struct {
 }
 
 func newAggregate(c clock.Clock, window time.Duration, maxNodes, maxEdges int, limits owners.Limits) *aggregate {
-	return &aggregate{
+	a := &aggregate{
 		clock:     c,
 		slot:      window / numSlots,
 		maxNodes:  maxNodes,
@@ -142,7 +155,14 @@ func newAggregate(c clock.Clock, window time.Duration, maxNodes, maxEdges int, l
 		nodeIndex: make(map[nodeKey]int32),
 		edgeIndex: make(map[edgeKey]int32),
 	}
+	a.forgetRecent()
+	for k := range a.buckets {
+		a.buckets[k] = -1
+	}
+	return a
 }
+
+func (a *aggregate) forgetRecent() { a.recent = [2]recentNode{{id: -1}, {id: -1}} }
 
 func (a *aggregate) epoch(t time.Time) int64 { return t.UnixNano() / int64(a.slot) }
 
@@ -185,6 +205,9 @@ func (a *aggregate) unref(id int32) {
 	delete(a.nodeIndex, n.key)
 	if n.key.kind == kindWorkload {
 		a.workloads--
+		a.forgetRecent()
+	} else {
+		a.buckets[n.key.kind] = -1
 	}
 	*n = node{}
 	a.freeNodes = append(a.freeNodes, id)
@@ -201,11 +224,11 @@ func (a *aggregate) addBatch(flows []flow, results []addResult) {
 
 func (a *aggregate) add(cur int64, f *flow) addResult {
 	var res addResult
-	client, ok := a.nodeOf(&f.client, &res)
+	client, ok := a.nodeOf(&f.client, &a.recent[0], &res)
 	if !ok {
 		return addResult{ownerTooLarge: true}
 	}
-	server, ok := a.nodeOf(&f.server, &res)
+	server, ok := a.nodeOf(&f.server, &a.recent[1], &res)
 	if !ok {
 		// The client node may be new and now has no edge; the next prune
 		// would not find it, so drop it here.
@@ -258,34 +281,40 @@ func (a *aggregate) dropIfUnused(id int32) {
 // nodeOf returns the node of an endpoint, making it if there is room; a
 // workload beyond max_nodes is the other bucket. ok is false when the
 // endpoint's owner is beyond the limits.
-func (a *aggregate) nodeOf(ep *endpoint, res *addResult) (id int32, ok bool) {
+func (a *aggregate) nodeOf(ep *endpoint, recent *recentNode, res *addResult) (id int32, ok bool) {
+	if ep.kind != kindWorkload {
+		return a.bucket(ep.kind), true
+	}
+	if recent.id >= 0 && recent.key.name == ep.name && recent.key.group == ep.group {
+		return recent.id, true
+	}
 	key := nodeKey{kind: ep.kind, group: ep.group, name: ep.name}
 	if id, ok := a.nodeIndex[key]; ok {
+		*recent = recentNode{key: a.nodes[id].key, id: id}
 		return id, true
 	}
-	var attrs []owners.Attribute
-	if ep.kind == kindWorkload {
-		if a.workloads >= a.maxNodes {
-			res.foldedNode = true
-			return a.bucket(kindOther), true
-		}
-		var id string
-		attrs, id = ownerAttributes(ep.attrs, ep.prefix)
-		if a.limits.Check(owners.Owner{ID: id, Attributes: attrs}) != nil || len(ep.name) > a.limits.MaxValueLength || len(ep.group) > a.limits.MaxValueLength {
-			return 0, false
-		}
-		key.group, key.name = strings.Clone(key.group), strings.Clone(key.name)
-		a.workloads++
+	if a.workloads >= a.maxNodes {
+		res.foldedNode = true
+		return a.bucket(kindOther), true
 	}
-	return a.newNode(key, attrs), true
+	attrs, ownerID := ownerAttributes(ep.attrs, ep.prefix)
+	if a.limits.Check(owners.Owner{ID: ownerID, Attributes: attrs}) != nil || len(ep.name) > a.limits.MaxValueLength || len(ep.group) > a.limits.MaxValueLength {
+		return 0, false
+	}
+	key.group, key.name = strings.Clone(key.group), strings.Clone(key.name)
+	a.workloads++
+	id = a.newNode(key, attrs)
+	*recent = recentNode{key: key, id: id}
+	return id, true
 }
 
 func (a *aggregate) bucket(kind nodeKind) int32 {
-	key := nodeKey{kind: kind}
-	if id, ok := a.nodeIndex[key]; ok {
+	if id := a.buckets[kind]; id >= 0 {
 		return id
 	}
-	return a.newNode(key, nil)
+	id := a.newNode(nodeKey{kind: kind}, nil)
+	a.buckets[kind] = id
+	return id
 }
 
 func (a *aggregate) newNode(key nodeKey, attrs []owners.Attribute) int32 {
@@ -311,7 +340,7 @@ func (a *aggregate) edgeOf(key edgeKey, res *addResult) *edge {
 		return a.edges[id]
 	}
 	otherKey := edgeKey{-1, -1}
-	if other, ok := a.nodeIndex[nodeKey{kind: kindOther}]; ok {
+	if other := a.buckets[kindOther]; other >= 0 {
 		otherKey = edgeKey{other, other}
 	}
 	if key != otherKey && len(a.edgeIndex)-a.hasEdge(otherKey) >= a.maxEdges {

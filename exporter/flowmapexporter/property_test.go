@@ -13,7 +13,8 @@ import (
 // max_edges, over several windows: after every batch the map holds at most
 // max_nodes workloads plus the buckets and max_edges edges plus the other
 // bucket's, its tables never grow past that, and every flow still in the
-// window is counted exactly once, folded or not.
+// window is counted exactly once, folded or not; its indexes point at the
+// nodes they name.
 func TestPropertyBoundsAndConservation(t *testing.T) {
 	for seed := range uint64(40) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -91,6 +92,21 @@ func TestPropertyBoundsAndConservation(t *testing.T) {
 				}
 				if len(m.agg.nodeIndex) != len(m.agg.nodes)-len(m.agg.freeNodes) || len(m.agg.edgeIndex) != len(m.agg.edges)-len(m.agg.freeEdges) {
 					t.Fatalf("step %d: index and free lists disagree", step)
+				}
+				for key, id := range m.agg.nodeIndex {
+					if m.agg.nodes[id].key != key {
+						t.Fatalf("step %d: index has %v at node %d, which is %v", step, key, id, m.agg.nodes[id].key)
+					}
+				}
+				for k, id := range m.agg.buckets {
+					if id >= 0 && m.agg.nodes[id].key != (nodeKey{kind: nodeKind(k)}) {
+						t.Fatalf("step %d: bucket %s is node %d, which is %v", step, nodeKind(k), id, m.agg.nodes[id].key)
+					}
+				}
+				for _, r := range m.agg.recent {
+					if r.id >= 0 && m.agg.nodes[r.id].key != r.key {
+						t.Fatalf("step %d: recent %v is node %d, which is %v", step, r.key, r.id, m.agg.nodes[r.id].key)
+					}
 				}
 			}
 		})

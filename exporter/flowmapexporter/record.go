@@ -24,6 +24,9 @@ const (
 
 var outcomeNames = [numOutcomes]string{"mapped", "interim", "not_flow", "owner_too_large"}
 
+// flowattrPrefix starts every attribute name the map reads but the ports.
+const flowattrPrefix = "flowattr."
+
 // reasonOutsideWorkload is the attribution reason of a peer outside the
 // ownership processor's workload_cidrs: the map's external bucket.
 const reasonOutsideWorkload = "outside_workload_cidrs"
@@ -78,37 +81,46 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 	*f = flow{}
 	attrs := lr.Attributes()
 	for k, v := range attrs.All() {
-		switch k {
-		case flowschema.AttrFlowState:
-			state = v.Str()
-		case flowschema.AttrFlowRole:
-			role = v.Str()
-		case flowschema.AttrPeerAttributionStatus:
+		// Most of a record's attributes are none of these: tell them
+		// apart by their prefix before comparing whole names.
+		rest, ok := strings.CutPrefix(k, flowattrPrefix)
+		if !ok {
+			switch k {
+			case flowschema.AttrNetworkLocalPort:
+				localPort = v.Int()
+			case flowschema.AttrNetworkPeerPort:
+				peerPort = v.Int()
+			}
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rest, "flow."):
+			switch k {
+			case flowschema.AttrFlowState:
+				state = v.Str()
+			case flowschema.AttrFlowRole:
+				role = v.Str()
+			case flowschema.AttrFlowBytesSent:
+				sent = v.Int()
+			case flowschema.AttrFlowBytesReceived:
+				received = v.Int()
+			case flowschema.AttrFlowRetransmits:
+				f.retransmits = nonNegative(v.Int())
+			case flowschema.AttrFlowSRTT:
+				if v.Type() == pcommon.ValueTypeInt && v.Int() >= 0 {
+					f.rttUS, f.hasRTT = uint64(v.Int()), true
+				}
+			case flowschema.AttrFlowError:
+				hasError = true
+			}
+		case strings.HasPrefix(k, flowschema.PrefixLocalOwner):
+			p.read(&local, k[len(flowschema.PrefixLocalOwner):], v)
+		case strings.HasPrefix(k, flowschema.PrefixPeerOwner):
+			p.read(&peer, k[len(flowschema.PrefixPeerOwner):], v)
+		case k == flowschema.AttrPeerAttributionStatus:
 			status = v.Str()
-		case flowschema.AttrPeerAttributionReason:
+		case k == flowschema.AttrPeerAttributionReason:
 			reason = v.Str()
-		case flowschema.AttrNetworkLocalPort:
-			localPort = v.Int()
-		case flowschema.AttrNetworkPeerPort:
-			peerPort = v.Int()
-		case flowschema.AttrFlowBytesSent:
-			sent = v.Int()
-		case flowschema.AttrFlowBytesReceived:
-			received = v.Int()
-		case flowschema.AttrFlowRetransmits:
-			f.retransmits = nonNegative(v.Int())
-		case flowschema.AttrFlowSRTT:
-			if v.Type() == pcommon.ValueTypeInt && v.Int() >= 0 {
-				f.rttUS, f.hasRTT = uint64(v.Int()), true
-			}
-		case flowschema.AttrFlowError:
-			hasError = true
-		default:
-			if name, ok := strings.CutPrefix(k, flowschema.PrefixLocalOwner); ok {
-				p.read(&local, name, v)
-			} else if name, ok := strings.CutPrefix(k, flowschema.PrefixPeerOwner); ok {
-				p.read(&peer, name, v)
-			}
 		}
 	}
 	if state == flowschema.FlowStateActive {
