@@ -238,3 +238,32 @@ func sumFlows(edges map[string]Edge) uint64 {
 	}
 	return n
 }
+
+// Attributes of the wrong type or out of range read as unknown or zero:
+// the flow is still mapped, nothing panics.
+func TestParseOddValues(t *testing.T) {
+	ld := logsOf(rec{local: frontend, peer: checkout})
+	lr := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
+	a := lr.Attributes()
+	a.PutStr(flowschema.AttrNetworkPeerPort, "https")
+	a.PutInt(flowschema.AttrFlowBytesSent, -5)
+	a.PutStr(flowschema.AttrFlowBytesReceived, "many")
+	a.PutStr(flowschema.AttrFlowSRTT, "fast")
+	a.PutInt(flowschema.AttrFlowRetransmits, -1)
+	a.PutInt(flowschema.AttrFlowState, 3)
+	a.PutInt(flowschema.PrefixPeerOwner+"service.name", 7)
+	p := parser{nodeAttribute: "service.name", groupBy: "k8s.namespace.name"}
+	var f flow
+	require.Equal(t, outcomeMapped, p.parse(lr, &f))
+	assert.Equal(t, uint16(0), f.serverPort)
+	assert.Zero(t, f.bytesToServer)
+	assert.Zero(t, f.bytesToClient)
+	assert.Zero(t, f.retransmits)
+	assert.False(t, f.hasRTT)
+	assert.False(t, f.failed)
+	assert.Equal(t, "7", f.server.name, "a non-string owner attribute reads as its text")
+
+	a.PutInt(flowschema.AttrNetworkPeerPort, 70000)
+	require.Equal(t, outcomeMapped, p.parse(lr, &f))
+	assert.Equal(t, uint16(0), f.serverPort, "not a port")
+}

@@ -66,96 +66,119 @@ func (o *owner) endpoint(attrs pcommon.Map, prefix string) endpoint {
 	return endpoint{kind: kindWorkload, group: o.group, name: name, attrs: attrs, prefix: prefix}
 }
 
+// fields are the attributes of a flow record that the map reads.
+type fields struct {
+	state, role, status, reason string
+	localPort, peerPort         int64
+	sent, received              int64
+	retransmits, srtt           int64
+	hasSRTT, hasError           bool
+	local, peer                 owner
+}
+
+// readFlow reads one of the flowattr.flow.* attributes.
+func (r *fields) readFlow(k string, v pcommon.Value) {
+	switch k {
+	case flowschema.AttrFlowState:
+		r.state = v.Str()
+	case flowschema.AttrFlowRole:
+		r.role = v.Str()
+	case flowschema.AttrFlowBytesSent:
+		r.sent = v.Int()
+	case flowschema.AttrFlowBytesReceived:
+		r.received = v.Int()
+	case flowschema.AttrFlowRetransmits:
+		r.retransmits = v.Int()
+	case flowschema.AttrFlowSRTT:
+		r.srtt, r.hasSRTT = v.Int(), v.Type() == pcommon.ValueTypeInt && v.Int() >= 0
+	case flowschema.AttrFlowError:
+		r.hasError = true
+	}
+}
+
 // parse reads lr into f when it is a closed or failed flow record.
 func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 	if lr.EventName() != flowschema.EventFlow {
 		return outcomeNotFlow
 	}
-	var (
-		state, role, status, reason string
-		localPort, peerPort         int64
-		sent, received              int64
-		hasError                    bool
-		local, peer                 owner
-	)
-	*f = flow{}
+	var r fields
 	attrs := lr.Attributes()
 	for k, v := range attrs.All() {
-		// Most of a record's attributes are none of these: tell them
-		// apart by their prefix before comparing whole names.
-		rest, ok := strings.CutPrefix(k, flowattrPrefix)
-		if !ok {
-			switch k {
-			case flowschema.AttrNetworkLocalPort:
-				localPort = v.Int()
-			case flowschema.AttrNetworkPeerPort:
-				peerPort = v.Int()
-			}
+		// Most of a record's attributes are none of these: the first
+		// byte, and the one after "flowattr.", rule them out before any
+		// whole name is compared.
+		if len(k) <= len(flowattrPrefix) {
 			continue
 		}
-		switch {
-		case strings.HasPrefix(rest, "flow."):
+		switch k[0] {
+		case 'n':
 			switch k {
-			case flowschema.AttrFlowState:
-				state = v.Str()
-			case flowschema.AttrFlowRole:
-				role = v.Str()
-			case flowschema.AttrFlowBytesSent:
-				sent = v.Int()
-			case flowschema.AttrFlowBytesReceived:
-				received = v.Int()
-			case flowschema.AttrFlowRetransmits:
-				f.retransmits = nonNegative(v.Int())
-			case flowschema.AttrFlowSRTT:
-				if v.Type() == pcommon.ValueTypeInt && v.Int() >= 0 {
-					f.rttUS, f.hasRTT = uint64(v.Int()), true
-				}
-			case flowschema.AttrFlowError:
-				hasError = true
+			case flowschema.AttrNetworkLocalPort:
+				r.localPort = v.Int()
+			case flowschema.AttrNetworkPeerPort:
+				r.peerPort = v.Int()
 			}
-		case strings.HasPrefix(k, flowschema.PrefixLocalOwner):
-			p.read(&local, k[len(flowschema.PrefixLocalOwner):], v)
-		case strings.HasPrefix(k, flowschema.PrefixPeerOwner):
-			p.read(&peer, k[len(flowschema.PrefixPeerOwner):], v)
-		case k == flowschema.AttrPeerAttributionStatus:
-			status = v.Str()
-		case k == flowschema.AttrPeerAttributionReason:
-			reason = v.Str()
+		case 'f':
+			if k[:len(flowattrPrefix)] != flowattrPrefix {
+				continue
+			}
+			switch k[len(flowattrPrefix)] {
+			case 'f':
+				r.readFlow(k, v)
+			case 'l':
+				if name, ok := strings.CutPrefix(k, flowschema.PrefixLocalOwner); ok {
+					p.read(&r.local, name, v)
+				}
+			case 'p':
+				switch {
+				case strings.HasPrefix(k, flowschema.PrefixPeerOwner):
+					p.read(&r.peer, k[len(flowschema.PrefixPeerOwner):], v)
+				case k == flowschema.AttrPeerAttributionStatus:
+					r.status = v.Str()
+				case k == flowschema.AttrPeerAttributionReason:
+					r.reason = v.Str()
+				}
+			}
 		}
 	}
-	if state == flowschema.FlowStateActive {
+	if r.state == flowschema.FlowStateActive {
 		return outcomeInterim
 	}
-	f.failed = state == flowschema.FlowStateFailed || hasError
+	*f = flow{
+		failed:      r.state == flowschema.FlowStateFailed || r.hasError,
+		retransmits: nonNegative(r.retransmits),
+		rttUS:       nonNegative(r.srtt),
+		hasRTT:      r.hasSRTT,
+	}
 
 	localEnd := endpoint{kind: kindNoOwner}
-	if local.id != "" {
-		localEnd = local.endpoint(attrs, flowschema.PrefixLocalOwner)
+	if r.local.id != "" {
+		localEnd = r.local.endpoint(attrs, flowschema.PrefixLocalOwner)
 	}
 	var peerEnd endpoint
 	switch {
-	case status == "attributed" && peer.id != "":
-		peerEnd = peer.endpoint(attrs, flowschema.PrefixPeerOwner)
-	case status == "unattributed" && reason == reasonOutsideWorkload:
+	case r.status == "attributed" && r.peer.id != "":
+		peerEnd = r.peer.endpoint(attrs, flowschema.PrefixPeerOwner)
+	case r.status == "unattributed" && r.reason == reasonOutsideWorkload:
 		peerEnd = endpoint{kind: kindExternal}
-	case status == "conflict":
+	case r.status == "conflict":
 		peerEnd = endpoint{kind: kindConflict}
-	case status == "uncertain":
+	case r.status == "uncertain":
 		peerEnd = endpoint{kind: kindUncertain}
 	default:
 		// Unattributed, or a record that no ownership processor saw.
 		peerEnd = endpoint{kind: kindUnattributed}
 	}
 
-	if role == flowschema.RoleServer {
+	if r.role == flowschema.RoleServer {
 		f.client, f.server = peerEnd, localEnd
-		f.bytesToServer, f.bytesToClient = nonNegative(received), nonNegative(sent)
-		f.serverPort = port(localPort)
+		f.bytesToServer, f.bytesToClient = nonNegative(r.received), nonNegative(r.sent)
+		f.serverPort = port(r.localPort)
 	} else {
 		// A client, or a side whose role is unknown: from local to peer.
 		f.client, f.server = localEnd, peerEnd
-		f.bytesToServer, f.bytesToClient = nonNegative(sent), nonNegative(received)
-		f.serverPort = port(peerPort)
+		f.bytesToServer, f.bytesToClient = nonNegative(r.sent), nonNegative(r.received)
+		f.serverPort = port(r.peerPort)
 	}
 	return outcomeMapped
 }
