@@ -25,10 +25,11 @@ BENCH_OUT ?= bench.out
 # whether the binary is stale.
 GO_FILES := $(shell find . -name '*.go' -not -path './_build/*' -not -path './.git/*')
 # The binary is built from the non-test sources of the root module (not the
-# test support under internal/testutil) and the eBPF objects that bpf2go
-# embeds.
+# test support under internal/testutil), the eBPF objects that bpf2go
+# embeds and the flowmap exporter's embedded web page.
 BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/% ./internal/testutil/%,$(GO_FILES)) \
-	$(shell find . -name '*_bpfel.o' -not -path './_build/*' -not -path './.git/*')
+	$(shell find . -name '*_bpfel.o' -not -path './_build/*' -not -path './.git/*') \
+	$(shell find exporter -path '*/web/*' -type f)
 
 # Commands run as root in CI; elsewhere apt-get goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

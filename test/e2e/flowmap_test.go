@@ -56,7 +56,8 @@ const (
 // headless Chromium against the map it serves: the expected workloads,
 // buckets and edges are drawn, grouped by namespace; a click on an edge
 // and on a workload shows their figures; a screenshot is saved as a test
-// artifact. The same map is checked as JSON first.
+// artifact; choosing no grouping removes the group boxes and lays the
+// nodes out again. The same map is checked as JSON first.
 func TestFlowmapInBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	otlpPort, healthPort, mapPort := collectortest.FreePort(t), collectortest.FreePort(t), collectortest.FreePort(t)
@@ -255,6 +256,34 @@ func TestFlowmapInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot of the map: %s (kept with go test -artifacts)", path)
+
+	// Regrouped by none, as a person picks it: no group boxes, and the
+	// nodes laid out again apart from each other.
+	type regrouped struct {
+		Parents   int `json:"parents"`
+		Positions int `json:"positions"`
+		Leaves    int `json:"leaves"`
+	}
+	err = chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+		const sel = document.getElementById('group-by');
+		sel.value = '';
+		sel.dispatchEvent(new Event('change'));
+	})()`))
+	if err != nil {
+		t.Fatalf("choosing no grouping: %v", err)
+	}
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[regrouped](`(() => {
+		const cy = window.flowmap.cy;
+		const leaves = cy.nodes().filter((n) => n.data('kind') !== 'group');
+		const at = new Set(leaves.map((n) => Math.round(n.position('x')) + ',' + Math.round(n.position('y'))));
+		return { parents: cy.nodes().filter((n) => n.data('kind') === 'group').length, positions: at.size, leaves: leaves.length };
+	})()`))
+	if err != nil {
+		t.Fatalf("reading the regrouped map: %v", err)
+	}
+	if got.Parents != 0 || got.Leaves != len(wantNodes) || got.Positions != len(wantNodes) {
+		t.Errorf("after choosing no grouping: %d group boxes, %d nodes at %d distinct positions; want 0 boxes and %d nodes apart", got.Parents, got.Leaves, got.Positions, len(wantNodes))
+	}
 	col.Stop(t)
 }
 

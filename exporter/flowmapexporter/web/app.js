@@ -162,7 +162,10 @@
         else el.data(w.data);
       }
     });
-    const key = [...wanted.keys()].sort().join('\n');
+    // Lay out again only when nodes come, go or change group: edges alone
+    // changing at every refresh must not move the graph under the
+    // reader's eyes.
+    const key = [...wanted.values()].filter((w) => w.group === 'nodes').map((w) => w.data.id + '@' + (w.data.parent || '')).sort().join('\n');
     if (key !== layoutKey) {
       layoutKey = key;
       cy.layout({ name: 'cose', animate: false, randomize: false, nodeDimensionsIncludeLabels: true, padding: 40, nodeRepulsion: () => 400000, idealEdgeLength: () => 110 }).run();
