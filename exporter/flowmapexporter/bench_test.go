@@ -138,9 +138,9 @@ func BenchmarkSnapshot(b *testing.B) {
 		m.addBatch(flows, results)
 	}
 	nodes, edges := m.sizes()
-	b.ReportMetric(float64(nodes), "nodes")
-	b.ReportMetric(float64(edges), "edges")
 	for b.Loop() {
 		m.snapshot()
 	}
+	b.ReportMetric(float64(nodes), "nodes")
+	b.ReportMetric(float64(edges), "edges")
 }
