@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -44,4 +45,23 @@ func must(t *testing.T, err error, what string, args ...any) {
 	if err != nil {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
+}
+
+// retryLog is what the exporter helper logs when a request failed and will
+// be retried.
+const retryLog = "Exporting failed. Will retry the request after interval."
+
+// firstLine returns the first line of log that contains every one of subs,
+// or "".
+func firstLine(log string, subs ...string) string {
+outer:
+	for line := range strings.Lines(log) {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue outer
+			}
+		}
+		return strings.TrimSpace(line)
+	}
+	return ""
 }
