@@ -131,13 +131,17 @@ func TestNodeCollectorKilled(t *testing.T) {
 	step("host-2's collector killed (SIGKILL)")
 	// host-1's claims for host-2 wait in its peer exporter's queue and
 	// are retried; none is dropped.
-	var queued float64
+	// Meanwhile host-1 holds its flows towards host-2's addresses, whose
+	// claims have stopped.
+	heldBefore := collectortest.MetricSum(metrics1(), "otelcol_processor_ownership_records_held")
+	var queued, held float64
 	eventually(*killDownFor, 100*time.Millisecond, func() bool {
-		queued = collectortest.MetricSum(metrics1(), "otelcol_exporter_queue_size", "exporter", peer2)
-		return queued > 0
+		m := metrics1()
+		queued = max(queued, collectortest.MetricSum(m, "otelcol_exporter_queue_size", "exporter", peer2))
+		held = max(held, collectortest.MetricSum(m, "otelcol_processor_ownership_records_held"))
+		return time.Since(killAt) >= *killDownFor
 	})
-	time.Sleep(time.Until(killAt.Add(*killDownFor)))
-	step(fmt.Sprintf("host-1 has %.0f requests queued for host-2", queued))
+	step(fmt.Sprintf("host-1 had up to %.0f requests queued for host-2, and held up to %.0f flow records (%.0f at the kill)", queued, held, heldBefore))
 	if queued == 0 {
 		t.Errorf("host-1 queued no claims for the dead host-2")
 	}
