@@ -24,7 +24,8 @@ func configPath(t *testing.T, name string) string {
 	return p
 }
 
-func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+// loopbackAddr is host:port of a port on 127.0.0.1.
+func loopbackAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // eventually polls cond every interval until it holds or timeout passes.
 func eventually(timeout, interval time.Duration, cond func() bool) bool {

@@ -63,7 +63,7 @@ func (b *kafkaBroker) stop() {
 }
 
 // ListenAddrs is where clients reach the broker, running or not.
-func (b *kafkaBroker) ListenAddrs() []string { return []string{hostPort("127.0.0.1", b.port)} }
+func (b *kafkaBroker) ListenAddrs() []string { return []string{loopbackAddr(b.port)} }
 
 // gatewayTier is a Kafka cluster, a flow sink and gateways running
 // testdata/fleet/gateway.yaml, all on loopback.
@@ -97,10 +97,10 @@ func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTie
 		cert := tier.ca.issue(t, name, net.ParseIP("127.0.0.1"))
 		g := &gateway{
 			name:        name,
-			agentAddr:   hostPort("127.0.0.1", collectortest.FreePort(t)),
-			metricsAddr: hostPort("127.0.0.1", collectortest.FreePort(t)),
+			agentAddr:   loopbackAddr(collectortest.FreePort(t)),
+			metricsAddr: loopbackAddr(collectortest.FreePort(t)),
 		}
-		health := hostPort("127.0.0.1", collectortest.FreePort(t))
+		health := loopbackAddr(collectortest.FreePort(t))
 		_, metricsPort, _ := net.SplitHostPort(g.metricsAddr)
 		g.col = collectortest.Start(t, collectortest.Options{
 			Name:    name,
