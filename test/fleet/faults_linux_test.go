@@ -77,9 +77,8 @@ func delays(outs []outcome) (p50, largest time.Duration) {
 // dead; longer outages show how the peers' reconnection backoff grows.
 var killDownFor = flag.Duration("kill-down", 3*time.Second, "how long TestNodeCollectorKilled keeps host-2's collector dead")
 
-// Timing of the kill scenario: how long the fleet runs before the kill, how
-// long host-2's collector stays dead, and how long the test watches it after
-// its restart.
+// Timing of the kill scenario: how long the fleet runs before the kill, and
+// how long the test watches host-2 after its restart (at least).
 const (
 	// Longer than max_wait, so that the records held at the fleet's start
 	// (near its unclaimed edge) are out before the kill.
@@ -100,7 +99,7 @@ const (
 
 // TestNodeCollectorKilled runs the node fleet (node.yaml, peers connected
 // directly) with traffic between both hosts, kills host-2's collector with
-// SIGKILL, restarts it 3 s later with an empty store, and checks every flow
+// SIGKILL, restarts it -kill-down (3 s) later with an empty store, and checks every flow
 // record against the ground truth: nothing misattributed on either host;
 // host-1 keeps attributing what it can; what host-2 had in memory at the
 // kill is lost (the connections that ended in the last seconds before it)
