@@ -51,7 +51,9 @@ const (
 // cost per flow record: the ownership pipeline of BenchmarkPipeline
 // (pipeline-ownership.yaml), and the same with the shipped flowmetrics
 // connector, delta_to_cumulative processor and prometheus exporter added
-// (config/metrics.yaml with pipeline-metrics.yaml over it); and, in
+// (config/metrics.yaml with pipeline-metrics.yaml over it); in
+// BenchmarkMetrics/flowmetrics+flowmap, those and the flowmap exporter
+// (pipeline-metrics-flowmap.yaml over both); and in
 // BenchmarkMetrics/signal_to_metrics, the same metrics made with the
 // collector's signal_to_metrics connector instead
 // (pipeline-signaltometrics.yaml over both). Every pipeline gets 100k
@@ -71,6 +73,7 @@ func BenchmarkMetrics(b *testing.B) {
 		check func(b *testing.B, p *pipeline)
 	}{
 		{"flowmetrics", []string{"../../testdata/perf/pipeline-metrics.yaml"}, checkFlowmetrics},
+		{"flowmetrics+flowmap", []string{"../../testdata/perf/pipeline-metrics.yaml", "../../testdata/perf/pipeline-metrics-flowmap.yaml"}, checkFlowmetrics},
 		{"signal_to_metrics", []string{"../../testdata/perf/pipeline-metrics.yaml", "../../testdata/perf/pipeline-signaltometrics.yaml"}, nil},
 	} {
 		b.Run(c.name, func(b *testing.B) {
