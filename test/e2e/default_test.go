@@ -189,7 +189,7 @@ func TestDefaultConfigMetricsBlock(t *testing.T) {
 	if err := os.WriteFile(path, []byte(uncommented), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "validate", "--config="+path, "--set=service.pipelines.logs.exporters=[debug,flowmetrics]")
+	cmd := exec.Command(bin, "validate", "--config="+path, "--set=service.pipelines.logs.exporters=[debug,flowmap,flowmetrics]")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("validate on the uncommented default configuration: %v\n%s", err, b)
 	}
