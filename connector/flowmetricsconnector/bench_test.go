@@ -20,7 +20,7 @@ import (
 // BenchmarkConsumeLogs measures the connector's per-record cost on batches
 // of 1000 flow records as the ebpfflow receiver and the ownership
 // processor write them (24 attributes, owners with two attributes each),
-// 16 local and 50 peer workloads: ns/op is per record.
+// 16 local and 50 peer workloads in 400 pairs: ns/record is per record.
 func BenchmarkConsumeLogs(b *testing.B) {
 	ld := plog.NewLogs()
 	rl := ld.ResourceLogs().AppendEmpty()
