@@ -142,8 +142,8 @@ const OwnerIDSuffix = owners.IDAttribute
 
 // Attribution results written by the ownership processor on flow records.
 const (
-	// AttrPeerAttributionStatus is "attributed", "unattributed", "conflict"
-	// or "uncertain".
+	// AttrPeerAttributionStatus is "attributed", "unattributed", "conflict",
+	// "uncertain" or "external".
 	AttrPeerAttributionStatus = "flowattr.peer.attribution.status"
 	// AttrPeerAttributionReason says why a record is not attributed, for
 	// example "no_claim_yet", "gap", "expired", "overlapping_claims",

@@ -131,16 +131,17 @@ func TestProcessorsShareNamedStore(t *testing.T) {
 // each setting; settings of one processor may differ.
 func TestSharedStoreSettingsMustAgree(t *testing.T) {
 	storeLevel := map[string]func(*Config){
-		"max_future":     func(c *Config) { c.MaxFuture = 2 * time.Minute },
-		"max_wait":       func(c *Config) { c.MaxWait = 10 * time.Second },
-		"workload_cidrs": func(c *Config) { c.WorkloadCIDRs = []string{"10.0.0.0/8"} },
-		"static_owners":  func(c *Config) { c.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}} },
-		"owner_limits":   func(c *Config) { c.OwnerLimits.MaxAttributes = 4 },
-		"senders":        func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.1.0/24"}} },
-		"merge_gap":      func(c *Config) { c.MergeGap = time.Second },
-		"clock_skew":     func(c *Config) { c.ClockSkew = 2 * time.Second },
-		"retention":      func(c *Config) { c.Retention = time.Hour },
-		"max_keys":       func(c *Config) { c.MaxKeys = 10 },
+		"max_future":              func(c *Config) { c.MaxFuture = 2 * time.Minute },
+		"max_wait":                func(c *Config) { c.MaxWait = 10 * time.Second },
+		"workload_cidrs":          func(c *Config) { c.WorkloadCIDRs = []string{"10.0.0.0/8"} },
+		"workload_host_addresses": func(c *Config) { c.WorkloadHostAddresses = true },
+		"static_owners":           func(c *Config) { c.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}} },
+		"owner_limits":            func(c *Config) { c.OwnerLimits.MaxAttributes = 4 },
+		"senders":                 func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.1.0/24"}} },
+		"merge_gap":               func(c *Config) { c.MergeGap = time.Second },
+		"clock_skew":              func(c *Config) { c.ClockSkew = 2 * time.Second },
+		"retention":               func(c *Config) { c.Retention = time.Hour },
+		"max_keys":                func(c *Config) { c.MaxKeys = 10 },
 	}
 	require.ElementsMatch(t, storeSettingNames, slices.Collect(maps.Keys(storeLevel)), "every store-level setting is tested")
 	base := func() *Config {
