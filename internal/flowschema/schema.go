@@ -122,6 +122,11 @@ const (
 	PrefixPeerOwner = "flowattr.peer.owner."
 	// PrefixClaimOwner holds the owner named by a claim.
 	PrefixClaimOwner = "flowattr.claim.owner."
+	// PrefixLocalWorkload holds the workload that ran the flow's local
+	// socket when it is not the local address's owner: a Kubernetes
+	// hostNetwork pod on the node's address, found from the socket's
+	// cgroup. It is never a claim.
+	PrefixLocalWorkload = "flowattr.local.workload."
 )
 
 // OwnerIDSuffix completes an owner prefix into the owner's ID attribute.

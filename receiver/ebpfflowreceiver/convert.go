@@ -33,6 +33,7 @@ const maxFlowAttrs = 26
 // few.
 type flowWriter struct {
 	owners     *flowschema.OwnerWriter
+	workloads  *flowschema.OwnerWriter
 	localAddrs map[netip.Addr]string
 }
 
@@ -43,6 +44,7 @@ const maxCachedLocalAddrs = 4096
 func newFlowWriter() *flowWriter {
 	return &flowWriter{
 		owners:     flowschema.NewOwnerWriter(flowschema.PrefixLocalOwner),
+		workloads:  flowschema.NewOwnerWriter(flowschema.PrefixLocalWorkload),
 		localAddrs: make(map[netip.Addr]string),
 	}
 }
@@ -60,8 +62,9 @@ func (w *flowWriter) localAddr(a netip.Addr) string {
 }
 
 // putFlow writes ev into lr as a flow record (see internal/flowschema). owner
-// is the local address's owner, nil when the record names none.
-func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.Owner, observed time.Time) {
+// is the local address's owner, nil when the record names none; workload
+// is the hostNetwork pod that ran the socket, nil for none.
+func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner, workload *owners.Owner, observed time.Time) {
 	lr.SetEventName(flowschema.EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(ev.End))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
@@ -72,6 +75,9 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.
 	n := maxFlowAttrs
 	if owner != nil {
 		n += 1 + len(owner.Attributes)
+	}
+	if workload != nil {
+		n += 1 + len(workload.Attributes)
 	}
 	attrs.EnsureCapacity(n)
 	local, peer := w.localAddr(ev.LocalAddr), ev.PeerAddr.String()
@@ -137,5 +143,8 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.
 	}
 	if owner != nil {
 		w.owners.Put(attrs, *owner)
+	}
+	if workload != nil {
+		w.workloads.Put(attrs, *workload)
 	}
 }
