@@ -71,8 +71,8 @@ func hostEnvironment() environment {
 		kubeClient: func(path string) (kubernetes.Interface, error) {
 			return kube.NewClient(path, "otelcol-flowattr")
 		},
-		getenv: os.Getenv,
-		netnsInode:    ownNetnsInode,
+		getenv:     os.Getenv,
+		netnsInode: ownNetnsInode,
 	}
 }
 
@@ -108,10 +108,10 @@ type flowReceiver struct {
 	// claimed at once.
 	newAddresses chan struct{}
 	tracer       flowTracer
-	queue     chan tracer.Event
-	claims    *localowner.Claimer
-	batch     batch
-	flows     *flowWriter
+	queue        chan tracer.Event
+	claims       *localowner.Claimer
+	batch        batch
+	flows        *flowWriter
 
 	stopIngest context.CancelFunc
 	ingest     sync.WaitGroup
