@@ -59,7 +59,7 @@ type Claimer struct {
 	// closedOnce is set by the first CloseInterval, which claims every
 	// entry from its since.
 	closedOnce bool
-	seen    map[claimKey]*seenRange
+	seen       map[claimKey]*seenRange
 }
 
 // NewClaimer returns a Claimer of own's addresses whose claims name sender

@@ -34,7 +34,7 @@ func envtestAssets() string {
 // requireEnv skips the test, loudly, when the machine cannot run it: not
 // root, no ip command, no kernel BTF, or no envtest binaries (`make test`
 // builds them; by hand, `make envtest-assets`).
-func requireEnv(t *testing.T) {
+func requireEnv(t testing.TB) {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
@@ -64,7 +64,7 @@ type cluster struct {
 	kubeconfig string // a kubeconfig file for the collectors
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	env := &envtest.Environment{BinaryAssetsDirectory: envtestAssets()}
 	cfg, err := env.Start()
@@ -97,7 +97,7 @@ func startCluster(t *testing.T) *cluster {
 }
 
 // addNode registers a node with the given pod CIDR.
-func (c *cluster) addNode(t *testing.T, name, podCIDR string) {
+func (c *cluster) addNode(t testing.TB, name, podCIDR string) {
 	t.Helper()
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
 	if _, err := c.client.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
@@ -115,7 +115,7 @@ type podSpec struct {
 }
 
 // createPod creates a pod bound to its node, as the scheduler would.
-func (c *cluster) createPod(t *testing.T, p podSpec) *corev1.Pod {
+func (c *cluster) createPod(t testing.TB, p podSpec) *corev1.Pod {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "default", Labels: p.labels},
@@ -137,7 +137,7 @@ func (c *cluster) createPod(t *testing.T, p podSpec) *corev1.Pod {
 // startPod plays the kubelet: the sandbox got its network at sandbox (the
 // API keeps whole seconds), the pod runs with address ip. It returns when
 // the API server has stored the status.
-func (c *cluster) startPod(t *testing.T, pod *corev1.Pod, ip netip.Addr, sandbox time.Time) *corev1.Pod {
+func (c *cluster) startPod(t testing.TB, pod *corev1.Pod, ip netip.Addr, sandbox time.Time) *corev1.Pod {
 	t.Helper()
 	pod = pod.DeepCopy()
 	pod.Status = corev1.PodStatus{
@@ -154,14 +154,14 @@ func (c *cluster) startPod(t *testing.T, pod *corev1.Pod, ip netip.Addr, sandbox
 
 // finishPod plays the kubelet of a completed pod: phase Succeeded, its
 // addresses still listed, never deleted (as for a Job's pod).
-func (c *cluster) finishPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
+func (c *cluster) finishPod(t testing.TB, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
 	pod = pod.DeepCopy()
 	pod.Status.Phase = corev1.PodSucceeded
 	return c.updateStatus(t, pod)
 }
 
-func (c *cluster) updateStatus(t *testing.T, pod *corev1.Pod) *corev1.Pod {
+func (c *cluster) updateStatus(t testing.TB, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
 	got, err := c.client.CoreV1().Pods(pod.Namespace).UpdateStatus(context.Background(), pod, metav1.UpdateOptions{})
 	if err != nil {
@@ -171,7 +171,7 @@ func (c *cluster) updateStatus(t *testing.T, pod *corev1.Pod) *corev1.Pod {
 }
 
 // deletePod deletes a pod at once, as the kubelet's final delete does.
-func (c *cluster) deletePod(t *testing.T, pod *corev1.Pod) {
+func (c *cluster) deletePod(t testing.TB, pod *corev1.Pod) {
 	t.Helper()
 	zero := int64(0)
 	if err := c.client.CoreV1().Pods(pod.Namespace).Delete(context.Background(), pod.Name,
@@ -188,7 +188,7 @@ type netns struct {
 
 // newLink creates two namespaces joined by a veth pair, with addresses a
 // and b (/16), deleted when the test ends.
-func newLink(t *testing.T, tag string, a, b netip.Prefix) (*netns, *netns) {
+func newLink(t testing.TB, tag string, a, b netip.Prefix) (*netns, *netns) {
 	t.Helper()
 	id := fmt.Sprintf("%05d", os.Getpid()%100000)
 	x := &netns{name: "flowattr-kube-" + id + "-" + tag + "a", dev: "fk" + id + tag + "a"}
@@ -209,17 +209,17 @@ func newLink(t *testing.T, tag string, a, b netip.Prefix) (*netns, *netns) {
 	return x, y
 }
 
-func (n *netns) addAddr(t *testing.T, a netip.Addr) {
+func (n *netns) addAddr(t testing.TB, a netip.Addr) {
 	t.Helper()
 	runIP(t, "-n", n.name, "addr", "add", a.String()+"/32", "dev", n.dev)
 }
 
-func (n *netns) delAddr(t *testing.T, a netip.Addr) {
+func (n *netns) delAddr(t testing.TB, a netip.Addr) {
 	t.Helper()
 	runIP(t, "-n", n.name, "addr", "del", a.String()+"/32", "dev", n.dev)
 }
 
-func runIP(t *testing.T, args ...string) {
+func runIP(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
@@ -248,7 +248,7 @@ func (n *netns) in(f func() error) error {
 
 // serve accepts connections on port in n, reads each to its end and closes
 // it, until the test ends.
-func (n *netns) serve(t *testing.T, port int) {
+func (n *netns) serve(t testing.TB, port int) {
 	t.Helper()
 	var l net.Listener
 	if err := n.in(func() (err error) {
@@ -279,7 +279,7 @@ func (n *netns) serve(t *testing.T, port int) {
 
 // connect makes one short connection from n to addr:port and returns its
 // client port and when it started.
-func (n *netns) connect(t *testing.T, addr netip.Addr, port int) (int, time.Time) {
+func (n *netns) connect(t testing.TB, addr netip.Addr, port int) (int, time.Time) {
 	t.Helper()
 	var c net.Conn
 	start := time.Now()
@@ -296,4 +296,3 @@ func (n *netns) connect(t *testing.T, addr netip.Addr, port int) (int, time.Time
 	_ = c.Close()
 	return local, start
 }
-
