@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,10 @@ const (
 	// holdDrain bounds the wait for the hold to empty once the load stops:
 	// a claim period and the hold check, with room for a loaded machine.
 	holdDrain = 3 * claimPeriod
+	// Claims go in requests of at most claimBatchMax, claimSenders at
+	// once.
+	claimBatchMax = 2000
+	claimSenders  = 2
 	// minHeldForMemory held records make the heap difference a figure
 	// per record rather than noise.
 	minHeldForMemory = 10_000
@@ -157,14 +162,14 @@ func measureHolding(b *testing.B, age time.Duration, maxPending int) holdRun {
 	r.records, r.cpu, r.idle, r.elapsed, r.claims = f1-f0, c1-c0, i1-i0, t1.Sub(t0), n1-n0
 	r.p50, r.p99 = h1.sub(h0).quantile(0.5), h1.sub(h0).quantile(0.99)
 
-	// The flows stop, the claims go on: once what was in flight has left
+	// The load stops, flows and claims: once what was in flight has left
 	// (the batch processor flushes every 200ms), the live heap and
-	// resident memory with the hold full, and the records held then.
+	// resident memory with the hold full, and the records held then,
+	// which nothing releases meanwhile (max_wait is 30s).
 	if err := l.stop(); err != nil {
 		b.Fatalf("load generator: %v", err)
 	}
 	r.sent = l.flows.Load()
-	claims := startHoldLoad(ctx, client, nil, age, l.nextClaim)
 	time.Sleep(time.Second)
 	before := heldNow(b, col)
 	heap, err := heapAfterGC(ctx, col)
@@ -173,6 +178,7 @@ func measureHolding(b *testing.B, age time.Duration, maxPending int) holdRun {
 	}
 	r.heapFull, r.rssFull = heap, col.memory(b).rss
 	r.heldAtHeap = (before + heldNow(b, col)) / 2
+	claims := startHoldLoad(ctx, client, nil, age, l.nextClaim)
 
 	// Emptied: every held record goes on at its peer's next claim.
 	deadline := time.Now().Add(holdDrain)
@@ -302,7 +308,6 @@ func startHoldLoad(ctx context.Context, client *otlpClient, batches []freshBatch
 		})
 	}
 	l.wg.Go(func() {
-		const maxBatch = 5000
 		tick := time.NewTicker(claimTick)
 		defer tick.Stop()
 		started, sent, from := time.Now(), 0, nextClaim
@@ -314,16 +319,25 @@ func startHoldLoad(ctx context.Context, client *otlpClient, batches []freshBatch
 			case <-tick.C:
 			}
 			due := int(float64(trackedAddresses)*time.Since(started).Seconds()/claimPeriod.Seconds()) - sent
+			// Up to claimSenders requests at once, as claims come
+			// from many peers.
+			var wg sync.WaitGroup
+			slots := make(chan struct{}, claimSenders)
 			for due > 0 && ctx.Err() == nil {
-				n := min(due, maxBatch, trackedAddresses-from)
-				now := time.Now()
-				err := sendClaimBatch(ctx, client, from, from+n, 0, now.Add(-claimPeriod), now)
-				if err == nil {
-					l.claims.Add(int64(n))
-				}
-				l.fail(ctx, err)
+				lo, n := from, min(due, claimBatchMax, trackedAddresses-from)
+				slots <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-slots }()
+					now := time.Now()
+					err := sendClaimBatch(ctx, client, lo, lo+n, 0, now.Add(-claimPeriod), now)
+					if err == nil {
+						l.claims.Add(int64(n))
+					}
+					l.fail(ctx, err)
+				})
 				sent, due, from = sent+n, due-n, (from+n)%trackedAddresses
 			}
+			wg.Wait()
 		}
 	})
 	return l
