@@ -102,7 +102,10 @@ type sender struct {
 	mu      sync.Mutex
 	queue   []plog.Logs // emitted, not sent yet; empty ones only resend
 	running bool        // a goroutine sends the queue
-	idle    chan struct{}
+	// posted and sent count the batches queued and sent so far; progress
+	// is closed, and replaced, whenever one is sent.
+	posted, sent uint64
+	progress     chan struct{}
 }
 
 // post emits released, as counted by startOutside, and queues it for the
@@ -121,9 +124,12 @@ func (p *ownershipProcessor) post(released []releasedRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.queue = append(s.queue, ld)
+	s.posted++
+	if s.progress == nil {
+		s.progress = make(chan struct{})
+	}
 	if !s.running {
 		s.running = true
-		s.idle = make(chan struct{})
 		go p.sendQueued()
 	}
 }
@@ -136,7 +142,6 @@ func (p *ownershipProcessor) sendQueued() {
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			s.running = false
-			close(s.idle)
 			s.mu.Unlock()
 			return
 		}
@@ -148,23 +153,31 @@ func (p *ownershipProcessor) sendQueued() {
 		if ld.LogRecordCount() > 0 {
 			p.deliver(p.life, ld)
 		}
+		s.mu.Lock()
+		s.sent++
+		close(s.progress)
+		s.progress = make(chan struct{})
+		s.mu.Unlock()
 		p.outside.Done()
 	}
 }
 
-// waitSent returns once the records queued for the sender so far are sent,
-// or ctx ends.
+// waitSent returns once the batches queued for the sender before it was
+// called are sent, or ctx ends; batches queued meanwhile do not hold it up.
 func (p *ownershipProcessor) waitSent(ctx context.Context) {
 	s := &p.sender
 	s.mu.Lock()
-	running, idle := s.running, s.idle
-	s.mu.Unlock()
-	if !running {
-		return
-	}
-	select {
-	case <-idle:
-	case <-ctx.Done():
+	defer s.mu.Unlock()
+	for target := s.posted; s.sent < target; {
+		progress := s.progress
+		s.mu.Unlock()
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			s.mu.Lock()
+			return
+		}
+		s.mu.Lock()
 	}
 }
 
