@@ -146,7 +146,9 @@ func TestBackPressureExactlyOnce(t *testing.T) {
 	}
 	frontend := owner("frontend", "frontend")
 	local := netip.MustParseAddr("10.1.0.1")
-	addr := func(net byte, i int) netip.Addr { return netip.AddrFrom4([4]byte{10, net, byte(i / 250), byte(i%250 + 1)}) }
+	addr := func(subnet byte, i int) netip.Addr {
+		return netip.AddrFrom4([4]byte{10, subnet, byte(i / 250), byte(i%250 + 1)})
+	}
 	newBatch := func() (plog.Logs, plog.LogRecordSlice) {
 		ld := plog.NewLogs()
 		return ld, ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
@@ -157,10 +159,10 @@ func TestBackPressureExactlyOnce(t *testing.T) {
 		collectortest.PutClientFlow(lr, collectortest.ClientFlow{Local: local, Peer: peer, LocalOwner: frontend, Start: start, End: time.Now()})
 		lr.Attributes().PutInt(idAttr, int64(flows))
 	}
-	claimAll := func(net byte, n int, start, end time.Time) {
+	claimAll := func(subnet byte, n int, start, end time.Time) {
 		ld, lrs := newBatch()
 		for i := range n {
-			flowschema.PutClaim(lrs.AppendEmpty(), flowschema.Claim{Address: addr(net, i), Owner: owner(fmt.Sprintf("svc-%d-%d", net, i), "svc"), Start: start, End: end, Sender: "node-b"})
+			flowschema.PutClaim(lrs.AppendEmpty(), flowschema.Claim{Address: addr(subnet, i), Owner: owner(fmt.Sprintf("svc-%d-%d", subnet, i), "svc"), Start: start, End: end, Sender: "node-b"})
 		}
 		export(ld)
 	}

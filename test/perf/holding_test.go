@@ -350,8 +350,10 @@ type histogram struct {
 	counts []float64
 }
 
-var bucketLine = regexp.MustCompile(`(?m)^otelcol_processor_ownership_hold_duration(?:_seconds)?_bucket\{([^}]*)\} (\S+)$`)
-var leLabel = regexp.MustCompile(`(?:^|,)le="([^"]+)"`)
+var (
+	bucketLine = regexp.MustCompile(`(?m)^otelcol_processor_ownership_hold_duration(?:_seconds)?_bucket\{([^}]*)\} (\S+)$`)
+	leLabel    = regexp.MustCompile(`(?:^|,)le="([^"]+)"`)
+)
 
 // holdHistogram reads the processor's hold_duration histogram.
 func holdHistogram(b *testing.B, col *collector) histogram {
