@@ -89,9 +89,10 @@ PERF_COUNT ?= 3
 PERF_OUT ?= bench-e2e.out
 
 ## bench-e2e: end-to-end throughput and memory of the built collector against
-## the stock pipeline (test/perf), $(PERF_COUNT) runs into $(PERF_OUT).
+## the stock pipeline, and holding fresh flows (test/perf), $(PERF_COUNT) runs
+## into $(PERF_OUT).
 bench-e2e: $(BINARY)
-	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -run '^$$' -bench . -count $(PERF_COUNT) -timeout 30m ./test/perf/ | tee $(PERF_OUT)
+	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -run '^$$' -bench . -count $(PERF_COUNT) -timeout 90m ./test/perf/ | tee $(PERF_OUT)
 	@echo "wrote $(PERF_OUT); summarise with: $(GOTOOL) benchstat $(PERF_OUT)"
 
 ## evaluate: score the real ownership processor and an event-based baseline on a

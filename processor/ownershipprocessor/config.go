@@ -55,7 +55,10 @@ type Config struct {
 	// MaxWait is how long a flow record whose peer is not covered yet is held
 	// waiting for a claim. Zero disables holding.
 	MaxWait time.Duration `mapstructure:"max_wait"`
-	// MaxPending bounds the number of held flow records per pipeline.
+	// MaxPending bounds the number of held flow records per pipeline, and
+	// apart from them the released records waiting to be sent again. The
+	// default is sized for 100k flows/s with 10s claim intervals: records
+	// wait up to a claim interval plus delivery delay and clock_skew.
 	MaxPending int `mapstructure:"max_pending"`
 	// WorkloadCIDRs are the ranges (CIDR prefixes or single addresses) whose
 	// addresses are claimed. Empty, without WorkloadHostAddresses, means
@@ -110,7 +113,7 @@ func createDefaultConfig() *Config {
 		SenderIdentity:         senderIdentityNone,
 		MaxFuture:              time.Minute,
 		MaxWait:                30 * time.Second,
-		MaxPending:             100_000,
+		MaxPending:             1_200_000,
 		MergeGap:               30 * time.Second,
 		ClockSkew:              time.Second,
 		Retention:              15 * time.Minute,

@@ -160,7 +160,8 @@ func (s *sharedStore) stop() {
 // ConsumeLogs does too, through the same functions: the hold's lock
 // serialises releases, so whichever comes first releases a record and the
 // other finds it gone; the outbox sends again one batch at a time; the
-// store serialises prunes.
+// store serialises prunes. releaseTick only hands each pipeline's records
+// to that pipeline's sender: no next consumer delays the others.
 func (s *sharedStore) pruneTick() {
 	// Unconditionally: a batch's prune since the last tick must not
 	// stretch an idle store's interval to twice pruneEvery.
@@ -225,13 +226,19 @@ func (s *sharedStore) subscribers() []*ownershipProcessor {
 	return out
 }
 
-// claimsApplied tells every pipeline's hold that keys got new claims, so
-// records waiting for them are looked up again.
-func (s *sharedStore) claimsApplied(keys []netip.Addr) {
+// claimsApplied tells every pipeline's hold that keys got new claims in
+// from's ConsumeLogs, so records waiting for them are looked up again. from
+// sends its own released records itself; other pipelines' senders send
+// theirs, so that their next consumers cannot hold up from.
+func (s *sharedStore) claimsApplied(from *ownershipProcessor, keys []netip.Addr) {
 	if len(keys) == 0 {
 		return
 	}
 	for _, p := range s.subscribers() {
-		p.recheck(keys)
+		if p == from {
+			p.recheck(keys)
+		} else {
+			p.recheckFor(keys)
+		}
 	}
 }

@@ -2,8 +2,9 @@
 
 // Package perf measures the built otelcol-flowattr binary end to end: flow
 // throughput and CPU per record with and without the ownership processor
-// (BenchmarkPipeline), and resident memory against the number of tracked
-// addresses (BenchmarkMemory). One test, TestFloodMemory, runs with the
+// (BenchmarkPipeline), resident memory against the number of tracked
+// addresses (BenchmarkMemory), and fresh flows held until their peers'
+// claims (BenchmarkHolding). One test, TestFloodMemory, runs with the
 // other tests (`make test`): it requires max_keys to bound the collector's
 // peak memory under a flood of claims for distinct addresses and owners.
 // The collector runs as a separate process and is driven only over
