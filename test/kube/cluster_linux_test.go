@@ -140,7 +140,14 @@ func (c *cluster) createPod(t testing.TB, p podSpec) *corev1.Pod {
 func (c *cluster) startPod(t testing.TB, pod *corev1.Pod, ip netip.Addr, sandbox time.Time) *corev1.Pod {
 	t.Helper()
 	pod = pod.DeepCopy()
-	pod.Status = corev1.PodStatus{
+	pod.Status = runningStatus(ip, sandbox)
+	return c.updateStatus(t, pod)
+}
+
+// runningStatus is the status the kubelet writes for a running pod with
+// address ip whose sandbox got its network at sandbox.
+func runningStatus(ip netip.Addr, sandbox time.Time) corev1.PodStatus {
+	return corev1.PodStatus{
 		Phase:  corev1.PodRunning,
 		PodIP:  ip.String(),
 		PodIPs: []corev1.PodIP{{IP: ip.String()}},
@@ -149,7 +156,6 @@ func (c *cluster) startPod(t testing.TB, pod *corev1.Pod, ip netip.Addr, sandbox
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(sandbox)},
 		},
 	}
-	return c.updateStatus(t, pod)
 }
 
 // finishPod plays the kubelet of a completed pod: phase Succeeded, its

@@ -34,7 +34,7 @@ type collector struct {
 	metricsAddr string
 }
 
-func startCollector(t *testing.T, c *cluster, sink *collectortest.Sink, nodeName string) *collector {
+func startCollector(t *testing.T, kubeconfig string, sink *collectortest.Sink, nodeName string) *collector {
 	t.Helper()
 	health, metrics := collectortest.FreePort(t), collectortest.FreePort(t)
 	col := collectortest.Start(t, collectortest.Options{
@@ -45,7 +45,7 @@ func startCollector(t *testing.T, c *cluster, sink *collectortest.Sink, nodeName
 			"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metrics),
 			"FLOWATTR_E2E_SINK_PORT":    strconv.Itoa(int(sink.Addr.Port())),
 			"FLOWATTR_E2E_NODE":         nodeName,
-			"FLOWATTR_E2E_KUBECONFIG":   c.kubeconfig,
+			"FLOWATTR_E2E_KUBECONFIG":   kubeconfig,
 		},
 	})
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(health))
@@ -137,7 +137,7 @@ func TestPodAddressReuse(t *testing.T) {
 	nodeNS, clientNS := newLink(t, "r", nodeNet, clientNet)
 	nodeNS.serve(t, port)
 	sink := collectortest.StartSink(t)
-	col := startCollector(t, c, sink, node)
+	col := startCollector(t, c.kubeconfig, sink, node)
 
 	addr := netip.MustParseAddr("10.244.1.5")
 	var conns []conn
@@ -213,7 +213,7 @@ func TestPodAddressReuse(t *testing.T) {
 		col.Stop(t)
 		restart := time.Now()
 		time.Sleep(1100 * time.Millisecond) // the restarted collector starts in a later second than C's sandbox
-		startCollector(t, c, sink, node)
+		startCollector(t, c.kubeconfig, sink, node)
 		waitClaim(t, sink, addr, uidC, restart)
 		want := sandboxC.Truncate(time.Second).Add(time.Second)
 		var starts []time.Time
@@ -240,7 +240,7 @@ func TestClaimLatency(t *testing.T) {
 	c := startCluster(t)
 	c.addNode(t, node, podCIDR)
 	sink := collectortest.StartSink(t)
-	startCollector(t, c, sink, node)
+	startCollector(t, c.kubeconfig, sink, node)
 	var latencies []time.Duration
 	for i := range 20 {
 		addr := netip.AddrFrom4([4]byte{10, 244, 1, byte(100 + i)})
