@@ -9,16 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/netns"
 )
 
 // The addresses of testdata/e2e-nat.yaml: a client pod and a backend pod,
@@ -50,12 +48,7 @@ func newNATTopology(t *testing.T) natTopology {
 	}
 	tag := fmt.Sprintf("%05d", os.Getpid()%100000)
 	top := natTopology{node: "flowattr-nat-" + tag + "-n", client: "flowattr-nat-" + tag + "-c", server: "flowattr-nat-" + tag + "-s"}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
+	ip := func(args ...string) { t.Helper(); netns.IP(t, args...) }
 	for _, ns := range []string{top.node, top.client, top.server} {
 		ip("netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
@@ -90,45 +83,13 @@ func newNATTopology(t *testing.T) natTopology {
 	return top
 }
 
-// inNetns runs f on an OS thread switched into the named network namespace.
-// Sockets created by f stay in that namespace whatever thread uses them
-// later. The thread is never switched back: it ends with its goroutine.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked: the thread dies with the goroutine
-		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("opening network namespace %s: %w", ns, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering network namespace %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
 func listenIn(t *testing.T, ns, addr string) net.Listener {
 	t.Helper()
-	var l net.Listener
-	if err := inNetns(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+	l, err := netns.Listen(ns, addr)
+	if err != nil {
 		t.Fatalf("listening on %s in %s: %v", addr, ns, err)
 	}
 	return l
-}
-
-func dialIn(ns string) collectortest.DialFunc {
-	return func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-		err = inNetns(ns, func() error {
-			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
 }
 
 // connectToService makes one connection from the client namespace to the
@@ -153,7 +114,7 @@ func connectToService(t *testing.T, top natTopology, l net.Listener) uint16 {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := dialIn(top.client)(ctx, "tcp", natService.String())
+	conn, err := netns.Dialer(top.client, netip.Addr{})(ctx, "tcp", natService.String())
 	if err != nil {
 		t.Fatalf("dial %s from %s: %v", natService, top.client, err)
 	}
@@ -187,7 +148,7 @@ func startNATCollector(t *testing.T, top natTopology, wrapper ...string) *natCol
 	col := collectortest.Start(t, collectortest.Options{
 		Configs: []string{"../../testdata/e2e-nat.yaml"},
 		Wrapper: append([]string{"ip", "netns", "exec", top.node}, wrapper...),
-		Dial:    dialIn(top.node),
+		Dial:    netns.Dialer(top.node, netip.Addr{}),
 		Env: map[string]string{
 			"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(health),
 			"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metrics),

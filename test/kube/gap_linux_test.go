@@ -43,7 +43,7 @@ func TestAPIServerGap(t *testing.T) {
 	}
 
 	podA := c.createPod(t, podSpec{name: "a", node: node})
-	nodeNS.addAddr(t, addr)
+	nodeNS.AddAddr(t, addr)
 	podA = c.startPod(t, podA, addr, time.Now())
 	uidA := string(podA.UID)
 	waitClaim(t, sink, addr, uidA, time.Time{})
@@ -58,10 +58,10 @@ func TestAPIServerGap(t *testing.T) {
 	during := connect("")
 	deletedAt := time.Now()
 	c.deletePod(t, podA)
-	nodeNS.delAddr(t, addr)
+	nodeNS.DelAddr(t, addr)
 	time.Sleep(time.Second)
 	podB := c.createPod(t, podSpec{name: "b", node: node})
-	nodeNS.addAddr(t, addr)
+	nodeNS.AddAddr(t, addr)
 	podB = c.startPod(t, podB, addr, time.Now())
 	uidB := string(podB.UID)
 	time.Sleep(edgeMargin)
@@ -120,4 +120,3 @@ func waitMetric(t *testing.T, col *collector, name string, labels ...string) {
 	}
 	t.Fatalf("%s{%v} still 0 after %s", name, labels, waitLong)
 }
-

@@ -146,7 +146,7 @@ func TestPodAddressReuse(t *testing.T) {
 			prev()
 		}
 		pod := c.createPod(t, podSpec{name: name, node: node})
-		nodeNS.addAddr(t, addr)
+		nodeNS.AddAddr(t, addr)
 		sandbox = time.Now()
 		c.startPod(t, pod, addr, sandbox)
 		uid = string(pod.UID)
@@ -170,7 +170,7 @@ func TestPodAddressReuse(t *testing.T) {
 	}
 	uidB, _ := hold("b", func() {
 		c.deletePod(t, podA)
-		nodeNS.delAddr(t, addr)
+		nodeNS.DelAddr(t, addr)
 		time.Sleep(2 * time.Second)
 	})
 	podB, err := c.client.CoreV1().Pods("default").Get(t.Context(), "b", metav1.GetOptions{})
@@ -179,7 +179,7 @@ func TestPodAddressReuse(t *testing.T) {
 	}
 	uidC, sandboxC := hold("c", func() {
 		c.finishPod(t, podB)
-		nodeNS.delAddr(t, addr)
+		nodeNS.DelAddr(t, addr)
 		time.Sleep(2 * time.Second)
 	})
 	t.Logf("pods a %s, b %s (completed, not deleted), c %s held %s in turn", uidA, uidB, uidC, addr)
