@@ -15,6 +15,7 @@ import (
 
 	"github.com/flowattr/flowattr/test/internal/collectortest"
 	"github.com/flowattr/flowattr/test/internal/netns"
+	"github.com/flowattr/flowattr/test/internal/testca"
 )
 
 // Timing of the node fleet scenario. The ownership file is polled every
@@ -260,7 +261,7 @@ func startNodeFleet(t *testing.T, viaProxies bool) *nodeFleet {
 	h1.addAddr(t, f.moving)
 	h2.addAddr(t, f.db)
 
-	ca := newTestCA(t, "flowattr-test-fleet")
+	ca := testca.New(t, "flowattr-test-fleet")
 	sinkListener, err := netns.Listen(h1.netns, netip.AddrPortFrom(h1.addr, 0).String())
 	must(t, err, "sink listener")
 	f.sink = collectortest.ServeSink(t, sinkListener)
@@ -281,7 +282,7 @@ func startNodeFleet(t *testing.T, viaProxies bool) *nodeFleet {
 	overlay := filepath.Join(dir, "overlay.yaml")
 	must(t, os.WriteFile(overlay, []byte(nodeOverlay), 0o600), "overlay")
 	for _, h := range []*host{h1, h2} {
-		cert := ca.issue(t, h.name, h.addr.AsSlice())
+		cert := ca.Issue(t, h.name, h.addr.AsSlice())
 		n := &node{host: h, ownership: filepath.Join(dir, h.name+"-owners.yaml")}
 		n.spec = collectortest.Options{
 			Name:    h.name,
