@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"net"
 	"net/netip"
 	"net/url"
 	"testing"
@@ -25,7 +26,11 @@ func TestAPIServerGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startCutProxy(t, u.Host)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startCutProxy(t, l, u.Host)
 	nodeNS, clientNS := newLink(t, "g", nodeNet, clientNet)
 	nodeNS.serve(t, port)
 	sink := collectortest.StartSink(t)
@@ -36,7 +41,7 @@ func TestAPIServerGap(t *testing.T) {
 		var out []conn
 		for range 3 {
 			p, start := clientNS.connect(t, addr, port)
-			out = append(out, conn{clientPort: p, start: start, owner: owner})
+			out = append(out, conn{client: clientNet.Addr(), clientPort: p, start: start, owner: owner})
 			time.Sleep(100 * time.Millisecond)
 		}
 		return out

@@ -26,12 +26,10 @@ type cutProxy struct {
 	wg    sync.WaitGroup
 }
 
-func startCutProxy(t *testing.T, to string) *cutProxy {
+// startCutProxy accepts on l and forwards to the address to, dialed from
+// the test's own network namespace, until the test ends.
+func startCutProxy(t *testing.T, l net.Listener, to string) *cutProxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &cutProxy{l: l, to: to, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()

@@ -82,6 +82,7 @@ func waitClaim(t *testing.T, sink *collectortest.Sink, addr netip.Addr, owner st
 
 // conn is a connection the test made, and who held its server address.
 type conn struct {
+	client     netip.Addr
 	clientPort int
 	start      time.Time
 	owner      string // the pod UID that held the address
@@ -93,7 +94,7 @@ func clientRecord(t *testing.T, sink *collectortest.Sink, c conn) collectortest.
 	deadline := time.Now().Add(waitLong)
 	for time.Now().Before(deadline) {
 		for _, r := range sink.Records() {
-			if r.EventName == flowschema.EventFlow && r.Str(flowschema.AttrNetworkLocalAddress) == clientNet.Addr().String() &&
+			if r.EventName == flowschema.EventFlow && r.Str(flowschema.AttrNetworkLocalAddress) == c.client.String() &&
 				r.Int(flowschema.AttrNetworkLocalPort) == int64(c.clientPort) && r.Str(flowschema.AttrPeerAttributionStatus) != "" {
 				return r
 			}
@@ -111,7 +112,7 @@ func serverRecord(t *testing.T, sink *collectortest.Sink, c conn) collectortest.
 	for time.Now().Before(deadline) {
 		for _, r := range sink.Records() {
 			if r.EventName == flowschema.EventFlow && r.Int(flowschema.AttrNetworkPeerPort) == int64(c.clientPort) &&
-				r.Str(flowschema.AttrNetworkPeerAddress) == clientNet.Addr().String() {
+				r.Str(flowschema.AttrNetworkPeerAddress) == c.client.String() {
 				return r
 			}
 		}
@@ -156,7 +157,7 @@ func TestPodAddressReuse(t *testing.T) {
 		time.Sleep(edgeMargin)
 		for range 5 {
 			p, start := clientNS.connect(t, addr, port)
-			conns = append(conns, conn{clientPort: p, start: start, owner: uid})
+			conns = append(conns, conn{client: clientNet.Addr(), clientPort: p, start: start, owner: uid})
 			time.Sleep(100 * time.Millisecond)
 		}
 		time.Sleep(edgeMargin)
