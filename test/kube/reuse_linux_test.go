@@ -11,6 +11,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/netns"
 )
 
 const (
@@ -36,8 +37,16 @@ type collector struct {
 
 func startCollector(t *testing.T, kubeconfig string, sink *collectortest.Sink, nodeName string) *collector {
 	t.Helper()
+	return startCollectorIn(t, "", kubeconfig, sink, nodeName)
+}
+
+// startCollectorIn starts the collector in network namespace ns (the
+// test's own when empty), whose loopback must reach the sink and the API
+// server as kubeconfig says.
+func startCollectorIn(t *testing.T, ns, kubeconfig string, sink *collectortest.Sink, nodeName string) *collector {
+	t.Helper()
 	health, metrics := collectortest.FreePort(t), collectortest.FreePort(t)
-	col := collectortest.Start(t, collectortest.Options{
+	opts := collectortest.Options{
 		Name:    nodeName,
 		Configs: []string{"../../testdata/e2e-kube.yaml"},
 		Env: map[string]string{
@@ -47,7 +56,13 @@ func startCollector(t *testing.T, kubeconfig string, sink *collectortest.Sink, n
 			"FLOWATTR_E2E_NODE":         nodeName,
 			"FLOWATTR_E2E_KUBECONFIG":   kubeconfig,
 		},
-	})
+	}
+	if ns != "" {
+		// ip netns exec execs the binary, so the process is the collector.
+		opts.Wrapper = []string{"ip", "netns", "exec", ns}
+		opts.Dial = netns.Dialer(ns, netip.Addr{})
+	}
+	col := collectortest.Start(t, opts)
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(health))
 	return &collector{Collector: col, metricsAddr: "127.0.0.1:" + strconv.Itoa(metrics)}
 }
