@@ -86,10 +86,10 @@ func startCluster(t testing.TB) *cluster {
 	return c
 }
 
-// addNode registers a node with the given pod CIDR.
-func (c *cluster) addNode(t testing.TB, name, podCIDR string) {
+// addNode registers the tests' node with the given pod CIDR.
+func (c *cluster) addNode(t testing.TB, podCIDR string) {
 	t.Helper()
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
 	if _, err := c.client.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 func TestAPIServerGap(t *testing.T) {
 	requireEnv(t)
 	c := startCluster(t)
-	c.addNode(t, node, podCIDR)
+	c.addNode(t, podCIDR)
 	u, err := url.Parse(c.env.Config.Host)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +34,7 @@ func TestAPIServerGap(t *testing.T) {
 	nodeNS, clientNS := newLink(t, "g", nodeNet, clientNet)
 	nodeNS.serve(t, port)
 	sink := collectortest.StartSink(t)
-	col := startCollector(t, throughProxy(t, c.kubeconfig, proxy), sink, node)
+	col := startCollector(t, throughProxy(t, c.kubeconfig, proxy), sink)
 
 	addr := netip.MustParseAddr("10.244.1.7")
 	connect := func(owner string) []conn {

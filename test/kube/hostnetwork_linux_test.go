@@ -45,7 +45,7 @@ func TestHostNetworkPod(t *testing.T) {
 	}
 	root := cgroup2Mount(t)
 	c := startCluster(t)
-	c.addNode(t, node, podCIDR)
+	c.addNode(t, podCIDR)
 	nodeNS, clientNS := newLink(t, "h", nodeNet, clientNet)
 	clientNS.serve(t, port)
 	pod := c.createPod(t, podSpec{name: "host", node: node, hostNetwork: true})
@@ -64,7 +64,7 @@ func TestHostNetworkPod(t *testing.T) {
 	})
 	t.Setenv("FLOWATTR_E2E_CGROUP_ROOT", cgroupRoot)
 	sink := collectortest.StartSink(t)
-	startCollector(t, c.kubeconfig, sink, node)
+	startCollector(t, c.kubeconfig, sink)
 
 	// A hostNetwork pod's address is the node's.
 	c.startPod(t, pod, nodeNet.Addr(), time.Now())

@@ -35,25 +35,25 @@ type collector struct {
 	metricsAddr string
 }
 
-func startCollector(t *testing.T, kubeconfig string, sink *collectortest.Sink, nodeName string) *collector {
+func startCollector(t *testing.T, kubeconfig string, sink *collectortest.Sink) *collector {
 	t.Helper()
-	return startCollectorIn(t, "", kubeconfig, sink, nodeName)
+	return startCollectorIn(t, "", kubeconfig, sink)
 }
 
 // startCollectorIn starts the collector in network namespace ns (the
 // test's own when empty), whose loopback must reach the sink and the API
 // server as kubeconfig says.
-func startCollectorIn(t *testing.T, ns, kubeconfig string, sink *collectortest.Sink, nodeName string) *collector {
+func startCollectorIn(t *testing.T, ns, kubeconfig string, sink *collectortest.Sink) *collector {
 	t.Helper()
 	health, metrics := collectortest.FreePort(t), collectortest.FreePort(t)
 	opts := collectortest.Options{
-		Name:    nodeName,
+		Name:    node,
 		Configs: []string{"../../testdata/e2e-kube.yaml"},
 		Env: map[string]string{
 			"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(health),
 			"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metrics),
 			"FLOWATTR_E2E_SINK_PORT":    strconv.Itoa(int(sink.Addr.Port())),
-			"FLOWATTR_E2E_NODE":         nodeName,
+			"FLOWATTR_E2E_NODE":         node,
 			"FLOWATTR_E2E_KUBECONFIG":   kubeconfig,
 		},
 	}
@@ -149,11 +149,11 @@ func serverRecord(t *testing.T, sink *collectortest.Sink, c conn) collectortest.
 func TestPodAddressReuse(t *testing.T) {
 	requireEnv(t)
 	c := startCluster(t)
-	c.addNode(t, node, podCIDR)
+	c.addNode(t, podCIDR)
 	nodeNS, clientNS := newLink(t, "r", nodeNet, clientNet)
 	nodeNS.serve(t, port)
 	sink := collectortest.StartSink(t)
-	col := startCollector(t, c.kubeconfig, sink, node)
+	col := startCollector(t, c.kubeconfig, sink)
 
 	addr := netip.MustParseAddr("10.244.1.5")
 	var conns []conn
@@ -229,7 +229,7 @@ func TestPodAddressReuse(t *testing.T) {
 		col.Stop(t)
 		restart := time.Now()
 		time.Sleep(1100 * time.Millisecond) // the restarted collector starts in a later second than C's sandbox
-		startCollector(t, c.kubeconfig, sink, node)
+		startCollector(t, c.kubeconfig, sink)
 		waitClaim(t, sink, addr, uidC, restart)
 		want := sandboxC.Truncate(time.Second).Add(time.Second)
 		var starts []time.Time
@@ -254,9 +254,9 @@ func TestPodAddressReuse(t *testing.T) {
 func TestClaimLatency(t *testing.T) {
 	requireEnv(t)
 	c := startCluster(t)
-	c.addNode(t, node, podCIDR)
+	c.addNode(t, podCIDR)
 	sink := collectortest.StartSink(t)
-	startCollector(t, c.kubeconfig, sink, node)
+	startCollector(t, c.kubeconfig, sink)
 	var latencies []time.Duration
 	for i := range 20 {
 		addr := netip.AddrFrom4([4]byte{10, 244, 1, byte(100 + i)})

@@ -41,7 +41,7 @@ func TestClusterIPService(t *testing.T) {
 		t.Skip("SKIPPED, NOT RUN: nft is missing (`make test-deps` installs it)")
 	}
 	c := startCluster(t)
-	c.addNode(t, node, "10.244.0.0/16")
+	c.addNode(t, "10.244.0.0/16")
 	top := netns.NewNAT(t, "kubesvc", "ks", fmt.Sprintf("%05d", os.Getpid()%100000), svcAddrs)
 	client, server := &space{netns.End{NS: top.Client}}, &space{netns.End{NS: top.Server}}
 	server.serve(t, int(svcAddrs.Backend.Port()))
@@ -60,7 +60,7 @@ func TestClusterIPService(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := collectortest.ServeSink(t, sinkListener)
-	startCollectorIn(t, top.Node, throughProxy(t, c.kubeconfig, proxy), sink, node)
+	startCollectorIn(t, top.Node, throughProxy(t, c.kubeconfig, proxy), sink)
 
 	svc, err := c.client.CoreV1().Services("default").Create(t.Context(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
