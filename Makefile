@@ -43,7 +43,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench bench-e2e evaluate generate lint fmt cross-build test-deps generate-deps clean
+.PHONY: build run test bench bench-e2e evaluate generate lint fmt cross-build test-deps generate-deps envtest-assets clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -57,13 +57,27 @@ $(BINARY): $(BUILD_INPUTS)
 run: $(BINARY)
 	$(BINARY) --config=$(CONFIG)
 
+# The real kube-apiserver and etcd that the Kubernetes tests run (envtest),
+# built from their Go modules: kube-apiserver takes about 20 minutes on 2
+# cores, so the binaries are cached outside the repository, keyed by
+# version, and built only when missing.
+KUBE_VERSION ?= v1.37.2
+ETCD_VERSION ?= v3.7.3
+ENVTEST_ASSETS ?= $(HOME)/.cache/flowattr/envtest/$(KUBE_VERSION)-etcd-$(ETCD_VERSION)
+
+## envtest-assets: build etcd and kube-apiserver for the Kubernetes tests into $(ENVTEST_ASSETS).
+envtest-assets: $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd
+
+$(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd &:
+	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) GO=$(GO) tools/envtest-assets.sh $(ENVTEST_ASSETS)
+
 ## test: go test -race over the module; the e2e tests run the built binary.
 # One test binary at a time (-p 1): the eBPF tests count every close of a
 # connection burst, and a flood test of the collector running beside them
 # makes the kernel skip nested runs of the tracing programs (counted as
 # recursion misses), which those tests rightly refuse.
-test: test-deps $(BINARY)
-	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -race -p 1 -timeout $(TEST_TIMEOUT) ./...
+test: test-deps envtest-assets $(BINARY)
+	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -race -p 1 -timeout $(TEST_TIMEOUT) ./...
 
 ## bench: run the benchmarks of $(BENCH_PKGS) $(BENCH_COUNT) times into $(BENCH_OUT) (benchstat input).
 bench:

@@ -56,7 +56,10 @@ type Claimer struct {
 	last   time.Time // end of the previous interval
 	// lastNew is when ClaimNew last ran: entries published since are new.
 	lastNew time.Time
-	seen    map[claimKey]*seenRange
+	// closedOnce is set by the first CloseInterval, which claims every
+	// entry from its since.
+	closedOnce bool
+	seen       map[claimKey]*seenRange
 }
 
 // NewClaimer returns a Claimer of own's addresses whose claims name sender
@@ -94,6 +97,8 @@ func (c *Claimer) Observe(addr netip.Addr, e *Entry, start, end time.Time) {
 func (c *Claimer) CloseInterval(now time.Time) []Claim {
 	snap, retired := c.own.closeInterval(now)
 	from := c.last
+	first := !c.closedOnce
+	c.closedOnce = true
 	if now.Before(from) {
 		// The wall clock stepped back: claim nothing rather than a range
 		// that ends before it starts, and restart the interval.
@@ -119,10 +124,10 @@ func (c *Claimer) CloseInterval(now time.Time) []Claim {
 		out = append(out, Claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: end, Sender: c.sender}, Basis: BasisSource})
 	}
 	for _, r := range retired {
-		sourceClaim(r.addr, r.entry, claimFrom(r.entry, from), r.until)
+		sourceClaim(r.addr, r.entry, claimFrom(r.entry, from, first), r.until)
 	}
 	for addr, e := range snap.addresses {
-		sourceClaim(addr, e, claimFrom(e, from), now)
+		sourceClaim(addr, e, claimFrom(e, from, first), now)
 	}
 	for addr, f := range snap.fallbacks {
 		// From the fall-back: a renewed entry of the same owner, which
@@ -130,7 +135,7 @@ func (c *Claimer) CloseInterval(now time.Time) []Claim {
 		sourceClaim(addr, f.entry, later(from, f.started), f.until())
 	}
 	for k, r := range c.seen {
-		start := later(r.start, claimFrom(k.entry, from))
+		start := later(r.start, claimFrom(k.entry, from, first))
 		end := r.end
 		if end.After(now) {
 			end = now
@@ -176,9 +181,10 @@ func (c *Claimer) ClaimNew(now time.Time) []Claim {
 
 // claimFrom is where an interval that starts at from claims e from: from,
 // or e's since when later, or e's since when e was published during the
-// interval, as a TimedSource may date a tenure before its merge.
-func claimFrom(e *Entry, from time.Time) time.Time {
-	if !e.published.Before(from) {
+// interval or this is the first interval (nothing claimed e yet), as a
+// TimedSource may date a tenure before its merge.
+func claimFrom(e *Entry, from time.Time, first bool) time.Time {
+	if first || !e.published.Before(from) {
 		return e.since
 	}
 	return later(from, e.since)

@@ -144,3 +144,18 @@ func TestClaimNewClaimsNewAddressesAtOnce(t *testing.T) {
 	got = claimer.CloseInterval(at(10))
 	assert.Equal(t, []ownerSpan{{"pod-b", 2.5, 5, BasisSource}}, spansOf(got, "10.0.0.2"), "the close claims the tenure whole")
 }
+
+func TestTimedSourceInitialTenuresAreClaimedFromSince(t *testing.T) {
+	clock := newManualClock(at(50))
+	src := &timedSource{}
+	src.set(map[string]Tenure{"10.0.0.2": tenure("pod-b", 12)}) // a collector that restarted at 50
+	own := New([]Source{src, newMapSource("10.0.0.9", "static")}, clockSettings(clock))
+	require.NoError(t, own.Start(context.Background()))
+	clock.Set(at(51))
+	claimer := NewClaimer(own, "node-1", at(51))
+	got := claimer.CloseInterval(at(60))
+	assert.Equal(t, []ownerSpan{{"pod-b", 12, 60, BasisSource}}, spansOf(got, "10.0.0.2"), "back to the tenure's start, before the collector started")
+	assert.Equal(t, []ownerSpan{{"static", 50, 60, BasisSource}}, spansOf(got, "10.0.0.9"), "a plain source's entry from its merge")
+	got = claimer.CloseInterval(at(70))
+	assert.Equal(t, []ownerSpan{{"pod-b", 60, 70, BasisSource}}, spansOf(got, "10.0.0.2"))
+}

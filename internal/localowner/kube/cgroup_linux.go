@@ -41,7 +41,7 @@ func scanCgroups(root string, match func(dir string) (types.UID, bool)) map[uint
 			if !ok {
 				return nil
 			}
-			_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			_ = filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
 				if err != nil || !d.IsDir() {
 					return nil //nolint:nilerr // as above
 				}

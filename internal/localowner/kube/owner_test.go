@@ -29,14 +29,23 @@ func TestPodOwnerWorkloadAndServiceName(t *testing.T) {
 		opts []podOpt
 		want map[string]string
 	}{
-		{"deployment", []podOpt{withController("ReplicaSet", "web-7d4b9c"), withLabels(labelPodTemplateHash, "7d4b9c")},
-			map[string]string{attrReplicaSetName: "web-7d4b9c", attrDeploymentName: "web", attrServiceName: "web"}},
-		{"replicaset of no deployment", []podOpt{withController("ReplicaSet", "web-7d4b9c")},
-			map[string]string{attrReplicaSetName: "web-7d4b9c", attrDeploymentName: "", attrServiceName: "web-7d4b9c"}},
+		{
+			"deployment",
+			[]podOpt{withController("ReplicaSet", "web-7d4b9c"), withLabels(labelPodTemplateHash, "7d4b9c")},
+			map[string]string{attrReplicaSetName: "web-7d4b9c", attrDeploymentName: "web", attrServiceName: "web"},
+		},
+		{
+			"replicaset of no deployment",
+			[]podOpt{withController("ReplicaSet", "web-7d4b9c")},
+			map[string]string{attrReplicaSetName: "web-7d4b9c", attrDeploymentName: "", attrServiceName: "web-7d4b9c"},
+		},
 		{"statefulset", []podOpt{withController("StatefulSet", "db")}, map[string]string{attrStatefulSetName: "db", attrServiceName: "db"}},
 		{"daemonset", []podOpt{withController("DaemonSet", "agent")}, map[string]string{attrDaemonSetName: "agent", attrServiceName: "agent"}},
-		{"cronjob", []podOpt{withController("Job", "backup-29436180")},
-			map[string]string{attrJobName: "backup-29436180", attrCronJobName: "backup", attrServiceName: "backup"}},
+		{
+			"cronjob",
+			[]podOpt{withController("Job", "backup-29436180")},
+			map[string]string{attrJobName: "backup-29436180", attrCronJobName: "backup", attrServiceName: "backup"},
+		},
 		{"job", []podOpt{withController("Job", "migrate-42")}, map[string]string{attrJobName: "migrate-42", attrCronJobName: "", attrServiceName: "migrate-42"}},
 		{"bare pod", nil, map[string]string{attrServiceName: "p"}},
 		{"name label", []podOpt{withController("StatefulSet", "db"), withLabels(labelName, "postgres")}, map[string]string{attrServiceName: "postgres"}},
