@@ -174,17 +174,7 @@ func testSourceAsAccount(t *testing.T, admin *rest.Config, client kubernetes.Int
 	require.NoError(t, err)
 	_, err = client.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	pod, err := client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "default"},
-		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	pod.Status = corev1.PodStatus{
-		Phase: corev1.PodRunning, PodIP: "10.244.1.5", PodIPs: []corev1.PodIP{{IP: "10.244.1.5"}},
-		Conditions: []corev1.PodCondition{{Type: "PodReadyToStartContainers", Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}},
-	}
-	pod, err = client.CoreV1().Pods("default").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	pod := runningPod(t, client, node, "shop", "10.244.1.5")
 	svc, err := client.CoreV1().Services("default").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "default"},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
@@ -225,6 +215,22 @@ func testSourceAsAccount(t *testing.T, admin *rest.Config, client kubernetes.Int
 		return e[podAddr].ID == string(pod.UID) && e[svcAddr].ID == string(svc.UID)
 	}, 10*time.Second, 20*time.Millisecond, "the pod and the Service own their addresses; entries %v; logs %v", src.Entries(), messages(logs))
 
+	// A pod and a Service that come after the list reach the source
+	// through its watches; without watch it would see them only by listing
+	// again after a gap.
+	pod2 := runningPod(t, client, node, "cart", "10.244.1.6")
+	svc2, err := client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "cart", Namespace: "default"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pod2Addr := netip.MustParsePrefix("10.244.1.6/32")
+	svc2Addr := netip.PrefixFrom(netip.MustParseAddr(svc2.Spec.ClusterIP), 32)
+	require.Eventually(t, func() bool {
+		e := src.Entries()
+		return e[pod2Addr].ID == string(pod2.UID) && e[svc2Addr].ID == string(svc2.UID)
+	}, 10*time.Second, 20*time.Millisecond, "the watched pod and Service own their addresses; entries %v; logs %v", src.Entries(), messages(logs))
+
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Empty(t, refused, "addresses refused")
@@ -240,4 +246,23 @@ func messages(logs *observer.ObservedLogs) []string {
 		out = append(out, fmt.Sprintf("%s %v", e.Message, e.ContextMap()))
 	}
 	return out
+}
+
+// runningPod creates a pod on node and writes its status as the kubelet
+// would once its sandbox has address ip.
+func runningPod(t *testing.T, client kubernetes.Interface, node, name, ip string) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod, err := client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: "PodReadyToStartContainers", Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}},
+	}
+	pod, err = client.CoreV1().Pods("default").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	return pod
 }
