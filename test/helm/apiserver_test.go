@@ -182,7 +182,7 @@ func testSourceAsAccount(t *testing.T, admin *rest.Config, client kubernetes.Int
 	require.NoError(t, err)
 
 	// The source's settings, as the chart configures them.
-	ebpf := configOf(t, objs, release+"-flowattr")["receivers"].(map[string]any)["ebpfflow"].(map[string]any)
+	ebpf := agentConfig(t, objs)["receivers"].(map[string]any)["ebpfflow"].(map[string]any)
 	var kcfg kube.Config
 	require.NoError(t, confmap.NewFromStringMap(ebpf["ownership"].(map[string]any)["kubernetes"].(map[string]any)).Unmarshal(&kcfg))
 	require.True(t, kcfg.Enabled && kcfg.Services && kcfg.RestrictToPodCIDRs, "the chart's defaults: %+v", kcfg)

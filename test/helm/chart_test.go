@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -44,8 +43,7 @@ func repoRoot(t *testing.T) string {
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	root := repoRoot(t)
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command(goBin, append([]string{"tool", "-modfile=" + filepath.Join(root, "tools", "go.mod"), "helm"}, args...)...)
+	cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools", "go.mod"), "helm"}, args...)...)
 	cmd.Dir = root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -283,7 +281,7 @@ func TestChartServices(t *testing.T) {
 	}
 	assert.False(t, *dep.Spec.Template.Spec.AutomountServiceAccountToken, "gateways read nothing from the API server")
 
-	cfg := configOf(t, objs, release+"-flowattr")
+	cfg := agentConfig(t, objs)
 	exp := cfg["exporters"].(map[string]any)["otlp_grpc/gateways"].(map[string]any)
 	assert.Equal(t, "dns:///"+release+"-flowattr-gateway."+namespace+".svc.cluster.local:4317", exp["endpoint"])
 	assert.Equal(t, "round_robin", exp["balancer_name"])
@@ -297,11 +295,11 @@ func portNames(svc corev1.Service) []string {
 	return out
 }
 
-// configOf returns the collector configuration in the ConfigMap name.
-func configOf(t *testing.T, objs objects, name string) map[string]any {
+// agentConfig returns the node collectors' configuration.
+func agentConfig(t *testing.T, objs objects) map[string]any {
 	t.Helper()
 	var cm corev1.ConfigMap
-	objs.get(t, "ConfigMap", name, &cm)
+	objs.get(t, "ConfigMap", release+"-flowattr", &cm)
 	var cfg map[string]any
 	require.NoError(t, yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg))
 	return cfg
@@ -340,7 +338,7 @@ func TestChartConfigsValidate(t *testing.T) {
 		})
 	}
 	// The override reached the configuration.
-	cfg := configOf(t, render(t, []string{"agent.config.receivers.ebpfflow.claim_interval=5s"}), release+"-flowattr")
+	cfg := agentConfig(t, render(t, []string{"agent.config.receivers.ebpfflow.claim_interval=5s"}))
 	assert.Equal(t, "5s", cfg["receivers"].(map[string]any)["ebpfflow"].(map[string]any)["claim_interval"])
 }
 
@@ -348,7 +346,7 @@ func TestChartConfigsValidate(t *testing.T) {
 // kubernetes source, sends this node's claims to every peer over mutual
 // TLS, and takes the peers' claims only under senderIdentity.
 func TestChartNodeConfig(t *testing.T) {
-	cfg := configOf(t, render(t, nodePeers), release+"-flowattr")
+	cfg := agentConfig(t, render(t, nodePeers))
 	recv := cfg["receivers"].(map[string]any)
 	ebpf := recv["ebpfflow"].(map[string]any)
 	assert.Equal(t, "${env:K8S_NODE_NAME}", ebpf["sender"])
@@ -373,7 +371,7 @@ func TestChartNodeConfig(t *testing.T) {
 	assert.Equal(t, []any{"otlp_grpc/peer-1", "otlp_grpc/peer-2"}, pipes["logs/claims-out"].(map[string]any)["exporters"])
 
 	// Without peers no claim port is opened.
-	cfg = configOf(t, render(t, nodeDefault), release+"-flowattr")
+	cfg = agentConfig(t, render(t, nodeDefault))
 	assert.NotContains(t, cfg["receivers"], "otlp/claims")
 	assert.Equal(t, []any{"debug"}, cfg["service"].(map[string]any)["pipelines"].(map[string]any)["logs/flows"].(map[string]any)["exporters"])
 }
