@@ -44,7 +44,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: build run test bench bench-e2e evaluate generate lint fmt cross-build test-deps generate-deps envtest-assets clean
+.PHONY: build run test bench bench-e2e evaluate generate lint fmt cross-build test-deps generate-deps envtest-assets helm-lint clean
 
 ## build: build bin/otelcol-flowattr with ocb from builder-config.yaml.
 build: $(BINARY)
@@ -72,12 +72,20 @@ envtest-assets: $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd
 $(ENVTEST_ASSETS)/kube-apiserver $(ENVTEST_ASSETS)/etcd &:
 	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) GO=$(GO) tools/envtest-assets.sh $(ENVTEST_ASSETS)
 
+HELM_CHART := deploy/helm/flowattr
+
+## helm-lint: helm lint and helm template the chart in $(HELM_CHART) (test/helm checks what it renders).
+# Also builds the pinned helm once, so that test/helm's runs of it start at once.
+helm-lint:
+	$(GOTOOL) helm lint --strict $(HELM_CHART)
+	$(GOTOOL) helm template flowattr $(HELM_CHART) >/dev/null
+
 ## test: go test -race over the module; the e2e tests run the built binary.
 # One test binary at a time (-p 1): the eBPF tests count every close of a
 # connection burst, and a flood test of the collector running beside them
 # makes the kernel skip nested runs of the tracing programs (counted as
 # recursion misses), which those tests rightly refuse.
-test: test-deps envtest-assets $(BINARY)
+test: test-deps envtest-assets helm-lint $(BINARY)
 	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) $(GO) test -race -p 1 -timeout $(TEST_TIMEOUT) ./...
 
 ## bench: run the benchmarks of $(BENCH_PKGS) $(BENCH_COUNT) times into $(BENCH_OUT) (benchstat input).
