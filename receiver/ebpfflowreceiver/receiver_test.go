@@ -406,12 +406,11 @@ type ownerChangeTest struct {
 	spans map[string][2]time.Time // claim ranges by "address owner"
 }
 
-func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
+// fileOwnershipConfig is a receiver configuration whose only owners come
+// from the ownership file at path, polled fast, and whose claim and flush
+// intervals never elapse within a test.
+func fileOwnershipConfig(t *testing.T, path string) *Config {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "owners.yaml")
-	replaceFile(t, path, before)
-	ft := newFakeTracer(events...)
-	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
 	cfg.ClaimInterval = time.Hour
 	cfg.FlushInterval = time.Hour
@@ -420,6 +419,16 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
 	require.NoError(t, cfg.Validate())
 	cfg.Ownership.File.PollInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
+	return cfg
+}
+
+func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	replaceFile(t, path, before)
+	ft := newFakeTracer(events...)
+	clock := newManualClock(at(0))
+	cfg := fileOwnershipConfig(t, path)
 	oc := &ownerChangeTest{tel: componenttest.NewTelemetry(), sink: new(consumertest.LogsSink), spans: map[string][2]time.Time{}}
 	t.Cleanup(func() { require.NoError(t, oc.tel.Shutdown(context.Background())) })
 	r, err := newFlowReceiver(metadatatest.NewSettings(oc.tel), cfg, oc.sink, testEnvironment(ft, clock, machineIDFile(t)))
@@ -585,14 +594,7 @@ func TestReceiverClaimsNewAddressesAtOnce(t *testing.T) {
 	replaceFile(t, path, ownershipFile("10.0.0.1", "a"))
 	ft := newFakeTracer()
 	clock := newManualClock(at(0))
-	cfg := createDefaultConfig()
-	cfg.ClaimInterval = time.Hour
-	cfg.FlushInterval = time.Hour
-	cfg.ActiveInterval = 0
-	cfg.Ownership.Static.HostAddresses = false
-	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
-	require.NoError(t, cfg.Validate())
-	cfg.Ownership.File.PollInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
+	cfg := fileOwnershipConfig(t, path)
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
 	sink := new(consumertest.LogsSink)
