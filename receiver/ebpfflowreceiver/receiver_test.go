@@ -406,12 +406,11 @@ type ownerChangeTest struct {
 	spans map[string][2]time.Time // claim ranges by "address owner"
 }
 
-func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
+// fileOwnershipConfig is a receiver configuration whose only owners come
+// from the ownership file at path, polled fast, and whose claim and flush
+// intervals never elapse within a test.
+func fileOwnershipConfig(t *testing.T, path string) *Config {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "owners.yaml")
-	replaceFile(t, path, before)
-	ft := newFakeTracer(events...)
-	clock := newManualClock(at(0))
 	cfg := createDefaultConfig()
 	cfg.ClaimInterval = time.Hour
 	cfg.FlushInterval = time.Hour
@@ -420,6 +419,16 @@ func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) 
 	cfg.Ownership.File = FileSourceConfig{Path: path, PollInterval: time.Hour}
 	require.NoError(t, cfg.Validate())
 	cfg.Ownership.File.PollInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
+	return cfg
+}
+
+func runOwnerChange(t *testing.T, before, after string, events ...tracer.Event) *ownerChangeTest {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	replaceFile(t, path, before)
+	ft := newFakeTracer(events...)
+	clock := newManualClock(at(0))
+	cfg := fileOwnershipConfig(t, path)
 	oc := &ownerChangeTest{tel: componenttest.NewTelemetry(), sink: new(consumertest.LogsSink), spans: map[string][2]time.Time{}}
 	t.Cleanup(func() { require.NoError(t, oc.tel.Shutdown(context.Background())) })
 	r, err := newFlowReceiver(metadatatest.NewSettings(oc.tel), cfg, oc.sink, testEnvironment(ft, clock, machineIDFile(t)))
@@ -575,4 +584,41 @@ func TestReceiverStampsOnlyFlowsAfterSinceOnBothClocks(t *testing.T) {
 	ev.StartBoot = bootAt(10.3)            // began after the change at 10 s
 	oc := runOwnerChange(t, ownershipFile("10.0.0.0/24", "a"), ownershipFile("10.0.0.0/24", "a", "10.0.0.1", "b"), ev)
 	assert.Equal(t, []string{""}, oc.localOwners())
+}
+
+// An address that gets an owner is claimed at once, not at the next
+// claim_interval: peers hold flows to it until a claim covers it. Here the
+// interval is an hour, and the claim must arrive while the receiver runs.
+func TestReceiverClaimsNewAddressesAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.yaml")
+	replaceFile(t, path, ownershipFile("10.0.0.1", "a"))
+	ft := newFakeTracer()
+	clock := newManualClock(at(0))
+	cfg := fileOwnershipConfig(t, path)
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	sink := new(consumertest.LogsSink)
+	r, err := newFlowReceiver(metadatatest.NewSettings(tel), cfg, sink, testEnvironment(ft, clock, machineIDFile(t)))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() { require.NoError(t, r.Shutdown(context.Background())) })
+	<-ft.delivered
+
+	clock.Set(at(10))
+	replaceFile(t, path, ownershipFile("10.0.0.1", "a", "10.0.0.2", "b"))
+	var got []flowschema.Claim
+	require.Eventually(t, func() bool {
+		_, claimRecords := split(records(sink))
+		got = got[:0]
+		for _, lr := range claimRecords {
+			c, err := flowschema.ParseClaim(lr)
+			require.NoError(t, err)
+			got = append(got, c)
+		}
+		return len(got) > 0
+	}, 5*time.Second, 5*time.Millisecond, "no claim of the new address before the claim interval closed")
+	require.Len(t, got, 1, "only the new address is claimed early")
+	assert.Equal(t, "10.0.0.2", got[0].Address.String())
+	assert.Equal(t, "b", got[0].Owner.ID)
+	assert.Equal(t, [2]time.Time{at(10), at(10)}, claimSpan(got[0]), "claimed from when it was published")
 }

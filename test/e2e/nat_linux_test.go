@@ -9,16 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/netns"
 )
 
 // The addresses of testdata/e2e-nat.yaml: a client pod and a backend pod,
@@ -32,13 +30,9 @@ var (
 	natService = netip.MustParseAddrPort("10.96.203.10:80")
 )
 
-// natTopology holds the names of the test's three network namespaces.
-type natTopology struct{ node, client, server string }
-
-// newNATTopology creates the namespaces, links and the DNAT rule (nft, in
-// the node namespace, at prerouting as kube-proxy's); all are deleted when
-// the test ends. Nothing is routed outside the namespaces.
-func newNATTopology(t *testing.T) natTopology {
+// newNATTopology creates the namespaces, links and the DNAT rule of
+// netns.NewNAT for the addresses above, deleted when the test ends.
+func newNATTopology(t *testing.T) netns.NAT {
 	t.Helper()
 	for _, tool := range []string{"ip", "nft", "setpriv"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -48,93 +42,24 @@ func newNATTopology(t *testing.T) natTopology {
 			t.Skipf("SKIPPED, NOT RUN: %s is missing (`make test-deps` installs it)", tool)
 		}
 	}
-	tag := fmt.Sprintf("%05d", os.Getpid()%100000)
-	top := natTopology{node: "flowattr-nat-" + tag + "-n", client: "flowattr-nat-" + tag + "-c", server: "flowattr-nat-" + tag + "-s"}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	for _, ns := range []string{top.node, top.client, top.server} {
-		ip("netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		ip("-n", ns, "link", "set", "lo", "up")
-	}
-	for _, l := range []struct {
-		ns, dev, peerDev   string
-		addr, node, prefix string
-	}{
-		{top.client, "fnc" + tag, "fnn" + tag, natClient.String(), natNodeC.String(), "/24"},
-		{top.server, "fns" + tag, "fnm" + tag, natBackend.Addr().String(), natNodeS.String(), "/24"},
-	} {
-		ip("link", "add", l.dev, "netns", l.ns, "type", "veth", "peer", "name", l.peerDev, "netns", top.node)
-		ip("-n", l.ns, "addr", "add", l.addr+l.prefix, "dev", l.dev)
-		ip("-n", l.ns, "link", "set", l.dev, "up")
-		ip("-n", l.ns, "route", "add", "default", "via", l.node)
-		ip("-n", top.node, "addr", "add", l.node+l.prefix, "dev", l.peerDev)
-		ip("-n", top.node, "link", "set", l.peerDev, "up")
-	}
-	ip("netns", "exec", top.node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-	rules := fmt.Sprintf(`table ip flowattr_e2e {
-	chain prerouting {
-		type nat hook prerouting priority dstnat;
-		ip daddr %s tcp dport %d dnat to %s
-	}
-}`, natService.Addr(), natService.Port(), natBackend)
-	cmd := exec.Command("ip", "netns", "exec", top.node, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft -f in %s: %v: %s", top.node, err, out)
-	}
-	return top
-}
-
-// inNetns runs f on an OS thread switched into the named network namespace.
-// Sockets created by f stay in that namespace whatever thread uses them
-// later. The thread is never switched back: it ends with its goroutine.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked: the thread dies with the goroutine
-		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("opening network namespace %s: %w", ns, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("entering network namespace %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
+	return netns.NewNAT(t, "nat", "fn", fmt.Sprintf("%05d", os.Getpid()%100000), netns.NATAddrs{
+		Client: natClient, NodeC: natNodeC, NodeS: natNodeS, Backend: natBackend, Service: natService,
+	})
 }
 
 func listenIn(t *testing.T, ns, addr string) net.Listener {
 	t.Helper()
-	var l net.Listener
-	if err := inNetns(ns, func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+	l, err := netns.Listen(ns, addr)
+	if err != nil {
 		t.Fatalf("listening on %s in %s: %v", addr, ns, err)
 	}
 	return l
 }
 
-func dialIn(ns string) collectortest.DialFunc {
-	return func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-		err = inNetns(ns, func() error {
-			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
-}
-
 // connectToService makes one connection from the client namespace to the
 // service address, which the node translates to the backend listening on l,
 // and returns the client's port.
-func connectToService(t *testing.T, top natTopology, l net.Listener) uint16 {
+func connectToService(t *testing.T, top netns.NAT, l net.Listener) uint16 {
 	t.Helper()
 	served := make(chan error, 1)
 	go func() {
@@ -153,9 +78,9 @@ func connectToService(t *testing.T, top natTopology, l net.Listener) uint16 {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := dialIn(top.client)(ctx, "tcp", natService.String())
+	conn, err := netns.Dialer(top.Client, netip.Addr{})(ctx, "tcp", natService.String())
 	if err != nil {
-		t.Fatalf("dial %s from %s: %v", natService, top.client, err)
+		t.Fatalf("dial %s from %s: %v", natService, top.Client, err)
 	}
 	defer conn.Close()
 	if _, err := conn.Write(bytes.Repeat([]byte{'q'}, requestLen)); err != nil {
@@ -179,15 +104,15 @@ type natCollector struct {
 	metricsAddr string
 }
 
-func startNATCollector(t *testing.T, top natTopology, wrapper ...string) *natCollector {
+func startNATCollector(t *testing.T, top netns.NAT, wrapper ...string) *natCollector {
 	t.Helper()
-	sink := collectortest.ServeSink(t, listenIn(t, top.node, "127.0.0.1:0"))
+	sink := collectortest.ServeSink(t, listenIn(t, top.Node, "127.0.0.1:0"))
 	// Ports free in the node namespace, whose loopback only the test uses.
 	health, metrics := 13133, 18888
 	col := collectortest.Start(t, collectortest.Options{
 		Configs: []string{"../../testdata/e2e-nat.yaml"},
-		Wrapper: append([]string{"ip", "netns", "exec", top.node}, wrapper...),
-		Dial:    dialIn(top.node),
+		Wrapper: append([]string{"ip", "netns", "exec", top.Node}, wrapper...),
+		Dial:    netns.Dialer(top.Node, netip.Addr{}),
 		Env: map[string]string{
 			"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(health),
 			"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metrics),
@@ -243,7 +168,7 @@ func TestServiceTranslatedByDNAT(t *testing.T) {
 	requireRoot(t)
 	collectortest.Binary(t)
 	top := newNATTopology(t)
-	backend := listenIn(t, top.server, natBackend.String())
+	backend := listenIn(t, top.Server, natBackend.String())
 	t.Cleanup(func() { backend.Close() })
 
 	t.Run("translated", func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/testca"
 )
 
 const claimTopic = "flowattr-claims"
@@ -70,7 +71,7 @@ func (b *kafkaBroker) ListenAddrs() []string { return []string{loopbackAddr(b.po
 type gatewayTier struct {
 	kafka    *kafkaBroker
 	sink     *collectortest.Sink
-	ca       *testCA
+	ca       *testca.CA
 	gateways []*gateway
 }
 
@@ -90,12 +91,12 @@ func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTie
 	kafka := startKafka(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "sink listener")
-	tier := &gatewayTier{kafka: kafka, sink: collectortest.ServeSink(t, l), ca: newTestCA(t, "flowattr-test-agents")}
+	tier := &gatewayTier{kafka: kafka, sink: collectortest.ServeSink(t, l), ca: testca.New(t, "flowattr-test-agents")}
 
 	overlayFile := filepath.Join(t.TempDir(), "overlay.yaml")
 	must(t, os.WriteFile(overlayFile, []byte(overlay), 0o600), "writing overlay")
 	for _, name := range names {
-		cert := tier.ca.issue(t, name, net.ParseIP("127.0.0.1"))
+		cert := tier.ca.Issue(t, name, net.ParseIP("127.0.0.1"))
 		g := &gateway{
 			name:        name,
 			agentAddr:   loopbackAddr(collectortest.FreePort(t)),
@@ -247,10 +248,10 @@ processors:
     max_wait: 20s
 `, "gateway-1", "gateway-2")
 	g1, g2 := tier.gateways[0], tier.gateways[1]
-	agentA := tier.ca.issue(t, "agent-a")
-	agentB := tier.ca.issue(t, "agent-b")
-	toG1 := dialAgent(t, g1.agentAddr, tier.ca.clientTLS(agentA))
-	toG2 := dialAgent(t, g2.agentAddr, tier.ca.clientTLS(agentB))
+	agentA := tier.ca.Issue(t, "agent-a")
+	agentB := tier.ca.Issue(t, "agent-b")
+	toG1 := dialAgent(t, g1.agentAddr, tier.ca.ClientTLS(agentA))
+	toG2 := dialAgent(t, g2.agentAddr, tier.ca.ClientTLS(agentB))
 	ctx := context.Background()
 
 	now := time.Now()

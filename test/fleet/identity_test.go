@@ -19,6 +19,7 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/testca"
 )
 
 // identityConfig is a collector whose ownership processor checks
@@ -87,9 +88,9 @@ service:
 // and no flow is attributed from them.
 func TestCertificateIdentityFailsClosed(t *testing.T) {
 	collectortest.Binary(t)
-	ca := newTestCA(t, "flowattr-test-identity")
-	server := ca.issue(t, "collector", net.ParseIP("127.0.0.1"))
-	agent := ca.issue(t, "agent-a")
+	ca := testca.New(t, "flowattr-test-identity")
+	server := ca.Issue(t, "collector", net.ParseIP("127.0.0.1"))
+	agent := ca.Issue(t, "agent-a")
 	sink := collectortest.StartSink(t)
 	port := func() string { return fmt.Sprintf("127.0.0.1:%d", collectortest.FreePort(t)) }
 	health, grpcMTLS, httpMTLS, grpcTLS, httpTLS := port(), port(), port(), port(), port()
@@ -100,7 +101,7 @@ func TestCertificateIdentityFailsClosed(t *testing.T) {
 	col := collectortest.Start(t, collectortest.Options{Configs: []string{config}})
 	col.WaitReady(t, health)
 
-	withCert, noCert := ca.clientTLS(agent), ca.clientTLS(leaf{})
+	withCert, noCert := ca.ClientTLS(agent), ca.ClientTLS(testca.Leaf{})
 	https := func(tlsCfg *tls.Config) *http.Client {
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	}

@@ -60,8 +60,8 @@ type sentFlow struct {
 func TestGatewayKafkaBrokerRestart(t *testing.T) {
 	tier := startGatewayTier(t, "", "gateway-1", "gateway-2")
 	g1, g2 := tier.gateways[0], tier.gateways[1]
-	toG1 := dialAgent(t, g1.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-a")))
-	toG2 := dialAgent(t, g2.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-b")))
+	toG1 := dialAgent(t, g1.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-a")))
+	toG2 := dialAgent(t, g2.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-b")))
 	// Claims go on a little after the flows stop, so that the last flows'
 	// clock_skew window is claimed too.
 	claimsCtx, stopClaims := context.WithCancel(context.Background())

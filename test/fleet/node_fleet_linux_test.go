@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/netns"
+	"github.com/flowattr/flowattr/test/internal/testca"
 )
 
 // Timing of the node fleet scenario. The ownership file is polled every
@@ -75,7 +77,7 @@ type workload struct {
 
 func startWorkload(t *testing.T, a netip.Addr, owner string, h *host) *workload {
 	t.Helper()
-	l, err := listenIn(h.netns, netip.AddrPortFrom(a, serverPort).String())
+	l, err := netns.Listen(h.netns, netip.AddrPortFrom(a, serverPort).String())
 	must(t, err, "listening on %s in %s", a, h.name)
 	w := &workload{addr: a, owner: owner, host: h, l: l}
 	w.wg.Add(1)
@@ -203,7 +205,7 @@ func (tr *traffic) connect(client, server *workload) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	c, err := netnsDialer(client.host.netns, client.addr)(ctx, "tcp", netip.AddrPortFrom(server.addr, serverPort).String())
+	c, err := netns.Dialer(client.host.netns, client.addr)(ctx, "tcp", netip.AddrPortFrom(server.addr, serverPort).String())
 	if err != nil {
 		tr.truth.mu.Lock()
 		tr.failed++
@@ -259,8 +261,8 @@ func startNodeFleet(t *testing.T, viaProxies bool) *nodeFleet {
 	h1.addAddr(t, f.moving)
 	h2.addAddr(t, f.db)
 
-	ca := newTestCA(t, "flowattr-test-fleet")
-	sinkListener, err := listenIn(h1.netns, netip.AddrPortFrom(h1.addr, 0).String())
+	ca := testca.New(t, "flowattr-test-fleet")
+	sinkListener, err := netns.Listen(h1.netns, netip.AddrPortFrom(h1.addr, 0).String())
 	must(t, err, "sink listener")
 	f.sink = collectortest.ServeSink(t, sinkListener)
 
@@ -269,9 +271,9 @@ func startNodeFleet(t *testing.T, viaProxies bool) *nodeFleet {
 	if viaProxies {
 		f.proxies = map[*host]*delayProxy{}
 		for _, h := range []*host{h1, h2} {
-			l, err := listenIn(h.netns, netip.AddrPortFrom(h.addr, 0).String())
+			l, err := netns.Listen(h.netns, netip.AddrPortFrom(h.addr, 0).String())
 			must(t, err, "proxy listener")
-			f.proxies[h] = startDelayProxy(t, l, netnsDialer(h.netns, netip.Addr{}), claimEndpoint(h))
+			f.proxies[h] = startDelayProxy(t, l, netns.Dialer(h.netns, netip.Addr{}), claimEndpoint(h))
 		}
 		peer = func(h *host) string { return f.proxies[h].l.Addr().String() }
 	}
@@ -280,14 +282,14 @@ func startNodeFleet(t *testing.T, viaProxies bool) *nodeFleet {
 	overlay := filepath.Join(dir, "overlay.yaml")
 	must(t, os.WriteFile(overlay, []byte(nodeOverlay), 0o600), "overlay")
 	for _, h := range []*host{h1, h2} {
-		cert := ca.issue(t, h.name, h.addr.AsSlice())
+		cert := ca.Issue(t, h.name, h.addr.AsSlice())
 		n := &node{host: h, ownership: filepath.Join(dir, h.name+"-owners.yaml")}
 		n.spec = collectortest.Options{
 			Name:    h.name,
 			Configs: []string{configPath(t, "node.yaml"), overlay},
 			// ip netns exec execs the binary, so the process is the collector.
 			Wrapper: []string{"ip", "netns", "exec", h.netns},
-			Dial:    netnsDialer(h.netns, netip.Addr{}),
+			Dial:    netns.Dialer(h.netns, netip.Addr{}),
 			Env: map[string]string{
 				"FLOWATTR_NODE_NAME":               h.name,
 				"FLOWATTR_OWNERSHIP_FILE":          n.ownership,

@@ -10,6 +10,7 @@ import (
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/testca"
 )
 
 // sourcesOverlay restricts the ownership processors of gateway.yaml to the
@@ -42,9 +43,9 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 	tier := startGatewayTier(t, sourcesOverlay, "gateway-1")
 	g := tier.gateways[0]
 	ctx := context.Background()
-	agentA := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-a")))
-	agentB := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "agent-b")))
-	rogue := dialAgent(t, g.agentAddr, tier.ca.clientTLS(tier.ca.issue(t, "rogue")))
+	agentA := dialAgent(t, g.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-a")))
+	agentB := dialAgent(t, g.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-b")))
+	rogue := dialAgent(t, g.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "rogue")))
 
 	now := time.Now()
 	checkout, spare, payments := netip.MustParseAddr("10.1.0.7"), netip.MustParseAddr("10.1.0.8"), netip.MustParseAddr("10.1.0.9")
@@ -53,10 +54,10 @@ func TestRoguePeerCannotStealAddress(t *testing.T) {
 
 	// The gateway refuses senders without a certificate from the fleet's
 	// CA: one from another CA, and none at all. Both trust the gateway.
-	otherCA := newTestCA(t, "not-the-fleet")
+	otherCA := testca.New(t, "not-the-fleet")
 	for name, cfg := range map[string]*tls.Config{
-		"certificate from another CA": tier.ca.clientTLS(otherCA.issue(t, "stranger")),
-		"no certificate":              tier.ca.clientTLS(leaf{}),
+		"certificate from another CA": tier.ca.ClientTLS(otherCA.Issue(t, "stranger")),
+		"no certificate":              tier.ca.ClientTLS(testca.Leaf{}),
 	} {
 		c := dialAgent(t, g.agentAddr, cfg)
 		if err := c.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: evil, Start: now.Add(-20 * time.Second), End: now, Sender: "agent-a"})); err == nil {

@@ -6,18 +6,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/flowattr/flowattr/test/internal/netns"
 )
 
 // envtestAssets is where `make envtest-assets` builds etcd and
@@ -36,16 +35,7 @@ func envtestAssets() string {
 // builds them; by hand, `make envtest-assets`).
 func requireEnv(t testing.TB) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root (network namespaces and eBPF)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		missing = append(missing, "the ip command (iproute2; `make test-deps` installs it)")
-	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		missing = append(missing, "kernel BTF at /sys/kernel/btf/vmlinux")
-	}
+	missing := netns.Missing()
 	for _, bin := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(envtestAssets(), bin)); err != nil {
 			missing = append(missing, fmt.Sprintf("%s in %s (run `make envtest-assets`)", bin, envtestAssets()))
@@ -96,10 +86,10 @@ func startCluster(t testing.TB) *cluster {
 	return c
 }
 
-// addNode registers a node with the given pod CIDR.
-func (c *cluster) addNode(t testing.TB, name, podCIDR string) {
+// addNode registers the tests' node with the given pod CIDR.
+func (c *cluster) addNode(t testing.TB, podCIDR string) {
 	t.Helper()
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
 	if _, err := c.client.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +130,14 @@ func (c *cluster) createPod(t testing.TB, p podSpec) *corev1.Pod {
 func (c *cluster) startPod(t testing.TB, pod *corev1.Pod, ip netip.Addr, sandbox time.Time) *corev1.Pod {
 	t.Helper()
 	pod = pod.DeepCopy()
-	pod.Status = corev1.PodStatus{
+	pod.Status = runningStatus(ip, sandbox)
+	return c.updateStatus(t, pod)
+}
+
+// runningStatus is the status the kubelet writes for a running pod with
+// address ip whose sandbox got its network at sandbox.
+func runningStatus(ip netip.Addr, sandbox time.Time) corev1.PodStatus {
+	return corev1.PodStatus{
 		Phase:  corev1.PodRunning,
 		PodIP:  ip.String(),
 		PodIPs: []corev1.PodIP{{IP: ip.String()}},
@@ -149,7 +146,6 @@ func (c *cluster) startPod(t testing.TB, pod *corev1.Pod, ip netip.Addr, sandbox
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(sandbox)},
 		},
 	}
-	return c.updateStatus(t, pod)
 }
 
 // finishPod plays the kubelet of a completed pod: phase Succeeded, its
@@ -180,78 +176,27 @@ func (c *cluster) deletePod(t testing.TB, pod *corev1.Pod) {
 	}
 }
 
-// netns is a network namespace of the test: a node's pods, or a client.
-type netns struct {
-	name string
-	dev  string
-}
+// space is a network namespace of the test, by its end of a veth pair:
+// a node's pods, or a client.
+type space struct{ netns.End }
 
 // newLink creates two namespaces joined by a veth pair, with addresses a
 // and b (/16), deleted when the test ends.
-func newLink(t testing.TB, tag string, a, b netip.Prefix) (*netns, *netns) {
+func newLink(t testing.TB, tag string, a, b netip.Prefix) (*space, *space) {
 	t.Helper()
 	id := fmt.Sprintf("%05d", os.Getpid()%100000)
-	x := &netns{name: "flowattr-kube-" + id + "-" + tag + "a", dev: "fk" + id + tag + "a"}
-	y := &netns{name: "flowattr-kube-" + id + "-" + tag + "b", dev: "fk" + id + tag + "b"}
-	for _, n := range []*netns{x, y} {
-		if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
-			t.Skipf("SKIPPED, NOT RUN: cannot create network namespace %s: %v: %s", n.name, err, out)
-		}
-		name := n.name
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	}
-	runIP(t, "link", "add", x.dev, "netns", x.name, "type", "veth", "peer", "name", y.dev, "netns", y.name)
-	for n, p := range map[*netns]netip.Prefix{x: a, y: b} {
-		runIP(t, "-n", n.name, "link", "set", "lo", "up")
-		runIP(t, "-n", n.name, "addr", "add", p.String(), "dev", n.dev)
-		runIP(t, "-n", n.name, "link", "set", n.dev, "up")
-	}
+	x := &space{netns.End{NS: "flowattr-kube-" + id + "-" + tag + "a", Dev: "fk" + id + tag + "a", Prefix: a}}
+	y := &space{netns.End{NS: "flowattr-kube-" + id + "-" + tag + "b", Dev: "fk" + id + tag + "b", Prefix: b}}
+	netns.Pair(t, x.End, y.End)
 	return x, y
-}
-
-func (n *netns) addAddr(t testing.TB, a netip.Addr) {
-	t.Helper()
-	runIP(t, "-n", n.name, "addr", "add", a.String()+"/32", "dev", n.dev)
-}
-
-func (n *netns) delAddr(t testing.TB, a netip.Addr) {
-	t.Helper()
-	runIP(t, "-n", n.name, "addr", "del", a.String()+"/32", "dev", n.dev)
-}
-
-func runIP(t testing.TB, args ...string) {
-	t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
-// in runs f on an OS thread switched into n; sockets made there stay in n.
-func (n *netns) in(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := unix.Open("/var/run/netns/"+n.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
 }
 
 // serve accepts connections on port in n, reads each to its end and closes
 // it, until the test ends.
-func (n *netns) serve(t testing.TB, port int) {
+func (n *space) serve(t testing.TB, port int) {
 	t.Helper()
 	var l net.Listener
-	if err := n.in(func() (err error) {
+	if err := netns.In(n.NS, func() (err error) {
 		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
@@ -279,11 +224,11 @@ func (n *netns) serve(t testing.TB, port int) {
 
 // connect makes one short connection from n to addr:port and returns its
 // client port and when it started.
-func (n *netns) connect(t testing.TB, addr netip.Addr, port int) (int, time.Time) {
+func (n *space) connect(t testing.TB, addr netip.Addr, port int) (int, time.Time) {
 	t.Helper()
 	var c net.Conn
 	start := time.Now()
-	if err := n.in(func() (err error) {
+	if err := netns.In(n.NS, func() (err error) {
 		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(addr, uint16(port)).String(), 5*time.Second)
 		return err
 	}); err != nil {

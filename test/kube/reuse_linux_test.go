@@ -11,6 +11,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/test/internal/collectortest"
+	"github.com/flowattr/flowattr/test/internal/netns"
 )
 
 const (
@@ -34,20 +35,34 @@ type collector struct {
 	metricsAddr string
 }
 
-func startCollector(t *testing.T, c *cluster, sink *collectortest.Sink, nodeName string) *collector {
+func startCollector(t *testing.T, kubeconfig string, sink *collectortest.Sink) *collector {
+	t.Helper()
+	return startCollectorIn(t, "", kubeconfig, sink)
+}
+
+// startCollectorIn starts the collector in network namespace ns (the
+// test's own when empty), whose loopback must reach the sink and the API
+// server as kubeconfig says.
+func startCollectorIn(t *testing.T, ns, kubeconfig string, sink *collectortest.Sink) *collector {
 	t.Helper()
 	health, metrics := collectortest.FreePort(t), collectortest.FreePort(t)
-	col := collectortest.Start(t, collectortest.Options{
-		Name:    nodeName,
+	opts := collectortest.Options{
+		Name:    node,
 		Configs: []string{"../../testdata/e2e-kube.yaml"},
 		Env: map[string]string{
 			"FLOWATTR_E2E_HEALTH_PORT":  strconv.Itoa(health),
 			"FLOWATTR_E2E_METRICS_PORT": strconv.Itoa(metrics),
 			"FLOWATTR_E2E_SINK_PORT":    strconv.Itoa(int(sink.Addr.Port())),
-			"FLOWATTR_E2E_NODE":         nodeName,
-			"FLOWATTR_E2E_KUBECONFIG":   c.kubeconfig,
+			"FLOWATTR_E2E_NODE":         node,
+			"FLOWATTR_E2E_KUBECONFIG":   kubeconfig,
 		},
-	})
+	}
+	if ns != "" {
+		// ip netns exec execs the binary, so the process is the collector.
+		opts.Wrapper = []string{"ip", "netns", "exec", ns}
+		opts.Dial = netns.Dialer(ns, netip.Addr{})
+	}
+	col := collectortest.Start(t, opts)
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(health))
 	return &collector{Collector: col, metricsAddr: "127.0.0.1:" + strconv.Itoa(metrics)}
 }
@@ -82,6 +97,7 @@ func waitClaim(t *testing.T, sink *collectortest.Sink, addr netip.Addr, owner st
 
 // conn is a connection the test made, and who held its server address.
 type conn struct {
+	client     netip.Addr
 	clientPort int
 	start      time.Time
 	owner      string // the pod UID that held the address
@@ -93,7 +109,7 @@ func clientRecord(t *testing.T, sink *collectortest.Sink, c conn) collectortest.
 	deadline := time.Now().Add(waitLong)
 	for time.Now().Before(deadline) {
 		for _, r := range sink.Records() {
-			if r.EventName == flowschema.EventFlow && r.Str(flowschema.AttrNetworkLocalAddress) == clientNet.Addr().String() &&
+			if r.EventName == flowschema.EventFlow && r.Str(flowschema.AttrNetworkLocalAddress) == c.client.String() &&
 				r.Int(flowschema.AttrNetworkLocalPort) == int64(c.clientPort) && r.Str(flowschema.AttrPeerAttributionStatus) != "" {
 				return r
 			}
@@ -111,7 +127,7 @@ func serverRecord(t *testing.T, sink *collectortest.Sink, c conn) collectortest.
 	for time.Now().Before(deadline) {
 		for _, r := range sink.Records() {
 			if r.EventName == flowschema.EventFlow && r.Int(flowschema.AttrNetworkPeerPort) == int64(c.clientPort) &&
-				r.Str(flowschema.AttrNetworkPeerAddress) == clientNet.Addr().String() {
+				r.Str(flowschema.AttrNetworkPeerAddress) == c.client.String() {
 				return r
 			}
 		}
@@ -133,11 +149,11 @@ func serverRecord(t *testing.T, sink *collectortest.Sink, c conn) collectortest.
 func TestPodAddressReuse(t *testing.T) {
 	requireEnv(t)
 	c := startCluster(t)
-	c.addNode(t, node, podCIDR)
+	c.addNode(t, podCIDR)
 	nodeNS, clientNS := newLink(t, "r", nodeNet, clientNet)
 	nodeNS.serve(t, port)
 	sink := collectortest.StartSink(t)
-	col := startCollector(t, c, sink, node)
+	col := startCollector(t, c.kubeconfig, sink)
 
 	addr := netip.MustParseAddr("10.244.1.5")
 	var conns []conn
@@ -146,7 +162,7 @@ func TestPodAddressReuse(t *testing.T) {
 			prev()
 		}
 		pod := c.createPod(t, podSpec{name: name, node: node})
-		nodeNS.addAddr(t, addr)
+		nodeNS.AddAddr(t, addr)
 		sandbox = time.Now()
 		c.startPod(t, pod, addr, sandbox)
 		uid = string(pod.UID)
@@ -156,7 +172,7 @@ func TestPodAddressReuse(t *testing.T) {
 		time.Sleep(edgeMargin)
 		for range 5 {
 			p, start := clientNS.connect(t, addr, port)
-			conns = append(conns, conn{clientPort: p, start: start, owner: uid})
+			conns = append(conns, conn{client: clientNet.Addr(), clientPort: p, start: start, owner: uid})
 			time.Sleep(100 * time.Millisecond)
 		}
 		time.Sleep(edgeMargin)
@@ -170,7 +186,7 @@ func TestPodAddressReuse(t *testing.T) {
 	}
 	uidB, _ := hold("b", func() {
 		c.deletePod(t, podA)
-		nodeNS.delAddr(t, addr)
+		nodeNS.DelAddr(t, addr)
 		time.Sleep(2 * time.Second)
 	})
 	podB, err := c.client.CoreV1().Pods("default").Get(t.Context(), "b", metav1.GetOptions{})
@@ -179,7 +195,7 @@ func TestPodAddressReuse(t *testing.T) {
 	}
 	uidC, sandboxC := hold("c", func() {
 		c.finishPod(t, podB)
-		nodeNS.delAddr(t, addr)
+		nodeNS.DelAddr(t, addr)
 		time.Sleep(2 * time.Second)
 	})
 	t.Logf("pods a %s, b %s (completed, not deleted), c %s held %s in turn", uidA, uidB, uidC, addr)
@@ -213,7 +229,7 @@ func TestPodAddressReuse(t *testing.T) {
 		col.Stop(t)
 		restart := time.Now()
 		time.Sleep(1100 * time.Millisecond) // the restarted collector starts in a later second than C's sandbox
-		startCollector(t, c, sink, node)
+		startCollector(t, c.kubeconfig, sink)
 		waitClaim(t, sink, addr, uidC, restart)
 		want := sandboxC.Truncate(time.Second).Add(time.Second)
 		var starts []time.Time
@@ -238,9 +254,9 @@ func TestPodAddressReuse(t *testing.T) {
 func TestClaimLatency(t *testing.T) {
 	requireEnv(t)
 	c := startCluster(t)
-	c.addNode(t, node, podCIDR)
+	c.addNode(t, podCIDR)
 	sink := collectortest.StartSink(t)
-	startCollector(t, c, sink, node)
+	startCollector(t, c.kubeconfig, sink)
 	var latencies []time.Duration
 	for i := range 20 {
 		addr := netip.AddrFrom4([4]byte{10, 244, 1, byte(100 + i)})

@@ -1,4 +1,6 @@
-package fleet
+// Package testca makes throwaway certificate authorities and certificates
+// for tests of collectors talking mutual TLS.
+package testca
 
 import (
 	"crypto/ecdsa"
@@ -8,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -16,9 +19,9 @@ import (
 	"time"
 )
 
-// testCA is a throwaway certificate authority made for one test; its keys
+// CA is a throwaway certificate authority made for one test; its keys
 // live in the test's temporary directory only.
-type testCA struct {
+type CA struct {
 	dir  string
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
@@ -26,7 +29,8 @@ type testCA struct {
 	File string
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+// New makes a CA named name.
+func New(t testing.TB, name string) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	must(t, err, "CA key")
@@ -43,26 +47,27 @@ func newTestCA(t *testing.T, name string) *testCA {
 	must(t, err, "CA certificate")
 	cert, err := x509.ParseCertificate(der)
 	must(t, err, "parsing CA certificate")
-	ca := &testCA{dir: t.TempDir(), cert: cert, key: key}
+	ca := &CA{dir: t.TempDir(), cert: cert, key: key}
 	ca.File = ca.writePEM(t, name+"-ca.pem", "CERTIFICATE", der)
 	return ca
 }
 
-func (ca *testCA) writePEM(t *testing.T, name, kind string, der []byte) string {
+func (ca *CA) writePEM(t testing.TB, name, kind string, der []byte) string {
 	t.Helper()
 	p := filepath.Join(ca.dir, name)
 	must(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600), "writing %s", p)
 	return p
 }
 
-// leaf is a certificate for one collector or peer, usable as TLS server and
+// Leaf is a certificate for one collector or peer, usable as TLS server and
 // client (a node both receives and sends claims).
-type leaf struct {
+type Leaf struct {
 	CertFile, KeyFile string
 	pair              tls.Certificate
 }
 
-func (ca *testCA) issue(t *testing.T, name string, ips ...net.IP) leaf {
+// Issue makes a certificate for name (CommonName and DNS SAN) and ips.
+func (ca *CA) Issue(t testing.TB, name string, ips ...net.IP) Leaf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	must(t, err, "key for %s", name)
@@ -82,7 +87,7 @@ func (ca *testCA) issue(t *testing.T, name string, ips ...net.IP) leaf {
 	must(t, err, "certificate for %s", name)
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	must(t, err, "marshal key")
-	l := leaf{
+	l := Leaf{
 		CertFile: ca.writePEM(t, name+"-cert.pem", "CERTIFICATE", der),
 		KeyFile:  ca.writePEM(t, name+"-key.pem", "EC PRIVATE KEY", keyDER),
 	}
@@ -91,10 +96,10 @@ func (ca *testCA) issue(t *testing.T, name string, ips ...net.IP) leaf {
 	return l
 }
 
-// clientTLS is the TLS configuration of a test client presenting l (none
-// when l is the zero leaf) to a server on 127.0.0.1 whose certificate ca
+// ClientTLS is the TLS configuration of a test client presenting l (none
+// when l is the zero Leaf) to a server on 127.0.0.1 whose certificate ca
 // signed.
-func (ca *testCA) clientTLS(l leaf) *tls.Config {
+func (ca *CA) ClientTLS(l Leaf) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
@@ -102,4 +107,11 @@ func (ca *testCA) clientTLS(l leaf) *tls.Config {
 		cfg.Certificates = []tls.Certificate{l.pair}
 	}
 	return cfg
+}
+
+func must(t testing.TB, err error, what string, args ...any) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
+	}
 }
