@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -225,11 +226,13 @@ func BenchmarkLookupInCache(b *testing.B) {
 // each, in one loop, so that all three see the same phases of a machine
 // whose memory latency drifts. Each chunk is timed in the CPU time of its
 // thread, so that time spent waiting for a CPU on a shared machine does not
-// count, and the chunks take turns at going first, so that none of the three
+// count, and the three take turns at going first, so that none of them
 // always follows what ran before (another process, or the other two). The
-// ratios Lookup/map and LookupBatch/map are the figures to compare between
-// runs; Lookup-ns, LookupBatch-ns and map-ns move with the machine. ns/op
-// is per round of one lookup each.
+// ratios Lookup/map and LookupBatch/map, medians over the rounds of one
+// chunk each, so that the rounds another process disturbed do not decide
+// them, are the figures to compare between runs; Lookup-ns, LookupBatch-ns
+// and map-ns, means, move with the machine. ns/op is per round of one
+// lookup each.
 func BenchmarkLookupAgainstMap(b *testing.B) {
 	s := benchStore(b, benchKeys, benchRanges)
 	m := make(map[Key128]uint64, benchKeys)
@@ -277,27 +280,42 @@ func lookupAgainstMap(b *testing.B, s *Store[Key128], m map[Key128]uint64, keys 
 		},
 	}
 	var spent [3]int64 // thread CPU nanoseconds of ways[i]
+	var singleRatios, batchRatios []float64
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	startMeasure(b)
 	for done := 0; done < b.N; done += chunk {
 		off := done & (len(keys) - 1) // chunks never wrap: chunk divides len(keys)
 		n := min(chunk, b.N-done)
+		var round [3]int64
 		for w := range ways {
 			w = (w + done/chunk) % len(ways)
 			t0 := threadCPU()
 			ways[w](off, off+n)
-			spent[w] += threadCPU() - t0
+			round[w] = threadCPU() - t0
+			spent[w] += round[w]
+		}
+		if round[2] > 0 {
+			singleRatios = append(singleRatios, float64(round[0])/float64(round[2]))
+			batchRatios = append(batchRatios, float64(round[1])/float64(round[2]))
 		}
 	}
 	runtime.KeepAlive(sum)
 	if unattributed > 0 {
 		b.Fatalf("%d lookups not attributed", unattributed)
 	}
-	single, batch, plain := float64(spent[0]), float64(spent[1]), float64(spent[2])
-	b.ReportMetric(single/float64(b.N), "Lookup-ns")
-	b.ReportMetric(batch/float64(b.N), "LookupBatch-ns")
-	b.ReportMetric(plain/float64(b.N), "map-ns")
-	b.ReportMetric(single/plain, "Lookup/map")
-	b.ReportMetric(batch/plain, "LookupBatch/map")
+	b.ReportMetric(float64(spent[0])/float64(b.N), "Lookup-ns")
+	b.ReportMetric(float64(spent[1])/float64(b.N), "LookupBatch-ns")
+	b.ReportMetric(float64(spent[2])/float64(b.N), "map-ns")
+	b.ReportMetric(median(singleRatios), "Lookup/map")
+	b.ReportMetric(median(batchRatios), "LookupBatch/map")
+}
+
+// median returns the median of xs (which it sorts), or 0 if there are none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
