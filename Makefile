@@ -25,10 +25,11 @@ BENCH_OUT ?= bench.out
 # whether the binary is stale.
 GO_FILES := $(shell find . -name '*.go' -not -path './_build/*' -not -path './.git/*')
 # The binary is built from the non-test sources of the root module (not the
-# test support under internal/testutil) and the eBPF objects that bpf2go
-# embeds.
+# test support under internal/testutil), the eBPF objects that bpf2go
+# embeds and the flowmap exporter's embedded web page.
 BUILD_INPUTS := builder-config.yaml go.mod go.sum $(filter-out %_test.go ./test/% ./internal/testutil/%,$(GO_FILES)) \
-	$(shell find . -name '*_bpfel.o' -not -path './_build/*' -not -path './.git/*')
+	$(shell find . -name '*_bpfel.o' -not -path './_build/*' -not -path './.git/*') \
+	$(shell find exporter -path '*/web/*' -type f)
 
 # Commands run as root in CI; elsewhere apt-get goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -116,11 +117,17 @@ cross-build:
 		GOOS=$$goos $(GO) vet ./...; \
 	done
 
-# iproute2 for tests that build hosts in network namespaces; gcc for -race.
+# iproute2 for tests that build hosts in network namespaces; nftables for
+# the address translation test's DNAT rule, setpriv (util-linux) for running
+# its collector without CAP_NET_ADMIN; gcc for -race; chromium for the
+# flowmap page test (headless).
 test-deps:
 	@missing=""; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
+	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(apt_install_missing)
 
 # clang/llvm compile the eBPF C code, bpftool dumps vmlinux.h, libbpf-dev has

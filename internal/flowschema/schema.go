@@ -79,6 +79,15 @@ const (
 	AttrCgroupID = "flowattr.process.cgroup_id"
 	// AttrNetnsInode is the inode number of the connection's network namespace.
 	AttrNetnsInode = "flowattr.netns.inode"
+	// AttrPeerTranslatedAddress and AttrPeerTranslatedPort are where the
+	// kernel's address translation (DNAT, such as a Kubernetes Service's)
+	// sent a client connection to network.peer.*: the backend behind a
+	// service address. Absent when the connection was not translated or
+	// the receiver does not know. The semantic conventions have no
+	// attribute for an address after translation: destination.* is the
+	// address as observed, which network.peer.* already is.
+	AttrPeerTranslatedAddress = "flowattr.peer.translated.address"
+	AttrPeerTranslatedPort    = "flowattr.peer.translated.port"
 )
 
 // FlowAttributes returns the names of the attributes above, which a flow
@@ -94,6 +103,7 @@ func FlowAttributes() []string {
 		AttrFlowSocketCookie, AttrFlowBytesSent, AttrFlowBytesReceived,
 		AttrFlowSegmentsSent, AttrFlowSegmentsReceived, AttrFlowRetransmits,
 		AttrFlowSRTT, AttrFlowError, AttrCgroupID, AttrNetnsInode,
+		AttrPeerTranslatedAddress, AttrPeerTranslatedPort,
 	}
 }
 
@@ -122,6 +132,9 @@ const (
 	PrefixPeerOwner = "flowattr.peer.owner."
 	// PrefixClaimOwner holds the owner named by a claim.
 	PrefixClaimOwner = "flowattr.claim.owner."
+	// PrefixPeerTranslatedOwner holds the owner of the flow's translated
+	// peer (AttrPeerTranslatedAddress), added by the ownership processor.
+	PrefixPeerTranslatedOwner = "flowattr.peer.translated.owner."
 )
 
 // OwnerIDSuffix completes an owner prefix into the owner's ID attribute.
@@ -136,6 +149,11 @@ const (
 	// example "no_claim_yet", "gap", "expired", "overlapping_claims",
 	// "near_owner_change", "missing_key", "outside_workload_cidrs".
 	AttrPeerAttributionReason = "flowattr.peer.attribution.reason"
+	// AttrPeerTranslatedAttributionStatus and
+	// AttrPeerTranslatedAttributionReason are the same for the translated
+	// peer, on records that have one.
+	AttrPeerTranslatedAttributionStatus = "flowattr.peer.translated.attribution.status"
+	AttrPeerTranslatedAttributionReason = "flowattr.peer.translated.attribution.reason"
 )
 
 // Claim record attributes.

@@ -32,6 +32,13 @@ type Config struct {
 	TimeAttribute string `mapstructure:"time_attribute"`
 	// OwnerPrefix is the attribute prefix under which the owner is written.
 	OwnerPrefix string `mapstructure:"owner_prefix"`
+	// TranslatedKeyAttribute names the flow record attribute holding the
+	// translated peer: the backend that address translation sent a
+	// connection to a service address to.
+	TranslatedKeyAttribute string `mapstructure:"translated_key_attribute"`
+	// TranslatedOwnerPrefix is the attribute prefix under which the
+	// translated peer's owner is written; empty to not attribute it.
+	TranslatedOwnerPrefix string `mapstructure:"translated_owner_prefix"`
 	// KeepClaims passes claim records on after applying them instead of
 	// removing them from the stream.
 	KeepClaims bool `mapstructure:"keep_claims"`
@@ -88,21 +95,48 @@ var _ confmap.Validator = (*Config)(nil)
 
 func createDefaultConfig() *Config {
 	return &Config{
-		KeyAttribute:     flowschema.AttrNetworkPeerAddress,
-		TimeAttribute:    flowschema.AttrFlowStartTime,
-		OwnerPrefix:      flowschema.PrefixPeerOwner,
-		KeepFlows:        true,
-		ApplyLocalClaims: true,
-		SenderIdentity:   senderIdentityNone,
-		MaxFuture:        time.Minute,
-		MaxWait:          30 * time.Second,
-		MaxPending:       100_000,
-		MergeGap:         30 * time.Second,
-		ClockSkew:        time.Second,
-		Retention:        15 * time.Minute,
-		MaxKeys:          1_000_000,
-		OwnerLimits:      owners.DefaultLimits(),
+		KeyAttribute:           flowschema.AttrNetworkPeerAddress,
+		TimeAttribute:          flowschema.AttrFlowStartTime,
+		OwnerPrefix:            flowschema.PrefixPeerOwner,
+		TranslatedKeyAttribute: flowschema.AttrPeerTranslatedAddress,
+		TranslatedOwnerPrefix:  flowschema.PrefixPeerTranslatedOwner,
+		KeepFlows:              true,
+		ApplyLocalClaims:       true,
+		SenderIdentity:         senderIdentityNone,
+		MaxFuture:              time.Minute,
+		MaxWait:                30 * time.Second,
+		MaxPending:             100_000,
+		MergeGap:               30 * time.Second,
+		ClockSkew:              time.Second,
+		Retention:              15 * time.Minute,
+		MaxKeys:                1_000_000,
+		OwnerLimits:            owners.DefaultLimits(),
 	}
+}
+
+// checkPrefix checks an owner prefix, the setting name, against what it
+// would replace: every attribute under it is removed from flow records
+// before an owner is written there.
+func (cfg *Config) checkPrefix(name, prefix, example string) []error {
+	var errs []error
+	var replaced []string
+	kept := []string{
+		cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner,
+		flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason,
+		cfg.TranslatedKeyAttribute, flowschema.AttrPeerTranslatedAttributionStatus, flowschema.AttrPeerTranslatedAttributionReason,
+	}
+	for _, k := range append(kept, flowschema.FlowAttributes()...) {
+		if k != "" && strings.HasPrefix(k, prefix) && !slices.Contains(replaced, strconv.Quote(k)) {
+			replaced = append(replaced, strconv.Quote(k))
+		}
+	}
+	if len(replaced) > 0 {
+		errs = append(errs, fmt.Errorf("%s %q would replace %s: every attribute under %s is removed from flow records before the owner is written; choose a prefix used only for that owner, e.g. %s", name, prefix, strings.Join(replaced, ", "), name, example))
+	}
+	if strings.HasPrefix(prefix, flowschema.PrefixLocalOwner) && prefix != flowschema.PrefixLocalOwner {
+		errs = append(errs, fmt.Errorf("%s %q lies inside %s: the owner written there would be read as attributes of the flow's local owner; choose a prefix outside it, e.g. %s", name, prefix, flowschema.PrefixLocalOwner, example))
+	}
+	return errs
 }
 
 // Validate checks the configuration and says what to change.
@@ -117,19 +151,16 @@ func (cfg *Config) Validate() error {
 	if cfg.OwnerPrefix == "" {
 		errs = append(errs, fmt.Errorf("owner_prefix must not be empty, e.g. %q", flowschema.PrefixPeerOwner))
 	} else {
-		// Every attribute under owner_prefix is removed from a flow record
-		// before the peer owner is written.
-		var replaced []string
-		for _, kept := range append([]string{cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner, flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason}, flowschema.FlowAttributes()...) {
-			if strings.HasPrefix(kept, cfg.OwnerPrefix) && !slices.Contains(replaced, strconv.Quote(kept)) {
-				replaced = append(replaced, strconv.Quote(kept))
-			}
+		errs = append(errs, cfg.checkPrefix("owner_prefix", cfg.OwnerPrefix, flowschema.PrefixPeerOwner)...)
+	}
+	if cfg.TranslatedOwnerPrefix != "" {
+		if cfg.TranslatedKeyAttribute == "" {
+			errs = append(errs, fmt.Errorf("translated_key_attribute must not be empty while translated_owner_prefix is set: name the attribute holding the translated peer, e.g. %s, or set translated_owner_prefix to \"\" to not attribute it", flowschema.AttrPeerTranslatedAddress))
 		}
-		if len(replaced) > 0 {
-			errs = append(errs, fmt.Errorf("owner_prefix %q would replace %s: every attribute under owner_prefix is removed from flow records before the peer owner is written; choose a prefix used only for the peer owner, e.g. %s", cfg.OwnerPrefix, strings.Join(replaced, ", "), flowschema.PrefixPeerOwner))
-		}
-		if strings.HasPrefix(cfg.OwnerPrefix, flowschema.PrefixLocalOwner) && cfg.OwnerPrefix != flowschema.PrefixLocalOwner {
-			errs = append(errs, fmt.Errorf("owner_prefix %q lies inside %s: the peer owner written there would be read as attributes of the flow's local owner; choose a prefix outside it, e.g. %s", cfg.OwnerPrefix, flowschema.PrefixLocalOwner, flowschema.PrefixPeerOwner))
+		errs = append(errs, cfg.checkPrefix("translated_owner_prefix", cfg.TranslatedOwnerPrefix, flowschema.PrefixPeerTranslatedOwner)...)
+		if cfg.OwnerPrefix != "" && (strings.HasPrefix(cfg.OwnerPrefix, cfg.TranslatedOwnerPrefix) || strings.HasPrefix(cfg.TranslatedOwnerPrefix, cfg.OwnerPrefix)) {
+			errs = append(errs, fmt.Errorf("owner_prefix %q and translated_owner_prefix %q overlap: the peer's and the translated peer's owners would replace each other; choose prefixes apart, e.g. %s and %s",
+				cfg.OwnerPrefix, cfg.TranslatedOwnerPrefix, flowschema.PrefixPeerOwner, flowschema.PrefixPeerTranslatedOwner))
 		}
 	}
 	if cfg.KeyAttribute != "" && cfg.KeyAttribute == cfg.TimeAttribute {

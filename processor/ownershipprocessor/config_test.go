@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
@@ -34,16 +35,19 @@ func TestLoadConfig(t *testing.T) {
 	cfg, err = loadConfig(t, "custom")
 	require.NoError(t, err)
 	assert.Equal(t, &Config{
-		Store:            "ownership",
-		KeyAttribute:     "server.address",
-		TimeAttribute:    "custom.start",
-		OwnerPrefix:      "peer.",
-		KeepClaims:       true,
-		ApplyLocalClaims: false,
-		MaxFuture:        2 * time.Minute,
-		MaxWait:          10 * time.Second,
-		MaxPending:       500,
-		WorkloadCIDRs:    []string{"10.0.0.0/8", "fd00::/8"},
+		Store:         "ownership",
+		KeyAttribute:  "server.address",
+		TimeAttribute: "custom.start",
+		OwnerPrefix:   "peer.",
+		// The default: the custom configuration names only the prefix.
+		TranslatedKeyAttribute: flowschema.AttrPeerTranslatedAddress,
+		TranslatedOwnerPrefix:  "backend.",
+		KeepClaims:             true,
+		ApplyLocalClaims:       false,
+		MaxFuture:              2 * time.Minute,
+		MaxWait:                10 * time.Second,
+		MaxPending:             500,
+		WorkloadCIDRs:          []string{"10.0.0.0/8", "fd00::/8"},
 		StaticOwners: []owners.Entry{{
 			Prefixes:   []string{"203.0.113.0/24", "198.51.100.7"},
 			ID:         "lb-public",
@@ -101,6 +105,9 @@ func TestValidateErrors(t *testing.T) {
 		{"prefix_clobbers", []string{`owner_prefix "flowattr." would replace "flowattr.flow.start_time_unix_nano", "flowattr.local.owner.", `, `"flowattr.flow.role"`}},
 		{"prefix_clobbers_flow", []string{`owner_prefix "server." would replace "server.address", "server.port"`}},
 		{"prefix_in_local_owner", []string{`owner_prefix "flowattr.local.owner.peer." lies inside flowattr.local.owner.`}},
+		{"translated_overlap", []string{`owner_prefix "flowattr.peer.owner." and translated_owner_prefix "flowattr.peer.owner.backend." overlap`}},
+		{"translated_clobbers", []string{`translated_owner_prefix "flowattr.peer." would replace "flowattr.peer.attribution.status", "flowattr.peer.attribution.reason", "flowattr.peer.translated.address"`}},
+		{"translated_without_key", []string{"translated_key_attribute must not be empty while translated_owner_prefix is set"}},
 		{"key_is_time", []string{`key_attribute and time_attribute must differ, both are "flowattr.flow.start_time_unix_nano"`}},
 	}
 	for _, tt := range tests {

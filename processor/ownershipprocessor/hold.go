@@ -72,12 +72,18 @@ func newScopeGroup(rg *resourceGroup, sl plog.ScopeLogs) *scopeGroup {
 
 // heldRecord is a flow record waiting for a claim covering key at time at.
 type heldRecord struct {
-	record    plog.LogRecord // owned by the hold, detached from its batch
-	group     *scopeGroup
-	key       netip.Addr
-	at        time.Time
-	fallback  bool // at came from the record Timestamp
-	since     time.Time
+	record   plog.LogRecord // owned by the hold, detached from its batch
+	group    *scopeGroup
+	key      netip.Addr
+	at       time.Time
+	fallback bool // at came from the record Timestamp
+	since    time.Time
+	// translation is looked up when the record is released.
+	translation translation
+	// backend, when valid, is the translated peer's address, a workload
+	// address the record also waits for: it is released once neither
+	// the peer nor the backend waits for a claim.
+	backend   netip.Addr
 	held      bool // in the hold: set by add, cleared when it leaves
 	prev, nxt *heldRecord
 	// batch is the batch that held the record, until settle once that
@@ -127,6 +133,16 @@ func newHold(maxWait time.Duration, maxPending int) *hold {
 	return &hold{maxWait: maxWait, maxPending: maxPending, byKey: make(map[netip.Addr][]*heldRecord), tentative: make(map[*batchRecords]struct{})}
 }
 
+// waits looks r up and reports whether a claim can still decide it, its
+// peer's or its backend's; res is the peer's result.
+func (r *heldRecord) waits(lookup func(netip.Addr, time.Time) intervalstore.Result) (res intervalstore.Result, waits bool) {
+	res = lookup(r.key, r.at)
+	if waitsForClaim(res) {
+		return res, true
+	}
+	return res, r.backend.IsValid() && waitsForClaim(lookup(r.backend, r.at))
+}
+
 // add moves lr into r and holds it for batch b, tentatively, if lookup, run
 // under the hold's lock so that a claim applied concurrently is either seen
 // here or rechecks r, still waits for a claim. Otherwise lr stays where it is
@@ -137,7 +153,8 @@ func (h *hold) add(b *batchRecords, r *heldRecord, lr plog.LogRecord, lookup fun
 	h.active.Add(1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if res = lookup(r.key, r.at); h.closed || !waitsForClaim(res) {
+	res, waits := r.waits(lookup)
+	if h.closed || !waits {
 		h.active.Add(-1)
 		return false, res, nil
 	}
@@ -160,6 +177,9 @@ func (h *hold) add(b *batchRecords, r *heldRecord, lr plog.LogRecord, lookup fun
 	}
 	h.tail = r
 	h.byKey[r.key] = append(h.byKey[r.key], r)
+	if r.backend.IsValid() {
+		h.byKey[r.backend] = append(h.byKey[r.backend], r)
+	}
 	r.held = true
 	r.batch = b
 	b.held = append(b.held, r)
@@ -178,11 +198,19 @@ func (h *hold) release(out []releasedRecord, r releasedRecord) []releasedRecord 
 	return append(out, r)
 }
 
-// remove unlinks r from the arrival list and its key's list; the caller
+// remove unlinks r from the arrival list and its keys' lists; the caller
 // holds mu.
 func (h *hold) remove(r *heldRecord) {
 	h.unlink(r)
-	list := h.byKey[r.key]
+	h.unindex(r, r.key)
+	if r.backend.IsValid() {
+		h.unindex(r, r.backend)
+	}
+}
+
+// unindex removes r from key's list; the caller holds mu.
+func (h *hold) unindex(r *heldRecord, key netip.Addr) {
+	list := h.byKey[key]
 	switch i := slices.Index(list, r); {
 	case i == 0: // the usual case: records leave their key in arrival order
 		list = list[1:]
@@ -190,9 +218,9 @@ func (h *hold) remove(r *heldRecord) {
 		list = slices.Delete(list, i, i+1)
 	}
 	if len(list) == 0 {
-		delete(h.byKey, r.key)
+		delete(h.byKey, key)
 	} else {
-		h.byKey[r.key] = list
+		h.byKey[key] = list
 	}
 }
 
@@ -231,12 +259,18 @@ func (h *hold) recheck(keys []netip.Addr, lookup func(netip.Addr, time.Time) int
 		}
 		waiting := list[:0]
 		for _, r := range list {
-			res := lookup(r.key, r.at)
-			if waitsForClaim(res) {
+			res, waits := r.waits(lookup)
+			if waits {
 				waiting = append(waiting, r)
 				continue
 			}
 			h.unlink(r)
+			// Its other key's list, which this loop does not rewrite.
+			if other := r.key; other != k {
+				h.unindex(r, other)
+			} else if r.backend.IsValid() {
+				h.unindex(r, r.backend)
+			}
 			outcome := outcomeDecided
 			if res.Status == intervalstore.Attributed {
 				outcome = outcomeAttributed
@@ -301,6 +335,9 @@ func (h *hold) withdraw(records []*heldRecord) int {
 		if r.held {
 			h.unlink(r)
 			touched[r.key] = struct{}{}
+			if r.backend.IsValid() {
+				touched[r.backend] = struct{}{}
+			}
 			n++
 		}
 	}

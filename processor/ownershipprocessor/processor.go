@@ -60,6 +60,9 @@ type ownershipProcessor struct {
 	hold   *hold   // nil when max_wait is 0
 	outbox *outbox // released records to send again; nil when max_wait is 0
 	owners *flowschema.OwnerWriter
+	// translatedOwners writes the translated peer's owner; nil when
+	// translated_owner_prefix is empty.
+	translatedOwners *flowschema.OwnerWriter
 
 	shutdownOnce sync.Once
 	// outside counts the releases under way that another pipeline's claim
@@ -94,6 +97,9 @@ func newOwnershipProcessor(set processor.Settings, cfg *Config, shared *sharedSt
 		logger: set.Logger,
 		tel:    tel,
 		owners: flowschema.NewOwnerWriter(cfg.OwnerPrefix),
+	}
+	if cfg.TranslatedOwnerPrefix != "" {
+		p.translatedOwners = flowschema.NewOwnerWriter(cfg.TranslatedOwnerPrefix)
 	}
 	p.life, p.endLife = context.WithCancel(context.Background())
 	if cfg.MaxWait > 0 {

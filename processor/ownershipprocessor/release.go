@@ -22,6 +22,7 @@ func (p *ownershipProcessor) emit(ctx context.Context, released []releasedRecord
 		} else {
 			p.writeLookup(attrs, r.result, r.fallback)
 		}
+		p.writeTranslated(attrs, r.translation, r.at, r.fallback)
 		st.lookup(r.result.Status)
 		st.heldChange--
 		p.tel.ProcessorOwnershipRecordsReleased.Add(ctx, 1, p.tel.outcomes[r.outcome])

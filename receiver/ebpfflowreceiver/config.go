@@ -53,6 +53,8 @@ type Config struct {
 
 	Filter    FilterConfig    `mapstructure:"filter"`
 	Ownership OwnershipConfig `mapstructure:"ownership"`
+	// NAT reads the translated peer of client flows to service addresses.
+	NAT NATConfig `mapstructure:"nat"`
 
 	ResourceAttributes metadata.ResourceAttributesConfig `mapstructure:"resource_attributes"`
 
@@ -173,6 +175,7 @@ func (cfg *Config) Validate() error {
 	}
 	errs = append(errs, cfg.Filter.validate()...)
 	errs = append(errs, cfg.Ownership.validate()...)
+	errs = append(errs, cfg.NAT.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -25,7 +25,7 @@ func flowState(k tracer.Kind) string {
 
 // maxFlowAttrs is how many attributes putFlow writes at most, besides the
 // local owner's. TestPutFlowCapacity keeps it exact.
-const maxFlowAttrs = 26
+const maxFlowAttrs = 28
 
 // flowWriter converts events into flow records for one goroutine (the
 // emitter), keeping what repeats from record to record: the local owner's
@@ -60,8 +60,10 @@ func (w *flowWriter) localAddr(a netip.Addr) string {
 }
 
 // putFlow writes ev into lr as a flow record (see internal/flowschema). owner
-// is the local address's owner, nil when the record names none.
-func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.Owner, observed time.Time) {
+// is the local address's owner, nil when the record names none; translated
+// is where the kernel's address translation sent the connection, invalid
+// when it was not translated or is unknown.
+func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.Owner, translated netip.AddrPort, observed time.Time) {
 	lr.SetEventName(flowschema.EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(ev.End))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
@@ -134,6 +136,10 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.
 	}
 	if ev.Cookie != 0 {
 		attrs.PutInt(flowschema.AttrFlowSocketCookie, int64(ev.Cookie))
+	}
+	if translated.IsValid() {
+		attrs.PutStr(flowschema.AttrPeerTranslatedAddress, translated.Addr().String())
+		attrs.PutInt(flowschema.AttrPeerTranslatedPort, int64(translated.Port()))
 	}
 	if owner != nil {
 		w.owners.Put(attrs, *owner)

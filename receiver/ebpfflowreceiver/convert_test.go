@@ -29,7 +29,7 @@ func TestPutFlowClient(t *testing.T) {
 	}
 	owner := &owners.Owner{ID: "web-1", Attributes: []owners.Attribute{{Name: "service.name", Value: "web"}}}
 	lr := plog.NewLogRecord()
-	newFlowWriter().putFlow(lr, &ev, owner, at(4))
+	newFlowWriter().putFlow(lr, &ev, owner, netip.MustParseAddrPort("10.244.1.5:8443"), at(4))
 
 	assert.Equal(t, flowschema.EventFlow, lr.EventName())
 	assert.Equal(t, pcommon.NewTimestampFromTime(at(3)), lr.Timestamp())
@@ -59,6 +59,8 @@ func TestPutFlowClient(t *testing.T) {
 		"flowattr.process.cgroup_id":         int64(7),
 		"flowattr.netns.inode":               int64(4026531840),
 		"flowattr.flow.socket_cookie":        int64(99),
+		"flowattr.peer.translated.address":   "10.244.1.5",
+		"flowattr.peer.translated.port":      int64(8443),
 		"flowattr.local.owner.id":            "web-1",
 		"flowattr.local.owner.service.name":  "web",
 	}, lr.Attributes().AsRaw())
@@ -73,7 +75,7 @@ func TestPutFlowServerFailedUnowned(t *testing.T) {
 		Err: syscall.ECONNREFUSED,
 	}
 	lr := plog.NewLogRecord()
-	newFlowWriter().putFlow(lr, &ev, nil, at(7))
+	newFlowWriter().putFlow(lr, &ev, nil, netip.AddrPort{}, at(7))
 	assert.Equal(t, map[string]any{
 		"network.transport":                    "tcp",
 		"network.type":                         "ipv6",
@@ -106,7 +108,7 @@ func TestPutFlowActiveUnknownRole(t *testing.T) {
 		LocalPort: 1, PeerPort: 2, Start: at(1), StartKnown: true, End: at(2),
 	}
 	lr := plog.NewLogRecord()
-	newFlowWriter().putFlow(lr, &ev, nil, at(2))
+	newFlowWriter().putFlow(lr, &ev, nil, netip.AddrPort{}, at(2))
 	attrs := lr.Attributes().AsRaw()
 	assert.Equal(t, "active", attrs["flowattr.flow.state"])
 	for _, k := range []string{"flowattr.flow.role", "client.address", "client.port", "server.address", "server.port"} {
@@ -146,7 +148,7 @@ func TestPutFlowCapacity(t *testing.T) {
 			PID: 1, Comm: "c", CgroupID: 1, NetnsInode: 1, Cookie: 1,
 		}
 		lr := plog.NewLogRecord()
-		newFlowWriter().putFlow(lr, &ev, nil, at(3))
+		newFlowWriter().putFlow(lr, &ev, nil, netip.MustParseAddrPort("[fd00::5]:80"), at(3))
 		assert.Equal(t, maxFlowAttrs, lr.Attributes().Len(), "role %v", role)
 		for k := range lr.Attributes().All() {
 			assert.Contains(t, flowschema.FlowAttributes(), k, "flowschema.FlowAttributes lacks an attribute putFlow writes")

@@ -45,6 +45,9 @@ type environment struct {
 	hostAddrs     func() ([]netip.Addr, error)
 	// netnsInode returns the inode of the collector's network namespace.
 	netnsInode func() (uint32, error)
+	// openNAT opens the connection tracking of the collector's network
+	// namespace.
+	openNAT func() (natTable, error)
 }
 
 func hostEnvironment() environment {
@@ -61,6 +64,7 @@ func hostEnvironment() environment {
 		machineIDFile: machineIDPath,
 		hostAddrs:     localowner.HostUnicastAddrs,
 		netnsInode:    ownNetnsInode,
+		openNAT:       openConntrack,
 	}
 }
 
@@ -94,6 +98,7 @@ type flowReceiver struct {
 	claims    *localowner.Claimer
 	batch     batch
 	flows     *flowWriter
+	nat       *natResolver // nil when nat.service_cidrs is empty
 
 	stopIngest context.CancelFunc
 	ingest     sync.WaitGroup
@@ -105,6 +110,7 @@ type flowReceiver struct {
 	basisAttrs   map[string]metric.AddOption
 	unownedAttrs map[string]metric.AddOption
 	reloadAttrs  map[string]metric.AddOption
+	natAttrs     map[[2]string]metric.AddOption // by at and result
 }
 
 func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs, env environment) (*flowReceiver, error) {
@@ -149,7 +155,18 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 		basisAttrs:   attrOptions("basis", localowner.BasisFlow, localowner.BasisSource),
 		unownedAttrs: attrOptions("reason", unownedUnknownAddress, unownedOwnerChanged),
 		reloadAttrs:  attrOptions("result", localowner.ReloadSuccess, localowner.ReloadError, localowner.ReloadDeferred),
+		natAttrs:     natAttrOptions(),
 	}, nil
+}
+
+func natAttrOptions() map[[2]string]metric.AddOption {
+	m := map[[2]string]metric.AddOption{}
+	for _, at := range []string{natAtConnect, natAtRecord} {
+		for _, result := range []string{natTranslated, natUntranslated, natNotFound, natError, natUnavailable} {
+			m[[2]string{at, result}] = metric.WithAttributeSet(attribute.NewSet(attribute.String("at", at), attribute.String("result", result)))
+		}
+	}
+	return m
 }
 
 // Start exports the counters at zero, loads the tracer and starts the
@@ -170,7 +187,12 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 		return fmt.Errorf("starting ownership sources: %w", err)
 	}
 
-	tr, err := r.env.newTracer(tracer.Options{RingBufferSize: r.cfg.RingBufferSize, MaxConnections: r.cfg.MaxConnections})
+	natPrefixes, err := r.cfg.NAT.prefixes()
+	if err != nil {
+		_ = r.ownership.Shutdown()
+		return err
+	}
+	tr, err := r.env.newTracer(tracer.Options{RingBufferSize: r.cfg.RingBufferSize, MaxConnections: r.cfg.MaxConnections, NATPrefixes: natPrefixes})
 	if err != nil {
 		_ = r.ownership.Shutdown()
 		if errors.Is(err, tracer.ErrUnsupported) {
@@ -202,6 +224,9 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	r.queue = make(chan tracer.Event, r.cfg.QueueSize)
 	r.batch = newBatch(r.resource, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
 	r.flows = newFlowWriter()
+	if len(natPrefixes) > 0 {
+		r.nat = r.newNATResolver(natPrefixes)
+	}
 
 	// The goroutines must outlive Start's context.
 	emitCtx, stopEmit := context.WithCancel(context.WithoutCancel(ctx))
@@ -249,11 +274,36 @@ func (r *flowReceiver) Shutdown(context.Context) error {
 		r.stopEmit()
 	}
 	r.emit.Wait()
+	if r.nat != nil {
+		errs = append(errs, r.nat.close())
+	}
 	if r.ownership != nil {
 		errs = append(errs, r.ownership.Shutdown())
 	}
 	r.telemetry.Shutdown()
 	return errors.Join(errs...)
+}
+
+// newNATResolver opens connection tracking for the lookups of flows to
+// prefixes. Without it the receiver still runs: those flows go out
+// untranslated, counted as unavailable.
+func (r *flowReceiver) newNATResolver(prefixes []netip.Prefix) *natResolver {
+	table, err := r.env.openNAT()
+	if err != nil {
+		r.settings.Logger.Warn("Connection tracking is unavailable: flows to nat.service_cidrs go out without their translated peer (counted in ebpfflow_nat_lookups, result unavailable)", zap.Error(err))
+		table = nil
+	}
+	// Answers wait for their connection's close; there are no more open
+	// connections than the kernel side tracks.
+	maxPending := r.cfg.MaxConnections
+	if maxPending == 0 {
+		maxPending = tracer.DefaultMaxConnections
+	}
+	return newNATResolver(prefixes, table, maxPending, r.settings.Logger,
+		func(at, result string) {
+			r.telemetry.EbpfflowNatLookups.Add(context.Background(), 1, r.natAttrs[[2]string{at, result}])
+		},
+		func() { r.telemetry.EbpfflowNatPendingEvicted.Add(context.Background(), 1) })
 }
 
 func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
@@ -314,6 +364,12 @@ func (r *flowReceiver) zeroCounters(ctx context.Context) {
 			r.telemetry.EbpfflowOwnershipFileReloads.Add(ctx, 0, attrs)
 		}
 	}
+	if len(r.cfg.NAT.ServiceCIDRs) > 0 {
+		for _, attrs := range r.natAttrs {
+			r.telemetry.EbpfflowNatLookups.Add(ctx, 0, attrs)
+		}
+		r.telemetry.EbpfflowNatPendingEvicted.Add(ctx, 0)
+	}
 }
 
 func (r *flowReceiver) registerStatsCallbacks() error {
@@ -354,7 +410,10 @@ func (r *flowReceiver) registerStatsCallbacks() error {
 // enqueueFromRing runs on the ring reader's goroutine: it must not wait.
 func (r *flowReceiver) enqueueFromRing(ev *tracer.Event) {
 	if !r.filter.keep(ev) {
-		r.telemetry.EbpfflowFlowsFiltered.Add(context.Background(), 1)
+		// A connect event is no flow: its flow's close is counted.
+		if ev.Kind != tracer.KindConnected {
+			r.telemetry.EbpfflowFlowsFiltered.Add(context.Background(), 1)
+		}
 		return
 	}
 	select {
@@ -445,6 +504,17 @@ const (
 // the processor applies the record's local side as a claim from the flow's
 // start, and the owner looked up now may not be the one at that start.
 func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
+	if ev.Kind == tracer.KindConnected {
+		// Not a flow: the moment to read the connection's translation.
+		if r.nat != nil {
+			r.nat.connected(ev)
+		}
+		return
+	}
+	var translated netip.AddrPort
+	if r.nat != nil {
+		translated = r.nat.translated(ev)
+	}
 	var owner *owners.Owner
 	entry, owned := r.ownership.Lookup(ev.LocalAddr)
 	switch {
@@ -460,7 +530,7 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 		o := entry.Owner()
 		owner = &o
 	}
-	r.flows.putFlow(r.batch.append(), ev, owner, r.env.now())
+	r.flows.putFlow(r.batch.append(), ev, owner, translated, r.env.now())
 	r.batch.flows[flowState(ev.Kind)]++
 	if r.batch.full() {
 		r.flush(ctx)

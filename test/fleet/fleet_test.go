@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -23,7 +24,8 @@ func configPath(t *testing.T, name string) string {
 	return p
 }
 
-func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+// loopbackAddr is host:port of a port on 127.0.0.1.
+func loopbackAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // eventually polls cond every interval until it holds or timeout passes.
 func eventually(timeout, interval time.Duration, cond func() bool) bool {
@@ -44,4 +46,23 @@ func must(t *testing.T, err error, what string, args ...any) {
 	if err != nil {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
+}
+
+// retryLog is what the exporter helper logs when a request failed and will
+// be retried.
+const retryLog = "Exporting failed. Will retry the request after interval."
+
+// firstLine returns the first line of log that contains every one of subs,
+// or "".
+func firstLine(log string, subs ...string) string {
+outer:
+	for line := range strings.Lines(log) {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue outer
+			}
+		}
+		return strings.TrimSpace(line)
+	}
+	return ""
 }

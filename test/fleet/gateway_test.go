@@ -24,10 +24,51 @@ import (
 
 const claimTopic = "flowattr-claims"
 
+// kafkaBroker is the in-process Kafka server (kfake, one broker) on a fixed
+// loopback port, its log kept in a directory: stopped and started again,
+// it comes back at the same address with its topics, like a broker
+// restarted on its disk.
+type kafkaBroker struct {
+	port    int
+	dir     string
+	cluster *kfake.Cluster // nil while stopped
+}
+
+// startKafka starts a broker seeded with the claim topic, stopped when the
+// test ends.
+func startKafka(t *testing.T) *kafkaBroker {
+	t.Helper()
+	b := &kafkaBroker{port: collectortest.FreePort(t), dir: t.TempDir()}
+	b.start(t)
+	t.Cleanup(b.stop)
+	return b
+}
+
+// start starts the broker on its port and directory: a new one, or the
+// stopped one with what it had written.
+func (b *kafkaBroker) start(t *testing.T) {
+	t.Helper()
+	var err error
+	b.cluster, err = kfake.NewCluster(kfake.Ports(b.port), kfake.DataDir(b.dir), kfake.SeedTopics(2, claimTopic))
+	must(t, err, "starting the in-process Kafka server")
+}
+
+// stop closes the broker's listener and its clients' connections, and
+// writes its state to its directory.
+func (b *kafkaBroker) stop() {
+	if b.cluster != nil {
+		b.cluster.Close()
+		b.cluster = nil
+	}
+}
+
+// ListenAddrs is where clients reach the broker, running or not.
+func (b *kafkaBroker) ListenAddrs() []string { return []string{loopbackAddr(b.port)} }
+
 // gatewayTier is a Kafka cluster, a flow sink and gateways running
 // testdata/fleet/gateway.yaml, all on loopback.
 type gatewayTier struct {
-	kafka    *kfake.Cluster
+	kafka    *kafkaBroker
 	sink     *collectortest.Sink
 	ca       *testCA
 	gateways []*gateway
@@ -46,10 +87,7 @@ type gateway struct {
 func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTier {
 	t.Helper()
 	collectortest.Binary(t) // skip before starting anything when there is no binary
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, claimTopic))
-	must(t, err, "starting the in-process Kafka server")
-	t.Cleanup(kafka.Close)
-
+	kafka := startKafka(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "sink listener")
 	tier := &gatewayTier{kafka: kafka, sink: collectortest.ServeSink(t, l), ca: newTestCA(t, "flowattr-test-agents")}
@@ -60,10 +98,10 @@ func startGatewayTier(t *testing.T, overlay string, names ...string) *gatewayTie
 		cert := tier.ca.issue(t, name, net.ParseIP("127.0.0.1"))
 		g := &gateway{
 			name:        name,
-			agentAddr:   hostPort("127.0.0.1", collectortest.FreePort(t)),
-			metricsAddr: hostPort("127.0.0.1", collectortest.FreePort(t)),
+			agentAddr:   loopbackAddr(collectortest.FreePort(t)),
+			metricsAddr: loopbackAddr(collectortest.FreePort(t)),
 		}
-		health := hostPort("127.0.0.1", collectortest.FreePort(t))
+		health := loopbackAddr(collectortest.FreePort(t))
 		_, metricsPort, _ := net.SplitHostPort(g.metricsAddr)
 		g.col = collectortest.Start(t, collectortest.Options{
 			Name:    name,

@@ -228,42 +228,57 @@ func (tr *traffic) connect(client, server *workload) {
 	tr.truth.mu.Unlock()
 }
 
-// TestNodeFleetInNamespaces runs two node collectors (testdata/fleet/node.yaml)
-// in two network namespaces that stand for hosts, exchanging claims over
-// mutual TLS, while workloads on both hosts talk over real TCP. Mid-test the
-// claims into host 2 are delayed, an address moves from a workload on
-// host 1 to a different workload on host 2 while traffic to it continues,
-// and host 2's collector restarts with an empty store. Every flow record
-// that reaches the sink is checked against the test's ground truth.
-func TestNodeFleetInNamespaces(t *testing.T) {
+// nodeFleet is two hosts running node.yaml: host-1 with the workloads web
+// and cache-a, host-2 with db, each collector reading its host's ownership
+// file, exchanging claims over mutual TLS, and sending its flow records to
+// one sink.
+type nodeFleet struct {
+	h1, h2          *host
+	web, db, moving netip.Addr // moving starts as cache-a's, on host-1
+	truth           *groundTruth
+	sink            *collectortest.Sink
+	nodes           map[*host]*node
+	proxies         map[*host]*delayProxy // nil when peers connect directly
+}
+
+// startNodeFleet builds the hosts and starts both collectors. With
+// viaProxies, claims to each host go through a proxy on that host's address
+// that can delay them; otherwise peers connect to each other directly.
+func startNodeFleet(t *testing.T, viaProxies bool) *nodeFleet {
+	t.Helper()
 	requireNetnsAndBPF(t)
 	collectortest.Binary(t)
 	h1, h2 := newHostPair(t)
-	truth := newGroundTruth()
-
-	web, db, moving := netip.MustParseAddr("10.201.0.11"), netip.MustParseAddr("10.201.0.21"), netip.MustParseAddr("10.201.0.50")
-	h1.addAddr(t, web)
-	h1.addAddr(t, moving)
-	h2.addAddr(t, db)
+	f := &nodeFleet{
+		h1: h1, h2: h2,
+		web: netip.MustParseAddr("10.201.0.11"), db: netip.MustParseAddr("10.201.0.21"), moving: netip.MustParseAddr("10.201.0.50"),
+		truth: newGroundTruth(),
+		nodes: map[*host]*node{},
+	}
+	h1.addAddr(t, f.web)
+	h1.addAddr(t, f.moving)
+	h2.addAddr(t, f.db)
 
 	ca := newTestCA(t, "flowattr-test-fleet")
 	sinkListener, err := listenIn(h1.netns, netip.AddrPortFrom(h1.addr, 0).String())
 	must(t, err, "sink listener")
-	sink := collectortest.ServeSink(t, sinkListener)
+	f.sink = collectortest.ServeSink(t, sinkListener)
 
-	// Claims to each host go through a proxy on that host's address
-	// that can delay them.
-	proxies := map[*host]*delayProxy{}
-	for _, h := range []*host{h1, h2} {
-		l, err := listenIn(h.netns, netip.AddrPortFrom(h.addr, 0).String())
-		must(t, err, "proxy listener")
-		proxies[h] = startDelayProxy(t, l, netnsDialer(h.netns, netip.Addr{}), netip.AddrPortFrom(h.addr, 4317).String())
+	claimEndpoint := func(h *host) string { return netip.AddrPortFrom(h.addr, 4317).String() }
+	peer := claimEndpoint
+	if viaProxies {
+		f.proxies = map[*host]*delayProxy{}
+		for _, h := range []*host{h1, h2} {
+			l, err := listenIn(h.netns, netip.AddrPortFrom(h.addr, 0).String())
+			must(t, err, "proxy listener")
+			f.proxies[h] = startDelayProxy(t, l, netnsDialer(h.netns, netip.Addr{}), claimEndpoint(h))
+		}
+		peer = func(h *host) string { return f.proxies[h].l.Addr().String() }
 	}
 
 	dir := t.TempDir()
 	overlay := filepath.Join(dir, "overlay.yaml")
 	must(t, os.WriteFile(overlay, []byte(nodeOverlay), 0o600), "overlay")
-	nodes := map[*host]*node{}
 	for _, h := range []*host{h1, h2} {
 		cert := ca.issue(t, h.name, h.addr.AsSlice())
 		n := &node{host: h, ownership: filepath.Join(dir, h.name+"-owners.yaml")}
@@ -278,27 +293,43 @@ func TestNodeFleetInNamespaces(t *testing.T) {
 				"FLOWATTR_OWNERSHIP_FILE":          n.ownership,
 				"FLOWATTR_OWNERSHIP_POLL_INTERVAL": pollInterval.String(),
 				"FLOWATTR_CLAIM_INTERVAL":          claimInterval.String(),
-				"FLOWATTR_CLAIM_ENDPOINT":          netip.AddrPortFrom(h.addr, 4317).String(),
-				"FLOWATTR_PEER_1":                  proxies[h1].l.Addr().String(),
-				"FLOWATTR_PEER_2":                  proxies[h2].l.Addr().String(),
+				"FLOWATTR_CLAIM_ENDPOINT":          claimEndpoint(h),
+				"FLOWATTR_PEER_1":                  peer(h1),
+				"FLOWATTR_PEER_2":                  peer(h2),
 				"FLOWATTR_TLS_CA":                  ca.File,
 				"FLOWATTR_TLS_CERT":                cert.CertFile,
 				"FLOWATTR_TLS_KEY":                 cert.KeyFile,
-				"FLOWATTR_FLOWS_ENDPOINT":          sink.Addr.String(),
+				"FLOWATTR_FLOWS_ENDPOINT":          f.sink.Addr.String(),
 			},
 		}
-		nodes[h] = n
+		f.nodes[h] = n
 	}
-	t0 := truth.t0
-	truth.assign(web, "web", h1, t0)
-	truth.assign(moving, "cache-a", h1, t0)
-	truth.assign(db, "db", h2, t0)
-	nodes[h1].writeOwnership(t, map[netip.Addr]string{web: "web", moving: "cache-a"})
-	nodes[h2].writeOwnership(t, map[netip.Addr]string{db: "db"})
-	for _, n := range nodes {
+	t0 := f.truth.t0
+	f.truth.assign(f.web, "web", h1, t0)
+	f.truth.assign(f.moving, "cache-a", h1, t0)
+	f.truth.assign(f.db, "db", h2, t0)
+	f.nodes[h1].writeOwnership(t, map[netip.Addr]string{f.web: "web", f.moving: "cache-a"})
+	f.nodes[h2].writeOwnership(t, map[netip.Addr]string{f.db: "db"})
+	for _, n := range f.nodes {
 		n.start(t)
-		truth.markEdge(time.Now())
+		f.truth.markEdge(time.Now())
 	}
+	return f
+}
+
+// TestNodeFleetInNamespaces runs two node collectors (testdata/fleet/node.yaml)
+// in two network namespaces that stand for hosts, exchanging claims over
+// mutual TLS, while workloads on both hosts talk over real TCP. Mid-test the
+// claims into host 2 are delayed, an address moves from a workload on
+// host 1 to a different workload on host 2 while traffic to it continues,
+// and host 2's collector restarts with an empty store. Every flow record
+// that reaches the sink is checked against the test's ground truth.
+func TestNodeFleetInNamespaces(t *testing.T) {
+	f := startNodeFleet(t, true)
+	h1, h2, truth, nodes, proxies := f.h1, f.h2, f.truth, f.nodes, f.proxies
+	web, db, moving := f.web, f.db, f.moving
+	t0 := truth.t0
+	sink := f.sink
 
 	wWeb := startWorkload(t, web, "web", h1)
 	wDB := startWorkload(t, db, "db", h2)

@@ -3,7 +3,6 @@ package fleet
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -149,11 +148,35 @@ type verdict struct {
 	// "phase/status/reason".
 	unattributed map[string]int
 	// lost lists connection ends a running collector should have reported.
-	lost       []string
+	lost []lostEnd
+	// outcomes has one entry per flow record of a test connection, for
+	// attribution rates over time.
+	outcomes   []outcome
 	optional   int // ends whose collector was down for part of the connection, and reported anyway
 	uncaptured int // ends whose collector was down for part of the connection, not reported
 	examples   []string
 	connsTotal int
+}
+
+// lostEnd is a connection end whose collector ran, and that it never
+// reported.
+type lostEnd struct {
+	conn *connection
+	host *host // the end's host
+	seen int   // records received of the want expected
+	want int
+}
+
+func (l lostEnd) String() string {
+	return fmt.Sprintf("%s -> %s from %s (%s, phase %s): %d of %d records", l.conn.client, l.conn.server, l.host.name, l.conn.start.Format(time.StampMilli), l.conn.phase, l.seen, l.want)
+}
+
+// outcome is how one flow record's peer was attributed.
+type outcome struct {
+	capturer, peerHost *host
+	start              time.Time
+	attributed         bool          // to the right owner
+	delay              time.Duration // from the connection's end to the record's arrival at the sink
 }
 
 func (v *verdict) example(format string, args ...any) {
@@ -191,9 +214,9 @@ func (g *groundTruth) check(records []collectortest.Record, inodes map[int64]*ho
 			continue
 		}
 		capturer := inodes[r.Int(flowschema.AttrNetnsInode)]
-		wantHost := c.serverHost
+		wantHost, peerHost := c.serverHost, c.clientHost
 		if isClient {
-			wantHost = c.clientHost
+			wantHost, peerHost = c.clientHost, c.serverHost
 		}
 		if capturer != wantHost {
 			v.wrongHost++
@@ -217,6 +240,10 @@ func (g *groundTruth) check(records []collectortest.Record, inodes map[int64]*ho
 		status := r.Str(flowschema.AttrPeerAttributionStatus)
 		got := r.Str(flowschema.PrefixPeerOwner + flowschema.OwnerIDSuffix)
 		want := g.ownerAt(peer, c.start)
+		v.outcomes = append(v.outcomes, outcome{
+			capturer: capturer, peerHost: peerHost, start: c.start,
+			attributed: status == "attributed" && got == want, delay: r.Received.Sub(c.end),
+		})
 		switch {
 		case status == "attributed" && got == want:
 			v.attributed++
@@ -255,7 +282,7 @@ func (g *groundTruth) check(records []collectortest.Record, inodes map[int64]*ho
 					v.uncaptured++
 				}
 			case c.seen[h] < want:
-				v.lost = append(v.lost, fmt.Sprintf("%s -> %s from %s (%s, phase %s): %d of %d records", c.client, c.server, h.name, c.start.Format(time.StampMilli), c.phase, c.seen[h], want))
+				v.lost = append(v.lost, lostEnd{conn: c, host: h, seen: c.seen[h], want: want})
 			}
 		}
 	}
@@ -290,8 +317,11 @@ func (v verdict) String() string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "\n  not attributed %s: %d", k, v.unattributed[k])
 	}
-	for _, e := range slices.Concat(v.examples, v.lost) {
+	for _, e := range v.examples {
 		fmt.Fprintf(&b, "\n  %s", e)
+	}
+	for _, l := range v.lost {
+		fmt.Fprintf(&b, "\n  lost %s", l)
 	}
 	return b.String()
 }

@@ -203,6 +203,20 @@ func (c *Collector) Stop(tb testing.TB) {
 	}
 }
 
+// Kill sends SIGKILL, as the kernel's OOM killer or a crash ends the
+// collector: nothing is flushed. It returns once the process has exited.
+func (c *Collector) Kill(tb testing.TB) {
+	tb.Helper()
+	if err := c.cmd.Process.Kill(); err != nil {
+		tb.Fatalf("killing %s: %v", c.label, err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(ShutdownTimeout):
+		tb.Fatalf("%s still running %s after SIGKILL", c.label, ShutdownTimeout)
+	}
+}
+
 // Get fetches path from one of the collector's HTTP endpoints at addr
 // (host:port); a status other than 200 is an error.
 func (c *Collector) Get(ctx context.Context, addr, path string) (string, error) {

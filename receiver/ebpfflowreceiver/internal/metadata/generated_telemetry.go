@@ -36,6 +36,8 @@ type TelemetryBuilder struct {
 	EbpfflowKernelEventsLost      metric.Int64ObservableCounter
 	EbpfflowKernelListenerMapFull metric.Int64ObservableCounter
 	EbpfflowKernelRecursionMisses metric.Int64ObservableCounter
+	EbpfflowNatLookups            metric.Int64Counter
+	EbpfflowNatPendingEvicted     metric.Int64Counter
 	EbpfflowOwnershipFileReloads  metric.Int64Counter
 	EbpfflowQueueDropped          metric.Int64Counter
 	EbpfflowRingFillRatio         metric.Float64ObservableGauge
@@ -211,6 +213,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_ebpfflow_kernel_recursion_misses",
 		metric.WithDescription("Runs of the eBPF programs the kernel skipped because one was already running on that CPU; a skipped close loses its record, a skipped birth reports the connection with an unknown start. [Alpha]"),
 		metric.WithUnit("{run}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowNatLookups, err = builder.meter.Int64Counter(
+		"otelcol_ebpfflow_nat_lookups",
+		metric.WithDescription("Connection tracking lookups of the translated peer of client flows to nat.service_cidrs, by result (translated, written on the record; untranslated, the entry names the same peer; not_found, no entry; error, the query failed; unavailable, connection tracking could not be opened at start) and by when they were made (connect, when the kernel reported the connection established; record, when its record was built, for connections without a connect-time answer). Flows without a translation still go out, without the flowattr.peer.translated attributes. [Alpha]"),
+		metric.WithUnit("{lookup}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowNatPendingEvicted, err = builder.meter.Int64Counter(
+		"otelcol_ebpfflow_nat_pending_evicted",
+		metric.WithDescription("Connect-time translations let go before their connection's record took them, because max_connections of them were waiting (their closes lost, or that many service connections open); such a record is looked up again when it is built. [Alpha]"),
+		metric.WithUnit("{translation}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EbpfflowOwnershipFileReloads, err = builder.meter.Int64Counter(

@@ -149,6 +149,38 @@ func AssertEqualEbpfflowKernelRecursionMisses(t *testing.T, tt *componenttest.Te
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualEbpfflowNatLookups(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_ebpfflow_nat_lookups",
+		Description: "Connection tracking lookups of the translated peer of client flows to nat.service_cidrs, by result (translated, written on the record; untranslated, the entry names the same peer; not_found, no entry; error, the query failed; unavailable, connection tracking could not be opened at start) and by when they were made (connect, when the kernel reported the connection established; record, when its record was built, for connections without a connect-time answer). Flows without a translation still go out, without the flowattr.peer.translated attributes. [Alpha]",
+		Unit:        "{lookup}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_ebpfflow_nat_lookups")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualEbpfflowNatPendingEvicted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_ebpfflow_nat_pending_evicted",
+		Description: "Connect-time translations let go before their connection's record took them, because max_connections of them were waiting (their closes lost, or that many service connections open); such a record is looked up again when it is built. [Alpha]",
+		Unit:        "{translation}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_ebpfflow_nat_pending_evicted")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualEbpfflowOwnershipFileReloads(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_ownership_file_reloads",

@@ -44,6 +44,8 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.EbpfflowFlowsEmitted.Add(context.Background(), 1)
 	tb.EbpfflowFlowsFiltered.Add(context.Background(), 1)
 	tb.EbpfflowFlowsUnowned.Add(context.Background(), 1)
+	tb.EbpfflowNatLookups.Add(context.Background(), 1)
+	tb.EbpfflowNatPendingEvicted.Add(context.Background(), 1)
 	tb.EbpfflowOwnershipFileReloads.Add(context.Background(), 1)
 	tb.EbpfflowQueueDropped.Add(context.Background(), 1)
 	AssertEqualEbpfflowClaimsEmitted(t, testTel,
@@ -68,6 +70,12 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowKernelRecursionMisses(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEbpfflowNatLookups(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEbpfflowNatPendingEvicted(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowOwnershipFileReloads(t, testTel,

@@ -42,6 +42,12 @@ const (
 	// KindActive is an interim report of a connection that is still open;
 	// counters are the values at End.
 	KindActive
+	// KindConnected reports a client connection to a peer in
+	// Options.NATPrefixes once, when it is established: the kernel's
+	// connection tracking certainly holds its address translation then.
+	// End is that time; the counters are zero. Its close is reported as
+	// usual.
+	KindConnected
 )
 
 // String returns "closed", "failed" or "active".
@@ -53,6 +59,8 @@ func (k Kind) String() string {
 		return "failed"
 	case KindActive:
 		return "active"
+	case KindConnected:
+		return "connected"
 	}
 	return "unknown"
 }
@@ -142,6 +150,10 @@ type Options struct {
 	// birth map). Births beyond it are counted in Stats.BirthMapFull and
 	// their close is not reported. Default DefaultMaxConnections.
 	MaxConnections int
+	// NATPrefixes are the peer prefixes whose client connections are
+	// reported once more when established (KindConnected); at most
+	// MaxNATPrefixes. Empty, none is.
+	NATPrefixes []netip.Prefix
 }
 
 // Defaults and bounds of Options.
@@ -150,6 +162,7 @@ const (
 	DefaultMaxConnections = 1 << 16
 	MaxMaxConnections     = 1 << 24
 	MaxRingBufferSize     = 1 << 30
+	MaxNATPrefixes        = 1024 // max_entries of nat_prefixes in bpf/flow.c
 )
 
 // Stats are the tracer's loss counters and ring buffer fill.
@@ -199,6 +212,13 @@ func (o Options) Validate() error {
 		return fmt.Errorf("ring buffer size %d: must be a power of two between the page size (%d) and %d", o.RingBufferSize, page, MaxRingBufferSize)
 	case o.MaxConnections < 0 || o.MaxConnections > MaxMaxConnections:
 		return fmt.Errorf("max connections %d: must be between 1 and %d", o.MaxConnections, MaxMaxConnections)
+	case len(o.NATPrefixes) > MaxNATPrefixes:
+		return fmt.Errorf("%d NAT prefixes: at most %d", len(o.NATPrefixes), MaxNATPrefixes)
+	}
+	for _, p := range o.NATPrefixes {
+		if !p.IsValid() {
+			return fmt.Errorf("NAT prefix %s is not valid", p)
+		}
 	}
 	return nil
 }

@@ -23,7 +23,7 @@ func decodeEvent(b []byte, clock *bootClock, ev *Event) error {
 	}
 	le := binary.LittleEndian
 	kind := Kind(b[116])
-	if kind < KindClosed || kind > KindActive {
+	if kind < KindClosed || kind > KindConnected {
 		return fmt.Errorf("flow record of unknown kind %d", kind)
 	}
 	role := Role(b[117])

@@ -73,6 +73,12 @@ type flowListenKey struct {
 	Pad   uint16
 }
 
+type flowNatKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [16]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -81,6 +87,7 @@ const (
 	flowMapCounters             = "counters"
 	flowMapEvents               = "events"
 	flowMapListeners            = "listeners"
+	flowMapNatPrefixes          = "nat_prefixes"
 	flowMapScratch              = "scratch"
 	flowProgActiveConnections   = "active_connections"
 	flowProgInetSockSetStateBtf = "inet_sock_set_state_btf"
@@ -142,11 +149,12 @@ type flowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowMapSpecs struct {
-	Births    *ebpf.MapSpec `ebpf:"births"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	Scratch   *ebpf.MapSpec `ebpf:"scratch"`
+	Births      *ebpf.MapSpec `ebpf:"births"`
+	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
+	NatPrefixes *ebpf.MapSpec `ebpf:"nat_prefixes"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // flowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,11 +183,12 @@ func (o *flowObjects) Close() error {
 //
 // It can be passed to loadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowMaps struct {
-	Births    *ebpf.Map `ebpf:"births"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	Scratch   *ebpf.Map `ebpf:"scratch"`
+	Births      *ebpf.Map `ebpf:"births"`
+	Counters    *ebpf.Map `ebpf:"counters"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Listeners   *ebpf.Map `ebpf:"listeners"`
+	NatPrefixes *ebpf.Map `ebpf:"nat_prefixes"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *flowMaps) Close() error {
@@ -188,6 +197,7 @@ func (m *flowMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Listeners,
+		m.NatPrefixes,
 		m.Scratch,
 	)
 }

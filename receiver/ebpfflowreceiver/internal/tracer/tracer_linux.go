@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -80,11 +81,17 @@ func newTracer(opts Options, test testOptions) (*Tracer, error) {
 		listeners: maps.Listeners,
 		events:    maps.Events,
 	}
-	// Scratch is only used by programs; closing it here drops our handle.
+	// Scratch and nat_prefixes are only used by programs once filled;
+	// closing them here drops our handles.
 	defer maps.Scratch.Close()
+	defer maps.NatPrefixes.Close()
+	if err := fillNATPrefixes(maps.NatPrefixes, opts.NATPrefixes); err != nil {
+		t.Close()
+		return nil, err
+	}
 	replacements := map[string]*ebpf.Map{
 		"births": maps.Births, "counters": maps.Counters, "listeners": maps.Listeners,
-		"events": maps.Events, "scratch": maps.Scratch,
+		"events": maps.Events, "scratch": maps.Scratch, "nat_prefixes": maps.NatPrefixes,
 	}
 	if err := t.attach(spec, replacements, test.classicTracepoint); err != nil {
 		t.Close()
@@ -99,6 +106,23 @@ func newTracer(opts Options, test testOptions) (*Tracer, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// fillNATPrefixes writes prefixes into the nat_prefixes LPM trie, whose
+// keys are 16-byte addresses: an IPv4 prefix is its IPv4-mapped form.
+func fillNATPrefixes(m *ebpf.Map, prefixes []netip.Prefix) error {
+	one := uint8(1)
+	for _, p := range prefixes {
+		p = p.Masked()
+		key := flowNatKey{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+		if p.Addr().Is4() {
+			key.Prefixlen += 96
+		}
+		if err := m.Update(&key, &one, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("adding NAT prefix %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // unsupported wraps a load or attach failure of a program the tracer cannot
@@ -193,10 +217,11 @@ const readInterval = 50 * time.Millisecond
 // clock for its refresh of the clock offset.
 const clockCheckEvery = 64
 
-// Read delivers ring buffer records (KindClosed and KindFailed) to handle
-// until ctx is done or the Tracer is closed; it then returns nil. handle runs
-// on Read's goroutine and must not block long or retain the *Event, which is
-// reused. One Read at a time. A malformed record ends Read with an error.
+// Read delivers ring buffer records (KindClosed, KindFailed and
+// KindConnected) to handle until ctx is done or the Tracer is closed; it
+// then returns nil. handle runs on Read's goroutine and must not block long
+// or retain the *Event, which is reused. One Read at a time. A malformed
+// record ends Read with an error.
 func (t *Tracer) Read(ctx context.Context, handle func(*Event)) error {
 	t.closeMu.RLock()
 	if t.closed {

@@ -202,6 +202,95 @@ func TestFailedConnect(t *testing.T) {
 	}
 }
 
+// TestConnectedEvent: a client connection to a peer in NATPrefixes is
+// reported once when established, with the connection's birth, besides its
+// close; other peers, the server side and a connect that fails are not.
+func TestConnectedEvent(t *testing.T) {
+	nsA, nsB, a4, b4, _, b6 := vethPair(t)
+	// fd00:200::/127 holds b6 (::2) but not a6 (::1): the lookup is by
+	// prefix.
+	tr := startTracer(t, Options{NATPrefixes: []netip.Prefix{netip.PrefixFrom(b4, 32), netip.MustParsePrefix("fd00:200::2/127")}})
+	rec := record(t, tr)
+	listen := func(addr netip.Addr) net.Listener {
+		var ln net.Listener
+		inNetns(t, nsB, func() { ln, _ = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String()) })
+		if ln == nil {
+			t.Fatalf("listening on %v in %s failed", addr, nsB)
+		}
+		return ln
+	}
+	for _, tc := range []struct {
+		name      string
+		ns        string
+		server    netip.Addr // listening in nsB
+		connected bool
+	}{
+		{"ipv4 in prefix", nsA, b4, true},
+		{"ipv6 in prefix", nsA, b6, true},
+		// The reverse direction: the peer a4 is in no prefix.
+		{"ipv4 outside", nsB, a4, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			serverNs, clientNs := nsB, nsA
+			if tc.ns == nsB {
+				serverNs, clientNs = nsA, nsB
+			}
+			before := time.Now()
+			var ln net.Listener
+			inNetns(t, serverNs, func() { ln, _ = net.Listen("tcp", netip.AddrPortFrom(tc.server, 0).String()) })
+			if ln == nil {
+				t.Fatalf("listening on %v failed", tc.server)
+			}
+			client, server := connectPair(t, func() (net.Listener, error) { return ln, nil }, func(port uint16) (conn net.Conn, err error) {
+				inNetns(t, clientNs, func() { conn, err = net.Dial("tcp", netip.AddrPortFrom(tc.server, port).String()) })
+				return conn, err
+			})
+			clientEnd, serverEnd := addrPort(client.LocalAddr()), addrPort(client.RemoteAddr())
+			exchange(t, client, server, clientPayload, serverPayload, true)
+			c := rec.wait(t, "client close", endpoint(KindClosed, clientEnd, serverEnd))
+			rec.wait(t, "server close", endpoint(KindClosed, serverEnd, clientEnd))
+
+			if n := rec.count(endpoint(KindConnected, serverEnd, clientEnd)); n != 0 {
+				t.Errorf("%d connected events of the server side, want none", n)
+			}
+			n := rec.count(endpoint(KindConnected, clientEnd, serverEnd))
+			if !tc.connected {
+				if n != 0 {
+					t.Errorf("%d connected events for a peer outside the prefixes, want none", n)
+				}
+				return
+			}
+			if n != 1 {
+				t.Fatalf("%d connected events of the client, want 1", n)
+			}
+			ev, _ := rec.find(endpoint(KindConnected, clientEnd, serverEnd))
+			if ev.Role != RoleClient || !ev.StartKnown || ev.Start != c.Start || ev.Cookie != c.Cookie || ev.PID != uint32(os.Getpid()) {
+				t.Errorf("connected event %+v does not carry the birth of the close %+v", ev, c)
+			}
+			if ev.End.Before(ev.Start) || ev.End.After(c.End) || ev.Start.Before(before) || ev.BytesSent != 0 {
+				t.Errorf("connected event: start %v end %v bytes %d; close at %v, test began %v", ev.Start, ev.End, ev.BytesSent, c.End, before)
+			}
+		})
+	}
+
+	t.Run("failed connect", func(t *testing.T) {
+		ln := listen(b4)
+		closed := addrPort(ln.Addr())
+		ln.Close()
+		var err error
+		inNetns(t, nsA, func() { _, err = net.Dial("tcp4", closed.String()) })
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %v: %v, want ECONNREFUSED", closed, err)
+		}
+		rec.wait(t, "failed connect", func(ev *Event) bool {
+			return ev.Kind == KindFailed && ev.PeerAddr == b4 && ev.PeerPort == closed.Port()
+		})
+		if n := rec.count(func(ev *Event) bool { return ev.Kind == KindConnected && ev.PeerPort == closed.Port() }); n != 0 {
+			t.Errorf("%d connected events for a connect that failed, want none", n)
+		}
+	})
+}
+
 func TestListenerCloseIsNoFlow(t *testing.T) {
 	tr := startTracer(t, Options{})
 	rec := record(t, tr)
@@ -466,6 +555,9 @@ func TestOptionsValidate(t *testing.T) {
 		{Options{RingBufferSize: 2 * MaxRingBufferSize}, false},
 		{Options{MaxConnections: -1}, false},
 		{Options{MaxConnections: MaxMaxConnections + 1}, false},
+		{Options{NATPrefixes: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:96::/108")}}, true},
+		{Options{NATPrefixes: []netip.Prefix{{}}}, false},
+		{Options{NATPrefixes: make([]netip.Prefix, MaxNATPrefixes+1)}, false},
 	} {
 		if err := tc.opts.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%+v: Validate() = %v, want ok=%v", tc.opts, err, tc.ok)

@@ -56,6 +56,18 @@ struct {
 	__type(value, __u8);
 } listeners SEC(".maps");
 
+// Peer prefixes whose client connections are reported once more when
+// established (KIND_CONNECTED), so that user space can read the kernel's
+// address translation of the connection while it certainly exists. Filled
+// by user space; empty, it costs one failed lookup per established client.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct nat_key);
+	__type(value, __u8);
+} nat_prefixes SEC(".maps");
+
 // Scratch space for building a record in the iterator (the stack is too
 // small for two structs plus the sequence-file writes).
 struct {
@@ -241,6 +253,27 @@ static __always_inline void on_close(struct sock *sk, __u64 key, __u64 cookie, i
 		bpf_map_delete_elem(&births, &key);
 }
 
+// Reports an established client connection whose peer is in nat_prefixes.
+static __always_inline void on_connected(const struct birth *b)
+{
+	struct nat_key k = {.prefixlen = 128};
+	struct flow_event *e;
+
+	__builtin_memcpy(k.addr, b->tuple.daddr, 16);
+	if (!bpf_map_lookup_elem(&nat_prefixes, &k))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_LOST_EVENTS);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	copy_birth(b, e);
+	e->kind = KIND_CONNECTED;
+	e->end_ns = bpf_ktime_get_boot_ns();
+	bpf_ringbuf_submit(e, wakeup_flags());
+}
+
 static __always_inline void handle_set_state(struct sock *sk, __u64 cookie, int oldstate, int newstate)
 {
 	__u64 key = (__u64)sk;
@@ -270,6 +303,8 @@ static __always_inline void handle_set_state(struct sock *sk, __u64 cookie, int 
 		// The client's local port is assigned after SYN_SENT, the server
 		// child's addresses after SYN_RECV: both are final now.
 		read_tuple(sk, &b->tuple);
+		if (b->role == ROLE_CLIENT && oldstate == TCP_SYN_SENT)
+			on_connected(b);
 	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
 		b->flags |= BIRTH_FIN_SENT;
 	}

@@ -15,6 +15,7 @@ enum kind {
 	KIND_CLOSED = 1,
 	KIND_FAILED = 2,
 	KIND_ACTIVE = 3,
+	KIND_CONNECTED = 4, // a client connection to a nat_prefixes peer, once established
 };
 
 enum role {
@@ -73,6 +74,13 @@ struct flow_event {
 	__u8 flags;		// 118
 	__u8 pad;		// 119
 	char comm[16];		// 120
+};
+
+// Key of nat_prefixes: prefixlen counts bits of addr, IPv4 as
+// ::ffff:a.b.c.d (a /24 of IPv4 is 96 + 24).
+struct nat_key {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
 
 struct listen_key {
