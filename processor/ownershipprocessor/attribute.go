@@ -150,8 +150,10 @@ const lookupChunk = 64
 // when needed. Queries are answered in order.
 func (fb *flowBatch) result(store *intervalstore.Store[intervalstore.Key128], i int) intervalstore.Result {
 	for i >= len(fb.results) {
-		n := min(len(fb.results)+lookupChunk, len(fb.queries))
-		fb.results = store.LookupBatch(fb.queries[len(fb.results):n], fb.results)
+		done := len(fb.results)
+		n := min(done+lookupChunk, len(fb.queries))
+		fb.results = store.LookupBatch(fb.queries[done:n], fb.results)
+		touchOwners(fb.results[done:])
 	}
 	return fb.results[i]
 }
