@@ -139,7 +139,7 @@ func (r *OwnerReader) Start(prefix string) {
 
 // See looks at one attribute of the record, in the record's order.
 func (r *OwnerReader) See(k string, v pcommon.Value) {
-	if len(k) <= len(r.prefix) || !strings.HasPrefix(k, r.prefix) {
+	if len(k) <= len(r.prefix) || !HasKeyPrefix(k, r.prefix) {
 		return
 	}
 	if v.Type() != pcommon.ValueTypeStr {

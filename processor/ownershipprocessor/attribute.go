@@ -248,7 +248,7 @@ func (p *ownershipProcessor) backendWaits(f *flowPlan) bool {
 // isTranslatedResult reports whether k is written by writeTranslated.
 func (p *ownershipProcessor) isTranslatedResult(k string) bool {
 	return k == flowschema.AttrPeerTranslatedAttributionStatus || k == flowschema.AttrPeerTranslatedAttributionReason ||
-		strings.HasPrefix(k, p.translatedOwners.Prefix())
+		flowschema.HasKeyPrefix(k, p.translatedOwners.Prefix())
 }
 
 // writeTranslated writes the owner of the record's translated peer (the
@@ -346,7 +346,7 @@ func (p *ownershipProcessor) writeResultTo(attrs pcommon.Map, w *flowschema.Owne
 			if wrote&bit == 0 {
 				v.SetStr(reason)
 			}
-		case !strings.HasPrefix(k, prefix):
+		case !flowschema.HasKeyPrefix(k, prefix):
 			return false
 		case owner == nil:
 			return true
