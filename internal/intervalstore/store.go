@@ -311,12 +311,13 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 // does not compute them twice.
 func (s *Store[K]) lookup(key K, h uint64, tn int64) Result {
 	tab := s.tableFor(h)
-	if sl := tab.lookup(key, h); sl != nil {
+	sl := tab.lookup(key, h)
+	if sl != nil {
 		if o := s.trailingOwner(tab, sl, h, tn); o != nil {
 			return Result{Owner: o, Status: Attributed}
 		}
 	}
-	return s.lookupSlow(key, h, tn)
+	return s.lookupSlow(key, h, tn, tab, sl)
 }
 
 // trailingOwner answers the common lookup, at a time t whose ClockSkew
@@ -341,15 +342,18 @@ func (s *Store[K]) trailingOwner(tab *table[K], sl *slot[K], h uint64, t int64) 
 	return nil
 }
 
-// lookupSlow is lookup for every case.
-func (s *Store[K]) lookupSlow(key K, h uint64, tn int64) Result {
+// lookupSlow is lookup for every case, from key's slot sl (nil if none) in
+// tab, the table of its shard when lookup read it.
+func (s *Store[K]) lookupSlow(key K, h uint64, tn int64, tab *table[K], sl *slot[K]) Result {
 	for {
-		tab := s.tableFor(h)
 		res := Result{Reason: ReasonNoClaim}
-		if sl := tab.lookup(key, h); sl != nil {
+		if sl != nil {
 			var current bool
 			if res, current = s.answer(tab, sl, h, tn); !current {
-				continue // the shard's table was replaced: read the new one
+				// The shard's table was replaced: read the new one.
+				tab = s.tableFor(h)
+				sl = tab.lookup(key, h)
+				continue
 			}
 		}
 		// Covered times are answered from the ranges held; only
