@@ -7,8 +7,14 @@ import (
 
 func FuzzHasKeyPrefix(f *testing.F) {
 	for _, c := range [][2]string{
-		{"flowattr.peer.owner.id", PrefixPeerOwner}, {"flowattr.local.owner.id", PrefixPeerOwner},
-		{"network.peer.address", PrefixLocalOwner}, {"", ""}, {"a", ""}, {"", "a"}, {"ab", "ab"}, {"ab", "abc"},
+		{"flowattr.peer.owner.id", PrefixPeerOwner},
+		{"flowattr.local.owner.id", PrefixPeerOwner},
+		{"network.peer.address", PrefixLocalOwner},
+		{"", ""},
+		{"a", ""},
+		{"", "a"},
+		{"ab", "ab"},
+		{"ab", "abc"},
 	} {
 		f.Add(c[0], c[1])
 	}
