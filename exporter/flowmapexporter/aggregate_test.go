@@ -37,7 +37,7 @@ func TestSnapshotFigures(t *testing.T) {
 		rec{local: checkout, peer: frontend, role: flowschema.RoleServer, localPort: 8443, peerPort: 51000, sent: 300, received: 100, srttUS: 4096},
 		rec{local: checkout, peer: payments, peerPort: 9000, state: flowschema.FlowStateFailed, errName: "ECONNREFUSED"},
 		rec{local: checkout, peer: payments, peerPort: 9000, sent: 10, received: 20, retransmits: 3, srttUS: 90},
-		rec{local: frontend, status: "unattributed", reason: reasonOutsideWorkload, peerPort: 443, sent: 50, received: 60},
+		rec{local: frontend, status: "external", reason: "outside_workload_cidrs", peerPort: 443, sent: 50, received: 60},
 		rec{local: frontend, status: "unattributed", reason: "no_claim_yet", peerPort: 443},
 		rec{local: frontend, status: "conflict", reason: "overlapping_claims", peerPort: 443},
 	)

@@ -35,7 +35,7 @@ func benchBatch(seed uint64) plog.Logs {
 		}
 		switch rng.IntN(20) {
 		case 0:
-			r.status, r.reason = "unattributed", reasonOutsideWorkload
+			r.status, r.reason = "external", "outside_workload_cidrs"
 		case 1:
 			r.status, r.reason = "unattributed", "gap"
 		default:

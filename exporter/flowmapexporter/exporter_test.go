@@ -68,7 +68,7 @@ func TestExporterServesMap(t *testing.T) {
 
 	require.NoError(t, exp.ConsumeLogs(context.Background(), logsOf(
 		rec{local: frontend, peer: checkout, peerPort: 8080, sent: 100, received: 200, srttUS: 512},
-		rec{local: frontend, status: "unattributed", reason: reasonOutsideWorkload},
+		rec{local: frontend, status: "external", reason: "outside_workload_cidrs"},
 		rec{local: frontend, peer: checkout, state: flowschema.FlowStateActive},
 		rec{event: flowschema.EventClaim},
 	)))

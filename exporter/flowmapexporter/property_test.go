@@ -42,7 +42,7 @@ func TestPropertyBoundsAndConservation(t *testing.T) {
 					}
 					switch rng.IntN(6) {
 					case 0:
-						r.status, r.reason = "unattributed", reasonOutsideWorkload
+						r.status, r.reason = "external", "outside_workload_cidrs"
 					case 1:
 						r.status = "unattributed"
 					case 2:

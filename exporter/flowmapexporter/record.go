@@ -27,10 +27,6 @@ var outcomeNames = [numOutcomes]string{"mapped", "interim", "not_flow", "owner_t
 // flowattrPrefix starts every attribute name the map reads but the ports.
 const flowattrPrefix = "flowattr."
 
-// reasonOutsideWorkload is the attribution reason of a peer outside the
-// ownership processor's workload_cidrs: the map's external bucket.
-const reasonOutsideWorkload = "outside_workload_cidrs"
-
 // parser reads flow records into flows.
 type parser struct {
 	nodeAttribute string // owner attribute naming a workload node ("id": the owner ID)
@@ -68,12 +64,12 @@ func (o *owner) endpoint(attrs pcommon.Map, prefix string) endpoint {
 
 // fields are the attributes of a flow record that the map reads.
 type fields struct {
-	state, role, status, reason string
-	localPort, peerPort         int64
-	sent, received              int64
-	retransmits, srtt           int64
-	hasSRTT, hasError           bool
-	local, peer                 owner
+	state, role, status string
+	localPort, peerPort int64
+	sent, received      int64
+	retransmits, srtt   int64
+	hasSRTT, hasError   bool
+	local, peer         owner
 }
 
 // readFlow reads one of the flowattr.flow.* attributes.
@@ -135,8 +131,6 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 					p.read(&r.peer, k[len(flowschema.PrefixPeerOwner):], v)
 				case k == flowschema.AttrPeerAttributionStatus:
 					r.status = v.Str()
-				case k == flowschema.AttrPeerAttributionReason:
-					r.reason = v.Str()
 				}
 			}
 		}
@@ -159,7 +153,8 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 	switch {
 	case r.status == "attributed" && r.peer.id != "":
 		peerEnd = r.peer.endpoint(attrs, flowschema.PrefixPeerOwner)
-	case r.status == "unattributed" && r.reason == reasonOutsideWorkload:
+	case r.status == "external":
+		// Outside the ownership processor's workload ranges.
 		peerEnd = endpoint{kind: kindExternal}
 	case r.status == "conflict":
 		peerEnd = endpoint{kind: kindConflict}

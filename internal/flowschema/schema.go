@@ -135,6 +135,11 @@ const (
 	// PrefixPeerTranslatedOwner holds the owner of the flow's translated
 	// peer (AttrPeerTranslatedAddress), added by the ownership processor.
 	PrefixPeerTranslatedOwner = "flowattr.peer.translated.owner."
+	// PrefixLocalWorkload holds the workload that ran the flow's local
+	// socket when it is not the local address's owner: a Kubernetes
+	// hostNetwork pod on the node's address, found from the socket's
+	// cgroup. It is never a claim.
+	PrefixLocalWorkload = "flowattr.local.workload."
 )
 
 // OwnerIDSuffix completes an owner prefix into the owner's ID attribute.
@@ -142,8 +147,8 @@ const OwnerIDSuffix = owners.IDAttribute
 
 // Attribution results written by the ownership processor on flow records.
 const (
-	// AttrPeerAttributionStatus is "attributed", "unattributed", "conflict"
-	// or "uncertain".
+	// AttrPeerAttributionStatus is "attributed", "unattributed", "conflict",
+	// "uncertain" or "external".
 	AttrPeerAttributionStatus = "flowattr.peer.attribution.status"
 	// AttrPeerAttributionReason says why a record is not attributed, for
 	// example "no_claim_yet", "gap", "expired", "overlapping_claims",

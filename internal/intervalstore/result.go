@@ -18,9 +18,14 @@ const (
 	// Uncertain: one owner covers the time but another owner's coverage is
 	// within ClockSkew of it.
 	Uncertain
+	// External is never a Lookup's answer: it is the caller's verdict on a
+	// key outside the ranges whose claims it keeps in the store (the
+	// ownership processor's workload ranges), counted and written beside
+	// the store's answers.
+	External
 )
 
-var statusNames = [...]string{"unattributed", "attributed", "conflict", "uncertain"}
+var statusNames = [...]string{"unattributed", "attributed", "conflict", "uncertain", "external"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {

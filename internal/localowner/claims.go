@@ -46,20 +46,26 @@ type seenRange struct {
 // Every claim lies within the interval [previous close, now] and never
 // starts before this host learnt the owner (see Source): the owner is
 // known at capture time only, so a claim asserts only what was observed
-// while the mapping was in effect. Periodic claims of consecutive intervals
+// while the mapping was in effect. The one exception is a tenure that a
+// TimedSource dated before its merge: its first claim starts at that date. Periodic claims of consecutive intervals
 // touch (one ends where the next starts), so the ownership processor
 // merges them into one continuous range.
 type Claimer struct {
 	own    *Ownership
 	sender string
 	last   time.Time // end of the previous interval
-	seen   map[claimKey]*seenRange
+	// lastNew is when ClaimNew last ran: entries published since are new.
+	lastNew time.Time
+	// closedOnce is set by the first CloseInterval, which claims every
+	// entry from its since.
+	closedOnce bool
+	seen       map[claimKey]*seenRange
 }
 
 // NewClaimer returns a Claimer of own's addresses whose claims name sender
 // and whose first interval starts at start.
 func NewClaimer(own *Ownership, sender string, start time.Time) *Claimer {
-	return &Claimer{own: own, sender: sender, last: start, seen: map[claimKey]*seenRange{}}
+	return &Claimer{own: own, sender: sender, last: start, lastNew: start, seen: map[claimKey]*seenRange{}}
 }
 
 // Observe records a flow from addr, whose owner Lookup gave as e, over
@@ -91,6 +97,8 @@ func (c *Claimer) Observe(addr netip.Addr, e *Entry, start, end time.Time) {
 func (c *Claimer) CloseInterval(now time.Time) []Claim {
 	snap, retired := c.own.closeInterval(now)
 	from := c.last
+	first := !c.closedOnce
+	c.closedOnce = true
 	if now.Before(from) {
 		// The wall clock stepped back: claim nothing rather than a range
 		// that ends before it starts, and restart the interval.
@@ -103,8 +111,7 @@ func (c *Claimer) CloseInterval(now time.Time) []Claim {
 	// covered is the end of the claim made for a key from the sources:
 	// flows seen under the entry up to then need no claim of their own.
 	covered := make(map[claimKey]time.Time, n)
-	sourceClaim := func(addr netip.Addr, e *Entry, since, until time.Time) {
-		start := later(from, since)
+	sourceClaim := func(addr netip.Addr, e *Entry, start, until time.Time) {
 		end := until
 		if end.After(now) {
 			end = now
@@ -117,18 +124,18 @@ func (c *Claimer) CloseInterval(now time.Time) []Claim {
 		out = append(out, Claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: start, End: end, Sender: c.sender}, Basis: BasisSource})
 	}
 	for _, r := range retired {
-		sourceClaim(r.addr, r.entry, r.entry.since, r.until)
+		sourceClaim(r.addr, r.entry, claimFrom(r.entry, from, first), r.until)
 	}
 	for addr, e := range snap.addresses {
-		sourceClaim(addr, e, e.since, now)
+		sourceClaim(addr, e, claimFrom(e, from, first), now)
 	}
 	for addr, f := range snap.fallbacks {
 		// From the fall-back: a renewed entry of the same owner, which
 		// f follows, is known only from its renewal.
-		sourceClaim(addr, f.entry, f.started, f.until())
+		sourceClaim(addr, f.entry, later(from, f.started), f.until())
 	}
 	for k, r := range c.seen {
-		start := later(later(r.start, from), k.entry.since)
+		start := later(r.start, claimFrom(k.entry, from, first))
 		end := r.end
 		if end.After(now) {
 			end = now
@@ -150,6 +157,37 @@ func (c *Claimer) CloseInterval(now time.Time) []Claim {
 		return a.Start.Compare(b.Start)
 	})
 	return out
+}
+
+// ClaimNew returns claims, from their since to now, for the single
+// addresses whose entries were published since the previous call (or the
+// Claimer's start), without closing the interval: the next CloseInterval
+// claims them again, from the same since, which the ownership processor
+// joins. It spares a new address a wait of up to a claim interval for its
+// first claim (see Settings.NewAddresses).
+func (c *Claimer) ClaimNew(now time.Time) []Claim {
+	snap := c.own.current.Load()
+	var out []Claim
+	for addr, e := range snap.addresses {
+		if e.initial || e.published.Before(c.lastNew) || now.Before(e.since) {
+			continue
+		}
+		out = append(out, Claim{Claim: flowschema.Claim{Address: addr, Owner: e.owner, Start: e.since, End: now, Sender: c.sender}, Basis: BasisSource})
+	}
+	c.lastNew = now
+	slices.SortFunc(out, func(a, b Claim) int { return a.Address.Compare(b.Address) })
+	return out
+}
+
+// claimFrom is where an interval that starts at from claims e from: from,
+// or e's since when later, or e's since when e was published during the
+// interval or this is the first interval (nothing claimed e yet), as a
+// TimedSource may date a tenure before its merge.
+func claimFrom(e *Entry, from time.Time, first bool) time.Time {
+	if first || !e.published.Before(from) {
+		return e.since
+	}
+	return later(from, e.since)
 }
 
 func later(a, b time.Time) time.Time {

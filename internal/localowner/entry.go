@@ -22,6 +22,9 @@ type Entry struct {
 	// which flows are compared with (see HeldThroughout).
 	since     time.Time
 	sinceBoot time.Duration
+	// published is when the merge that made the entry was published:
+	// since too, unless a TimedSource dated the tenure earlier.
+	published time.Time
 	// initial marks an entry made before Start returned, before the
 	// receiver captures: it predates every flow.
 	initial bool

@@ -42,6 +42,13 @@ type Settings struct {
 	// claimed, for 10 minutes, for the owner of the wider prefix they fall
 	// back to. Beyond it the newest are kept. 0 for DefaultMaxFallbacks.
 	MaxFallbacks int
+	// NewAddresses, when not nil, is called after a merge after Start
+	// published a single address with a new owner, so that the caller can
+	// claim it at once (Claimer.ClaimNew) rather than at the interval's
+	// close: peers hold flows to an address until a claim covers it. It
+	// runs on the goroutine of the source that changed, inside the merge:
+	// it must not block nor call Ownership.
+	NewAddresses func()
 }
 
 // Ownership merges the sources into one map from address to owner, by
@@ -57,6 +64,8 @@ type Ownership struct {
 	now     func() time.Time
 	bootNow func() time.Duration
 	logger  *zap.Logger
+	// newAddresses is Settings.NewAddresses.
+	newAddresses func()
 
 	mu        sync.Mutex // serializes rebuilds
 	capturing bool       // Start has returned: new entries are not initial; under mu
@@ -91,6 +100,7 @@ func New(sources []Source, set Settings) *Ownership {
 		logger:       set.Logger,
 		maxRetired:   set.MaxRetired,
 		maxFallbacks: set.MaxFallbacks,
+		newAddresses: set.NewAddresses,
 	}
 	if o.logger == nil {
 		o.logger = zap.NewNop()

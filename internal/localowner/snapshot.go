@@ -3,8 +3,11 @@ package localowner // import "github.com/flowattr/flowattr/internal/localowner"
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/gaissmai/bart"
+
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // snapshot is the merged map of all sources at one moment.
@@ -50,23 +53,30 @@ func (o *Ownership) rebuild() {
 		fallbacks: map[netip.Addr]fallback{},
 	}
 	var made []*Entry // entries new in next, dated when it is published
+	add := func(p netip.Prefix, owner owners.Owner, since time.Time) {
+		if _, taken := next.byPrefix[p]; taken {
+			return
+		}
+		key := ownerKey(owner)
+		if prev != nil {
+			if old, ok := prev.byPrefix[p]; ok && old.key == key {
+				next.byPrefix[p] = old
+				return
+			}
+		}
+		e := &Entry{owner: owner, key: key, initial: !o.capturing, since: since}
+		made = append(made, e)
+		next.byPrefix[p] = e
+	}
 	for _, src := range o.sources {
+		if ts, ok := src.(TimedSource); ok {
+			for p, t := range ts.Tenures() {
+				add(p, t.Owner, t.Since)
+			}
+			continue
+		}
 		for p, owner := range src.Entries() {
-			if _, taken := next.byPrefix[p]; taken {
-				continue
-			}
-			key := ownerKey(owner)
-			var e *Entry
-			if prev != nil {
-				if old, ok := prev.byPrefix[p]; ok && old.key == key {
-					e = old
-				}
-			}
-			if e == nil {
-				e = &Entry{owner: owner, key: key, initial: !o.capturing}
-				made = append(made, e)
-			}
-			next.byPrefix[p] = e
+			add(p, owner, time.Time{})
 		}
 	}
 	if prev != nil {
@@ -103,8 +113,20 @@ func (o *Ownership) rebuild() {
 	o.pubMu.Lock()
 	defer o.pubMu.Unlock()
 	now, nowBoot := o.now(), o.bootNow()
+	newAddresses := false
 	for _, e := range made {
-		e.since, e.sinceBoot = now, nowBoot
+		e.published = now
+		if e.since.IsZero() {
+			e.since, e.sinceBoot = now, nowBoot
+		} else {
+			e.sinceBoot = nowBoot - now.Sub(e.since)
+		}
+	}
+	for p, e := range next.byPrefix {
+		if p.IsSingleIP() && e.published.Equal(now) && !e.initial {
+			newAddresses = true
+			break
+		}
 	}
 	for _, r := range retired {
 		r.until = now
@@ -121,6 +143,9 @@ func (o *Ownership) rebuild() {
 		o.moveFallback(next, m, now)
 	}
 	o.current.Store(next)
+	if newAddresses && o.newAddresses != nil {
+		o.newAddresses()
+	}
 }
 
 // renewSupernets gives every prefix of entries that strictly contains

@@ -3,14 +3,16 @@ package localowner // import "github.com/flowattr/flowattr/internal/localowner"
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // Source tells local ownership which owner holds which of the host's
 // addresses: static configuration (StaticSource), a file another program
-// writes (FileSource), and next Kubernetes pods or cgroups. A new source is
-// one type implementing Source; Ownership merges all of them.
+// writes (FileSource), Kubernetes pods and services (package
+// localowner/kube, a TimedSource). A new source is one type implementing
+// Source; Ownership merges all of them.
 //
 // An implementation must guarantee:
 //
@@ -62,4 +64,32 @@ type Source interface {
 	Entries() map[netip.Prefix]owners.Owner
 	Start(ctx context.Context, onChange func()) error
 	Shutdown() error
+}
+
+// Tenure is an owner of a prefix and when it took the prefix.
+type Tenure struct {
+	Owner owners.Owner
+	// Since is when the owner provably took the prefix, which may be
+	// before the source learnt it; zero for "from when the merge that
+	// publishes it", as for a plain Source.
+	Since time.Time
+}
+
+// TimedSource is a Source that knows when each of its owners took its
+// prefix, which may be earlier than when the source learnt it: a Kubernetes
+// pod's sandbox had its network before a collector that just (re)started
+// listed the pod. Ownership merges its Tenures instead of its Entries (which
+// it must still implement, with the same owners).
+//
+// Since is a promise, on top of Source's: the owner held the prefix from
+// Since until the source removes or replaces it, without a break that the
+// source did not observe. A tenure that appears with a Since before its
+// merge is claimed from Since, once, and flows that started after Since
+// name its owner. A tenure keeps the Since it had when it was first
+// published while its owner stays the same; to start a new tenure of the
+// same owner (after a gap in what the source observed) the source removes
+// the prefix and publishes it again, in two calls of onChange.
+type TimedSource interface {
+	Source
+	Tenures() map[netip.Prefix]Tenure
 }

@@ -60,8 +60,8 @@ func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *b
 						p.writeResult(attrs, intervalstore.Attributed, o, reasonStatic)
 						st.lookup(intervalstore.Attributed)
 					} else {
-						p.writeResult(attrs, intervalstore.Unattributed, nil, reasonOutsideWorkload)
-						st.lookup(intervalstore.Unattributed)
+						p.writeResult(attrs, intervalstore.External, nil, reasonOutsideWorkload)
+						st.lookup(intervalstore.External)
 					}
 					p.writeTranslated(attrs, f.translation, f.at, f.fallback)
 					return false
@@ -277,7 +277,7 @@ func (p *ownershipProcessor) writeTranslated(attrs pcommon.Map, tr translation, 
 		return
 	default:
 		p.writeResultTo(attrs, p.translatedOwners, flowschema.AttrPeerTranslatedAttributionStatus, flowschema.AttrPeerTranslatedAttributionReason,
-			intervalstore.Unattributed, nil, reasonOutsideWorkload)
+			intervalstore.External, nil, reasonOutsideWorkload)
 		return
 	}
 	reason := res.Reason.String()

@@ -1,15 +1,24 @@
 package ownershipprocessor
 
 import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
+	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadatatest"
 )
 
 func TestFlowBeforeClaimWithoutHold(t *testing.T) {
@@ -122,5 +131,102 @@ func TestWorkloadCIDRsAndStaticOwners(t *testing.T) {
 	assert.Equal(t, "edge-lb-v2", owner, "longest prefix wins")
 
 	status, reason, owner = attribution(recs[2])
-	assert.Equal(t, []string{"unattributed", "outside_workload_cidrs", "<absent>"}, []string{status, reason, owner})
+	assert.Equal(t, []string{"external", "outside_workload_cidrs", "<absent>"}, []string{status, reason, owner})
+}
+
+// hostAddrs is a settable list of the host's own addresses.
+type hostAddrs struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+	err   error
+}
+
+func (h *hostAddrs) set(addrs []netip.Addr, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.addrs, h.err = addrs, err
+}
+
+func (h *hostAddrs) list() ([]netip.Addr, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addrs, h.err
+}
+
+// With workload_host_addresses the host's own addresses are workload
+// addresses beside workload_cidrs, as the host's address list changes: a
+// flow to one waits for its claim, and its claims are accepted; a flow to
+// any other address outside workload_cidrs goes on at once, external.
+func TestWorkloadHostAddresses(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.WorkloadCIDRs = []string{"10.0.0.0/8"}
+	cfg.WorkloadHostAddresses = true
+	host := &hostAddrs{addrs: []netip.Addr{mustAddr("192.0.2.2")}}
+	clk := newTestClock()
+	h := newHarnessWith(t, newFactory(clk, host.list), clk, cfg, component.NewID(metadata.Type))
+
+	h.consume(
+		flow("10.0.0.1", "192.0.2.2", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "198.51.100.1", t0.Add(-time.Second), t0),
+	)
+	recs := h.records()
+	require.Len(t, recs, 1, "the flow to the host's address waits for a claim")
+	status, reason, owner := attribution(recs[0])
+	assert.Equal(t, []string{"198.51.100.1", "external", "outside_workload_cidrs", "<absent>"},
+		[]string{str(recs[0], flowschema.AttrNetworkPeerAddress), status, reason, owner})
+
+	h.consume(claim("192.0.2.2", "node-a", t0.Add(-time.Minute), t0, "node-a"))
+	recs = h.records()
+	require.Len(t, recs, 2, "the host's claim releases its flow")
+	status, _, owner = attribution(recs[1])
+	assert.Equal(t, []string{"attributed", "node-a"}, []string{status, owner})
+
+	// The host's address moves; a failed listing keeps the last list.
+	host.set([]netip.Addr{mustAddr("192.0.2.3")}, nil)
+	h.clock.Advance(hostAddrsRefresh)
+	host.set(nil, errors.New("netlink: no answer"))
+	h.clock.Advance(hostAddrsRefresh)
+	h.consume(
+		flow("10.0.0.1", "192.0.2.3", t0, t0.Add(time.Second)),
+		flow("10.0.0.1", "192.0.2.2", t0, t0.Add(time.Second)),
+	)
+	recs = h.records()
+	require.Len(t, recs, 3, "the flow to the new address waits")
+	status, _, _ = attribution(recs[2])
+	assert.Equal(t, []string{"192.0.2.2", "external"}, []string{str(recs[2], flowschema.AttrNetworkPeerAddress), status})
+}
+
+// Without workload_cidrs, workload_host_addresses makes the host's own
+// addresses the only workload addresses, and static owners may name the
+// rest.
+func TestWorkloadHostAddressesOnly(t *testing.T) {
+	cfg := noHoldConfig()
+	cfg.WorkloadHostAddresses = true
+	cfg.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "edge-lb"}}
+	require.NoError(t, cfg.Validate())
+	host := &hostAddrs{addrs: []netip.Addr{mustAddr("192.0.2.2")}}
+	clk := newTestClock()
+	h := newHarnessWith(t, newFactory(clk, host.list), clk, cfg, component.NewID(metadata.Type))
+	h.consume(
+		flow("10.0.0.1", "192.0.2.2", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "10.0.0.2", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "203.0.113.9", t0.Add(-time.Second), t0),
+	)
+	var got []string
+	for _, r := range h.records() {
+		status, reason, owner := attribution(r)
+		got = append(got, status+"/"+reason+"/"+owner)
+	}
+	assert.Equal(t, []string{"unattributed/no_claim_yet/<absent>", "external/outside_workload_cidrs/<absent>", "attributed/static/edge-lb"}, got)
+}
+
+// A collector that cannot list the host's addresses does not start.
+func TestWorkloadHostAddressesListFails(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.WorkloadHostAddresses = true
+	clk := newTestClock()
+	f := newFactory(clk, func() ([]netip.Addr, error) { return nil, errors.New("netlink: no answer") })
+	set := metadatatest.NewSettings(componenttest.NewTelemetry())
+	_, err := f.CreateLogs(context.Background(), set, cfg, new(consumertest.LogsSink))
+	require.ErrorContains(t, err, "workload_host_addresses: listing the host's addresses: netlink: no answer")
 }

@@ -55,11 +55,19 @@ type Config struct {
 	// MaxWait is how long a flow record whose peer is not covered yet is held
 	// waiting for a claim. Zero disables holding.
 	MaxWait time.Duration `mapstructure:"max_wait"`
-	// MaxPending bounds the number of held flow records per pipeline.
+	// MaxPending bounds the number of held flow records per pipeline, and
+	// apart from them the released records waiting to be sent again. The
+	// default is sized for 100k flows/s with 10s claim intervals: records
+	// wait up to a claim interval plus delivery delay and clock_skew.
 	MaxPending int `mapstructure:"max_pending"`
 	// WorkloadCIDRs are the ranges (CIDR prefixes or single addresses) whose
-	// addresses are claimed. Empty means every address.
+	// addresses are claimed. Empty, without WorkloadHostAddresses, means
+	// every address.
 	WorkloadCIDRs []string `mapstructure:"workload_cidrs"`
+	// WorkloadHostAddresses adds the host's own unicast addresses, listed
+	// at start and every hostAddrsRefresh, to WorkloadCIDRs: where the
+	// ebpfflow receiver's host_addresses claims them.
+	WorkloadHostAddresses bool `mapstructure:"workload_host_addresses"`
 	// StaticOwners name owners for addresses outside WorkloadCIDRs.
 	StaticOwners []owners.Entry `mapstructure:"static_owners"`
 	// OwnerLimits bound the owners of claims and static_owners: a claim
@@ -105,7 +113,7 @@ func createDefaultConfig() *Config {
 		SenderIdentity:         senderIdentityNone,
 		MaxFuture:              time.Minute,
 		MaxWait:                30 * time.Second,
-		MaxPending:             100_000,
+		MaxPending:             1_200_000,
 		MergeGap:               30 * time.Second,
 		ClockSkew:              time.Second,
 		Retention:              15 * time.Minute,
@@ -203,12 +211,13 @@ func (cfg *Config) Validate() error {
 
 // storeSettingNames are the settings of a store rather than of one of the
 // processors that use it: what the store accepts (max_future, owner_limits,
-// senders, workload_cidrs), how it keeps ranges and answers lookups
-// (merge_gap, clock_skew, retention, max_keys, static_owners), and
-// max_wait, since the store's clock checks the held records of every
-// pipeline using it. Processors that share a store must set each alike.
+// senders, workload_cidrs, workload_host_addresses), how it keeps ranges
+// and answers lookups (merge_gap, clock_skew, retention, max_keys,
+// static_owners), and max_wait, since the store's clock checks the held
+// records of every pipeline using it. Processors that share a store must
+// set each alike.
 var storeSettingNames = []string{
-	"max_future", "max_wait", "workload_cidrs", "static_owners", "owner_limits",
+	"max_future", "max_wait", "workload_cidrs", "workload_host_addresses", "static_owners", "owner_limits",
 	"senders", "merge_gap", "clock_skew", "retention", "max_keys",
 }
 
@@ -230,6 +239,7 @@ func storeSettingDiffs(a, b *Config, aName, bName string) []string {
 	diff("max_future", a.MaxFuture == b.MaxFuture, a.MaxFuture, b.MaxFuture)
 	diff("max_wait", a.MaxWait == b.MaxWait, a.MaxWait, b.MaxWait)
 	diff("workload_cidrs", slices.Equal(a.WorkloadCIDRs, b.WorkloadCIDRs), a.WorkloadCIDRs, b.WorkloadCIDRs)
+	diff("workload_host_addresses", a.WorkloadHostAddresses == b.WorkloadHostAddresses, a.WorkloadHostAddresses, b.WorkloadHostAddresses)
 	differ("static_owners", slices.EqualFunc(a.StaticOwners, b.StaticOwners, sameEntry))
 	la, lb := a.OwnerLimits, b.OwnerLimits
 	diff("owner_limits.max_id_length", la.MaxIDLength == lb.MaxIDLength, la.MaxIDLength, lb.MaxIDLength)

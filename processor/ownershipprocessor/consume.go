@@ -14,8 +14,11 @@ type consumeBatch struct {
 	own      batchRecords     // the batch's own records put in the hold
 }
 
-// ConsumeLogs first sends again the released records that the next
-// consumer refused earlier (see resend), then processes ld, sends what is
+// ConsumeLogs first waits until the records that the clock callback and
+// other pipelines' claims released from this pipeline's hold are sent (see
+// sender), so that they go on ahead of ld and a blocked next consumer
+// holds its own pipeline back, then sends again the released records that
+// the next consumer refused earlier (see resend), then processes ld, sends what is
 // left of it to the next consumer and handles what the hold did meanwhile.
 // Records released by it (max_wait over, pushed out of a full hold) are
 // sent after the batch in one of their own, with no request context, as
@@ -30,6 +33,7 @@ type consumeBatch struct {
 // batch's records leave the hold undelivered, held or handed over: kept,
 // they would go downstream twice.
 func (p *ownershipProcessor) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	p.waitSent(ctx)
 	p.resend(p.life)
 	var b consumeBatch
 	returned := false
@@ -101,7 +105,7 @@ func (p *ownershipProcessor) process(ctx context.Context, ld plog.Logs, b *consu
 		b.released = p.hold.expire(now, p.lookup)
 	}
 	// Claims first, so that flows in the same batch see them.
-	p.shared.claimsApplied(p.applyClaims(ld, identify(ctx, p.cfg.SenderIdentity), now, &st))
+	p.shared.claimsApplied(p, p.applyClaims(ld, identify(ctx, p.cfg.SenderIdentity), now, &st))
 	p.attributeFlows(ld, b, &st)
 	p.tel.report(ctx, &st)
 	removeEmpty(ld)

@@ -3,6 +3,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -11,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/processor"
 
 	"github.com/flowattr/flowattr/internal/clock"
+	"github.com/flowattr/flowattr/internal/localowner"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -29,7 +31,13 @@ func NewFactory() processor.Factory {
 // for deterministic simulations and tests, the callbacks run when the clock
 // is advanced.
 func NewFactoryWithClock(c clock.Clock) processor.Factory {
-	f := &factory{clock: c, stores: make(map[string]*sharedStore), byID: make(map[component.ID]*sharedStore)}
+	return newFactory(c, localowner.HostUnicastAddrs)
+}
+
+// newFactory is NewFactoryWithClock listing the host's own addresses, for
+// workload_host_addresses, with hostAddrs.
+func newFactory(c clock.Clock, hostAddrs func() ([]netip.Addr, error)) processor.Factory {
+	f := &factory{clock: c, hostAddrs: hostAddrs, stores: make(map[string]*sharedStore), byID: make(map[component.ID]*sharedStore)}
 	return processor.NewFactory(
 		metadata.Type,
 		func() component.Config { return createDefaultConfig() },
@@ -42,7 +50,8 @@ func NewFactoryWithClock(c clock.Clock) processor.Factory {
 // list the same ID, or processors that name the same store, must see the
 // same ownership ranges.
 type factory struct {
-	clock clock.Clock
+	clock     clock.Clock
+	hostAddrs func() ([]netip.Addr, error)
 
 	mu     sync.Mutex
 	stores map[string]*sharedStore
@@ -89,7 +98,7 @@ func (f *factory) acquire(set processor.Settings, cfg *Config) (*sharedStore, er
 		s.refs++
 	} else {
 		var err error
-		if s, err = newSharedStore(set, name, cfg, f.clock); err != nil {
+		if s, err = newSharedStore(set, name, cfg, f.clock, f.hostAddrs); err != nil {
 			return nil, err
 		}
 		s.refs = 1

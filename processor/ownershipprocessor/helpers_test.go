@@ -3,6 +3,7 @@ package ownershipprocessor
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,10 +28,41 @@ import (
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 // testClock is the manual clock of the tests; it counts the callbacks
-// registered and not stopped, the processor's background work.
+// registered and not stopped, the processor's background work. Advance and
+// Set return once the records the callbacks released are sent, as the
+// tests' harnesses' processors are registered with it; Manual's Advance
+// does not wait for them.
 type testClock struct {
 	*clock.Manual
 	callbacks atomic.Int64
+
+	mu    sync.Mutex
+	procs []*ownershipProcessor
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.Manual.Advance(d)
+	c.waitSent()
+}
+
+func (c *testClock) Set(t time.Time) {
+	c.Manual.Set(t)
+	c.waitSent()
+}
+
+func (c *testClock) register(p *ownershipProcessor) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.procs = append(c.procs, p)
+}
+
+func (c *testClock) waitSent() {
+	c.mu.Lock()
+	procs := slices.Clone(c.procs)
+	c.mu.Unlock()
+	for _, p := range procs {
+		p.waitSent(context.Background())
+	}
 }
 
 func newTestClock() *testClock { return &testClock{Manual: clock.NewManual(t0)} }
@@ -87,14 +119,18 @@ func newHarnessTo(t *testing.T, f processor.Factory, clk *testClock, cfg *Config
 	proc, err := f.CreateLogs(context.Background(), set, cfg, next)
 	require.NoError(t, err)
 	require.NoError(t, proc.Start(context.Background(), componenttest.NewNopHost()))
+	clk.register(proc.(*ownershipProcessor))
 	h := &harness{t: t, clock: clk, tel: tel, sink: sink, proc: proc}
 	t.Cleanup(func() { require.NoError(t, proc.Shutdown(context.Background())) })
 	return h
 }
 
+// consume sends one batch of recs and waits until what it released in
+// other pipelines is sent too.
 func (h *harness) consume(recs ...func(plog.LogRecord)) {
 	h.t.Helper()
 	require.NoError(h.t, h.proc.ConsumeLogs(context.Background(), logsOf(recs...)))
+	h.clock.waitSent()
 }
 
 // records returns every record the sink received, in order.

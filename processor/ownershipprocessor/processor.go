@@ -59,6 +59,7 @@ type ownershipProcessor struct {
 	tel    *telemetry
 	hold   *hold   // nil when max_wait is 0
 	outbox *outbox // released records to send again; nil when max_wait is 0
+	sender sender  // releases from outside ConsumeLogs
 	owners *flowschema.OwnerWriter
 	// translatedOwners writes the translated peer's owner; nil when
 	// translated_owner_prefix is empty.

@@ -2,6 +2,7 @@ package ownershipprocessor // import "github.com/flowattr/flowattr/processor/own
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type sharedStore struct {
 	pruneEvery time.Duration
 	lastPrune  atomic.Int64 // Unix nanoseconds on clock
 
+	// hostAddrs lists the host's own addresses for tables, when
+	// workload_host_addresses is set.
+	hostAddrs func() ([]netip.Addr, error)
+
 	// refs and stops are guarded by factory.mu.
 	refs  int
 	stops []func() // of the clock callbacks, while they run
@@ -50,10 +55,17 @@ type sharedStore struct {
 	subs   map[*ownershipProcessor]struct{}
 }
 
-func newSharedStore(set processor.Settings, name string, cfg *Config, c clock.Clock) (*sharedStore, error) {
+func newSharedStore(set processor.Settings, name string, cfg *Config, c clock.Clock, hostAddrs func() ([]netip.Addr, error)) (*sharedStore, error) {
 	tables, err := cfg.tables()
 	if err != nil {
 		return nil, err
+	}
+	if tables.host != nil {
+		addrs, err := hostAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("workload_host_addresses: listing the host's addresses: %w", err)
+		}
+		tables.setHostAddrs(addrs)
 	}
 	store, err := intervalstore.New[intervalstore.Key128](intervalstore.Config{
 		MergeGap:  cfg.MergeGap,
@@ -82,6 +94,7 @@ func newSharedStore(set processor.Settings, name string, cfg *Config, c clock.Cl
 		subs:   make(map[*ownershipProcessor]struct{}),
 
 		pruneEvery: pruneInterval(cfg.Retention),
+		hostAddrs:  hostAddrs,
 	}
 	s.lastPrune.Store(c.Now().UnixNano())
 	// Every store of a collector reports into the same gauges: the store
@@ -113,6 +126,25 @@ func (s *sharedStore) start() {
 	if s.cfg.MaxWait > 0 {
 		s.stops = append(s.stops, s.clock.Every(holdCheckInterval(s.cfg.MaxWait), s.releaseTick))
 	}
+	if s.tables.host != nil {
+		s.stops = append(s.stops, s.clock.Every(hostAddrsRefresh, s.hostAddrsTick))
+	}
+}
+
+// hostAddrsRefresh is how often the host's own addresses are listed again
+// for workload_host_addresses: as often as the receiver's default
+// claim_interval, at which it claims them.
+const hostAddrsRefresh = 10 * time.Second
+
+// hostAddrsTick lists the host's addresses again; on failure the last list
+// stays.
+func (s *sharedStore) hostAddrsTick() {
+	addrs, err := s.hostAddrs()
+	if err != nil {
+		s.logger.Warn("Listing the host's addresses for workload_host_addresses failed; keeping the last list", zap.Error(err))
+		return
+	}
+	s.tables.setHostAddrs(addrs)
 }
 
 // stop ends the clock callbacks, if any, and unregisters the gauges.
@@ -128,7 +160,8 @@ func (s *sharedStore) stop() {
 // ConsumeLogs does too, through the same functions: the hold's lock
 // serialises releases, so whichever comes first releases a record and the
 // other finds it gone; the outbox sends again one batch at a time; the
-// store serialises prunes.
+// store serialises prunes. releaseTick only hands each pipeline's records
+// to that pipeline's sender: no next consumer delays the others.
 func (s *sharedStore) pruneTick() {
 	// Unconditionally: a batch's prune since the last tick must not
 	// stretch an idle store's interval to twice pruneEvery.
@@ -193,13 +226,19 @@ func (s *sharedStore) subscribers() []*ownershipProcessor {
 	return out
 }
 
-// claimsApplied tells every pipeline's hold that keys got new claims, so
-// records waiting for them are looked up again.
-func (s *sharedStore) claimsApplied(keys []netip.Addr) {
+// claimsApplied tells every pipeline's hold that keys got new claims in
+// from's ConsumeLogs, so records waiting for them are looked up again. from
+// sends its own released records itself; other pipelines' senders send
+// theirs, so that their next consumers cannot hold up from.
+func (s *sharedStore) claimsApplied(from *ownershipProcessor, keys []netip.Addr) {
 	if len(keys) == 0 {
 		return
 	}
 	for _, p := range s.subscribers() {
-		p.recheck(keys)
+		if p == from {
+			p.recheck(keys)
+		} else {
+			p.recheckFor(keys)
+		}
 	}
 }

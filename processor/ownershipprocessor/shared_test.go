@@ -131,16 +131,17 @@ func TestProcessorsShareNamedStore(t *testing.T) {
 // each setting; settings of one processor may differ.
 func TestSharedStoreSettingsMustAgree(t *testing.T) {
 	storeLevel := map[string]func(*Config){
-		"max_future":     func(c *Config) { c.MaxFuture = 2 * time.Minute },
-		"max_wait":       func(c *Config) { c.MaxWait = 10 * time.Second },
-		"workload_cidrs": func(c *Config) { c.WorkloadCIDRs = []string{"10.0.0.0/8"} },
-		"static_owners":  func(c *Config) { c.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}} },
-		"owner_limits":   func(c *Config) { c.OwnerLimits.MaxAttributes = 4 },
-		"senders":        func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.1.0/24"}} },
-		"merge_gap":      func(c *Config) { c.MergeGap = time.Second },
-		"clock_skew":     func(c *Config) { c.ClockSkew = 2 * time.Second },
-		"retention":      func(c *Config) { c.Retention = time.Hour },
-		"max_keys":       func(c *Config) { c.MaxKeys = 10 },
+		"max_future":              func(c *Config) { c.MaxFuture = 2 * time.Minute },
+		"max_wait":                func(c *Config) { c.MaxWait = 10 * time.Second },
+		"workload_cidrs":          func(c *Config) { c.WorkloadCIDRs = []string{"10.0.0.0/8"} },
+		"workload_host_addresses": func(c *Config) { c.WorkloadHostAddresses = true },
+		"static_owners":           func(c *Config) { c.StaticOwners = []owners.Entry{{Prefixes: []string{"203.0.113.0/24"}, ID: "lb"}} },
+		"owner_limits":            func(c *Config) { c.OwnerLimits.MaxAttributes = 4 },
+		"senders":                 func(c *Config) { c.Senders = map[string][]string{"node-a": {"10.0.1.0/24"}} },
+		"merge_gap":               func(c *Config) { c.MergeGap = time.Second },
+		"clock_skew":              func(c *Config) { c.ClockSkew = 2 * time.Second },
+		"retention":               func(c *Config) { c.Retention = time.Hour },
+		"max_keys":                func(c *Config) { c.MaxKeys = 10 },
 	}
 	require.ElementsMatch(t, storeSettingNames, slices.Collect(maps.Keys(storeLevel)), "every store-level setting is tested")
 	base := func() *Config {
@@ -249,6 +250,7 @@ func TestConcurrentClaimsReleaseEveryHeldRecord(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+	clk.waitSent()
 
 	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
 	recs := flows.records()
@@ -308,4 +310,66 @@ func TestShutdownWaitsForReleaseFromOtherPipeline(t *testing.T) {
 	}
 	close(gate.open)
 	assert.Equal(t, 1, <-delivered, "the released record reached the next consumer before Shutdown returned")
+}
+
+// TestBlockedPipelineDelaysNoOther: two flow pipelines and a claim pipeline
+// share a store; the next consumer of one flow pipeline blocks. The other
+// flow pipeline's held records must still go on on time, both when their
+// max_wait runs out and when a claim in the claim pipeline decides them,
+// and neither the clock nor the claim pipeline may wait for the blocked
+// consumer.
+func TestBlockedPipelineDelaysNoOther(t *testing.T) {
+	clk := newTestClock()
+	f := NewFactoryWithClock(clk)
+	cfg := createDefaultConfig()
+	id := component.NewID(metadata.Type)
+	blocked := blockingConsumer{entered: make(chan struct{}, 1)}
+	stuck := newHarnessTo(t, f, clk, cfg, id, blocked, new(consumertest.LogsSink))
+	// Cleanups run last first: this one ends the blocked release before
+	// the harness's own Shutdown, which would wait for it.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		defer cancel()
+		assert.NoError(t, stuck.proc.Shutdown(ctx))
+	})
+	flows := newHarnessWith(t, f, clk, cfg, id)
+	claims := newHarnessWith(t, f, clk, cfg, id)
+	// Within the bounded waits below the test's own goroutine must not
+	// block: Manual.Advance, unlike the test clock's, does not wait for
+	// the stuck pipeline's sender.
+	within := func(what string, f func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f()
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s waits for the blocked next consumer of another pipeline", what)
+		}
+	}
+
+	// The stuck pipeline holds 10.0.0.2 and 10.0.0.4, the other
+	// 10.0.0.3 and 10.0.0.4; 10.0.0.2's max_wait runs out first.
+	require.NoError(t, stuck.proc.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.2", t0.Add(-time.Second), t0))))
+	clk.Manual.Advance(offTick)
+	require.NoError(t, stuck.proc.ConsumeLogs(context.Background(), logsOf(flow("10.0.0.1", "10.0.0.4", t0.Add(-time.Second), t0))))
+	require.NoError(t, flows.proc.ConsumeLogs(context.Background(), logsOf(
+		flow("10.0.0.1", "10.0.0.3", t0.Add(-time.Second), t0),
+		flow("10.0.0.1", "10.0.0.4", t0.Add(-time.Second), t0))))
+	within("the clock", func() { clk.Manual.Advance(cfg.MaxWait - offTick) })
+	<-blocked.entered // 10.0.0.2 is in the stuck pipeline's next consumer, for good
+
+	within("the claim pipeline", func() {
+		assert.NoError(t, claims.proc.ConsumeLogs(context.Background(), logsOf(claim("10.0.0.4", "checkout", t0.Add(-time.Minute), t0.Add(2*time.Second), ""))))
+	})
+	flows.waitRecords(1)
+	assert.Equal(t, []string{"10.0.0.4"}, flows.peers(), "released by the claim at once")
+
+	within("the clock", func() { clk.Manual.Advance(holdCheckInterval(cfg.MaxWait)) })
+	flows.waitRecords(2)
+	assert.Equal(t, []string{"10.0.0.4", "10.0.0.3"}, flows.peers(), "released when its max_wait ran out")
+	assertCounter(t, flows.tel, "otelcol_processor_ownership_records_held", nil, 0)
 }

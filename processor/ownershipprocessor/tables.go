@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/gaissmai/bart"
 
@@ -14,9 +15,13 @@ import (
 
 // addressTables are the prefix tables built from the configuration.
 type addressTables struct {
-	// workload holds the ranges whose addresses are claimed; nil means
-	// every address.
+	// workload holds workload_cidrs; nil with host unset means every
+	// address.
 	workload *bart.Lite
+	// host holds the host's own addresses while workload_host_addresses
+	// adds them to the workload ranges, else nil; setHostAddrs replaces
+	// them as the host's addresses change.
+	host *atomic.Pointer[map[netip.Addr]struct{}]
 	// static maps ranges outside workload to their fixed owner.
 	static *bart.Table[*owners.Owner]
 	// senders maps a claim's sender to the ranges it may claim; nil means
@@ -26,7 +31,25 @@ type addressTables struct {
 
 // isWorkload reports whether addr can be claimed.
 func (t *addressTables) isWorkload(addr netip.Addr) bool {
-	return t.workload == nil || t.workload.Lookup(addr)
+	switch {
+	case t.workload == nil && t.host == nil:
+		return true
+	case t.workload != nil && t.workload.Lookup(addr):
+		return true
+	case t.host != nil:
+		_, ok := (*t.host.Load())[addr]
+		return ok
+	}
+	return false
+}
+
+// setHostAddrs makes addrs the host's own addresses for isWorkload.
+func (t *addressTables) setHostAddrs(addrs []netip.Addr) {
+	set := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		set[a] = struct{}{}
+	}
+	t.host.Store(&set)
 }
 
 // mayClaim reports whether sender may claim addr.
@@ -52,6 +75,10 @@ func (cfg *Config) tables() (*addressTables, error) {
 			}
 			t.workload.Insert(p)
 		}
+	}
+	if cfg.WorkloadHostAddresses {
+		t.host = new(atomic.Pointer[map[netip.Addr]struct{}])
+		t.setHostAddrs(nil)
 	}
 	if err := t.addStatic(cfg.StaticOwners, cfg.OwnerLimits); err != nil {
 		errs = append(errs, err)
@@ -97,13 +124,13 @@ func (t *addressTables) addStatic(entries []owners.Entry, limits owners.Limits) 
 	if err != nil {
 		return err
 	}
-	if t.workload == nil {
+	if t.workload == nil && t.host == nil {
 		return errors.New("static_owners: static owners name addresses outside workload_cidrs, but workload_cidrs is empty (every address); set workload_cidrs to the ranges whose addresses are claimed")
 	}
 	var errs []error
 	for _, p := range slices.SortedFunc(maps.Keys(static), comparePrefixes) {
 		o := static[p]
-		if t.workload.OverlapsPrefix(p) {
+		if t.workload != nil && t.workload.OverlapsPrefix(p) {
 			errs = append(errs, fmt.Errorf("static_owners: %s (owner %s) overlaps workload_cidrs; addresses in workload_cidrs are attributed from claims only", p, o.ID))
 			continue
 		}

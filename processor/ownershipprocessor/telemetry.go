@@ -41,7 +41,7 @@ type telemetry struct {
 	*metadata.TelemetryBuilder
 	items    metric.MeasurementOption // processor and otel.signal, as processorhelper's
 	reasons  map[string]metric.MeasurementOption
-	statuses [4]metric.MeasurementOption // by intervalstore.Status
+	statuses [intervalstore.External + 1]metric.MeasurementOption // by intervalstore.Status
 	outcomes map[string]metric.MeasurementOption
 }
 
@@ -115,7 +115,7 @@ type batchStats struct {
 	noLocalOwner int64 // flow records whose local side names no owner
 	conflicts    int64
 	evictions    int64
-	lookups      [4]int64 // by intervalstore.Status
+	lookups      [intervalstore.External + 1]int64 // by intervalstore.Status
 	heldChange   int64
 }
 

@@ -153,7 +153,7 @@ func TestCountersExportedAtZeroFromStart(t *testing.T) {
 	metadatatest.AssertEqualProcessorOwnershipFlowsWithoutLocalOwner(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipConflicts(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipEvictions(t, h.tel, zeros(""), opts...)
-	metadatatest.AssertEqualProcessorOwnershipLookups(t, h.tel, zeros("status", "attributed", "unattributed", "conflict", "uncertain"), opts...)
+	metadatatest.AssertEqualProcessorOwnershipLookups(t, h.tel, zeros("status", "attributed", "unattributed", "conflict", "uncertain", "external"), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsReleased(t, h.tel, zeros("outcome", "attributed", "decided", "timeout", "overflow", "shutdown"), opts...)
 	metadatatest.AssertEqualProcessorOwnershipReleaseFailures(t, h.tel, zeros(""), opts...)
 	metadatatest.AssertEqualProcessorOwnershipRecordsHeld(t, h.tel, zeros(""), opts...)

@@ -102,7 +102,7 @@ func TestTranslatedPeerProblems(t *testing.T) {
 	assert.Equal(t, "<absent>", str(recs[2], flowschema.PrefixPeerTranslatedOwner+"service.name"), "the forged owner does not survive")
 	assert.Equal(t, []string{"unattributed", "bad_key", "<absent>"}, backendAttribution(recs[3]))
 	assert.Equal(t, []string{"attributed", "static", "edge-lb"}, backendAttribution(recs[4]))
-	assert.Equal(t, []string{"unattributed", "outside_workload_cidrs", "<absent>"}, backendAttribution(recs[5]))
+	assert.Equal(t, []string{"external", "outside_workload_cidrs", "<absent>"}, backendAttribution(recs[5]))
 	assert.Equal(t, []string{"unattributed", "missing_time", "<absent>"}, backendAttribution(recs[6]))
 	status, reason, _ := attribution(recs[7])
 	assert.Equal(t, []string{"unattributed", "missing_key"}, []string{status, reason})

@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/collector/confmap"
 
+	"github.com/flowattr/flowattr/internal/localowner/kube"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
@@ -16,8 +17,9 @@ import (
 
 // Names of the ownership sources, as used in OwnershipConfig.Precedence.
 const (
-	sourceFile   = "file"
-	sourceStatic = "static"
+	sourceFile       = "file"
+	sourceKubernetes = "kubernetes"
+	sourceStatic     = "static"
 )
 
 // Config is the ebpfflow receiver's configuration.
@@ -97,6 +99,10 @@ type OwnershipConfig struct {
 	// File is a map that another program (an IPAM agent, an orchestrator)
 	// writes; disabled when Path is empty.
 	File FileSourceConfig `mapstructure:"file"`
+	// Kubernetes makes the node's pods the owners of their addresses, and
+	// Services of their cluster IPs, from the API server; disabled unless
+	// Enabled.
+	Kubernetes kube.Config `mapstructure:"kubernetes"`
 	// OwnerLimits bound the owners that every source may name: a static
 	// entry beyond them is a configuration error, a file with one does not
 	// load. The processors that read this receiver's records should allow
@@ -135,7 +141,7 @@ func createDefaultConfig() *Config {
 		ActiveInterval: 30 * time.Second,
 		Filter:         FilterConfig{ExcludeLoopback: true},
 		Ownership: OwnershipConfig{
-			Precedence:  []string{sourceFile, sourceStatic},
+			Precedence:  []string{sourceKubernetes, sourceFile, sourceStatic},
 			Static:      StaticSourceConfig{HostAddresses: true},
 			File:        FileSourceConfig{PollInterval: 5 * time.Second},
 			OwnerLimits: owners.DefaultLimits(),
@@ -208,11 +214,17 @@ func (o *OwnershipConfig) validate() []error {
 			errs = append(errs, fmt.Errorf("ownership.file.poll_interval: must be at least 100ms, got %s", o.File.PollInterval))
 		}
 	}
+	if o.Kubernetes.Enabled {
+		enabled = append(enabled, sourceKubernetes)
+		if err := o.Kubernetes.Validate("ownership.kubernetes", o.OwnerLimits); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	seen := map[string]bool{}
 	for _, name := range o.Precedence {
 		switch {
-		case name != sourceFile && name != sourceStatic:
-			errs = append(errs, fmt.Errorf("ownership.precedence: unknown source %q; known sources are %q and %q", name, sourceFile, sourceStatic))
+		case name != sourceFile && name != sourceStatic && name != sourceKubernetes:
+			errs = append(errs, fmt.Errorf("ownership.precedence: unknown source %q; known sources are %q, %q and %q", name, sourceKubernetes, sourceFile, sourceStatic))
 		case seen[name]:
 			errs = append(errs, fmt.Errorf("ownership.precedence: source %q listed twice", name))
 		}
@@ -235,6 +247,6 @@ func (o *OwnershipConfig) validate() []error {
 // sourceOrder returns the enabled sources' names, highest precedence first.
 func (o *OwnershipConfig) sourceOrder() []string {
 	return slices.DeleteFunc(slices.Clone(o.Precedence), func(name string) bool {
-		return name == sourceFile && o.File.Path == ""
+		return (name == sourceFile && o.File.Path == "") || (name == sourceKubernetes && !o.Kubernetes.Enabled)
 	})
 }

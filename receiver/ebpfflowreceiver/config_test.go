@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/flowattr/flowattr/internal/localowner/kube"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 )
@@ -67,6 +68,17 @@ func TestLoadConfig(t *testing.T) {
 	custom.ResourceAttributes = want.ResourceAttributes
 	assert.Equal(t, want, custom)
 	assert.Equal(t, []string{sourceStatic, sourceFile}, custom.Ownership.sourceOrder())
+
+	k := loadConfig(t, "kubernetes")
+	require.NoError(t, confmap.Validate(k))
+	assert.Equal(t, kube.Config{
+		Enabled: true, NodeName: "node-a", Kubeconfig: "/etc/kube/config", Services: true, RestrictToPodCIDRs: true,
+		Extract: kube.ExtractConfig{
+			Labels:      []kube.Extraction{{Key: "app.kubernetes.io/part-of"}},
+			Annotations: []kube.Extraction{{Key: "example.com/team", TagName: "team"}},
+		},
+	}, k.Ownership.Kubernetes)
+	assert.Equal(t, []string{sourceKubernetes, sourceStatic}, k.Ownership.sourceOrder(), "the default precedence: kubernetes first")
 }
 
 func TestValidateErrors(t *testing.T) {
@@ -109,6 +121,11 @@ func TestValidateErrors(t *testing.T) {
 			`ownership.precedence: source "static" listed twice`,
 			`ownership.precedence: unknown source "kubelet"`,
 			`ownership.precedence: enabled source "file" is missing`,
+		}},
+		{"bad_kubernetes", []string{
+			`ownership.precedence: enabled source "kubernetes" is missing`,
+			"ownership.kubernetes.extract.labels[0].key: must not be empty",
+			`ownership.kubernetes.extract.annotations[0].tag_name: "k8s.pod.name" is an attribute the source sets itself`,
 		}},
 	}
 	for _, tt := range tests {

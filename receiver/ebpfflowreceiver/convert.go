@@ -33,6 +33,7 @@ const maxFlowAttrs = 28
 // few.
 type flowWriter struct {
 	owners     *flowschema.OwnerWriter
+	workloads  *flowschema.OwnerWriter
 	localAddrs map[netip.Addr]string
 }
 
@@ -43,6 +44,7 @@ const maxCachedLocalAddrs = 4096
 func newFlowWriter() *flowWriter {
 	return &flowWriter{
 		owners:     flowschema.NewOwnerWriter(flowschema.PrefixLocalOwner),
+		workloads:  flowschema.NewOwnerWriter(flowschema.PrefixLocalWorkload),
 		localAddrs: make(map[netip.Addr]string),
 	}
 }
@@ -60,10 +62,11 @@ func (w *flowWriter) localAddr(a netip.Addr) string {
 }
 
 // putFlow writes ev into lr as a flow record (see internal/flowschema). owner
-// is the local address's owner, nil when the record names none; translated
-// is where the kernel's address translation sent the connection, invalid
-// when it was not translated or is unknown.
-func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.Owner, translated netip.AddrPort, observed time.Time) {
+// is the local address's owner, nil when the record names none; workload
+// is the hostNetwork pod that ran the socket, nil for none; translated is
+// where the kernel's address translation sent the connection, invalid when
+// it was not translated or is unknown.
+func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner, workload *owners.Owner, translated netip.AddrPort, observed time.Time) {
 	lr.SetEventName(flowschema.EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(ev.End))
 	lr.SetObservedTimestamp(pcommon.NewTimestampFromTime(observed))
@@ -74,6 +77,9 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.
 	n := maxFlowAttrs
 	if owner != nil {
 		n += 1 + len(owner.Attributes)
+	}
+	if workload != nil {
+		n += 1 + len(workload.Attributes)
 	}
 	attrs.EnsureCapacity(n)
 	local, peer := w.localAddr(ev.LocalAddr), ev.PeerAddr.String()
@@ -143,5 +149,8 @@ func (w *flowWriter) putFlow(lr plog.LogRecord, ev *tracer.Event, owner *owners.
 	}
 	if owner != nil {
 		w.owners.Put(attrs, *owner)
+	}
+	if workload != nil {
+		w.workloads.Put(attrs, *workload)
 	}
 }

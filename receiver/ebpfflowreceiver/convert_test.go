@@ -29,7 +29,7 @@ func TestPutFlowClient(t *testing.T) {
 	}
 	owner := &owners.Owner{ID: "web-1", Attributes: []owners.Attribute{{Name: "service.name", Value: "web"}}}
 	lr := plog.NewLogRecord()
-	newFlowWriter().putFlow(lr, &ev, owner, netip.MustParseAddrPort("10.244.1.5:8443"), at(4))
+	newFlowWriter().putFlow(lr, &ev, owner, nil, netip.MustParseAddrPort("10.244.1.5:8443"), at(4))
 
 	assert.Equal(t, flowschema.EventFlow, lr.EventName())
 	assert.Equal(t, pcommon.NewTimestampFromTime(at(3)), lr.Timestamp())
@@ -75,7 +75,7 @@ func TestPutFlowServerFailedUnowned(t *testing.T) {
 		Err: syscall.ECONNREFUSED,
 	}
 	lr := plog.NewLogRecord()
-	newFlowWriter().putFlow(lr, &ev, nil, netip.AddrPort{}, at(7))
+	newFlowWriter().putFlow(lr, &ev, nil, nil, netip.AddrPort{}, at(7))
 	assert.Equal(t, map[string]any{
 		"network.transport":                    "tcp",
 		"network.type":                         "ipv6",
@@ -108,7 +108,7 @@ func TestPutFlowActiveUnknownRole(t *testing.T) {
 		LocalPort: 1, PeerPort: 2, Start: at(1), StartKnown: true, End: at(2),
 	}
 	lr := plog.NewLogRecord()
-	newFlowWriter().putFlow(lr, &ev, nil, netip.AddrPort{}, at(2))
+	newFlowWriter().putFlow(lr, &ev, nil, nil, netip.AddrPort{}, at(2))
 	attrs := lr.Attributes().AsRaw()
 	assert.Equal(t, "active", attrs["flowattr.flow.state"])
 	for _, k := range []string{"flowattr.flow.role", "client.address", "client.port", "server.address", "server.port"} {
@@ -148,10 +148,27 @@ func TestPutFlowCapacity(t *testing.T) {
 			PID: 1, Comm: "c", CgroupID: 1, NetnsInode: 1, Cookie: 1,
 		}
 		lr := plog.NewLogRecord()
-		newFlowWriter().putFlow(lr, &ev, nil, netip.MustParseAddrPort("[fd00::5]:80"), at(3))
+		newFlowWriter().putFlow(lr, &ev, nil, nil, netip.MustParseAddrPort("[fd00::5]:80"), at(3))
 		assert.Equal(t, maxFlowAttrs, lr.Attributes().Len(), "role %v", role)
 		for k := range lr.Attributes().All() {
 			assert.Contains(t, flowschema.FlowAttributes(), k, "flowschema.FlowAttributes lacks an attribute putFlow writes")
 		}
 	}
+}
+
+func TestPutFlowHostNetworkWorkload(t *testing.T) {
+	ev := tracer.Event{
+		Kind: tracer.KindClosed, Role: tracer.RoleClient,
+		LocalAddr: netip.MustParseAddr("192.0.2.10"), PeerAddr: netip.MustParseAddr("10.0.0.2"),
+		LocalPort: 40000, PeerPort: 443, Start: at(1), StartKnown: true, End: at(3), CgroupID: 7,
+	}
+	node := &owners.Owner{ID: "node-a"}
+	pod := &owners.Owner{ID: "uid-h", Attributes: []owners.Attribute{{Name: "k8s.pod.name", Value: "agent-x"}}}
+	lr := plog.NewLogRecord()
+	newFlowWriter().putFlow(lr, &ev, node, pod, netip.AddrPort{}, at(4))
+	attrs := lr.Attributes().AsRaw()
+	assert.Equal(t, "node-a", attrs["flowattr.local.owner.id"], "the node owns its address")
+	assert.Equal(t, "uid-h", attrs["flowattr.local.workload.id"])
+	assert.Equal(t, "agent-x", attrs["flowattr.local.workload.k8s.pod.name"])
+	assert.NotContains(t, attrs, "flowattr.local.owner.k8s.pod.name")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -18,9 +19,11 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/localowner"
+	"github.com/flowattr/flowattr/internal/localowner/kube"
 	"github.com/flowattr/flowattr/internal/owners"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadata"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/tracer"
@@ -43,6 +46,11 @@ type environment struct {
 	bootNow       func() time.Duration
 	machineIDFile string
 	hostAddrs     func() ([]netip.Addr, error)
+	// kubeClient returns the kubernetes source's client of the API
+	// server: from the kubeconfig at path, in-cluster when empty.
+	kubeClient func(path string) (kubernetes.Interface, error)
+	// getenv reads the environment (K8S_NODE_NAME).
+	getenv func(string) string
 	// netnsInode returns the inode of the collector's network namespace.
 	netnsInode func() (uint32, error)
 	// openNAT opens the connection tracking of the collector's network
@@ -63,8 +71,12 @@ func hostEnvironment() environment {
 		bootNow:       tracer.BootTime,
 		machineIDFile: machineIDPath,
 		hostAddrs:     localowner.HostUnicastAddrs,
-		netnsInode:    ownNetnsInode,
-		openNAT:       openConntrack,
+		kubeClient: func(path string) (kubernetes.Interface, error) {
+			return kube.NewClient(path, "otelcol-flowattr")
+		},
+		getenv:     os.Getenv,
+		netnsInode: ownNetnsInode,
+		openNAT:    openConntrack,
 	}
 }
 
@@ -93,12 +105,18 @@ type flowReceiver struct {
 	host      hostIdentity
 	resource  pcommon.Resource
 	ownership *localowner.Ownership
-	tracer    flowTracer
-	queue     chan tracer.Event
-	claims    *localowner.Claimer
-	batch     batch
-	flows     *flowWriter
-	nat       *natResolver // nil when nat.service_cidrs is empty
+	// kube is the kubernetes source when enabled: it names the hostNetwork
+	// pods behind sockets on the node's addresses.
+	kube *kube.Source
+	// newAddresses signals that a merge published new addresses, to be
+	// claimed at once.
+	newAddresses chan struct{}
+	tracer       flowTracer
+	queue        chan tracer.Event
+	claims       *localowner.Claimer
+	batch        batch
+	flows        *flowWriter
+	nat          *natResolver // nil when nat.service_cidrs is empty
 
 	stopIngest context.CancelFunc
 	ingest     sync.WaitGroup
@@ -111,6 +129,8 @@ type flowReceiver struct {
 	unownedAttrs map[string]metric.AddOption
 	reloadAttrs  map[string]metric.AddOption
 	natAttrs     map[[2]string]metric.AddOption // by at and result
+	refusedAttrs map[string]metric.AddOption
+	gapAttrs     map[string]metric.AddOption
 }
 
 func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs, env environment) (*flowReceiver, error) {
@@ -156,6 +176,8 @@ func newFlowReceiver(settings receiver.Settings, cfg *Config, next consumer.Logs
 		unownedAttrs: attrOptions("reason", unownedUnknownAddress, unownedOwnerChanged),
 		reloadAttrs:  attrOptions("result", localowner.ReloadSuccess, localowner.ReloadError, localowner.ReloadDeferred),
 		natAttrs:     natAttrOptions(),
+		refusedAttrs: attrOptions("reason", kube.RefusedOutsidePodCIDRs, kube.RefusedOwnerTooLarge),
+		gapAttrs:     attrOptions("resource", kube.ResourcePods, kube.ResourceServices),
 	}, nil
 }
 
@@ -182,7 +204,16 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	if err != nil {
 		return err
 	}
-	r.ownership = localowner.New(sources, localowner.Settings{Now: r.env.now, BootNow: r.env.bootNow, Logger: r.settings.Logger})
+	r.newAddresses = make(chan struct{}, 1)
+	r.ownership = localowner.New(sources, localowner.Settings{
+		Now: r.env.now, BootNow: r.env.bootNow, Logger: r.settings.Logger,
+		NewAddresses: func() {
+			select {
+			case r.newAddresses <- struct{}{}:
+			default:
+			}
+		},
+	})
 	if err := r.ownership.Start(ctx); err != nil {
 		return fmt.Errorf("starting ownership sources: %w", err)
 	}
@@ -333,9 +364,45 @@ func (r *flowReceiver) buildSources() ([]localowner.Source, error) {
 		case sourceFile:
 			f := r.cfg.Ownership.File
 			sources = append(sources, localowner.NewFileSource(f.Path, f.PollInterval, r.cfg.Ownership.OwnerLimits, r.settings.Logger, r.recordReload))
+		case sourceKubernetes:
+			k, err := r.buildKubeSource()
+			if err != nil {
+				return nil, err
+			}
+			r.kube = k
+			sources = append(sources, k)
 		}
 	}
 	return sources, nil
+}
+
+func (r *flowReceiver) buildKubeSource() (*kube.Source, error) {
+	cfg := r.cfg.Ownership.Kubernetes
+	node := cfg.NodeName
+	if node == "" {
+		node = r.env.getenv(kube.NodeNameEnv)
+	}
+	if node == "" {
+		return nil, fmt.Errorf("ownership.kubernetes.node_name: empty and %s is not set; set it from the downward API (fieldRef spec.nodeName)", kube.NodeNameEnv)
+	}
+	client, err := r.env.kubeClient(cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("ownership.kubernetes: %w", err)
+	}
+	ctx := context.Background()
+	return kube.New(cfg, kube.Settings{
+		Client: client, Node: node, Limits: r.cfg.Ownership.OwnerLimits, Now: r.env.now,
+		Logger: r.settings.Logger.With(zap.String("source", sourceKubernetes)),
+		Telemetry: kube.Telemetry{
+			AddressRefused: func(reason string) {
+				r.telemetry.EbpfflowKubernetesAddressesRefused.Add(ctx, 1, r.refusedAttrs[reason])
+			},
+			AttributesDropped: func(n int) { r.telemetry.EbpfflowKubernetesAttributesDropped.Add(ctx, int64(n)) },
+			WatchGap: func(resource string) {
+				r.telemetry.EbpfflowKubernetesWatchGaps.Add(ctx, 1, r.gapAttrs[resource])
+			},
+		},
+	})
 }
 
 func (r *flowReceiver) recordReload(result string) {
@@ -369,6 +436,16 @@ func (r *flowReceiver) zeroCounters(ctx context.Context) {
 			r.telemetry.EbpfflowNatLookups.Add(ctx, 0, attrs)
 		}
 		r.telemetry.EbpfflowNatPendingEvicted.Add(ctx, 0)
+	}
+	if r.cfg.Ownership.Kubernetes.Enabled {
+		for _, attrs := range r.refusedAttrs {
+			r.telemetry.EbpfflowKubernetesAddressesRefused.Add(ctx, 0, attrs)
+		}
+		r.telemetry.EbpfflowKubernetesAttributesDropped.Add(ctx, 0)
+		r.telemetry.EbpfflowKubernetesWatchGaps.Add(ctx, 0, r.gapAttrs[kube.ResourcePods])
+		if r.cfg.Ownership.Kubernetes.Services {
+			r.telemetry.EbpfflowKubernetesWatchGaps.Add(ctx, 0, r.gapAttrs[kube.ResourceServices])
+		}
 	}
 }
 
@@ -464,6 +541,9 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 		case <-claimTick.C:
 			r.addClaims(ctx)
 			r.flush(ctx)
+		case <-r.newAddresses:
+			r.addNewClaims(ctx)
+			r.flush(ctx)
 		case <-ctx.Done():
 			// Ingest has stopped: hand over what is queued and claim
 			// the last partial interval.
@@ -530,7 +610,13 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 		o := entry.Owner()
 		owner = &o
 	}
-	r.flows.putFlow(r.batch.append(), ev, owner, translated, r.env.now())
+	var workload *owners.Owner
+	if r.kube != nil && ev.CgroupID != 0 {
+		if w, ok := r.kube.Workload(ev.CgroupID); ok {
+			workload = &w
+		}
+	}
+	r.flows.putFlow(r.batch.append(), ev, owner, workload, translated, r.env.now())
 	r.batch.flows[flowState(ev.Kind)]++
 	if r.batch.full() {
 		r.flush(ctx)
@@ -542,6 +628,23 @@ func (r *flowReceiver) addClaims(ctx context.Context) {
 	now := r.env.now()
 	observed := pcommon.NewTimestampFromTime(now)
 	for _, c := range r.claims.CloseInterval(now) {
+		lr := r.batch.append()
+		flowschema.PutClaim(lr, c.Claim)
+		lr.SetObservedTimestamp(observed)
+		r.batch.claims[c.Basis]++
+		if r.batch.full() {
+			r.flush(ctx)
+		}
+	}
+}
+
+// addNewClaims adds claims for the addresses that got an owner since the
+// last call, without waiting for the interval's close: peers hold flows
+// to a new address until a claim covers it.
+func (r *flowReceiver) addNewClaims(ctx context.Context) {
+	now := r.env.now()
+	observed := pcommon.NewTimestampFromTime(now)
+	for _, c := range r.claims.ClaimNew(now) {
 		lr := r.batch.append()
 		flowschema.PutClaim(lr, c.Claim)
 		lr.SetObservedTimestamp(observed)

@@ -126,7 +126,7 @@ func TestOwnershipPipeline(t *testing.T) {
 		{name: "reused_address_first_owner", local: "10.1.0.1", peer: "10.2.0.5", start: ago(50 * time.Second), wantOwner: &oldBatch, wantStatus: attributed},
 		{name: "reused_address_second_owner", local: "10.1.0.1", peer: "10.2.0.5", start: ago(10 * time.Second), wantOwner: &newAPI, wantStatus: attributed},
 		{name: "static_owner", local: "10.1.0.1", peer: "192.0.2.10", start: ago(30 * time.Second), wantOwner: &edgeLB, wantStatus: attributed},
-		{name: "outside_workload_cidrs", local: "10.1.0.1", peer: "198.51.100.7", start: ago(30 * time.Second), wantStatus: unattributed, wantReason: "outside_workload_cidrs"},
+		{name: "outside_workload_cidrs", local: "10.1.0.1", peer: "198.51.100.7", start: ago(30 * time.Second), wantStatus: "external", wantReason: "outside_workload_cidrs"},
 		{name: "reused_address_gap", local: "10.1.0.1", peer: "10.2.0.5", start: ago(35 * time.Second), wantStatus: unattributed, wantReason: "gap"},
 		{name: "never_claimed", local: "10.1.0.1", peer: "10.2.0.9", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},
 		{name: "owner_too_large", local: "10.1.0.1", peer: "10.2.0.8", start: ago(10 * time.Second), wantStatus: unattributed, wantReason: "no_claim_yet"},

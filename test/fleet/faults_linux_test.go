@@ -166,7 +166,7 @@ func TestNodeCollectorKilled(t *testing.T) {
 	// Peers reconnect with gRPC's backoff, which grows with the outage.
 	watchFor := max(killWatchFor, *killDownFor)
 	eventually(watchFor, 100*time.Millisecond, func() bool {
-		if rebuilt == 0 && collectortest.MetricSum(m2(), "otelcol_processor_ownership_keys", "processor", "ownership") >= 3 {
+		if rebuilt == 0 && collectortest.MetricSum(m2(), "otelcol_processor_ownership_keys", "store", "ownership") >= 3 {
 			rebuilt = time.Since(restartAt)
 		}
 		if drained == 0 && collectortest.MetricSum(metrics1(), "otelcol_exporter_queue_size", "exporter", peer2) == 0 {

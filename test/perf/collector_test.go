@@ -2,8 +2,9 @@
 
 // Package perf measures the built otelcol-flowattr binary end to end: flow
 // throughput and CPU per record with and without the ownership processor
-// (BenchmarkPipeline), and resident memory against the number of tracked
-// addresses (BenchmarkMemory). One test, TestFloodMemory, runs with the
+// (BenchmarkPipeline), resident memory against the number of tracked
+// addresses (BenchmarkMemory), and fresh flows held until their peers'
+// claims (BenchmarkHolding). One test, TestFloodMemory, runs with the
 // other tests (`make test`): it requires max_keys to bound the collector's
 // peak memory under a flood of claims for distinct addresses and owners.
 // The collector runs as a separate process and is driven only over
@@ -41,27 +42,34 @@ type collector struct {
 	*collectortest.Collector
 
 	otlpPort, healthPort, metricsPort, pprofPort int
+	// prometheusPort is for a prometheus exporter of the collector's
+	// pipelines, apart from its own metrics at metricsPort.
+	prometheusPort int
 }
 
-// startCollector runs the binary on configPath with free ports in the
-// FLOWATTR_PERF_* variables, plus extraEnv, and waits until health_check
-// reports it ready.
-func startCollector(tb testing.TB, configPath string, extraEnv map[string]string) *collector {
+// startCollector runs the binary on configPath, with overlays laid over it
+// in order, with free ports in the FLOWATTR_PERF_* variables, plus
+// extraEnv, and waits until health_check reports it ready.
+func startCollector(tb testing.TB, configPath string, extraEnv map[string]string, overlays ...string) *collector {
 	tb.Helper()
 	c := &collector{
 		otlpPort:    collectortest.FreePort(tb),
 		healthPort:  collectortest.FreePort(tb),
 		metricsPort: collectortest.FreePort(tb),
 		pprofPort:   collectortest.FreePort(tb),
+
+		prometheusPort: collectortest.FreePort(tb),
 	}
 	env := map[string]string{
 		"FLOWATTR_PERF_OTLP_PORT":    strconv.Itoa(c.otlpPort),
 		"FLOWATTR_PERF_HEALTH_PORT":  strconv.Itoa(c.healthPort),
 		"FLOWATTR_PERF_METRICS_PORT": strconv.Itoa(c.metricsPort),
 		"FLOWATTR_PERF_PPROF_PORT":   strconv.Itoa(c.pprofPort),
+
+		"FLOWATTR_PERF_PROMETHEUS_PORT": strconv.Itoa(c.prometheusPort),
 	}
 	maps.Copy(env, extraEnv)
-	opts := collectortest.Options{Configs: []string{configPath}, Env: env}
+	opts := collectortest.Options{Configs: append([]string{configPath}, overlays...), Env: env}
 	if cpus := os.Getenv(collectorCPUsEnv); cpus != "" {
 		// taskset runs the collector on those CPUs only; the Go runtime
 		// sizes GOMAXPROCS from that affinity.

@@ -96,7 +96,10 @@ type pipeline struct {
 	col    *collector
 	client *otlpClient
 	flows  [][]byte
-	sent   int64 // flow records the collector accepted, over all windows
+	// rate is the flow records per second sent; 0 sends as fast as the
+	// collector accepts them.
+	rate int
+	sent int64 // flow records the collector accepted, over all windows
 	// claims sent on the side, over all windows
 	claims int64
 	// nextClaim is the address the side claims go on from in the
@@ -109,11 +112,13 @@ type pipeline struct {
 	elapsed, idle time.Duration // wall time, idle CPU time of the machine
 }
 
-// startPipeline starts the collector on config with its own sink, and
-// claims every tracked address for 10 minutes up to now.
-func startPipeline(b *testing.B, config string) *pipeline {
-	p := &pipeline{name: strings.TrimSuffix(filepath.Base(config), ".yaml"), sink: startSink(b)}
-	p.col = startCollector(b, config, map[string]string{"FLOWATTR_PERF_SINK_PORT": strconv.Itoa(p.sink.port)})
+// startPipeline starts the collector on config, with overlays laid over
+// it, with its own sink, and claims every tracked address for 10 minutes up
+// to now. The pipeline is named after the last file.
+func startPipeline(b *testing.B, config string, overlays ...string) *pipeline {
+	last := append([]string{config}, overlays...)[len(overlays)]
+	p := &pipeline{name: strings.TrimSuffix(filepath.Base(last), ".yaml"), sink: startSink(b)}
+	p.col = startCollector(b, config, map[string]string{"FLOWATTR_PERF_SINK_PORT": strconv.Itoa(p.sink.port)}, overlays...)
 	p.client = dialOTLP(b, p.col.otlpPort)
 
 	// Flows started 20s before now and are covered by the claims below, so
@@ -135,7 +140,7 @@ func startPipeline(b *testing.B, config string) *pipeline {
 // measure loads the collector for warmUp plus one window and adds what the
 // window saw.
 func (p *pipeline) measure(b *testing.B) {
-	load := startLoad(context.Background(), p.client, p.flows, p.nextClaim)
+	load := startLoad(context.Background(), p.client, p.flows, p.nextClaim, p.rate)
 	time.Sleep(warmUp)
 	f0, c0, l0, i0, t0 := p.sink.flows.Load(), p.col.cpuTime(b), selfCPU(b), machineIdle(b), time.Now()
 	if dir := os.Getenv(profileDirEnv); dir != "" {
@@ -228,14 +233,27 @@ type load struct {
 	err       error // the first send error
 }
 
-// startLoad sends flows round-robin, and claims from address
-// nextClaim on.
-func startLoad(ctx context.Context, client *otlpClient, flows [][]byte, nextClaim int) *load {
+// startLoad sends flows round-robin, rate records per second (0: as fast
+// as the collector accepts them), and claims from address nextClaim on.
+func startLoad(ctx context.Context, client *otlpClient, flows [][]byte, nextClaim, rate int) *load {
 	ctx, cancel := context.WithCancel(ctx)
 	l := &load{cancel: cancel}
 	for s := range flowStreams {
 		l.wg.Go(func() {
+			var pace <-chan time.Time
+			if rate > 0 {
+				tick := time.NewTicker(time.Duration(flowStreams*flowBatchSize) * time.Second / time.Duration(rate))
+				defer tick.Stop()
+				pace = tick.C
+			}
 			for i := s; ctx.Err() == nil; i += flowStreams {
+				if pace != nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-pace:
+					}
+				}
 				err := client.export(ctx, flows[i%len(flows)])
 				if err == nil {
 					l.flows.Add(flowBatchSize)

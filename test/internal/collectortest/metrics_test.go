@@ -27,3 +27,26 @@ otelcol_processor_ownership_records_released_totally 100000
 		}
 	}
 }
+
+func TestSamples(t *testing.T) {
+	exposition := `# HELP flowattr_network_io_bytes_total TCP payload bytes.
+# TYPE flowattr_network_io_bytes_total counter
+flowattr_network_io_bytes_total{a="x",b="say \"hi\"\\"} 1500
+flowattr_network_io_bytes_total{a="x"} 7
+up 1
+broken{a="x" 3
+`
+	got := Samples(exposition)
+	if len(got) != 3 {
+		t.Fatalf("parsed %d samples, want 3: %v", len(got), got)
+	}
+	if s := Series(got, "flowattr_network_io_bytes_total", map[string]string{"a": "x", "b": `say "hi"\`}); len(s) != 1 || s[0].Value != 1500 {
+		t.Errorf("escaped labels: %v", s)
+	}
+	if s := Series(got, "flowattr_network_io_bytes_total", map[string]string{"a": "x"}); len(s) != 1 || s[0].Value != 7 {
+		t.Errorf("exact label set: %v", s)
+	}
+	if s := Series(got, "up", map[string]string{}); len(s) != 1 || s[0].Value != 1 {
+		t.Errorf("no labels: %v", s)
+	}
+}

@@ -169,7 +169,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_ownership_hold_duration",
 		metric.WithDescription("How long held flow records waited before they were sent on. [Alpha]"),
 		metric.WithUnit("s"),
-		metric.WithExplicitBucketBoundaries([]float64{0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300}...),
+		metric.WithExplicitBucketBoundaries([]float64{0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 20, 30, 60, 120, 300}...),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorOwnershipKeys, err = builder.meter.Int64ObservableGauge(

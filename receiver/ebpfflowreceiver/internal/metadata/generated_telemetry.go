@@ -25,22 +25,25 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                         metric.Meter
-	mu                            sync.Mutex
-	registrations                 []metric.Registration
-	EbpfflowClaimsEmitted         metric.Int64Counter
-	EbpfflowFlowsEmitted          metric.Int64Counter
-	EbpfflowFlowsFiltered         metric.Int64Counter
-	EbpfflowFlowsUnowned          metric.Int64Counter
-	EbpfflowKernelBirthMapFull    metric.Int64ObservableCounter
-	EbpfflowKernelEventsLost      metric.Int64ObservableCounter
-	EbpfflowKernelListenerMapFull metric.Int64ObservableCounter
-	EbpfflowKernelRecursionMisses metric.Int64ObservableCounter
-	EbpfflowNatLookups            metric.Int64Counter
-	EbpfflowNatPendingEvicted     metric.Int64Counter
-	EbpfflowOwnershipFileReloads  metric.Int64Counter
-	EbpfflowQueueDropped          metric.Int64Counter
-	EbpfflowRingFillRatio         metric.Float64ObservableGauge
+	meter                               metric.Meter
+	mu                                  sync.Mutex
+	registrations                       []metric.Registration
+	EbpfflowClaimsEmitted               metric.Int64Counter
+	EbpfflowFlowsEmitted                metric.Int64Counter
+	EbpfflowFlowsFiltered               metric.Int64Counter
+	EbpfflowFlowsUnowned                metric.Int64Counter
+	EbpfflowKernelBirthMapFull          metric.Int64ObservableCounter
+	EbpfflowKernelEventsLost            metric.Int64ObservableCounter
+	EbpfflowKernelListenerMapFull       metric.Int64ObservableCounter
+	EbpfflowKernelRecursionMisses       metric.Int64ObservableCounter
+	EbpfflowKubernetesAddressesRefused  metric.Int64Counter
+	EbpfflowKubernetesAttributesDropped metric.Int64Counter
+	EbpfflowKubernetesWatchGaps         metric.Int64Counter
+	EbpfflowNatLookups                  metric.Int64Counter
+	EbpfflowNatPendingEvicted           metric.Int64Counter
+	EbpfflowOwnershipFileReloads        metric.Int64Counter
+	EbpfflowQueueDropped                metric.Int64Counter
+	EbpfflowRingFillRatio               metric.Float64ObservableGauge
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -213,6 +216,24 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_ebpfflow_kernel_recursion_misses",
 		metric.WithDescription("Runs of the eBPF programs the kernel skipped because one was already running on that CPU; a skipped close loses its record, a skipped birth reports the connection with an unknown start. [Alpha]"),
 		metric.WithUnit("{run}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowKubernetesAddressesRefused, err = builder.meter.Int64Counter(
+		"otelcol_ebpfflow_kubernetes_addresses_refused",
+		metric.WithDescription("Addresses the kubernetes ownership source refused to name an owner for, once per pod or Service and address, by reason (outside_pod_cidrs for a pod address outside the node's spec.podCIDRs with restrict_to_pod_cidrs, owner_too_large for a pod or Service beyond ownership.owner_limits without any extracted attribute). [Alpha]"),
+		metric.WithUnit("{address}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowKubernetesAttributesDropped, err = builder.meter.Int64Counter(
+		"otelcol_ebpfflow_kubernetes_attributes_dropped",
+		metric.WithDescription("Extracted pod labels and annotations left out of a pod's owner because the owner would exceed ownership.owner_limits with them, counted when the pod's owner changes. [Alpha]"),
+		metric.WithUnit("{attribute}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EbpfflowKubernetesWatchGaps, err = builder.meter.Int64Counter(
+		"otelcol_ebpfflow_kubernetes_watch_gaps",
+		metric.WithDescription("Watches of the Kubernetes API server that ended, by resource (pods, services); the owners of that resource are not claimed from the end of the watch until the source has listed it again. [Alpha]"),
+		metric.WithUnit("{gap}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EbpfflowNatLookups, err = builder.meter.Int64Counter(

@@ -44,6 +44,9 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.EbpfflowFlowsEmitted.Add(context.Background(), 1)
 	tb.EbpfflowFlowsFiltered.Add(context.Background(), 1)
 	tb.EbpfflowFlowsUnowned.Add(context.Background(), 1)
+	tb.EbpfflowKubernetesAddressesRefused.Add(context.Background(), 1)
+	tb.EbpfflowKubernetesAttributesDropped.Add(context.Background(), 1)
+	tb.EbpfflowKubernetesWatchGaps.Add(context.Background(), 1)
 	tb.EbpfflowNatLookups.Add(context.Background(), 1)
 	tb.EbpfflowNatPendingEvicted.Add(context.Background(), 1)
 	tb.EbpfflowOwnershipFileReloads.Add(context.Background(), 1)
@@ -70,6 +73,15 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowKernelRecursionMisses(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEbpfflowKubernetesAddressesRefused(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEbpfflowKubernetesAttributesDropped(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEbpfflowKubernetesWatchGaps(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEbpfflowNatLookups(t, testTel,
