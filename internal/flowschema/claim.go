@@ -3,7 +3,6 @@ package flowschema
 import (
 	"errors"
 	"fmt"
-	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -86,9 +85,26 @@ func ReadOwner(attrs pcommon.Map, prefix string) (o owners.Owner, ok bool) {
 // bounded whatever they carry, as it reads owners before any limit on
 // their size is checked. The zero value is ready. Owners it returns share
 // their attributes with it: do not modify them.
+//
+// Read makes one pass over a record's attributes. A caller that passes
+// over them for attributes of its own reads the owner in the same pass:
+// Start, then See for each attribute, then Finish.
 type OwnerReader struct {
 	prefix string
 	byID   map[string]owners.Owner
+
+	// What See found under prefix since Start: the first ID attribute,
+	// and the other attributes, at most maxScannedFields of them.
+	id       pcommon.Value
+	hasID    bool
+	fields   []scannedField
+	overflow bool // more than maxScannedFields: Finish reads them again
+	nonStr   bool // a value that is not a string: no remembered owner is the same
+}
+
+type scannedField struct {
+	name string // the key without the prefix
+	v    pcommon.Value
 }
 
 const (
@@ -97,26 +113,86 @@ const (
 	// OwnerReader remembers, in bytes: owners are mostly well under 1 KiB,
 	// and a larger one is read again each time.
 	maxRememberedOwnerSize = 16 << 10
+	// maxScannedFields bounds the attributes See keeps, and so the owners
+	// that can be the same as one remembered (a mask marks the names
+	// seen): a larger owner is read by ReadOwner.
+	maxScannedFields = 64
 )
 
 // Read returns ReadOwner(attrs, prefix).
 func (r *OwnerReader) Read(attrs pcommon.Map, prefix string) (owners.Owner, bool) {
+	r.Start(prefix)
+	for k, v := range attrs.All() {
+		r.See(k, v)
+	}
+	return r.Finish(attrs)
+}
+
+// Start begins reading the owner under prefix of one record.
+func (r *OwnerReader) Start(prefix string) {
 	if prefix != r.prefix || r.byID == nil {
 		r.prefix, r.byID = prefix, make(map[string]owners.Owner)
 	}
-	if id, ok := attrs.Get(ownerIDKey(prefix)); ok && id.Type() == pcommon.ValueTypeStr {
-		if o, ok := r.byID[id.Str()]; ok && r.same(attrs, o) {
-			return o, true
-		}
+	clear(r.fields)
+	r.id, r.hasID, r.fields, r.overflow, r.nonStr = pcommon.Value{}, false, r.fields[:0], false, false
+}
+
+// See looks at one attribute of the record, in the record's order.
+func (r *OwnerReader) See(k string, v pcommon.Value) {
+	if len(k) <= len(r.prefix) || !HasKeyPrefix(k, r.prefix) {
+		return
 	}
-	o, ok := ReadOwner(attrs, prefix)
-	if ok && ownerSize(o) <= maxRememberedOwnerSize {
-		if len(r.byID) >= ownerReaderSize {
-			clear(r.byID)
-		}
-		r.byID[o.ID] = o
+	if v.Type() != pcommon.ValueTypeStr {
+		r.nonStr = true
 	}
-	return o, ok
+	if k[len(r.prefix):] == OwnerIDSuffix {
+		// The first ID attribute counts, as for Map.Get.
+		if !r.hasID {
+			r.id, r.hasID = v, true
+		}
+		return
+	}
+	if len(r.fields) == maxScannedFields {
+		r.overflow = true
+		return
+	}
+	r.fields = append(r.fields, scannedField{name: k[len(r.prefix):], v: v})
+}
+
+// Finish returns the owner of the record whose attributes, attrs, See saw
+// since Start: ReadOwner(attrs, prefix).
+func (r *OwnerReader) Finish(attrs pcommon.Map) (owners.Owner, bool) {
+	if !r.hasID || r.id.Type() != pcommon.ValueTypeStr || r.id.Str() == "" {
+		return owners.Owner{}, false
+	}
+	if r.overflow {
+		o, ok := ReadOwner(attrs, r.prefix)
+		if ok {
+			r.remember(o)
+		}
+		return o, ok
+	}
+	if o, ok := r.byID[r.id.Str()]; ok && r.same(o) {
+		return o, true
+	}
+	o := owners.Owner{ID: r.id.Str()}
+	for _, f := range r.fields {
+		o.Attributes = append(o.Attributes, owners.Attribute{Name: f.name, Value: f.v.AsString()})
+	}
+	o = o.Canonical()
+	r.remember(o)
+	return o, true
+}
+
+// remember keeps o for the records after, unless it is too large.
+func (r *OwnerReader) remember(o owners.Owner) {
+	if ownerSize(o) > maxRememberedOwnerSize {
+		return
+	}
+	if len(r.byID) >= ownerReaderSize {
+		clear(r.byID)
+	}
+	r.byID[o.ID] = o
 }
 
 // ownerSize is the length of o's ID, names and values, in bytes.
@@ -128,41 +204,24 @@ func ownerSize(o owners.Owner) int {
 	return n
 }
 
-// same reports whether the owner written in attrs under r.prefix is o: the
-// first ID attribute is o's ID, and the other attributes under the prefix
-// are string attributes matching o's one for one, each name once. A mask
-// marks the names seen, so o may have at most 64 attributes; a larger owner
-// is never the same, and is read by ReadOwner.
-func (r *OwnerReader) same(attrs pcommon.Map, o owners.Owner) bool {
-	if len(o.Attributes) > 64 {
+// same reports whether the owner See saw is o, whose ID is the one seen:
+// every attribute under the prefix is a string, and those other than the
+// ID match o's attributes one for one, each name once.
+func (r *OwnerReader) same(o owners.Owner) bool {
+	if r.nonStr || len(r.fields) != len(o.Attributes) {
 		return false
 	}
-	idKey := ownerIDKey(r.prefix)
-	idSeen := false
 	var seen uint64
-	for k, v := range attrs.All() {
-		if !strings.HasPrefix(k, r.prefix) || len(k) == len(r.prefix) {
-			continue
-		}
-		if v.Type() != pcommon.ValueTypeStr {
-			return false
-		}
-		if k == idKey {
-			if !idSeen && v.Str() != o.ID {
-				return false
-			}
-			idSeen = true
-			continue
-		}
-		i, found := slices.BinarySearchFunc(o.Attributes, k[len(r.prefix):], func(a owners.Attribute, name string) int {
+	for _, f := range r.fields {
+		i, found := slices.BinarySearchFunc(o.Attributes, f.name, func(a owners.Attribute, name string) int {
 			return strings.Compare(a.Name, name)
 		})
-		if !found || o.Attributes[i].Value != v.Str() || seen&(1<<i) != 0 {
+		if !found || o.Attributes[i].Value != f.v.Str() || seen&(1<<i) != 0 {
 			return false
 		}
 		seen |= 1 << i
 	}
-	return idSeen && bits.OnesCount64(seen) == len(o.Attributes)
+	return true
 }
 
 // ownerIDKey returns prefix+OwnerIDSuffix, without building it for the

@@ -2,6 +2,7 @@ package flowschema
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -250,8 +251,12 @@ func TestOwnerReaderMatchesReadOwner(t *testing.T) {
 func checkOwnerReader(t *testing.T, reader *OwnerReader, attrs pcommon.Map, prefix string, hits *int, i int) {
 	t.Helper()
 	want, wantOK := ReadOwner(attrs, prefix)
-	if id, ok := attrs.Get(ownerIDKey(prefix)); ok && reader.prefix == prefix && id.Type() == pcommon.ValueTypeStr {
-		if o, ok := reader.byID[id.Str()]; ok && reader.same(attrs, o) {
+	if reader.prefix == prefix {
+		reader.Start(prefix)
+		for k, v := range attrs.All() {
+			reader.See(k, v)
+		}
+		if o, ok := reader.byID[reader.id.Str()]; ok && reader.hasID && reader.id.Type() == pcommon.ValueTypeStr && !reader.overflow && reader.same(o) {
 			*hits++
 		}
 	}
@@ -324,4 +329,28 @@ func TestOwnerReaderForgetsLargeOwners(t *testing.T) {
 	}
 	assert.Contains(t, reader.byID, "small")
 	assert.NotContains(t, reader.byID, "large")
+}
+
+// An owner with more attributes than OwnerReader compares with one it
+// remembers is read in full each time, and equals ReadOwner's; one that
+// differs from it in a single attribute is told apart.
+func TestOwnerReaderManyAttributes(t *testing.T) {
+	var reader OwnerReader
+	many := owners.Owner{ID: "many"}
+	for i := range maxScannedFields + 6 {
+		many.Attributes = append(many.Attributes, owners.Attribute{Name: fmt.Sprintf("a%03d", i), Value: "v"})
+	}
+	attrs := pcommon.NewMap()
+	PutOwner(attrs, PrefixLocalOwner, many)
+	for range 2 {
+		got, ok := reader.Read(attrs, PrefixLocalOwner)
+		require.True(t, ok)
+		require.True(t, got.Equal(many.Canonical()), "got %v", got)
+	}
+	attrs.PutStr(PrefixLocalOwner+"a000", "w")
+	want, _ := ReadOwner(attrs, PrefixLocalOwner)
+	got, ok := reader.Read(attrs, PrefixLocalOwner)
+	require.True(t, ok)
+	require.True(t, got.Equal(want), "got %v, want %v", got, want)
+	require.False(t, got.Equal(many.Canonical()))
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -222,10 +224,19 @@ func BenchmarkLookupInCache(b *testing.B) {
 
 // BenchmarkLookupAgainstMap times single Lookups, LookupBatch (batches of
 // 1024) and a Go map of the same 1M keys in turn, in chunks of 4096 lookups
-// each, in one loop, so that all three see the same phases of a machine
-// whose memory latency drifts. The ratios Lookup/map and LookupBatch/map are
-// the figures to compare between runs; Lookup-ns, LookupBatch-ns and map-ns
-// move with the machine. ns/op is per round of one lookup each.
+// of keys of their own, in one loop, so that all three see the same phases
+// of a machine whose memory latency drifts. A fourth way, load, reads one word of each
+// key's home slot, every read independent of the others: what any lookup
+// of these tables costs at least, the memory's share alone, on the
+// machine at hand (load/map). Each chunk is timed in the CPU time of its
+// thread, so that time spent waiting for a CPU on a shared machine does not
+// count, and the ways take turns at going first, so that none of them
+// always follows what ran before. The
+// ratios Lookup/map and LookupBatch/map, medians over the rounds of one
+// chunk each, so that the rounds another process disturbed do not decide
+// them, are the figures to compare between runs; Lookup-ns, LookupBatch-ns
+// and map-ns, means, move with the machine. ns/op is per round of one
+// lookup each way.
 func BenchmarkLookupAgainstMap(b *testing.B) {
 	s := benchStore(b, benchKeys, benchRanges)
 	m := make(map[Key128]uint64, benchKeys)
@@ -246,41 +257,85 @@ func lookupAgainstMap(b *testing.B, s *Store[Key128], m map[Key128]uint64, keys 
 	}
 	const chunk, batchSize = 1 << 12, 1 << 10
 	out := make([]Result, 0, batchSize)
-	var single, batch, plain time.Duration
 	var sum uint64
 	unattributed := 0
-	startMeasure(b)
-	for done := 0; done < b.N; done += chunk {
-		off := done & (len(keys) - 1) // chunks never wrap: chunk divides len(keys)
-		n := min(chunk, b.N-done)
-		t0 := time.Now()
-		for j := off; j < off+n; j++ {
-			if s.Lookup(keys[j], times[j]).Status != Attributed {
-				unattributed++
-			}
-		}
-		t1 := time.Now()
-		for j := off; j < off+n; j += batchSize {
-			out = s.LookupBatch(qs[j:min(j+batchSize, off+n)], out[:0])
-			for _, res := range out {
-				if res.Status != Attributed {
+	homes := make([]*atomic.Uint32, len(keys))
+	for i, k := range keys {
+		h := s.hash(k)
+		tab := s.tableFor(h)
+		homes[i] = &tab.slots[tab.home(h)].ver
+	}
+	ways := [4]func(lo, hi int){
+		func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				if s.Lookup(keys[j], times[j]).Status != Attributed {
 					unattributed++
 				}
 			}
+		},
+		func(lo, hi int) {
+			for j := lo; j < hi; j += batchSize {
+				out = s.LookupBatch(qs[j:min(j+batchSize, hi)], out[:0])
+				for _, res := range out {
+					if res.Status != Attributed {
+						unattributed++
+					}
+				}
+			}
+		},
+		func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				sum += m[keys[j]]
+			}
+		},
+		func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				sum += uint64(homes[j].Load())
+			}
+		},
+	}
+	var spent [4]int64 // thread CPU nanoseconds of ways[i]
+	var singleRatios, batchRatios, loadRatios []float64
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	startMeasure(b)
+	for done := 0; done < b.N; done += chunk {
+		r := done / chunk
+		n := min(chunk, b.N-done)
+		var round [4]int64
+		for w := range ways {
+			w = (w + r) % len(ways)
+			// Each way its own keys in a round, lest one find in the
+			// caches what another brought in.
+			off := (r*len(ways) + w) * chunk & (len(keys) - 1) // chunks never wrap: chunk divides len(keys)
+			t0 := threadCPU()
+			ways[w](off, off+n)
+			round[w] = threadCPU() - t0
+			spent[w] += round[w]
 		}
-		t2 := time.Now()
-		for j := off; j < off+n; j++ {
-			sum += m[keys[j]]
+		if round[2] > 0 {
+			singleRatios = append(singleRatios, float64(round[0])/float64(round[2]))
+			batchRatios = append(batchRatios, float64(round[1])/float64(round[2]))
+			loadRatios = append(loadRatios, float64(round[3])/float64(round[2]))
 		}
-		single, batch, plain = single+t1.Sub(t0), batch+t2.Sub(t1), plain+time.Since(t2)
 	}
 	runtime.KeepAlive(sum)
 	if unattributed > 0 {
 		b.Fatalf("%d lookups not attributed", unattributed)
 	}
-	b.ReportMetric(float64(single)/float64(b.N), "Lookup-ns")
-	b.ReportMetric(float64(batch)/float64(b.N), "LookupBatch-ns")
-	b.ReportMetric(float64(plain)/float64(b.N), "map-ns")
-	b.ReportMetric(float64(single)/float64(plain), "Lookup/map")
-	b.ReportMetric(float64(batch)/float64(plain), "LookupBatch/map")
+	b.ReportMetric(float64(spent[0])/float64(b.N), "Lookup-ns")
+	b.ReportMetric(float64(spent[1])/float64(b.N), "LookupBatch-ns")
+	b.ReportMetric(float64(spent[2])/float64(b.N), "map-ns")
+	b.ReportMetric(median(singleRatios), "Lookup/map")
+	b.ReportMetric(median(batchRatios), "LookupBatch/map")
+	b.ReportMetric(median(loadRatios), "load/map")
+}
+
+// median returns the median of xs (which it sorts), or 0 if there are none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }

@@ -2,7 +2,12 @@
 
 package intervalstore
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // processCPU returns the process's user+system CPU time in nanoseconds.
 func processCPU() int64 {
@@ -11,4 +16,15 @@ func processCPU() int64 {
 		return 0
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// threadCPU returns the calling thread's CPU time in nanoseconds, or the
+// wall clock's where the system has no thread clock. The caller locks its
+// goroutine to the thread.
+func threadCPU() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return time.Now().UnixNano()
+	}
+	return ts.Nano()
 }

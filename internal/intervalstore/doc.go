@@ -100,7 +100,8 @@
 // store holds about 45 bytes per range (BenchmarkMemory).
 //
 // A random lookup in a store much larger than the CPU caches waits on
-// memory: LookupBatch and ApplyBatch hash up to 16 keys and load what they
-// will read together, so that the misses overlap (see BenchmarkLookupBatch,
-// BenchmarkApplyBatch and BenchmarkLookupAgainstMap).
+// memory: LookupBatch prefetches the slot of the key 16 queries ahead while
+// it answers one, and ApplyBatch hashes up to 16 keys and loads what they
+// will read together, so that the misses overlap (see
+// BenchmarkLookupAgainstMap and BenchmarkApplyBatch).
 package intervalstore

@@ -55,29 +55,43 @@ func (g *group) hasOther(id string) bool {
 // current tables that named it changed, and slots of a replaced table never
 // change again.
 type groupIndex struct {
-	// dir holds the chunks; it is replaced by a longer copy when full, and
-	// chunks never move, so a reader's old dir still resolves its index.
-	dir  atomic.Pointer[[]*groupChunk]
+	// refs is indexed by group index. When full it is replaced by a copy
+	// twice as long, and writers change only the newest copy: a reader
+	// loads refs after the index, which a writer stores in a slot after
+	// publishing its entry, and an older copy differs from the newest only
+	// at indexes freed since, which its checks reject.
+	refs atomic.Pointer[[]groupRef]
 	next uint32 // never-used indexes start here
 	free []uint32
 }
 
+// groupRef is one index's entry. owner repeats group.owner so that the
+// common lookup, which needs only the owner, reads one word of a flat
+// array instead of following the group pointer.
+type groupRef struct {
+	g     atomic.Pointer[group]
+	owner atomic.Pointer[owners.Owner]
+}
+
 const (
-	groupChunkBits = 10
 	// firstGroup is the first index of a group: 0 and 1 are a slot's
-	// "never used" and "deleted" marks (see slot.gi).
+	// "never used" and "deleted" marks (see slot.gi), whose entries stay
+	// empty.
 	firstGroup = 2
 	// maxGroups keeps indexes clear of slotReferenced. Reaching it would take
 	// about 200 GiB of interned groups, far beyond any MaxKeys.
 	maxGroups = 1 << 31
+	// minGroupRefs is the length of the first refs.
+	minGroupRefs = 1 << 10
 )
 
-type groupChunk [1 << groupChunkBits]atomic.Pointer[group]
-
 // at returns the group with index i. i must be one read from a live slot.
-func (x *groupIndex) at(i uint32) *group {
-	return (*x.dir.Load())[i>>groupChunkBits][i&(1<<groupChunkBits-1)].Load()
-}
+func (x *groupIndex) at(i uint32) *group { return (*x.refs.Load())[i].g.Load() }
+
+// owner returns the owner of the group with index i, nil for a conflict
+// set or the marks giNeverUsed and giDeleted. i must be one read from a
+// slot.
+func (x *groupIndex) owner(i uint32) *owners.Owner { return (*x.refs.Load())[i].owner.Load() }
 
 // add gives g an index.
 func (x *groupIndex) add(g *group) {
@@ -94,16 +108,21 @@ func (x *groupIndex) add(g *group) {
 		g.idx = x.next
 		x.next++
 	}
-	var dir []*groupChunk
-	if p := x.dir.Load(); p != nil {
-		dir = *p
+	var refs []groupRef
+	if p := x.refs.Load(); p != nil {
+		refs = *p
 	}
-	c := int(g.idx >> groupChunkBits)
-	if c == len(dir) {
-		dir = append(slices.Clip(dir), new(groupChunk))
-		x.dir.Store(&dir)
+	if int(g.idx) >= len(refs) {
+		grown := make([]groupRef, max(minGroupRefs, 2*len(refs)))
+		for i := range refs {
+			grown[i].g.Store(refs[i].g.Load())
+			grown[i].owner.Store(refs[i].owner.Load())
+		}
+		refs = grown
+		x.refs.Store(&refs)
 	}
-	dir[c][g.idx&(1<<groupChunkBits-1)].Store(g)
+	refs[g.idx].g.Store(g)
+	refs[g.idx].owner.Store(g.owner)
 }
 
 // freedGroup is what a freed index resolves to until it is reused: no owner
@@ -116,7 +135,9 @@ var freedGroup = &group{}
 // the index (to g, or freedGroup, or a group that reuses it); the checks of
 // the slot's sequence number and table reject what they read then.
 func (x *groupIndex) remove(g *group) {
-	(*x.dir.Load())[g.idx>>groupChunkBits][g.idx&(1<<groupChunkBits-1)].Store(freedGroup)
+	r := &(*x.refs.Load())[g.idx]
+	r.g.Store(freedGroup)
+	r.owner.Store(nil)
 	x.free = append(x.free, g.idx)
 }
 

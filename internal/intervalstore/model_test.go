@@ -230,6 +230,9 @@ func checkInvariants[K comparable](t testing.TB, s *Store[K]) {
 				if j > 0 && rs[j-1].end+1 == r.start && rs[j-1].g == r.g {
 					t.Fatalf("key %v: ranges %d and %d should be one", k, j-1, j)
 				}
+				if s.in.groups.owner(r.g.idx) != r.g.owner {
+					t.Fatalf("key %v: range %d: the group index names owner %v, the group %v", k, j, s.in.groups.owner(r.g.idx), r.g.owner)
+				}
 				if r.g.owner == nil {
 					confl++
 					if len(r.g.members) < 2 {

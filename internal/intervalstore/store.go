@@ -31,7 +31,7 @@ type Store[K comparable] struct {
 	join                 int64 // gap+1: claims whose start-end distance is <= join are joined
 	maxKeys              int
 	maxRanges            int // per key: maxOlder+1; a field so that tests can lower it
-	hash                 func(K) uint64
+	hasher               hasher[K]
 	// shards split the keys by the hash's top bits so that growing a table
 	// rehashes 1/nShards of them; readers load the table pointer and take no
 	// lock (see table).
@@ -61,7 +61,7 @@ func New[K comparable](cfg Config) (*Store[K], error) {
 		join:      addSat(int64(cfg.MergeGap), 1),
 		maxKeys:   cfg.MaxKeys,
 		maxRanges: maxOlder + 1,
-		hash:      newHasher[K](),
+		hasher:    newHasher[K](),
 		collectAt: minCollectAt,
 	}
 	s.in.init()
@@ -76,6 +76,8 @@ func New[K comparable](cfg Config) (*Store[K], error) {
 	}
 	return s, nil
 }
+
+func (s *Store[K]) hash(key K) uint64 { return s.hasher.hash(key) }
 
 func (s *Store[K]) tableFor(h uint64) *table[K] { return s.shards[h>>(64-shardBits)].Load() }
 
@@ -151,7 +153,7 @@ func (s *Store[K]) insert(key K, h uint64, og *group, cs, ce int64) ApplyResult 
 	sl := tab.find(key, h)
 	if sl.gi.Load() == giNeverUsed {
 		if tab.full() {
-			tab = tab.rebuilt(s.hash)
+			tab = tab.rebuilt(&s.hasher)
 			s.shards[h>>(64-shardBits)].Store(tab)
 			sl = tab.find(key, h)
 		}
@@ -308,13 +310,50 @@ func (s *Store[K]) Lookup(key K, t time.Time) Result {
 // already computed, so that LookupBatch, which needs both before answering,
 // does not compute them twice.
 func (s *Store[K]) lookup(key K, h uint64, tn int64) Result {
+	tab := s.tableFor(h)
+	sl := tab.lookup(key, h)
+	if sl != nil {
+		if o := s.trailingOwner(tab, sl, h, tn); o != nil {
+			return Result{Owner: o, Status: Attributed}
+		}
+	}
+	return s.lookupSlow(key, h, tn, tab, sl)
+}
+
+// trailingOwner answers the common lookup, at a time t whose ClockSkew
+// neighbourhood lies in the trailing range of an owner, from sl, a slot of
+// tab, the table of the shard of the key whose hash is h: it returns that
+// owner, or nil if the lookup is not that case or sl was changing or tab is
+// no longer the shard's table (see answer). It reads one word of the group
+// index and takes no branch that a CPU would mispredict in the common case,
+// so that the CPU goes on to the next lookup while this one waits for
+// memory.
+func (s *Store[K]) trailingOwner(tab *table[K], sl *slot[K], h uint64, t int64) *owners.Owner {
+	v := sl.ver.Load()
+	start, end := sl.start.Load(), sl.end.Load()
+	// A free or never-used index resolves to no owner; gi names the owner
+	// it did when read if the slot and its table are unchanged below (see
+	// groupIndex).
+	o := s.in.groups.owner(sl.gi.Load() & giMask)
+	if o != nil && subSat(t, s.skew) >= start && addSat(t, s.skew) <= end &&
+		v&1 == 0 && sl.ver.Load() == v && s.tableFor(h) == tab {
+		return o
+	}
+	return nil
+}
+
+// lookupSlow is lookup for every case, from key's slot sl (nil if none) in
+// tab, the table of its shard when lookup read it.
+func (s *Store[K]) lookupSlow(key K, h uint64, tn int64, tab *table[K], sl *slot[K]) Result {
 	for {
-		tab := s.tableFor(h)
 		res := Result{Reason: ReasonNoClaim}
-		if sl := tab.lookup(key, h); sl != nil {
+		if sl != nil {
 			var current bool
 			if res, current = s.answer(tab, sl, h, tn); !current {
-				continue // the shard's table was replaced: read the new one
+				// The shard's table was replaced: read the new one.
+				tab = s.tableFor(h)
+				sl = tab.lookup(key, h)
+				continue
 			}
 		}
 		// Covered times are answered from the ranges held; only
@@ -526,7 +565,7 @@ func (s *Store[K]) Prune() (rangesDropped, keysDropped int) {
 		clear(s.full)
 		// Drop tombstones once they outnumber the keys.
 		if tab.used-tab.live > tab.live && len(tab.slots) > 8 {
-			s.shards[i].Store(tab.rebuilt(s.hash))
+			s.shards[i].Store(tab.rebuilt(&s.hasher))
 		}
 	}
 	s.in.sweep(s.epoch)

@@ -712,8 +712,35 @@ func TestKeyTypes(t *testing.T) {
 			t.Errorf("port %d: %+v", port, got)
 		}
 	}
+	// Key128 is hashed inline, apart from the other key types: enough keys
+	// to grow every shard's table, answered one by one and in a batch.
+	const n = 20000
+	k128, _ := New[Key128](Config{Retention: time.Hour, MaxKeys: n, Now: fixedClock(sec(100))})
+	key := func(i int) Key128 { return AddrKey(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})) }
+	for i := range n {
+		if _, err := k128.Apply(key(i), testOwners[i%len(testOwners)], sec(0), sec(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qs := make([]Query[Key128], n+1)
+	for i := range n {
+		qs[i] = Query[Key128]{key(i), sec(0)}
+	}
+	qs[n] = Query[Key128]{key(n), sec(0)} // never claimed
+	batch := k128.LookupBatch(qs, nil)
+	for i, q := range qs {
+		got := k128.Lookup(q.Key, q.At)
+		if i < n && (got.Owner == nil || !got.Owner.Equal(testOwners[i%len(testOwners)].Canonical())) ||
+			i == n && got.Reason != ReasonNoClaim {
+			t.Fatalf("key %d: %+v", i, got)
+		}
+		if batch[i] != got {
+			t.Fatalf("key %d: LookupBatch %+v, Lookup %+v", i, batch[i], got)
+		}
+	}
 	checkInvariants(t, addrs)
 	checkInvariants(t, pairs)
+	checkInvariants(t, k128)
 }
 
 // TestConcurrentReadsAreConsistent checks that lock-free lookups never see a
@@ -846,6 +873,9 @@ func TestLookupOnReplacedTable(t *testing.T) {
 	}
 	if res, current := s.answer(old, sl, h, nanos(sec(5))); current {
 		t.Fatalf("answer from the replaced table was taken as current: %+v", res)
+	}
+	if o := s.trailingOwner(old, sl, h, nanos(sec(5))); o != nil {
+		t.Fatalf("trailingOwner from the replaced table answered %v", o)
 	}
 	if res := s.Lookup(0, sec(5)); res.Owner != nil {
 		t.Fatalf("Lookup(0, 5s) = %+v, want no owner: x's range expired and z never claimed key 0", res)

@@ -109,14 +109,14 @@ func (t *table[K]) full() bool { return (t.used+1)*4 > len(t.slots)*3 }
 // after one more insertion: a full table (3/4) grows by a third, so that the
 // load stays between 0.55 and 0.75 (doubling would let it fall to 0.375, and
 // a table of 48-byte slots then costs 128 bytes a key).
-func (t *table[K]) rebuilt(h func(K) uint64) *table[K] {
+func (t *table[K]) rebuilt(h *hasher[K]) *table[K] {
 	nt := newTable[K](max(8, (t.live+1)*20/11+1))
 	for i := range t.slots {
 		sl := &t.slots[i]
 		if !sl.live() {
 			continue
 		}
-		ns := nt.find(sl.key, h(sl.key))
+		ns := nt.find(sl.key, h.hash(sl.key))
 		ns.key = sl.key
 		ns.start.Store(sl.start.Load())
 		ns.end.Store(sl.end.Load())

@@ -150,8 +150,10 @@ const lookupChunk = 64
 // when needed. Queries are answered in order.
 func (fb *flowBatch) result(store *intervalstore.Store[intervalstore.Key128], i int) intervalstore.Result {
 	for i >= len(fb.results) {
-		n := min(len(fb.results)+lookupChunk, len(fb.queries))
-		fb.results = store.LookupBatch(fb.queries[len(fb.results):n], fb.results)
+		done := len(fb.results)
+		n := min(done+lookupChunk, len(fb.queries))
+		fb.results = store.LookupBatch(fb.queries[done:n], fb.results)
+		touchOwners(fb.results[done:])
 	}
 	return fb.results[i]
 }
@@ -246,7 +248,7 @@ func (p *ownershipProcessor) backendWaits(f *flowPlan) bool {
 // isTranslatedResult reports whether k is written by writeTranslated.
 func (p *ownershipProcessor) isTranslatedResult(k string) bool {
 	return k == flowschema.AttrPeerTranslatedAttributionStatus || k == flowschema.AttrPeerTranslatedAttributionReason ||
-		strings.HasPrefix(k, p.translatedOwners.Prefix())
+		flowschema.HasKeyPrefix(k, p.translatedOwners.Prefix())
 }
 
 // writeTranslated writes the owner of the record's translated peer (the
@@ -344,7 +346,7 @@ func (p *ownershipProcessor) writeResultTo(attrs pcommon.Map, w *flowschema.Owne
 			if wrote&bit == 0 {
 				v.SetStr(reason)
 			}
-		case !strings.HasPrefix(k, prefix):
+		case !flowschema.HasKeyPrefix(k, prefix):
 			return false
 		case owner == nil:
 			return true

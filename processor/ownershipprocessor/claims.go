@@ -201,13 +201,26 @@ func (bc *batchClaims) reset() {
 // address no ownership source covers): its local side makes no claim.
 // Otherwise reason says why the claim is malformed, or is "".
 func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.OwnerReader) (c flowschema.Claim, owned bool, reason string) {
+	// One pass over the attributes finds the owner, the address and the
+	// start; the first of repeated keys counts, as for Map.Get.
 	attrs := lr.Attributes()
-	owner, ok := owners.Read(attrs, flowschema.PrefixLocalOwner)
+	var av, tv pcommon.Value
+	var hasAddr, hasStart bool
+	owners.Start(flowschema.PrefixLocalOwner)
+	for k, v := range attrs.All() {
+		owners.See(k, v)
+		if !hasAddr && k == flowschema.AttrNetworkLocalAddress {
+			av, hasAddr = v, true
+		}
+		if !hasStart && k == p.cfg.TimeAttribute {
+			tv, hasStart = v, true
+		}
+	}
+	owner, ok := owners.Finish(attrs)
 	if !ok {
 		return flowschema.Claim{}, false, ""
 	}
-	av, ok := attrs.Get(flowschema.AttrNetworkLocalAddress)
-	if !ok || av.Type() != pcommon.ValueTypeStr {
+	if !hasAddr || av.Type() != pcommon.ValueTypeStr {
 		return flowschema.Claim{}, true, string(flowschema.RejectMissingAddress)
 	}
 	addr, err := flowschema.ParseAddr(av.Str())
@@ -218,9 +231,10 @@ func (p *ownershipProcessor) localClaim(lr plog.LogRecord, owners *flowschema.Ow
 		return flowschema.Claim{}, true, string(flowschema.RejectMissingTime)
 	}
 	end := lr.Timestamp().AsTime()
-	start, ok := flowschema.IntTime(attrs, p.cfg.TimeAttribute)
-	if !ok {
-		start = end
+	start := end
+	// As flowschema.IntTime: a start that is not a positive int is absent.
+	if hasStart && tv.Type() == pcommon.ValueTypeInt && tv.Int() > 0 {
+		start = time.Unix(0, tv.Int())
 	}
 	if end.Before(start) {
 		return flowschema.Claim{}, true, string(flowschema.RejectEndBeforeStart)
