@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,38 +23,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/flowattr/flowattr/internal/localowner/kube"
 	"github.com/flowattr/flowattr/internal/owners"
+	"github.com/flowattr/flowattr/test/internal/apiserver"
 )
-
-// envtestAssets is where `make envtest-assets` builds etcd and
-// kube-apiserver when KUBEBUILDER_ASSETS is not set (the Makefile's
-// ENVTEST_ASSETS).
-func envtestAssets() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "flowattr", "envtest", "v1.37.2-etcd-v3.7.3")
-}
-
-// startAPIServer starts a real kube-apiserver and etcd, or skips loudly
-// when their binaries are missing.
-func startAPIServer(t *testing.T) *rest.Config {
-	t.Helper()
-	for _, bin := range []string{"etcd", "kube-apiserver"} {
-		if _, err := os.Stat(filepath.Join(envtestAssets(), bin)); err != nil {
-			t.Skipf("SKIPPED, NOT RUN: this test needs %s in %s (run `make envtest-assets`; make test does)", bin, envtestAssets())
-		}
-	}
-	env := &envtest.Environment{BinaryAssetsDirectory: envtestAssets()}
-	cfg, err := env.Start()
-	require.NoError(t, err, "starting the API server")
-	t.Cleanup(func() { _ = env.Stop() })
-	return cfg
-}
 
 // create creates every object of objs on the API server with strict field
 // validation: an unknown or duplicated field, or a value the API refuses,
@@ -95,7 +66,7 @@ func createNamespace(t *testing.T, client kubernetes.Interface, name string) {
 // source, running as that account with the chart's configuration, lists
 // and watches without being refused.
 func TestChartOnAPIServer(t *testing.T) {
-	cfg := startAPIServer(t)
+	_, cfg := apiserver.Start(t)
 	client, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
 	ctx := context.Background()

@@ -16,31 +16,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/flowattr/flowattr/test/internal/apiserver"
 	"github.com/flowattr/flowattr/test/internal/netns"
 )
-
-// envtestAssets is where `make envtest-assets` builds etcd and
-// kube-apiserver when KUBEBUILDER_ASSETS is not set (keep in step with the
-// Makefile's KUBE_VERSION and ETCD_VERSION).
-func envtestAssets() string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "flowattr", "envtest", "v1.37.2-etcd-v3.7.3")
-}
 
 // requireEnv skips the test, loudly, when the machine cannot run it: not
 // root, no ip command, no kernel BTF, or no envtest binaries (`make test`
 // builds them; by hand, `make envtest-assets`).
 func requireEnv(t testing.TB) {
 	t.Helper()
-	missing := netns.Missing()
-	for _, bin := range []string{"etcd", "kube-apiserver"} {
-		if _, err := os.Stat(filepath.Join(envtestAssets(), bin)); err != nil {
-			missing = append(missing, fmt.Sprintf("%s in %s (run `make envtest-assets`)", bin, envtestAssets()))
-		}
-	}
+	missing := append(netns.Missing(), apiserver.Missing()...)
 	if len(missing) > 0 {
 		t.Skipf("SKIPPED, NOT RUN: this Kubernetes test needs %s", strings.Join(missing, ", "))
 	}
@@ -56,12 +41,7 @@ type cluster struct {
 
 func startCluster(t testing.TB) *cluster {
 	t.Helper()
-	env := &envtest.Environment{BinaryAssetsDirectory: envtestAssets()}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting the API server: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	env, cfg := apiserver.Start(t)
 	user, err := env.ControlPlane.AddUser(envtest.User{Name: "flowattr-collector", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)
