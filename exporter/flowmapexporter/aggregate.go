@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/flowattr/flowattr/internal/clock"
+	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
 )
 
@@ -44,16 +45,16 @@ func (k nodeKind) String() string { return kindNames[k] }
 type endpoint struct {
 	kind        nodeKind
 	group, name string // workloads only
-	// attrs and prefix locate the owner's attributes on the record; they
-	// are read only when the endpoint makes a new node.
-	attrs  pcommon.Map
-	prefix string
+	// peer tells which owner of the flow's record the endpoint is, read
+	// only when it makes a new node.
+	peer bool
 }
 
 // flow is what the map takes from one flow record: which nodes, in which
 // direction, and its figures.
 type flow struct {
 	client, server endpoint
+	attrs          pcommon.Map // the record's, for the owners of new nodes
 	failed         bool
 	bytesToServer  uint64
 	bytesToClient  uint64
@@ -134,11 +135,12 @@ type aggregate struct {
 	// buckets holds the node of each bucket kind, -1 when it has none:
 	// most flows have one end in a bucket, and this skips hashing it.
 	buckets [numKinds]int32
-	// recent is the last workload node found for each end of a flow
-	// (client, server): consecutive records of a host mostly share their
-	// local owner, and comparing two strings is cheaper than hashing
-	// them. Cleared whenever a node is dropped.
-	recent    [2]recentNode
+	// recent caches workload nodes for each end of a flow (client,
+	// server) in slots picked by a few bytes of the name: a host's
+	// records mostly name a few dozen workloads, and comparing two
+	// strings is cheaper than hashing them. Cleared whenever a node is
+	// dropped.
+	recent    [2][recentSlots]recentNode
 	workloads int
 	edges     []*edge
 	edgeIndex map[edgeKey]int32
@@ -162,7 +164,32 @@ func newAggregate(c clock.Clock, window time.Duration, maxNodes, maxEdges int, l
 	return a
 }
 
-func (a *aggregate) forgetRecent() { a.recent = [2]recentNode{{id: -1}, {id: -1}} }
+// recentSlots is the number of recent slots for each end of a flow.
+const recentSlots = 64
+
+func (a *aggregate) forgetRecent() {
+	for i := range a.recent {
+		for j := range a.recent[i] {
+			a.recent[i][j] = recentNode{id: -1}
+		}
+	}
+}
+
+// recentSlot picks the recent slot of a workload from the lengths and
+// last bytes of its name and group: no hashing of whole strings.
+func recentSlot(group, name string) int {
+	h := uint(len(name))*31 + uint(len(group))
+	if n := len(name); n > 0 {
+		h = h*131 + uint(name[n-1])
+		if n > 1 {
+			h = h*131 + uint(name[n-2])
+		}
+	}
+	if n := len(group); n > 0 {
+		h = h*131 + uint(group[n-1])
+	}
+	return int(h % recentSlots)
+}
 
 func (a *aggregate) epoch(t time.Time) int64 { return t.UnixNano() / int64(a.slot) }
 
@@ -224,11 +251,11 @@ func (a *aggregate) addBatch(flows []flow, results []addResult) {
 
 func (a *aggregate) add(cur int64, f *flow) addResult {
 	var res addResult
-	client, ok := a.nodeOf(&f.client, &a.recent[0], &res)
+	client, ok := a.nodeOf(&f.client, f.attrs, &a.recent[0], &res)
 	if !ok {
 		return addResult{ownerTooLarge: true}
 	}
-	server, ok := a.nodeOf(&f.server, &a.recent[1], &res)
+	server, ok := a.nodeOf(&f.server, f.attrs, &a.recent[1], &res)
 	if !ok {
 		// The client node may be new and now has no edge; the next prune
 		// would not find it, so drop it here.
@@ -281,10 +308,11 @@ func (a *aggregate) dropIfUnused(id int32) {
 // nodeOf returns the node of an endpoint, making it if there is room; a
 // workload beyond max_nodes is the other bucket. ok is false when the
 // endpoint's owner is beyond the limits.
-func (a *aggregate) nodeOf(ep *endpoint, recent *recentNode, res *addResult) (id int32, ok bool) {
+func (a *aggregate) nodeOf(ep *endpoint, attrs pcommon.Map, recents *[recentSlots]recentNode, res *addResult) (id int32, ok bool) {
 	if ep.kind != kindWorkload {
 		return a.bucket(ep.kind), true
 	}
+	recent := &recents[recentSlot(ep.group, ep.name)]
 	if recent.id >= 0 && recent.key.name == ep.name && recent.key.group == ep.group {
 		return recent.id, true
 	}
@@ -297,13 +325,17 @@ func (a *aggregate) nodeOf(ep *endpoint, recent *recentNode, res *addResult) (id
 		res.foldedNode = true
 		return a.bucket(kindOther), true
 	}
-	attrs, ownerID := ownerAttributes(ep.attrs, ep.prefix)
-	if a.limits.Check(owners.Owner{ID: ownerID, Attributes: attrs}) != nil || len(ep.name) > a.limits.MaxValueLength || len(ep.group) > a.limits.MaxValueLength {
+	prefix := flowschema.PrefixLocalOwner
+	if ep.peer {
+		prefix = flowschema.PrefixPeerOwner
+	}
+	ownerAttrs, ownerID := ownerAttributes(attrs, prefix)
+	if a.limits.Check(owners.Owner{ID: ownerID, Attributes: ownerAttrs}) != nil || len(ep.name) > a.limits.MaxValueLength || len(ep.group) > a.limits.MaxValueLength {
 		return 0, false
 	}
 	key.group, key.name = strings.Clone(key.group), strings.Clone(key.name)
 	a.workloads++
-	id = a.newNode(key, attrs)
+	id = a.newNode(key, ownerAttrs)
 	*recent = recentNode{key: key, id: id}
 	return id, true
 }

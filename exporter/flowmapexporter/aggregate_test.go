@@ -252,7 +252,7 @@ func TestParseOddValues(t *testing.T) {
 	a.PutInt(flowschema.AttrFlowRetransmits, -1)
 	a.PutInt(flowschema.AttrFlowState, 3)
 	a.PutInt(flowschema.PrefixPeerOwner+"service.name", 7)
-	p := parser{nodeAttribute: "service.name", groupBy: "k8s.namespace.name"}
+	p := newParser("service.name", "k8s.namespace.name")
 	var f flow
 	require.Equal(t, outcomeMapped, p.parse(lr, &f))
 	assert.Equal(t, uint16(0), f.serverPort)

@@ -130,8 +130,9 @@ func BenchmarkSnapshot(b *testing.B) {
 		}
 		for i := range flows {
 			flows[i] = flow{
-				client:        endpoint{kind: kindWorkload, name: fmt.Sprint("c", i%250), attrs: pcommon.NewMap()},
-				server:        endpoint{kind: kindWorkload, name: fmt.Sprint("s", (i/250*31+i%250+rng.IntN(2))%250), attrs: pcommon.NewMap()},
+				client:        endpoint{kind: kindWorkload, name: fmt.Sprint("c", i%250)},
+				server:        endpoint{kind: kindWorkload, name: fmt.Sprint("s", (i/250*31+i%250+rng.IntN(2))%250)},
+				attrs:         pcommon.NewMap(),
 				bytesToServer: 100, hasRTT: true, rttUS: uint64(rng.IntN(10000)), serverPort: uint16(8000 + i%3),
 			}
 		}

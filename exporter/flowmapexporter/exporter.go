@@ -51,7 +51,7 @@ func newFlowmap(set exporter.Settings, cfg *Config, c clock.Clock) (*flowmap, er
 		cfg:    cfg,
 		set:    set,
 		agg:    newAggregate(c, cfg.Window, cfg.MaxNodes, cfg.MaxEdges, cfg.OwnerLimits),
-		parser: parser{nodeAttribute: cfg.NodeAttribute, groupBy: cfg.GroupBy},
+		parser: newParser(cfg.NodeAttribute, cfg.GroupBy),
 		tel:    tel,
 	}
 	e.scratch.New = func() any { return &scratch{} }
@@ -143,20 +143,22 @@ func (e *flowmap) shutdown(ctx context.Context) error {
 func (e *flowmap) consume(ctx context.Context, ld plog.Logs) error {
 	sc := e.scratch.Get().(*scratch)
 	defer e.scratch.Put(sc)
-	flows := sc.flows[:0]
+	// parse writes a mapped record's flow whole: no zeroing first.
+	flows := slices.Grow(sc.flows[:0], ld.LogRecordCount())[:ld.LogRecordCount()]
+	n := 0
 	var counts [numOutcomes]int64
 	for _, rl := range ld.ResourceLogs().All() {
 		for _, sl := range rl.ScopeLogs().All() {
 			for _, lr := range sl.LogRecords().All() {
-				flows = append(flows, flow{})
-				o := e.parser.parse(lr, &flows[len(flows)-1])
-				if o != outcomeMapped {
-					flows = flows[:len(flows)-1]
+				if o := e.parser.parse(lr, &flows[n]); o != outcomeMapped {
 					counts[o]++
+					continue
 				}
+				n++
 			}
 		}
 	}
+	flows = flows[:n]
 	results := slices.Grow(sc.results[:0], len(flows))[:len(flows)]
 	e.agg.addBatch(flows, results)
 	var foldedNodes, foldedEdges int64

@@ -135,7 +135,7 @@ func newTestMap(window time.Duration, maxNodes, maxEdges int) *testMap {
 	c := clock.NewManual(t0)
 	return &testMap{
 		agg:    newAggregate(c, window, maxNodes, maxEdges, owners.DefaultLimits()),
-		parser: parser{nodeAttribute: "service.name", groupBy: "k8s.namespace.name"},
+		parser: newParser("service.name", "k8s.namespace.name"),
 		clock:  c,
 	}
 }

@@ -103,9 +103,11 @@ func TestPropertyBoundsAndConservation(t *testing.T) {
 						t.Fatalf("step %d: bucket %s is node %d, which is %v", step, nodeKind(k), id, m.agg.nodes[id].key)
 					}
 				}
-				for _, r := range m.agg.recent {
-					if r.id >= 0 && m.agg.nodes[r.id].key != r.key {
-						t.Fatalf("step %d: recent %v is node %d, which is %v", step, r.key, r.id, m.agg.nodes[r.id].key)
+				for _, side := range m.agg.recent {
+					for _, r := range side {
+						if r.id >= 0 && m.agg.nodes[r.id].key != r.key {
+							t.Fatalf("step %d: recent %v is node %d, which is %v", step, r.key, r.id, m.agg.nodes[r.id].key)
+						}
 					}
 				}
 			}

@@ -1,8 +1,6 @@
 package flowmapexporter // import "github.com/flowattr/flowattr/exporter/flowmapexporter"
 
 import (
-	"strings"
-
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
@@ -24,42 +22,65 @@ const (
 
 var outcomeNames = [numOutcomes]string{"mapped", "interim", "not_flow", "owner_too_large"}
 
-// flowattrPrefix starts every attribute name the map reads but the ports.
-const flowattrPrefix = "flowattr."
-
 // parser reads flow records into flows.
 type parser struct {
-	nodeAttribute string // owner attribute naming a workload node ("id": the owner ID)
-	groupBy       string // owner attribute grouping workload nodes, "" for none
+	// The full names of the owner attributes the map reads, each side's
+	// ID, node_attribute and group_by: comparing whole names lets the
+	// length rule out most attributes before their bytes are read.
+	local, peer ownerNames
+	// lengths has bit n set when an owner name is n bytes long (bit 63:
+	// any longer), so that most other attributes cost one test.
+	lengths uint64
 }
+
+// ownerNames are one side's owner attribute names; group is "" when
+// group_by is none.
+type ownerNames struct{ id, name, group string }
+
+func newParser(nodeAttribute, groupBy string) parser {
+	names := func(prefix string) ownerNames {
+		n := ownerNames{id: prefix + owners.IDAttribute, name: prefix + nodeAttribute}
+		if groupBy != "" {
+			n.group = prefix + groupBy
+		}
+		return n
+	}
+	p := parser{local: names(flowschema.PrefixLocalOwner), peer: names(flowschema.PrefixPeerOwner)}
+	for _, n := range []string{p.local.id, p.local.name, p.local.group, p.peer.id, p.peer.name, p.peer.group} {
+		p.lengths |= lengthBit(n)
+	}
+	return p
+}
+
+func lengthBit(s string) uint64 { return 1 << min(len(s), 63) }
 
 // owner collects one side's owner attributes that the map needs.
 type owner struct {
 	id, name, group string
 }
 
-// read notes an owner attribute (name without its prefix).
-func (p *parser) read(o *owner, name string, v pcommon.Value) {
-	if name == owners.IDAttribute {
+// read notes k if it is one of the owner attributes of names. Not else:
+// node_attribute may be the ID itself, or group_by.
+func (o *owner) read(names *ownerNames, k string, v pcommon.Value) {
+	if k == names.id {
 		o.id = v.AsString()
 	}
-	// Not else: node_attribute may be the ID itself.
-	if name == p.nodeAttribute {
+	if k == names.name {
 		o.name = v.AsString()
 	}
-	if name == p.groupBy && p.groupBy != "" {
+	if k == names.group && names.group != "" {
 		o.group = v.AsString()
 	}
 }
 
 // endpoint returns the workload endpoint of an owner; a workload without
 // node_attribute is named by its ID.
-func (o *owner) endpoint(attrs pcommon.Map, prefix string) endpoint {
+func (o *owner) endpoint(peer bool) endpoint {
 	name := o.name
 	if name == "" {
 		name = o.id
 	}
-	return endpoint{kind: kindWorkload, group: o.group, name: name, attrs: attrs, prefix: prefix}
+	return endpoint{kind: kindWorkload, group: o.group, name: name, peer: peer}
 }
 
 // fields are the attributes of a flow record that the map reads.
@@ -72,26 +93,6 @@ type fields struct {
 	local, peer         owner
 }
 
-// readFlow reads one of the flowattr.flow.* attributes.
-func (r *fields) readFlow(k string, v pcommon.Value) {
-	switch k {
-	case flowschema.AttrFlowState:
-		r.state = v.Str()
-	case flowschema.AttrFlowRole:
-		r.role = v.Str()
-	case flowschema.AttrFlowBytesSent:
-		r.sent = v.Int()
-	case flowschema.AttrFlowBytesReceived:
-		r.received = v.Int()
-	case flowschema.AttrFlowRetransmits:
-		r.retransmits = v.Int()
-	case flowschema.AttrFlowSRTT:
-		r.srtt, r.hasSRTT = v.Int(), v.Type() == pcommon.ValueTypeInt && v.Int() >= 0
-	case flowschema.AttrFlowError:
-		r.hasError = true
-	}
-}
-
 // parse reads lr into f when it is a closed or failed flow record.
 func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 	if lr.EventName() != flowschema.EventFlow {
@@ -100,45 +101,42 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 	var r fields
 	attrs := lr.Attributes()
 	for k, v := range attrs.All() {
-		// Most of a record's attributes are none of these: the first
-		// byte, and the one after "flowattr.", rule them out before any
-		// whole name is compared.
-		if len(k) <= len(flowattrPrefix) {
-			continue
-		}
-		switch k[0] {
-		case 'n':
-			switch k {
-			case flowschema.AttrNetworkLocalPort:
-				r.localPort = v.Int()
-			case flowschema.AttrNetworkPeerPort:
-				r.peerPort = v.Int()
-			}
-		case 'f':
-			if k[:len(flowattrPrefix)] != flowattrPrefix {
+		// A switch on constant names compares lengths first; most of a
+		// record's attributes match none of these.
+		switch k {
+		case flowschema.AttrNetworkLocalPort:
+			r.localPort = v.Int()
+		case flowschema.AttrNetworkPeerPort:
+			r.peerPort = v.Int()
+		case flowschema.AttrPeerAttributionStatus:
+			r.status = v.Str()
+		case flowschema.AttrFlowState:
+			r.state = v.Str()
+		case flowschema.AttrFlowRole:
+			r.role = v.Str()
+		case flowschema.AttrFlowBytesSent:
+			r.sent = v.Int()
+		case flowschema.AttrFlowBytesReceived:
+			r.received = v.Int()
+		case flowschema.AttrFlowRetransmits:
+			r.retransmits = v.Int()
+		case flowschema.AttrFlowSRTT:
+			r.srtt, r.hasSRTT = v.Int(), v.Type() == pcommon.ValueTypeInt && v.Int() >= 0
+		case flowschema.AttrFlowError:
+			r.hasError = true
+		default:
+			if p.lengths&lengthBit(k) == 0 {
 				continue
 			}
-			switch k[len(flowattrPrefix)] {
-			case 'f':
-				r.readFlow(k, v)
-			case 'l':
-				if name, ok := strings.CutPrefix(k, flowschema.PrefixLocalOwner); ok {
-					p.read(&r.local, name, v)
-				}
-			case 'p':
-				switch {
-				case strings.HasPrefix(k, flowschema.PrefixPeerOwner):
-					p.read(&r.peer, k[len(flowschema.PrefixPeerOwner):], v)
-				case k == flowschema.AttrPeerAttributionStatus:
-					r.status = v.Str()
-				}
-			}
+			r.local.read(&p.local, k, v)
+			r.peer.read(&p.peer, k, v)
 		}
 	}
 	if r.state == flowschema.FlowStateActive {
 		return outcomeInterim
 	}
 	*f = flow{
+		attrs:       attrs,
 		failed:      r.state == flowschema.FlowStateFailed || r.hasError,
 		retransmits: nonNegative(r.retransmits),
 		rttUS:       nonNegative(r.srtt),
@@ -147,12 +145,12 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 
 	localEnd := endpoint{kind: kindNoOwner}
 	if r.local.id != "" {
-		localEnd = r.local.endpoint(attrs, flowschema.PrefixLocalOwner)
+		localEnd = r.local.endpoint(false)
 	}
 	var peerEnd endpoint
 	switch {
 	case r.status == "attributed" && r.peer.id != "":
-		peerEnd = r.peer.endpoint(attrs, flowschema.PrefixPeerOwner)
+		peerEnd = r.peer.endpoint(true)
 	case r.status == "external":
 		// Outside the ownership processor's workload ranges.
 		peerEnd = endpoint{kind: kindExternal}
