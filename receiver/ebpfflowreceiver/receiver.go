@@ -536,6 +536,11 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 		select {
 		case ev := <-r.queue:
 			r.addFlow(ctx, &ev)
+			// The events queued behind it, taken without this select
+			// over every channel, which costs more than the event's
+			// receive; a batch's worth at most, so that the tickers
+			// are not kept waiting.
+			r.drain(ctx, r.cfg.MaxBatchSize)
 		case <-flush.C:
 			r.flush(ctx)
 		case <-claimTick.C:
@@ -548,7 +553,7 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 			// Ingest has stopped: hand over what is queued and claim
 			// the last partial interval.
 			out := context.WithoutCancel(ctx)
-			r.drain(out)
+			r.drain(out, cap(r.queue))
 			r.addClaims(out)
 			r.flush(out)
 			return
@@ -556,9 +561,10 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 	}
 }
 
-// drain adds every queued event to the batch.
-func (r *flowReceiver) drain(ctx context.Context) {
-	for {
+// drain adds up to limit queued events to the batch, without waiting for
+// any.
+func (r *flowReceiver) drain(ctx context.Context, limit int) {
+	for range limit {
 		select {
 		case ev := <-r.queue:
 			r.addFlow(ctx, &ev)
