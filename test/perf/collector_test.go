@@ -54,6 +54,13 @@ type collector struct {
 // extraEnv, and waits until health_check reports it ready.
 func startCollector(tb testing.TB, configPath string, extraEnv map[string]string, overlays ...string) *collector {
 	tb.Helper()
+	return startBinary(tb, "", configPath, extraEnv, overlays...)
+}
+
+// startBinary is startCollector with the collector binary bin, Binary's
+// when empty.
+func startBinary(tb testing.TB, bin, configPath string, extraEnv map[string]string, overlays ...string) *collector {
+	tb.Helper()
 	c := &collector{
 		otlpPort:    collectortest.FreePort(tb),
 		healthPort:  collectortest.FreePort(tb),
@@ -71,7 +78,7 @@ func startCollector(tb testing.TB, configPath string, extraEnv map[string]string
 		"FLOWATTR_PERF_PROMETHEUS_PORT": strconv.Itoa(c.prometheusPort),
 	}
 	maps.Copy(env, extraEnv)
-	opts := collectortest.Options{Configs: append([]string{configPath}, overlays...), Env: env}
+	opts := collectortest.Options{Binary: bin, Configs: append([]string{configPath}, overlays...), Env: env}
 	if cpus := os.Getenv(collectorCPUsEnv); cpus != "" {
 		// taskset runs the collector on those CPUs only; the Go runtime
 		// sizes GOMAXPROCS from that affinity.

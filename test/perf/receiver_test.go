@@ -74,52 +74,68 @@ const (
 // reserve failures, full connection map, skipped program runs, its full
 // queue). It fails if a connection fails or a record is lost.
 //
-// With FLOWATTR_PERF_PROFILE_DIR set, the collector's CPU profile over each
-// of its windows is saved there as receiver-<window>.pprof. With
+// With FLOWATTR_PERF_BASELINE_BIN set to another collector binary (a build
+// before a change), each round also has a window of that collector, and its
+// figures are reported with the prefix baseline-, beside
+// cpu-ratio-to-baseline. With FLOWATTR_PERF_PROFILE_DIR set, the
+// collector's CPU profile over each of its windows is saved there as
+// receiver-<n>.pprof (receiver-baseline-<n>.pprof). With
 // FLOWATTR_PERF_COLLECTOR_CPUS set, the collector runs on those CPUs only.
 func BenchmarkReceiver(b *testing.B) {
 	collectortest.Binary(b)
 	if missing := netns.Missing(); len(missing) > 0 {
 		b.Skipf("SKIPPED, NOT RUN: needs %v", missing)
 	}
+	baseline := os.Getenv(baselineBinEnv)
 	w := startConnWorkload(b)
 	s := startSink(b)
-	var on, off rxWindows
-	profiles := 0
+	var on, off, base rxWindows
+	windows := 0
+	kinds := []func(){
+		func() { off.add(w.measure(b, nil, "")) },
+		func() {
+			windows++
+			on.add(w.measureWithCollector(b, s, "", fmt.Sprintf("receiver-%d.pprof", windows)))
+		},
+	}
+	if baseline != "" {
+		kinds = append(kinds, func() {
+			windows++
+			base.add(w.measureWithCollector(b, s, baseline, fmt.Sprintf("receiver-baseline-%d.pprof", windows)))
+		})
+	}
 	for b.Loop() {
 		for i := range rxRounds {
-			with := func() {
-				profiles++
-				on.add(w.measureWithCollector(b, s, profiles))
-			}
-			without := func() { off.add(w.measure(b, nil, "")) }
-			if i%2 == 0 {
-				without()
-				with()
-			} else {
-				with()
-				without()
+			// Each kind of window goes first in turn.
+			for k := range kinds {
+				kinds[(i+k)%len(kinds)]()
 			}
 		}
 	}
 	b.StopTimer()
-	records := float64(2 * on.windowConns)
-	b.ReportMetric(on.rate(), "conns/s")
-	b.ReportMetric(off.rate(), "idle-conns/s")
-	b.ReportMetric(on.rate()/off.rate(), "rate-ratio")
-	b.ReportMetric(float64((on.user+on.system).Nanoseconds())/1e3/records, "cpu-us/record")
-	b.ReportMetric(float64(on.user.Nanoseconds())/1e3/records, "user-us/record")
-	b.ReportMetric(float64(on.system.Nanoseconds())/1e3/records, "system-us/record")
-	b.ReportMetric(float64(on.lost), "lost-records")
-	b.ReportMetric(float64(on.drops), "receiver-drops")
+	on.report(b, "", &off)
 	b.Logf("with the collector: %d connections in %s, %d records expected over the load, %d lost, receiver drops %d; "+
 		"without: %d connections in %s; idle CPU of the machine %s with, %s without",
 		on.windowConns, on.elapsed.Round(time.Millisecond), on.expected, on.lost, on.drops,
 		off.windowConns, off.elapsed.Round(time.Millisecond), on.idle, off.idle)
-	if on.lost > 0 || on.drops > 0 {
-		b.Fatalf("%d of %d flow records lost, receiver drops %d", on.lost, on.expected, on.drops)
+	if baseline != "" {
+		base.report(b, "baseline-", &off)
+		b.ReportMetric(on.cpuPerRecord()/base.cpuPerRecord(), "cpu-ratio-to-baseline")
+		b.Logf("with the baseline collector: %d connections in %s, %d records expected over the load, %d lost, receiver drops %d",
+			base.windowConns, base.elapsed.Round(time.Millisecond), base.expected, base.lost, base.drops)
+	}
+	for _, m := range []*rxWindows{&on, &base} {
+		if m.lost > 0 || m.drops > 0 {
+			b.Fatalf("%d of %d flow records lost, receiver drops %d", m.lost, m.expected, m.drops)
+		}
 	}
 }
+
+// baselineBinEnv names a second collector binary, such as a build before a
+// change, that BenchmarkReceiver, when it is set, measures in windows of
+// its own alongside the others, reporting its figures with the prefix
+// baseline- and cpu-ratio-to-baseline.
+const baselineBinEnv = "FLOWATTR_PERF_BASELINE_BIN"
 
 // rxWindows adds up the measured windows of one kind.
 type rxWindows struct {
@@ -144,6 +160,26 @@ func (r *rxWindows) add(w rxWindows) {
 }
 
 func (r *rxWindows) rate() float64 { return float64(r.windowConns) / r.elapsed.Seconds() }
+
+// cpuPerRecord is the collector's CPU time per flow record, µs.
+func (r *rxWindows) cpuPerRecord() float64 {
+	return float64((r.user + r.system).Nanoseconds()) / 1e3 / float64(2*r.windowConns)
+}
+
+// report reports the windows of a collector, against off, those without.
+func (r *rxWindows) report(b *testing.B, prefix string, off *rxWindows) {
+	records := float64(2 * r.windowConns)
+	b.ReportMetric(r.rate(), prefix+"conns/s")
+	if prefix == "" {
+		b.ReportMetric(off.rate(), "idle-conns/s")
+	}
+	b.ReportMetric(r.rate()/off.rate(), prefix+"rate-ratio")
+	b.ReportMetric(r.cpuPerRecord(), prefix+"cpu-us/record")
+	b.ReportMetric(float64(r.user.Nanoseconds())/1e3/records, prefix+"user-us/record")
+	b.ReportMetric(float64(r.system.Nanoseconds())/1e3/records, prefix+"system-us/record")
+	b.ReportMetric(float64(r.lost), prefix+"lost-records")
+	b.ReportMetric(float64(r.drops), prefix+"receiver-drops")
+}
 
 // connWorkload is a TCP server in one network namespace and the client
 // namespace its connections come from.
@@ -267,17 +303,18 @@ func (w *connWorkload) measure(b *testing.B, col *collector, profile string) (m 
 	return m
 }
 
-// measureWithCollector starts a collector, measures a window with it and
-// stops it once its records reached the sink. window numbers its profile.
-func (w *connWorkload) measureWithCollector(b *testing.B, s *sink, window int) rxWindows {
-	col := startCollector(b, "../../testdata/perf/receiver.yaml", map[string]string{
+// measureWithCollector starts a collector of binary bin (Binary's when
+// empty), measures a window with it and stops it once its records reached
+// the sink. profile names the file of its CPU profile.
+func (w *connWorkload) measureWithCollector(b *testing.B, s *sink, bin, profile string) rxWindows {
+	col := startBinary(b, bin, "../../testdata/perf/receiver.yaml", map[string]string{
 		"FLOWATTR_PERF_SINK_PORT": strconv.Itoa(s.port),
 		"FLOWATTR_PERF_RX_NET":    rxNet.String(),
 		"FLOWATTR_PERF_RX_CLIENT": rxClient.String(),
 		"FLOWATTR_PERF_RX_SERVER": rxServer.String(),
 	})
 	flows0 := s.flows.Load()
-	m := w.measure(b, col, fmt.Sprintf("receiver-%d.pprof", window))
+	m := w.measure(b, col, profile)
 	// Wait until the records stop arriving, or all have.
 	got := func() int64 { return s.flows.Load() - flows0 }
 	for last, since := got(), time.Now(); got() < m.expected && time.Since(since) < rxSettle; {
