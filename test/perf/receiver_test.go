@@ -60,9 +60,9 @@ const (
 // its end and closes it. Every connection is two flow records, one per
 // side.
 //
-// Each b.Loop iteration runs 4 pairs of windows, one with the collector
-// running and one without, the order alternating; each window is a 1s
-// warm-up and 5s measured with the load on. The collector is started
+// Each b.Loop iteration runs 4 rounds of a window with the collector
+// running and one without, each kind going first in turn; each window is a
+// 1s warm-up and 5s measured with the load on. The collector is started
 // before its window's load and stopped after it, once its records have
 // reached the sink. Reported: conns/s with the collector running and
 // without (idle-conns/s) and their ratio, rate-ratio; the collector's CPU
@@ -81,6 +81,7 @@ const (
 // collector's CPU profile over each of its windows is saved there as
 // receiver-<n>.pprof (receiver-baseline-<n>.pprof). With
 // FLOWATTR_PERF_COLLECTOR_CPUS set, the collector runs on those CPUs only.
+// The figures and where the collector's time goes: docs/performance.md.
 func BenchmarkReceiver(b *testing.B) {
 	collectortest.Binary(b)
 	if missing := netns.Missing(); len(missing) > 0 {
