@@ -97,7 +97,8 @@ PERF_COUNT ?= 3
 PERF_OUT ?= bench-e2e.out
 
 ## bench-e2e: end-to-end throughput and memory of the built collector against
-## the stock pipeline, and holding fresh flows (test/perf), $(PERF_COUNT) runs
+## the stock pipeline, holding fresh flows, and the ebpfflow receiver's cost
+## on a host making short connections (root) (test/perf), $(PERF_COUNT) runs
 ## into $(PERF_OUT).
 bench-e2e: $(BINARY)
 	FLOWATTR_COLLECTOR_BIN=$(CURDIR)/$(BINARY) $(GO) test -run '^$$' -bench . -count $(PERF_COUNT) -timeout 90m ./test/perf/ | tee $(PERF_OUT)

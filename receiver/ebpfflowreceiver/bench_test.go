@@ -61,7 +61,7 @@ func BenchmarkAddFlow(b *testing.B) {
 	b.ReportAllocs()
 	start := time.Now()
 	for b.Loop() {
-		r.addFlow(ctx, &ev)
+		r.addFlow(ctx, &ev, clock.Now())
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
 }

@@ -172,3 +172,55 @@ func TestPutFlowHostNetworkWorkload(t *testing.T) {
 	assert.Equal(t, "agent-x", attrs["flowattr.local.workload.k8s.pod.name"])
 	assert.NotContains(t, attrs, "flowattr.local.owner.k8s.pod.name")
 }
+
+// TestPutFlowShapes: one writer, whose templates are made by earlier
+// records, writes records of every shape (role and optional attributes),
+// in an order that reuses each template after others, exactly as a fresh
+// writer does.
+func TestPutFlowShapes(t *testing.T) {
+	shared := newFlowWriter()
+	owner := &owners.Owner{ID: "web-1", Attributes: []owners.Attribute{{Name: "service.name", Value: "web"}}}
+	const shapes = 3 << 8 // three roles, eight optional parts
+	for i := range 2 * shapes {
+		s := (i * 7) % shapes // each shape twice, shapes interleaved
+		role, opt := tracer.Role(s%3), s/3
+		ev := tracer.Event{
+			Kind: tracer.KindClosed, Role: role,
+			LocalAddr: netip.MustParseAddr("10.0.0.1"), PeerAddr: netip.MustParseAddr("10.0.0.2"),
+			LocalPort: uint16(1000 + i), PeerPort: 443,
+			Start: at(1), StartKnown: opt&1 == 0, End: at(2), BytesSent: uint64(i),
+		}
+		if opt&2 != 0 {
+			ev.Err = syscall.ECONNRESET
+		}
+		if opt&4 != 0 {
+			ev.PID = uint32(i + 1)
+		}
+		if opt&8 != 0 {
+			ev.Comm = "c"
+		}
+		if opt&16 != 0 {
+			ev.CgroupID = uint64(i + 1)
+		}
+		if opt&32 != 0 {
+			ev.NetnsInode = uint32(i + 1)
+		}
+		if opt&64 != 0 {
+			ev.Cookie = uint64(i + 1)
+		}
+		var translated netip.AddrPort
+		if opt&128 != 0 {
+			translated = netip.MustParseAddrPort("10.244.0.9:8080")
+		}
+		o := owner
+		if i%2 == 1 {
+			o = nil
+		}
+		got, want := plog.NewLogRecord(), plog.NewLogRecord()
+		shared.putFlow(got, &ev, o, nil, translated, at(3))
+		newFlowWriter().putFlow(want, &ev, o, nil, translated, at(3))
+		if !assert.Equal(t, want.Attributes().AsRaw(), got.Attributes().AsRaw(), "record %d, shape %d", i, s) {
+			return
+		}
+	}
+}

@@ -535,7 +535,16 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 	for {
 		select {
 		case ev := <-r.queue:
-			r.addFlow(ctx, &ev)
+			// One observation time for the events taken together:
+			// reading the clock costs more than a record's share of
+			// the time they take.
+			now := r.env.now()
+			r.addFlow(ctx, &ev, now)
+			// The events queued behind it, taken without this select
+			// over every channel, which costs more than the event's
+			// receive; a batch's worth at most, so that the tickers
+			// are not kept waiting.
+			r.drain(ctx, r.cfg.MaxBatchSize, now)
 		case <-flush.C:
 			r.flush(ctx)
 		case <-claimTick.C:
@@ -548,7 +557,7 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 			// Ingest has stopped: hand over what is queued and claim
 			// the last partial interval.
 			out := context.WithoutCancel(ctx)
-			r.drain(out)
+			r.drain(out, cap(r.queue), r.env.now())
 			r.addClaims(out)
 			r.flush(out)
 			return
@@ -556,12 +565,13 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 	}
 }
 
-// drain adds every queued event to the batch.
-func (r *flowReceiver) drain(ctx context.Context) {
-	for {
+// drain adds up to limit queued events to the batch, observed at now,
+// without waiting for any.
+func (r *flowReceiver) drain(ctx context.Context, limit int, now time.Time) {
+	for range limit {
 		select {
 		case ev := <-r.queue:
-			r.addFlow(ctx, &ev)
+			r.addFlow(ctx, &ev, now)
 		default:
 			return
 		}
@@ -578,12 +588,12 @@ const (
 	unownedOwnerChanged = "owner_changed"
 )
 
-// addFlow converts ev into a record, notes its local address for claims and
-// flushes a full batch. The record names the local owner only if that
+// addFlow converts ev into a record observed at observed, notes its local
+// address for claims and flushes a full batch. The record names the local owner only if that
 // owner held the address for the whole flow as far as the receiver knows:
 // the processor applies the record's local side as a claim from the flow's
 // start, and the owner looked up now may not be the one at that start.
-func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
+func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event, observed time.Time) {
 	if ev.Kind == tracer.KindConnected {
 		// Not a flow: the moment to read the connection's translation.
 		if r.nat != nil {
@@ -616,7 +626,7 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event) {
 			workload = &w
 		}
 	}
-	r.flows.putFlow(r.batch.append(), ev, owner, workload, translated, r.env.now())
+	r.flows.putFlow(r.batch.append(), ev, owner, workload, translated, observed)
 	r.batch.flows[flowState(ev.Kind)]++
 	if r.batch.full() {
 		r.flush(ctx)

@@ -3,13 +3,15 @@
 // Package perf measures the built otelcol-flowattr binary end to end: flow
 // throughput and CPU per record with and without the ownership processor
 // (BenchmarkPipeline), resident memory against the number of tracked
-// addresses (BenchmarkMemory), and fresh flows held until their peers'
-// claims (BenchmarkHolding). One test, TestFloodMemory, runs with the
-// other tests (`make test`): it requires max_keys to bound the collector's
-// peak memory under a flood of claims for distinct addresses and owners.
-// The collector runs as a separate process and is driven only over
-// OTLP/gRPC on loopback; see docs/performance.md. Its CPU time and memory
-// are read from /proc, so the package builds on Linux only.
+// addresses (BenchmarkMemory), fresh flows held until their peers'
+// claims (BenchmarkHolding), and what the ebpfflow receiver costs a host
+// making short connections (BenchmarkReceiver, root only). One test,
+// TestFloodMemory, runs with the other tests (`make test`): it requires
+// max_keys to bound the collector's peak memory under a flood of claims
+// for distinct addresses and owners. The collector runs as a separate
+// process and, but for BenchmarkReceiver's eBPF receiver, is driven only
+// over OTLP/gRPC on loopback; see docs/performance.md. Its CPU time and
+// memory are read from /proc, so the package builds on Linux only.
 //
 //	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run '^$' -bench . ./test/perf/
 //	FLOWATTR_COLLECTOR_BIN=$PWD/bin/otelcol-flowattr go test -run TestFloodMemory -v ./test/perf/
@@ -52,6 +54,13 @@ type collector struct {
 // extraEnv, and waits until health_check reports it ready.
 func startCollector(tb testing.TB, configPath string, extraEnv map[string]string, overlays ...string) *collector {
 	tb.Helper()
+	return startBinary(tb, "", configPath, extraEnv, overlays...)
+}
+
+// startBinary is startCollector with the collector binary bin, Binary's
+// when empty.
+func startBinary(tb testing.TB, bin, configPath string, extraEnv map[string]string, overlays ...string) *collector {
+	tb.Helper()
 	c := &collector{
 		otlpPort:    collectortest.FreePort(tb),
 		healthPort:  collectortest.FreePort(tb),
@@ -69,7 +78,7 @@ func startCollector(tb testing.TB, configPath string, extraEnv map[string]string
 		"FLOWATTR_PERF_PROMETHEUS_PORT": strconv.Itoa(c.prometheusPort),
 	}
 	maps.Copy(env, extraEnv)
-	opts := collectortest.Options{Configs: append([]string{configPath}, overlays...), Env: env}
+	opts := collectortest.Options{Binary: bin, Configs: append([]string{configPath}, overlays...), Env: env}
 	if cpus := os.Getenv(collectorCPUsEnv); cpus != "" {
 		// taskset runs the collector on those CPUs only; the Go runtime
 		// sizes GOMAXPROCS from that affinity.
@@ -90,27 +99,35 @@ const clockTicks = 100
 // from /proc/<pid>/stat; its resolution is 10ms.
 func (c *collector) cpuTime(tb testing.TB) time.Duration {
 	tb.Helper()
+	user, system := c.cpuTimes(tb)
+	return user + system
+}
+
+// cpuTimes is cpuTime's user and system parts.
+func (c *collector) cpuTimes(tb testing.TB) (user, system time.Duration) {
+	tb.Helper()
 	return processCPU(tb, strconv.Itoa(c.Pid()))
 }
 
 // selfCPU is the CPU time of the benchmark process: load generator and sink.
 func selfCPU(tb testing.TB) time.Duration {
 	tb.Helper()
-	return processCPU(tb, "self")
+	user, system := processCPU(tb, "self")
+	return user + system
 }
 
-func processCPU(tb testing.TB, pid string) time.Duration {
+func processCPU(tb testing.TB, pid string) (user, system time.Duration) {
 	tb.Helper()
 	path := "/proc/" + pid + "/stat"
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		tb.Fatalf("reading CPU time: %v", err)
 	}
-	d, err := parseStatCPU(string(raw))
+	user, system, err = parseStatCPU(string(raw))
 	if err != nil {
 		tb.Fatalf("%s: %v", path, err)
 	}
-	return d
+	return user, system
 }
 
 // machineIdle returns the idle time of all CPUs so far, from the first line
@@ -134,30 +151,28 @@ func machineIdle(tb testing.TB) time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
-// parseStatCPU returns utime+stime from the text of /proc/<pid>/stat. The
+// parseStatCPU returns utime and stime from the text of /proc/<pid>/stat. The
 // command name (field 2) is in parentheses and may contain spaces, so fields
 // are counted after its closing parenthesis: utime and stime are fields 14
 // and 15.
-func parseStatCPU(stat string) (time.Duration, error) {
+func parseStatCPU(stat string) (user, system time.Duration, err error) {
 	end := strings.LastIndexByte(stat, ')')
 	if end < 0 {
-		return 0, fmt.Errorf("no command name in %q", stat)
+		return 0, 0, fmt.Errorf("no command name in %q", stat)
 	}
 	fields := strings.Fields(stat[end+1:])
 	// fields[0] is field 3 (state).
 	const utime, stime = 14 - 3, 15 - 3
 	if len(fields) <= stime {
-		return 0, fmt.Errorf("only %d fields after the command name", len(fields))
+		return 0, 0, fmt.Errorf("only %d fields after the command name", len(fields))
 	}
-	var ticks int64
-	for _, i := range []int{utime, stime} {
-		n, err := strconv.ParseInt(fields[i], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("field %d: %w", i+3, err)
+	var ticks [2]int64
+	for j, i := range []int{utime, stime} {
+		if ticks[j], err = strconv.ParseInt(fields[i], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("field %d: %w", i+3, err)
 		}
-		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	return time.Duration(ticks[0]) * time.Second / clockTicks, time.Duration(ticks[1]) * time.Second / clockTicks, nil
 }
 
 // memory is the collector's resident memory from /proc/<pid>/status.

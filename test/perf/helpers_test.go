@@ -56,15 +56,15 @@ func TestCountRecords(t *testing.T) {
 func TestParseStatCPU(t *testing.T) {
 	// utime 250 and stime 50 ticks; the command name has a space and a ')'.
 	stat := "4242 (otel col) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 1000000 5000"
-	got, err := parseStatCPU(stat)
+	user, system, err := parseStatCPU(stat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 3 * time.Second; got != want {
-		t.Errorf("parseStatCPU = %s, want %s", got, want)
+	if user != 2500*time.Millisecond || system != 500*time.Millisecond {
+		t.Errorf("parseStatCPU = %s, %s, want 2.5s, 500ms", user, system)
 	}
 	for _, bad := range []string{"4242 otelcol S 1", "4242 (otelcol) S 1 2 3", "4242 (c) S 1 2 3 4 5 6 7 8 9 10 x 50"} {
-		if _, err := parseStatCPU(bad); err == nil {
+		if _, _, err := parseStatCPU(bad); err == nil {
 			t.Errorf("parseStatCPU(%q) accepted it", bad)
 		}
 	}

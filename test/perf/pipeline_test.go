@@ -171,15 +171,20 @@ const profileDirEnv = "FLOWATTR_PERF_PROFILE_DIR"
 // profile takes a CPU profile over one window and saves it in dir.
 func (p *pipeline) profile(b *testing.B, dir string) {
 	p.windows++
-	body, err := p.col.Get(context.Background(), loopback(p.col.pprofPort), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(window/time.Second)))
+	p.col.saveProfile(b, filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", p.name, p.windows)), window)
+}
+
+// saveProfile takes a CPU profile of the collector over d, through its
+// pprof extension, and saves it at path.
+func (c *collector) saveProfile(b *testing.B, path string, d time.Duration) {
+	body, err := c.Get(context.Background(), loopback(c.pprofPort), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d/time.Second)))
 	if err != nil {
-		b.Fatalf("%s: CPU profile: %v", p.name, err)
+		b.Fatalf("CPU profile: %v", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", p.name, p.windows))
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%s: CPU profile of the collector in %s", p.name, path)
+	b.Logf("CPU profile of the collector in %s", path)
 }
 
 // finish stops the collector and checks that the measurement measured

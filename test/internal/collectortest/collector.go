@@ -73,6 +73,9 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type Options struct {
 	// Name tells collectors apart in messages; empty for a lone collector.
 	Name string
+	// Binary is the collector binary to run instead of Binary's, such as
+	// an earlier build to compare with.
+	Binary string
 	// Configs are passed as --config flags, in order, made absolute.
 	Configs []string
 	// Env is added to the test's environment.
@@ -101,7 +104,10 @@ type Collector struct {
 // ends if it is still running; its output is logged if the test failed.
 func Start(tb testing.TB, opts Options) *Collector {
 	tb.Helper()
-	bin := Binary(tb)
+	bin := opts.Binary
+	if bin == "" {
+		bin = Binary(tb)
+	}
 	args := append([]string(nil), opts.Wrapper...)
 	args = append(args, bin)
 	for _, config := range opts.Configs {

@@ -16,12 +16,15 @@ const eventSize = 136
 const eventStartUnknown = 0x1
 
 // decodeEvent fills ev from one flow_event record. The BPF objects are built
-// for little-endian targets only (bpfel), so the byte order is fixed.
+// for little-endian targets only (bpfel), so the byte order is fixed. When
+// the record's command is the one ev held, ev keeps that string: records of
+// one process follow each other, and the copy would be garbage.
 func decodeEvent(b []byte, clock *bootClock, ev *Event) error {
 	if len(b) < eventSize {
 		return fmt.Errorf("flow record of %d bytes, want %d", len(b), eventSize)
 	}
 	le := binary.LittleEndian
+	prevComm := ev.Comm
 	kind := Kind(b[116])
 	if kind < KindClosed || kind > KindConnected {
 		return fmt.Errorf("flow record of unknown kind %d", kind)
@@ -57,6 +60,10 @@ func decodeEvent(b []byte, clock *bootClock, ev *Event) error {
 	if i := bytes.IndexByte(comm, 0); i >= 0 {
 		comm = comm[:i]
 	}
-	ev.Comm = string(comm)
+	if string(comm) == prevComm {
+		ev.Comm = prevComm
+	} else {
+		ev.Comm = string(comm)
+	}
 	return nil
 }

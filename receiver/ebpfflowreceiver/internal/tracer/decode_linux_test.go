@@ -142,3 +142,31 @@ func TestParseBootOffset(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeEventCommReuse: a record of the command ev already holds keeps
+// that string; another command, or none, replaces it.
+func TestDecodeEventCommReuse(t *testing.T) {
+	clock := &bootClock{}
+	var ev Event
+	rec := sampleRecord()
+	if err := decodeEvent(rec, clock, &ev); err != nil {
+		t.Fatal(err)
+	}
+	first := ev.Comm
+	if err := decodeEvent(rec, clock, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Comm != "nginx" || unsafe.StringData(ev.Comm) != unsafe.StringData(first) {
+		t.Errorf("the same command decoded to a new string %q", ev.Comm)
+	}
+	for _, comm := range []string{"nginx-worker-15", "", "ngin"} {
+		clear(rec[120:])
+		copy(rec[120:], comm)
+		if err := decodeEvent(rec, clock, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Comm != comm {
+			t.Errorf("command %q decoded as %q", comm, ev.Comm)
+		}
+	}
+}
