@@ -636,16 +636,7 @@ func (r *flowReceiver) addFlow(ctx context.Context, ev *tracer.Event, observed t
 // addClaims closes the claim interval and adds its claims.
 func (r *flowReceiver) addClaims(ctx context.Context) {
 	now := r.env.now()
-	observed := pcommon.NewTimestampFromTime(now)
-	for _, c := range r.claims.CloseInterval(now) {
-		lr := r.batch.append()
-		flowschema.PutClaim(lr, c.Claim)
-		lr.SetObservedTimestamp(observed)
-		r.batch.claims[c.Basis]++
-		if r.batch.full() {
-			r.flush(ctx)
-		}
-	}
+	r.appendClaims(ctx, r.claims.CloseInterval(now), now)
 }
 
 // addNewClaims adds claims for the addresses that got an owner since the
@@ -653,8 +644,13 @@ func (r *flowReceiver) addClaims(ctx context.Context) {
 // to a new address until a claim covers it.
 func (r *flowReceiver) addNewClaims(ctx context.Context) {
 	now := r.env.now()
+	r.appendClaims(ctx, r.claims.ClaimNew(now), now)
+}
+
+// appendClaims adds claims, made at now, to the batch.
+func (r *flowReceiver) appendClaims(ctx context.Context, claims []localowner.Claim, now time.Time) {
 	observed := pcommon.NewTimestampFromTime(now)
-	for _, c := range r.claims.ClaimNew(now) {
+	for _, c := range claims {
 		lr := r.batch.append()
 		flowschema.PutClaim(lr, c.Claim)
 		lr.SetObservedTimestamp(observed)
