@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
@@ -109,12 +108,7 @@ func TestBackPressureExactlyOnce(t *testing.T) {
 	metricsAddr := "127.0.0.1:" + strconv.Itoa(metricsPort)
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
 
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := plogotlp.NewGRPCClient(conn)
+	client := dialOTLP(t, otlpPort)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -17,8 +17,6 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/localowner"
@@ -49,12 +47,7 @@ func TestDefaultConfigOutsidePeer(t *testing.T) {
 		},
 	})
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := plogotlp.NewGRPCClient(conn)
+	client := dialOTLP(t, otlpPort)
 
 	// A documentation address stands for the internet: the record names it,
 	// nothing is sent to it.

@@ -16,9 +16,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
@@ -304,24 +301,13 @@ func chromiumPath(t *testing.T) string {
 
 func sendMapRecords(t *testing.T, otlpPort int, claims []flowschema.Claim, flows []mapFlow, now time.Time) {
 	t.Helper()
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := plogotlp.NewGRPCClient(conn)
+	client := dialOTLP(t, otlpPort)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	send := func(fill func(plog.LogRecordSlice)) {
 		ld := plog.NewLogs()
 		fill(ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords())
-		resp, err := client.Export(ctx, plogotlp.NewExportRequestFromLogs(ld))
-		if err != nil {
-			t.Fatalf("export: %v", err)
-		}
-		if ps := resp.PartialSuccess(); ps.RejectedLogRecords() != 0 {
-			t.Fatalf("collector rejected %d records: %s", ps.RejectedLogRecords(), ps.ErrorMessage())
-		}
+		exportLogs(ctx, t, client, ld)
 	}
 	send(func(lrs plog.LogRecordSlice) {
 		for _, c := range claims {

@@ -12,9 +12,6 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
@@ -94,12 +91,7 @@ func TestFlowMetrics(t *testing.T) {
 		},
 	})
 	col.WaitReady(t, "127.0.0.1:"+strconv.Itoa(healthPort))
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := plogotlp.NewGRPCClient(conn)
+	client := dialOTLP(t, otlpPort)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	send := func(fill func(plog.LogRecordSlice)) {
@@ -108,13 +100,7 @@ func TestFlowMetrics(t *testing.T) {
 		rl := ld.ResourceLogs().AppendEmpty()
 		rl.Resource().Attributes().PutStr("host.name", "node-a")
 		fill(rl.ScopeLogs().AppendEmpty().LogRecords())
-		resp, err := client.Export(ctx, plogotlp.NewExportRequestFromLogs(ld))
-		if err != nil {
-			t.Fatalf("export: %v", err)
-		}
-		if ps := resp.PartialSuccess(); ps.RejectedLogRecords() != 0 {
-			t.Fatalf("collector rejected %d records: %s", ps.RejectedLogRecords(), ps.ErrorMessage())
-		}
+		exportLogs(ctx, t, client, ld)
 	}
 
 	now := time.Now()

@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
@@ -85,12 +82,7 @@ func TestOwnershipPipeline(t *testing.T) {
 		}
 	}
 
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(otlpPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := plogotlp.NewGRPCClient(conn)
+	client := dialOTLP(t, otlpPort)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -148,13 +140,7 @@ func TestOwnershipPipeline(t *testing.T) {
 		rl := ld.ResourceLogs().AppendEmpty()
 		rl.Resource().Attributes().PutStr("service.name", "flowattr-e2e")
 		fill(rl.ScopeLogs().AppendEmpty().LogRecords())
-		resp, err := client.Export(ctx, plogotlp.NewExportRequestFromLogs(ld))
-		if err != nil {
-			t.Fatalf("export: %v", err)
-		}
-		if ps := resp.PartialSuccess(); ps.RejectedLogRecords() != 0 {
-			t.Fatalf("collector rejected %d records: %s", ps.RejectedLogRecords(), ps.ErrorMessage())
-		}
+		exportLogs(ctx, t, client, ld)
 	}
 	putFlows := func(lrs plog.LogRecordSlice, fs []flow) {
 		for _, f := range fs {
