@@ -58,11 +58,16 @@ func benchStore(b *testing.B, n, rangesPerKey int) *Store[Key128] {
 const benchRanges = 3
 
 // lookupPlan is a shuffled sequence of (key, time) lookups: uniform over the
-// keys, so most of them miss the CPU caches, and over the newest `newest` of
-// the keys' benchRanges ranges (see benchStore).
+// n keys, and over the newest `newest` of the keys' benchRanges ranges (see
+// benchStore). It holds n lookups (at least 1<<16; n is a power of two), so
+// that a benchmark cycling through it reaches about every key: a shorter
+// plan over a large store touches few enough slots to stay in a large L3
+// cache, and its lookups would then not miss the CPU caches as a large
+// store's do.
 func lookupPlan(n, newest int) ([]Key128, []time.Time) {
 	r := rand.New(rand.NewPCG(1, 1))
-	keys, times := make([]Key128, 1<<16), make([]time.Time, 1<<16)
+	size := max(n, 1<<16)
+	keys, times := make([]Key128, size), make([]time.Time, size)
 	for i := range keys {
 		keys[i] = benchKey(r.IntN(n))
 		times[i] = base.Add(time.Duration(benchRanges-1-r.IntN(newest))*70*time.Second + 30*time.Second)
