@@ -129,7 +129,7 @@ func (cfg *Config) checkPrefix(name, prefix, example string) []error {
 	var errs []error
 	var replaced []string
 	kept := []string{
-		cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner,
+		cfg.KeyAttribute, cfg.TimeAttribute, flowschema.PrefixLocalOwner, flowschema.PrefixLocalWorkload,
 		flowschema.AttrPeerAttributionStatus, flowschema.AttrPeerAttributionReason,
 		cfg.TranslatedKeyAttribute, flowschema.AttrPeerTranslatedAttributionStatus, flowschema.AttrPeerTranslatedAttributionReason,
 	}
@@ -141,8 +141,13 @@ func (cfg *Config) checkPrefix(name, prefix, example string) []error {
 	if len(replaced) > 0 {
 		errs = append(errs, fmt.Errorf("%s %q would replace %s: every attribute under %s is removed from flow records before the owner is written; choose a prefix used only for that owner, e.g. %s", name, prefix, strings.Join(replaced, ", "), name, example))
 	}
-	if strings.HasPrefix(prefix, flowschema.PrefixLocalOwner) && prefix != flowschema.PrefixLocalOwner {
-		errs = append(errs, fmt.Errorf("%s %q lies inside %s: the owner written there would be read as attributes of the flow's local owner; choose a prefix outside it, e.g. %s", name, prefix, flowschema.PrefixLocalOwner, example))
+	for _, local := range []struct{ prefix, what string }{
+		{flowschema.PrefixLocalOwner, "the flow's local owner"},
+		{flowschema.PrefixLocalWorkload, "the flow's local workload"},
+	} {
+		if strings.HasPrefix(prefix, local.prefix) && prefix != local.prefix {
+			errs = append(errs, fmt.Errorf("%s %q lies inside %s: the owner written there would be read as attributes of %s; choose a prefix outside it, e.g. %s", name, prefix, local.prefix, local.what, example))
+		}
 	}
 	return errs
 }

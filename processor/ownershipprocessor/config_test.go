@@ -105,6 +105,8 @@ func TestValidateErrors(t *testing.T) {
 		{"prefix_clobbers", []string{`owner_prefix "flowattr." would replace "flowattr.flow.start_time_unix_nano", "flowattr.local.owner.", `, `"flowattr.flow.role"`}},
 		{"prefix_clobbers_flow", []string{`owner_prefix "server." would replace "server.address", "server.port"`}},
 		{"prefix_in_local_owner", []string{`owner_prefix "flowattr.local.owner.peer." lies inside flowattr.local.owner.`}},
+		{"prefix_is_local_workload", []string{`owner_prefix "flowattr.local.workload." would replace "flowattr.local.workload."`}},
+		{"prefix_in_local_workload", []string{`translated_owner_prefix "flowattr.local.workload.backend." lies inside flowattr.local.workload.: the owner written there would be read as attributes of the flow's local workload`}},
 		{"translated_overlap", []string{`owner_prefix "flowattr.peer.owner." and translated_owner_prefix "flowattr.peer.owner.backend." overlap`}},
 		{"translated_clobbers", []string{`translated_owner_prefix "flowattr.peer." would replace "flowattr.peer.attribution.status", "flowattr.peer.attribution.reason", "flowattr.peer.translated.address"`}},
 		{"translated_without_key", []string{"translated_key_attribute must not be empty while translated_owner_prefix is set"}},
