@@ -87,8 +87,10 @@ func hostEnvironment() environment {
 //     waits: when the queue is full the event is dropped and counted, so a
 //     slow pipeline costs counted records here rather than silent loss in
 //     the kernel;
-//   - the active reporter periodically lists open connections into the same
-//     queue, waiting for room (it does not hold up the ring);
+//   - the active reporter periodically lists open connections into a queue
+//     of its own, waiting for room: it holds up neither the ring nor, when
+//     the pipeline is slow, the ring's queue, which the emitter serves
+//     first;
 //   - the emitter owns the batch and the claim aggregation: it converts
 //     queued events to records, flushes batches, and emits claims.
 type flowReceiver struct {
@@ -113,6 +115,7 @@ type flowReceiver struct {
 	newAddresses chan struct{}
 	tracer       flowTracer
 	queue        chan tracer.Event
+	interim      chan tracer.Event // the active reporter's open connections
 	claims       *localowner.Claimer
 	batch        batch
 	flows        *flowWriter
@@ -253,6 +256,7 @@ func (r *flowReceiver) Start(ctx context.Context, host component.Host) error {
 	}
 	r.claims = localowner.NewClaimer(r.ownership, sender, r.env.now())
 	r.queue = make(chan tracer.Event, r.cfg.QueueSize)
+	r.interim = make(chan tracer.Event, interimQueueSize)
 	r.batch = newBatch(r.resource, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
 	r.flows = newFlowWriter()
 	if len(natPrefixes) > 0 {
@@ -515,9 +519,11 @@ func (r *flowReceiver) activeLoop(ctx context.Context) {
 				return
 			}
 			// The active pass is not the ring reader: waiting for room
-			// here delays only the interim reports.
+			// here delays only the interim reports. Had it waited on the
+			// ring's queue, every slot the emitter freed would go to it,
+			// and the ring's closes would be dropped for the whole pass.
 			select {
-			case r.queue <- *ev:
+			case r.interim <- *ev:
 			case <-ctx.Done():
 			}
 		})
@@ -533,18 +539,21 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 	claimTick := time.NewTicker(r.cfg.ClaimInterval)
 	defer claimTick.Stop()
 	for {
+		// The ring's events before anything else: the ring reader drops
+		// what its queue has no room for, the active reporter waits.
 		select {
 		case ev := <-r.queue:
-			// One observation time for the events taken together:
-			// reading the clock costs more than a record's share of
-			// the time they take.
+			r.addQueued(ctx, &ev)
+			continue
+		default:
+		}
+		select {
+		case ev := <-r.queue:
+			r.addQueued(ctx, &ev)
+		case ev := <-r.interim:
 			now := r.env.now()
 			r.addFlow(ctx, &ev, now)
-			// The events queued behind it, taken without this select
-			// over every channel, which costs more than the event's
-			// receive; a batch's worth at most, so that the tickers
-			// are not kept waiting.
-			r.drain(ctx, r.cfg.MaxBatchSize, now)
+			r.drainInterim(ctx, r.cfg.MaxBatchSize, now)
 		case <-flush.C:
 			r.flush(ctx)
 		case <-claimTick.C:
@@ -557,12 +566,27 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 			// Ingest has stopped: hand over what is queued and claim
 			// the last partial interval.
 			out := context.WithoutCancel(ctx)
-			r.drain(out, cap(r.queue), r.env.now())
+			now := r.env.now()
+			r.drain(out, cap(r.queue), now)
+			r.drainInterim(out, cap(r.interim), now)
 			r.addClaims(out)
 			r.flush(out)
 			return
 		}
 	}
+}
+
+// addQueued adds ev, taken from the ring's queue, and the events queued
+// behind it to the batch.
+func (r *flowReceiver) addQueued(ctx context.Context, ev *tracer.Event) {
+	// One observation time for the events taken together: reading the
+	// clock costs more than a record's share of the time they take.
+	now := r.env.now()
+	r.addFlow(ctx, ev, now)
+	// The events queued behind it, taken without a select over every
+	// channel, which costs more than the event's receive; a batch's worth
+	// at most, so that the tickers are not kept waiting.
+	r.drain(ctx, r.cfg.MaxBatchSize, now)
 }
 
 // drain adds up to limit queued events to the batch, observed at now,
@@ -571,6 +595,28 @@ func (r *flowReceiver) drain(ctx context.Context, limit int, now time.Time) {
 	for range limit {
 		select {
 		case ev := <-r.queue:
+			r.addFlow(ctx, &ev, now)
+		default:
+			return
+		}
+	}
+}
+
+// interimQueueSize is the room for interim events between the active
+// reporter and the emitter: enough that the reporter seldom waits on a
+// quick pipeline; it waits when the pipeline is slow.
+const interimQueueSize = 1024
+
+// drainInterim adds up to limit queued interim events to the batch,
+// observed at now, without waiting for any, while the ring's queue is
+// empty: the ring's events come first.
+func (r *flowReceiver) drainInterim(ctx context.Context, limit int, now time.Time) {
+	for range limit {
+		if len(r.queue) > 0 {
+			return
+		}
+		select {
+		case ev := <-r.interim:
 			r.addFlow(ctx, &ev, now)
 		default:
 			return

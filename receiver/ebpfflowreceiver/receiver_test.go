@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -342,6 +344,82 @@ func TestReceiverActiveReports(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "10.0.1.5", c.Address.String())
 	assert.Equal(t, [2]time.Time{at(0), at(8)}, claimSpan(c), "an old connection claims only from the interval start")
+}
+
+// An active pass over more open connections than the queues hold, while the
+// pipeline is blocked, must not take the ring's queue: a connection that
+// closes meanwhile is queued, not dropped, and its record goes out before
+// the interim records still waiting.
+func TestActivePassLeavesRingQueueToCloses(t *testing.T) {
+	closing := tracer.Event{
+		Kind: tracer.KindClosed, Role: tracer.RoleClient,
+		LocalAddr: netip.MustParseAddr("10.0.0.1"), LocalPort: 40000,
+		PeerAddr: netip.MustParseAddr("10.0.0.2"), PeerPort: 80,
+		Start: at(1), StartKnown: true, End: at(2),
+	}
+	ft := newFakeTracer(closing)
+	for i := range interimQueueSize + 100 {
+		ft.active = append(ft.active, tracer.Event{
+			Kind: tracer.KindActive, Role: tracer.RoleServer,
+			LocalAddr: netip.MustParseAddr("10.0.0.1"), LocalPort: 443,
+			PeerAddr: netip.MustParseAddr("10.0.0.3"), PeerPort: uint16(1000 + i),
+			Start: at(1), StartKnown: true, End: at(2),
+		})
+	}
+	var r *flowReceiver
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	// The close arrives once the pipeline is blocked and the active pass
+	// is waiting for room (in either queue, should it take the ring's).
+	ft.beforeEvent = func(int) {
+		<-entered
+		for len(r.interim) < cap(r.interim) && len(r.queue) < cap(r.queue) {
+			runtime.Gosched()
+		}
+	}
+	var states []string
+	blocked := true
+	next, err := consumer.NewLogs(func(_ context.Context, ld plog.Logs) error {
+		if blocked {
+			blocked = false
+			close(entered)
+			<-release
+		}
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					if v, ok := lr.Attributes().Get(flowschema.AttrFlowState); ok {
+						states = append(states, v.Str())
+					}
+				}
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+
+	cfg := createDefaultConfig()
+	cfg.QueueSize = 10
+	cfg.MaxBatchSize = 5
+	cfg.ActiveInterval = 10 * time.Millisecond // below the validated minimum, to keep the test fast
+	cfg.FlushInterval = time.Hour
+	cfg.ClaimInterval = time.Hour
+	cfg.Ownership.Static.HostAddresses = false
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	r, err = newFlowReceiver(metadatatest.NewSettings(tel), cfg, next, testEnvironment(ft, newManualClock(at(0)), machineIDFile(t)))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	<-ft.delivered
+	close(release)
+	require.NoError(t, r.Shutdown(context.Background()))
+
+	metadatatest.AssertEqualEbpfflowQueueDropped(t, tel, []metricdata.DataPoint[int64]{{Value: 0}}, metricdatatest.IgnoreTimestamp())
+	closedAt := slices.Index(states, "closed")
+	require.NotEqual(t, -1, closedAt, "the close's record went out")
+	// Before it only the batch that was blocked: not the interim queue's
+	// thousand.
+	assert.Equal(t, cfg.MaxBatchSize, closedAt, "what went out before the close")
 }
 
 func TestReceiverStartErrors(t *testing.T) {
