@@ -539,18 +539,17 @@ func (r *flowReceiver) emitLoop(ctx context.Context) {
 	claimTick := time.NewTicker(r.cfg.ClaimInterval)
 	defer claimTick.Stop()
 	for {
-		// The ring's events before anything else: the ring reader drops
-		// what its queue has no room for, the active reporter waits.
-		select {
-		case ev := <-r.queue:
-			r.addQueued(ctx, &ev)
-			continue
-		default:
+		// The ring's events before the interim ones: the ring reader
+		// drops what its queue has no room for, the active reporter
+		// waits. (A nil channel is never ready.)
+		interim := r.interim
+		if len(r.queue) > 0 {
+			interim = nil
 		}
 		select {
 		case ev := <-r.queue:
 			r.addQueued(ctx, &ev)
-		case ev := <-r.interim:
+		case ev := <-interim:
 			now := r.env.now()
 			r.addFlow(ctx, &ev, now)
 			r.drainInterim(ctx, r.cfg.MaxBatchSize, now)
