@@ -72,6 +72,14 @@ var reserved = map[string]bool{
 	attrDaemonSetName: true, attrJobName: true, attrCronJobName: true, attrServiceName: true,
 }
 
+const (
+	// uidLength is the length of a Kubernetes UID.
+	uidLength = 36
+	// maxPodAttributes is the most attributes podOwner gives a pod's
+	// owner before extractions.
+	maxPodAttributes = 7
+)
+
 // Validate checks the configuration against the owner limits; errors name
 // the setting under field (e.g. "ownership.kubernetes").
 func (c *Config) Validate(field string, limits owners.Limits) error {
@@ -79,9 +87,22 @@ func (c *Config) Validate(field string, limits owners.Limits) error {
 		return nil
 	}
 	var errs []error
-	// A UID is 36 bytes; pod names are up to 253 bytes.
-	if limits.MaxIDLength < 36 {
-		errs = append(errs, fmt.Errorf("%s: ownership.owner_limits.max_id_length is %d, less than the 36 bytes of a Kubernetes UID", field, limits.MaxIDLength))
+	// Limits that every pod's owner exceeds would refuse every pod at run
+	// time. A UID, the ID and k8s.pod.uid, is 36 bytes; a pod owner has 5
+	// attributes, 7 with a Deployment's or CronJob's two controller
+	// names; the longest name is k8s.statefulset.name. Longer pod names
+	// (up to 253 bytes) refuse only their pods, counted.
+	if limits.MaxIDLength < uidLength {
+		errs = append(errs, fmt.Errorf("%s: ownership.owner_limits.max_id_length is %d, less than the %d bytes of a Kubernetes UID", field, limits.MaxIDLength, uidLength))
+	}
+	if limits.MaxValueLength < uidLength {
+		errs = append(errs, fmt.Errorf("%s: ownership.owner_limits.max_value_length is %d, less than the %d bytes of a Kubernetes UID (%s)", field, limits.MaxValueLength, uidLength, attrPodUID))
+	}
+	if limits.MaxAttributes < maxPodAttributes {
+		errs = append(errs, fmt.Errorf("%s: ownership.owner_limits.max_attributes is %d, fewer than the %d a pod's owner may have before any extraction (%s, %s, %s, %s, %s and two controller names)", field, limits.MaxAttributes, maxPodAttributes, attrPodName, attrPodUID, attrNamespaceName, attrNodeName, attrServiceName))
+	}
+	if limits.MaxNameLength < len(attrStatefulSetName) {
+		errs = append(errs, fmt.Errorf("%s: ownership.owner_limits.max_name_length is %d, shorter than %s (%d bytes)", field, limits.MaxNameLength, attrStatefulSetName, len(attrStatefulSetName)))
 	}
 	seen := map[string]string{}
 	check := func(kind string, i int, x Extraction, def string) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -67,6 +68,13 @@ func TestPodOwnerWorkloadAndServiceName(t *testing.T) {
 				assert.Equal(t, v, attr(o, k), k)
 			}
 			assert.Equal(t, o, o.Canonical())
+			// Validate's least limits (a UID's length, the longest
+			// name) take every pod of short names.
+			assert.LessOrEqual(t, len(o.Attributes), maxPodAttributes)
+			least := owners.Limits{MaxIDLength: uidLength, MaxAttributes: maxPodAttributes, MaxNameLength: len(attrStatefulSetName), MaxValueLength: uidLength}
+			require.NoError(t, (&Config{Enabled: true}).Validate("k", least))
+			_, _, ok = (&ownerBuilder{node: node, limits: least}).podOwner(newPod(strings.Repeat("u", uidLength), "p", 10, nil, tc.opts...))
+			assert.True(t, ok, "refused under the least limits Validate accepts")
 		})
 	}
 }
@@ -112,7 +120,18 @@ func TestConfigValidate(t *testing.T) {
 		assert.ErrorContains(t, err, want)
 	}
 	limits.MaxIDLength = 20
-	assert.ErrorContains(t, (&Config{Enabled: true}).Validate("ownership.kubernetes", limits), "less than the 36 bytes of a Kubernetes UID")
+	limits.MaxValueLength = 35
+	limits.MaxAttributes = 6
+	limits.MaxNameLength = 19
+	err = (&Config{Enabled: true}).Validate("ownership.kubernetes", limits)
+	for _, want := range []string{
+		"ownership.kubernetes: ownership.owner_limits.max_id_length is 20, less than the 36 bytes of a Kubernetes UID",
+		"ownership.kubernetes: ownership.owner_limits.max_value_length is 35, less than the 36 bytes of a Kubernetes UID (k8s.pod.uid)",
+		"ownership.kubernetes: ownership.owner_limits.max_attributes is 6, fewer than the 7 a pod's owner may have",
+		"ownership.kubernetes: ownership.owner_limits.max_name_length is 19, shorter than k8s.statefulset.name (20 bytes)",
+	} {
+		assert.ErrorContains(t, err, want)
+	}
 	assert.NoError(t, (&Config{}).Validate("ownership.kubernetes", limits), "disabled: nothing to check")
 }
 
