@@ -30,8 +30,9 @@ type Config struct {
 	// events.
 	RingBufferSize int `mapstructure:"ring_buffer_size"`
 	// MaxConnections bounds the connections the kernel tracks at once; 0 for
-	// the tracer's default (65536). Connections born while it is full yield
-	// no record and are counted.
+	// the tracer's default (65536). Connections born while it is full are
+	// counted, and reported at close only, without their start, role and
+	// process.
 	MaxConnections int `mapstructure:"max_connections"`
 
 	// QueueSize bounds the events waiting between the ring reader and the

@@ -196,7 +196,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowKernelBirthMapFull, err = builder.meter.Int64ObservableCounter(
 		"otelcol_ebpfflow_kernel_birth_map_full",
-		metric.WithDescription("Connections the kernel side could not track because its connection map (max_connections) was full; their close yields no record. [Alpha]"),
+		metric.WithDescription("Connections the kernel side could not track from their birth because its connection map (max_connections) was full; their close record has no start, process or (unless the connect failed) role, and they get no interim records. [Alpha]"),
 		metric.WithUnit("{connection}"),
 	)
 	errs = errors.Join(errs, err)

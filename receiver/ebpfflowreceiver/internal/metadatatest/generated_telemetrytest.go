@@ -88,7 +88,7 @@ func AssertEqualEbpfflowFlowsUnowned(t *testing.T, tt *componenttest.Telemetry, 
 func AssertEqualEbpfflowKernelBirthMapFull(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_kernel_birth_map_full",
-		Description: "Connections the kernel side could not track because its connection map (max_connections) was full; their close yields no record. [Alpha]",
+		Description: "Connections the kernel side could not track from their birth because its connection map (max_connections) was full; their close record has no start, process or (unless the connect failed) role, and they get no interim records. [Alpha]",
 		Unit:        "{connection}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,

@@ -147,8 +147,10 @@ type Options struct {
 	// multiple of the page size. Default DefaultRingBufferSize.
 	RingBufferSize int
 	// MaxConnections bounds the number of connections tracked at once (the
-	// birth map). Births beyond it are counted in Stats.BirthMapFull and
-	// their close is not reported. Default DefaultMaxConnections.
+	// birth map). Births beyond it are counted in Stats.BirthMapFull; their
+	// close is reported with StartKnown false, RoleUnknown (RoleClient for
+	// a failed connect) and no process, and Active does not list them.
+	// Default DefaultMaxConnections.
 	MaxConnections int
 	// NATPrefixes are the peer prefixes whose client connections are
 	// reported once more when established (KindConnected); at most
