@@ -20,8 +20,11 @@ import (
 )
 
 // maxFileSize bounds what one reload reads, so that a runaway writer
-// cannot exhaust memory.
-const maxFileSize = 64 << 20
+// cannot exhaust memory: parsing builds a YAML node tree first, which
+// takes about 35 bytes of transient heap per byte of a typical file and
+// up to about 130 for one of short tokens (a list of single digits). A MiB
+// holds about 10,000 entries of one address each.
+const maxFileSize = 1 << 20
 
 // ParseFile parses an ownership file: a YAML (or JSON, a subset of YAML)
 // list of entries, each an owner and its addresses or CIDR prefixes, in the

@@ -99,6 +99,13 @@ func TestFileSourceReload(t *testing.T) {
 	assert.Len(t, src.Entries(), 2)
 	assert.Equal(t, map[string]int{ReloadError: 3}, counts.get())
 
+	// Larger than a reload reads: refused before parsing, whatever it holds.
+	replaceFile(t, path, "[]\n#"+strings.Repeat(" ", maxFileSize))
+	assert.False(t, src.reload())
+	assert.Len(t, src.Entries(), 2)
+	assert.Equal(t, map[string]int{ReloadError: 4}, counts.get())
+	assert.Contains(t, logs.All()[logs.Len()-1].ContextMap()["error"], "larger than 1048576 bytes")
+
 	// Deliberately empty.
 	replaceFile(t, path, "[]")
 	assert.True(t, src.reload())
