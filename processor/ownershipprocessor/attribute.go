@@ -20,9 +20,10 @@ import (
 // they pushed out of a full hold. The keys and times of the whole batch are
 // read first, so that the store lookups are made a chunk at a time,
 // together, and their cache misses overlap.
-func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *batchStats) {
+func (p *ownershipProcessor) attributeFlows(ld plog.Logs, b *consumeBatch, st *batchStats, now time.Time) {
 	fb := flowBatchPool.Get().(*flowBatch)
 	defer fb.reset()
+	fb.latest = now.Add(p.cfg.MaxFuture)
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
 		sls := rls.At(i).ScopeLogs()
@@ -99,6 +100,10 @@ type flowBatch struct {
 	flows   []flowPlan
 	queries []intervalstore.Query[intervalstore.Key128]
 	results []intervalstore.Result
+	// latest is the latest start a flow may have: now + max_future, as for
+	// a claim's end. A later one no claim can cover before max_wait ends;
+	// held, it would only push waiting records out of the hold.
+	latest time.Time
 }
 
 type flowPlan struct {
@@ -133,6 +138,9 @@ func (fb *flowBatch) plan(p *ownershipProcessor, lr plog.LogRecord) {
 	if lr.EventName() == flowschema.EventFlow {
 		f.flow = true
 		f.key, f.at, f.fallback, f.reason, f.translation = p.flowQuery(lr)
+		if f.reason == "" && f.at.After(fb.latest) {
+			f.reason, f.translation.reason = reasonBadTime, reasonBadTime
+		}
 		if f.reason == "" && p.tables.isWorkload(f.key) {
 			f.result = len(fb.queries)
 			fb.queries = append(fb.queries, intervalstore.Query[intervalstore.Key128]{Key: intervalstore.AddrKey(f.key), At: f.at})

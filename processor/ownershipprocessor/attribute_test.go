@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
@@ -49,6 +50,16 @@ func TestFlowKeyAndTimeProblems(t *testing.T) {
 			lr.SetTimestamp(0)
 		}), "unattributed", "missing_time"},
 		{"timestamp fallback", with(base, func(lr plog.LogRecord) { lr.Attributes().Remove(flowschema.AttrFlowStartTime) }), "attributed", "timestamp_fallback"},
+		{"start past max_future", with(base, func(lr plog.LogRecord) {
+			lr.Attributes().PutInt(flowschema.AttrFlowStartTime, t0.Add(time.Minute+1).UnixNano())
+		}), "unattributed", "bad_time"},
+		{"start at max_future", with(base, func(lr plog.LogRecord) {
+			lr.Attributes().PutInt(flowschema.AttrFlowStartTime, t0.Add(time.Minute).UnixNano())
+		}), "unattributed", "not_yet_covered"},
+		{"timestamp fallback past max_future", with(base, func(lr plog.LogRecord) {
+			lr.Attributes().Remove(flowschema.AttrFlowStartTime)
+			lr.SetTimestamp(pcommon.NewTimestampFromTime(t0.AddDate(100, 0, 0)))
+		}), "unattributed", "bad_time"},
 		{"mapped IPv4 peer", with(base, func(lr plog.LogRecord) {
 			lr.Attributes().PutStr(flowschema.AttrNetworkPeerAddress, "::ffff:10.0.0.2")
 		}), "attributed", "<absent>"},
@@ -63,6 +74,31 @@ func TestFlowKeyAndTimeProblems(t *testing.T) {
 			assert.Equal(t, tt.reason, reason)
 		})
 	}
+}
+
+// A flow that starts past now + max_future is bad input: no claim can
+// cover it before max_wait ends, and held it would push records that wait
+// for a claim out of the hold.
+func TestFutureStartIsNotHeld(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.MaxPending = 2
+	h := newHarness(t, cfg)
+	future := t0.AddDate(100, 0, 0)
+	h.consume(flow("10.0.0.1", "10.0.0.9", t0.Add(-time.Second), t0)) // waits for 10.0.0.9's claim
+	h.consume(flow("10.0.0.1", "10.0.0.7", future, t0), flow("10.0.0.1", "10.0.0.8", future, t0))
+	recs := h.records()
+	require.Len(t, recs, 2, "the two future flows went on at once; the waiting one is still held")
+	for _, lr := range recs {
+		status, reason, _ := attribution(lr)
+		assert.Equal(t, "unattributed", status)
+		assert.Equal(t, "bad_time", reason)
+	}
+	h.consume(claim("10.0.0.9", "db", t0.Add(-time.Minute), t0, ""))
+	recs = h.records()
+	require.Len(t, recs, 3)
+	status, _, owner := attribution(recs[2])
+	assert.Equal(t, "attributed", status)
+	assert.Equal(t, "db", owner)
 }
 
 func TestCustomAttributes(t *testing.T) {

@@ -106,7 +106,7 @@ func (p *ownershipProcessor) process(ctx context.Context, ld plog.Logs, b *consu
 	}
 	// Claims first, so that flows in the same batch see them.
 	p.shared.claimsApplied(p, p.applyClaims(ld, identify(ctx, p.cfg.SenderIdentity), now, &st))
-	p.attributeFlows(ld, b, &st)
+	p.attributeFlows(ld, b, &st, now)
 	p.tel.report(ctx, &st)
 	removeEmpty(ld)
 }

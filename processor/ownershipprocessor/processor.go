@@ -29,7 +29,7 @@ const (
 const (
 	reasonMissingKey      = "missing_key"            // no key attribute
 	reasonBadKey          = "bad_key"                // key attribute not a string IP address
-	reasonBadTime         = "bad_time"               // time attribute present but not positive int nanoseconds
+	reasonBadTime         = "bad_time"               // time attribute present but not positive int nanoseconds, or the start past now+max_future
 	reasonMissingTime     = "missing_time"           // neither time attribute nor Timestamp
 	reasonStatic          = "static"                 // attributed from static_owners
 	reasonOutsideWorkload = "outside_workload_cidrs" // no claims for this address, no static owner
