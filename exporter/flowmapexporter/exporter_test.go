@@ -1,11 +1,14 @@
 package flowmapexporter
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,4 +172,89 @@ func TestExporterAddressInUse(t *testing.T) {
 	err = exp.Start(context.Background(), componenttest.NewNopHost())
 	require.ErrorContains(t, err, "change endpoint to a free address")
 	require.NoError(t, exp.Shutdown(context.Background()))
+}
+
+// On loopback the map answers only requests addressed to a loopback name:
+// a page of another site whose name resolves to 127.0.0.1 (DNS rebinding)
+// must not read it from the browser of someone on this host.
+func TestMapRefusesOtherHostNames(t *testing.T) {
+	_, url, _ := startExporter(t, clock.NewManual(t0))
+	port := strings.TrimSuffix(url[strings.LastIndex(url, ":")+1:], "/")
+	for host, want := range map[string]int{
+		"127.0.0.1:" + port:          http.StatusOK,
+		"localhost:" + port:          http.StatusOK,
+		"LOCALHOST":                  http.StatusOK,
+		"[::1]:" + port:              http.StatusOK,
+		"attacker.example:" + port:   http.StatusForbidden,
+		"attacker.example":           http.StatusForbidden,
+		"127.0.0.1.attacker.example": http.StatusForbidden,
+	} {
+		for _, path := range []string{"", "api/graph", "static/app.js"} {
+			req, err := http.NewRequest(http.MethodGet, url+path, nil)
+			require.NoError(t, err)
+			req.Host = host
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, want, resp.StatusCode, "Host %s, /%s", host, path)
+		}
+	}
+
+	// Listening beyond loopback, the map is meant to be reached by name.
+	cfg := createDefaultConfig()
+	cfg.ServerConfig.NetAddr.Endpoint = "0.0.0.0:8990"
+	h := newHandler(newAggregate(clock.NewManual(t0), cfg.Window, cfg.MaxNodes, cfg.MaxEdges, cfg.OwnerLimits), cfg)
+	req := httptest.NewRequest(http.MethodGet, "http://flowmap.example:8990/api/graph", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusOK, rec.Code)
+}
+
+// However many pages poll it, one snapshot of the map serves every request
+// for up to a second: the flows wait for the aggregate's lock at most once
+// a second. It is served gzipped to clients that take it, and names are
+// not HTML-escaped into six times their length.
+func TestGraphSnapshotSharedAndCompressed(t *testing.T) {
+	c := clock.NewManual(t0)
+	exp, url, _ := startExporter(t, c)
+	names := func() []string {
+		_, body := get(t, url+"api/graph")
+		var g Graph
+		require.NoError(t, json.Unmarshal([]byte(body), &g))
+		var out []string
+		for _, n := range g.Nodes {
+			out = append(out, n.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	odd := workload("w-odd", "<b>&</b>", "shop")
+	require.NoError(t, exp.ConsumeLogs(context.Background(), logsOf(rec{local: frontend, peer: odd})))
+	first := names()
+	require.NoError(t, exp.ConsumeLogs(context.Background(), logsOf(rec{local: frontend, peer: checkout})))
+	c.Advance(maxGraphAge - time.Millisecond)
+	assert.Equal(t, first, names(), "the same snapshot within maxGraphAge")
+	c.Advance(time.Millisecond)
+	assert.Len(t, names(), len(first)+1, "a new snapshot after it")
+
+	req, err := http.NewRequest(http.MethodGet, url+"api/graph", nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
+	zr, err := gzip.NewReader(resp.Body)
+	require.NoError(t, err)
+	plain, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	_, body := get(t, url+"api/graph")
+	assert.Equal(t, body, string(plain))
+	assert.Contains(t, body, `"<b>&</b>"`)
+
+	req.Header.Set("Accept-Encoding", "gzip;q=0, identity")
+	resp2, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp2.Body.Close()
+	assert.Empty(t, resp2.Header.Get("Content-Encoding"))
 }

@@ -105,7 +105,9 @@
   function groupOf(n) {
     if (n.kind !== 'workload' || !groupBy) return '';
     if (groupBy === graph.group_by) return n.group || '';
-    return (n.attributes && n.attributes[groupBy]) || '';
+    // Own properties only: an attribute named like an Object built-in
+    // (constructor, toString) must not group every node without it.
+    return (n.attributes && Object.hasOwn(n.attributes, groupBy) && n.attributes[groupBy]) || '';
   }
 
   function edgeWeight(e) {
