@@ -3,6 +3,7 @@ package flowmetricsconnector // import "github.com/flowattr/flowattr/connector/f
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -158,6 +159,7 @@ type flowRecord struct {
 	start, srttMicros           int64
 	hasSent, hasReceived        bool
 	hasRetransmits              bool
+	rejected                    int64 // counts left out: negative or not integers
 }
 
 // read takes what the metrics need from a flow record in one pass over its
@@ -183,11 +185,11 @@ func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
 		case flowschema.AttrFlowState:
 			r.state = str(v)
 		case flowschema.AttrFlowBytesSent:
-			r.sent, r.hasSent = intValue(v)
+			r.sent, r.hasSent = r.count(v)
 		case flowschema.AttrFlowBytesReceived:
-			r.received, r.hasReceived = intValue(v)
+			r.received, r.hasReceived = r.count(v)
 		case flowschema.AttrFlowRetransmits:
-			r.retransmits, r.hasRetransmits = intValue(v)
+			r.retransmits, r.hasRetransmits = r.count(v)
 		case flowschema.AttrFlowStartTime:
 			r.start, _ = intValue(v)
 		case flowschema.AttrFlowSRTT:
@@ -212,11 +214,31 @@ func intValue(v pcommon.Value) (int64, bool) {
 	return v.Int(), true
 }
 
+// count reads a counter for a monotonic sum: a negative one or one of the
+// wrong type would corrupt the sum, so it is absent and counted as rejected.
+func (r *flowRecord) count(v pcommon.Value) (int64, bool) {
+	n, ok := intValue(v)
+	if !ok || n < 0 {
+		r.rejected++
+		return 0, false
+	}
+	return n, true
+}
+
+// addSat returns a+b (both non-negative), saturating at math.MaxInt64: a
+// sum must not wrap to a negative value.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
 // ConsumeLogs adds every final flow record to its series. Interim records
 // (state active) carry a connection's counters so far and are left out,
 // so that no byte is counted twice; other records are not flows.
 func (c *flowMetrics) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
-	var counted, dropped int64
+	var counted, dropped, rejected int64
 	c.mu.Lock()
 	for _, rl := range ld.ResourceLogs().All() {
 		var host string
@@ -243,6 +265,7 @@ func (c *flowMetrics) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 				}
 				s.add(&r, int64(lr.Timestamp()))
 				counted++
+				rejected += r.rejected
 			}
 		}
 	}
@@ -253,20 +276,23 @@ func (c *flowMetrics) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 	if dropped > 0 {
 		c.tel.ConnectorFlowmetricsRecordsDropped.Add(ctx, dropped)
 	}
+	if rejected > 0 {
+		c.tel.ConnectorFlowmetricsValuesRejected.Add(ctx, rejected)
+	}
 	return nil
 }
 
 func (s *series) add(r *flowRecord, end int64) {
 	if r.hasSent {
-		s.sent += r.sent
+		s.sent = addSat(s.sent, r.sent)
 		s.hasSent = true
 	}
 	if r.hasReceived {
-		s.received += r.received
+		s.received = addSat(s.received, r.received)
 		s.hasReceived = true
 	}
 	if r.hasRetransmits {
-		s.retransmits += r.retransmits
+		s.retransmits = addSat(s.retransmits, r.retransmits)
 		s.hasRetransmits = true
 	}
 	if r.start > 0 && end >= r.start {
@@ -346,9 +372,9 @@ func build(all map[seriesKey]*series, ownerAttribute string, since, now time.Tim
 // merge adds o's sums and round-trip times, but not its duration, which
 // has a series of its own per error.
 func (s *series) merge(o *series) {
-	s.sent += o.sent
-	s.received += o.received
-	s.retransmits += o.retransmits
+	s.sent = addSat(s.sent, o.sent)
+	s.received = addSat(s.received, o.received)
+	s.retransmits = addSat(s.retransmits, o.retransmits)
 	s.hasSent = s.hasSent || o.hasSent
 	s.hasReceived = s.hasReceived || o.hasReceived
 	s.hasRetransmits = s.hasRetransmits || o.hasRetransmits

@@ -3,6 +3,7 @@ package flowmetricsconnector
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -304,6 +305,55 @@ func TestWrongTypes(t *testing.T) {
 		"flowattr.connection.retransmits{flowattr.local.owner.id=a}@":                  "0",
 		"flowattr.connection.rtt{flowattr.local.owner.id=a}@":                          "1 0.0001 [1 0 0 0 0 0 0 0 0 0 0 0 0 0]",
 	}, points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second)))
+	metadatatest.AssertEqualConnectorFlowmetricsValuesRejected(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+}
+
+// A negative byte or retransmit count would make a monotonic sum go down:
+// it is left out of its metric and counted, and the record still counts
+// in the others.
+func TestNegativeCountsRejected(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	f := flow{state: "closed", status: "attributed", localOwner: "a", peerOwner: "b", duration: time.Second}
+	bad, good := f, f
+	bad.sent, bad.received, bad.retransmits = -1_000_000, 50, -5
+	good.sent, good.received, good.retransmits = 10, 20, 1
+	// A series with only negative byte counts sent has no transmit point.
+	neg := f
+	neg.localOwner, neg.sent = "neg", -1
+	h.consume("", t0, bad, good, neg)
+	h.clock.Advance(10 * time.Second)
+	series := func(local string) string {
+		return "{flowattr.local.owner.id=" + local + ",flowattr.peer.attribution.status=attributed,flowattr.peer.owner.id=b"
+	}
+	got := points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second))
+	assert.Equal(t, "10", got["flowattr.network.io"+series("a")+",network.io.direction=transmit}@"])
+	assert.Equal(t, "70", got["flowattr.network.io"+series("a")+",network.io.direction=receive}@"])
+	assert.Equal(t, "1", got["flowattr.connection.retransmits"+series("a")+"}@"])
+	assert.Equal(t, "2 2 [0 0 0 0 0 0 2 0 0 0 0 0 0 0 0]", got["flowattr.connection.duration"+series("a")+"}@"])
+	assert.NotContains(t, got, "flowattr.network.io"+series("neg")+",network.io.direction=transmit}@")
+	assert.Equal(t, "0", got["flowattr.network.io"+series("neg")+",network.io.direction=receive}@"])
+	metadatatest.AssertEqualConnectorFlowmetricsValuesRejected(t, h.tel, []metricdata.DataPoint[int64]{{Value: 3}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualConnectorFlowmetricsRecords(t, h.tel, []metricdata.DataPoint[int64]{{Value: 3}}, metricdatatest.IgnoreTimestamp())
+}
+
+// Sums saturate at math.MaxInt64 rather than wrap to a negative value,
+// both within a series and where series differing only in error add up.
+func TestCountsSaturate(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	huge := flow{state: "closed", status: "attributed", localOwner: "a", peerOwner: "b", duration: time.Second, received: math.MaxInt64, retransmits: math.MaxInt64}
+	failed := huge
+	failed.localOwner, failed.state, failed.err = "merged", "failed", "ECONNRESET"
+	closed := huge
+	closed.localOwner = "merged"
+	h.consume("", t0, huge, huge, failed, closed)
+	h.clock.Advance(10 * time.Second)
+	got := points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second))
+	maxInt := fmt.Sprint(int64(math.MaxInt64))
+	for _, local := range []string{"a", "merged"} {
+		series := "{flowattr.local.owner.id=" + local + ",flowattr.peer.attribution.status=attributed,flowattr.peer.owner.id=b"
+		assert.Equal(t, maxInt, got["flowattr.network.io"+series+",network.io.direction=receive}@"], local)
+		assert.Equal(t, maxInt, got["flowattr.connection.retransmits"+series+"}@"], local)
+	}
 }
 
 func mustAddr(t *testing.T, s string) netip.Addr {

@@ -28,6 +28,7 @@ type TelemetryBuilder struct {
 	registrations                      []metric.Registration
 	ConnectorFlowmetricsRecords        metric.Int64Counter
 	ConnectorFlowmetricsRecordsDropped metric.Int64Counter
+	ConnectorFlowmetricsValuesRejected metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -69,6 +70,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_connector_flowmetrics_records_dropped",
 		metric.WithDescription("Final flow records left out of the metrics because their series would have gone beyond max_series in the interval. [Alpha]"),
 		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorFlowmetricsValuesRejected, err = builder.meter.Int64Counter(
+		"otelcol_connector_flowmetrics_values_rejected",
+		metric.WithDescription("Byte and retransmit counts of final flow records left out of their metric because they were negative or not integers; the record still counts in the other metrics. [Alpha]"),
+		metric.WithUnit("{value}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

@@ -21,10 +21,14 @@ func TestSetupTelemetry(t *testing.T) {
 	defer tb.Shutdown()
 	tb.ConnectorFlowmetricsRecords.Add(context.Background(), 1)
 	tb.ConnectorFlowmetricsRecordsDropped.Add(context.Background(), 1)
+	tb.ConnectorFlowmetricsValuesRejected.Add(context.Background(), 1)
 	AssertEqualConnectorFlowmetricsRecords(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualConnectorFlowmetricsRecordsDropped(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualConnectorFlowmetricsValuesRejected(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
