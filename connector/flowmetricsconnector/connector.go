@@ -44,11 +44,10 @@ var (
 )
 
 // seriesKey tells apart the series a flow record adds to. Empty strings
-// and a negative port stand for absent attributes, which the series then
-// lack.
+// and port 0 stand for absent attributes, which the series then lack.
 type seriesKey struct {
 	host, local, peer, role, status string
-	port                            int64
+	port                            uint16
 	err                             string // only the duration histogram has it
 }
 
@@ -165,7 +164,7 @@ type flowRecord struct {
 // read takes what the metrics need from a flow record in one pass over its
 // attributes. An attribute of the wrong type counts as absent.
 func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
-	r := flowRecord{key: seriesKey{host: host, port: -1}}
+	r := flowRecord{key: seriesKey{host: host}}
 	attrs.Range(func(k string, v pcommon.Value) bool {
 		switch k {
 		case c.localOwner:
@@ -173,9 +172,7 @@ func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
 		case c.peerOwner:
 			r.key.peer = str(v)
 		case flowschema.AttrServerPort:
-			if v.Type() == pcommon.ValueTypeInt {
-				r.key.port = v.Int()
-			}
+			r.key.port = port(v)
 		case flowschema.AttrFlowRole:
 			r.key.role = str(v)
 		case flowschema.AttrPeerAttributionStatus:
@@ -205,6 +202,17 @@ func str(v pcommon.Value) string {
 		return ""
 	}
 	return v.Str()
+}
+
+// port returns v as a port, 0 (none) when it is not one: any other value
+// would make a series of its own that is written without server.port, the
+// same attributes as the series without a port.
+func port(v pcommon.Value) uint16 {
+	p, _ := intValue(v)
+	if p <= 0 || p > 65535 {
+		return 0
+	}
+	return uint16(p)
 }
 
 func intValue(v pcommon.Value) (int64, bool) {
@@ -466,8 +474,8 @@ func putAttributes(attrs pcommon.Map, k seriesKey, ownerAttribute string, withEr
 	}
 	put(attrLocalOwner+ownerAttribute, k.local)
 	put(attrPeerOwner+ownerAttribute, k.peer)
-	if k.port >= 0 {
-		attrs.PutInt(flowschema.AttrServerPort, k.port)
+	if k.port != 0 {
+		attrs.PutInt(flowschema.AttrServerPort, int64(k.port))
 	}
 	put(flowschema.AttrFlowRole, k.role)
 	put(flowschema.AttrPeerAttributionStatus, k.status)

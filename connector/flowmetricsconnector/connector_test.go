@@ -356,6 +356,27 @@ func TestCountsSaturate(t *testing.T) {
 	}
 }
 
+// Only 1..65535 is a port: any other server.port is no port, and its
+// records add to the one series without server.port instead of making
+// series of their own written with the same attributes.
+func TestServerPortRange(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	var flows []flow
+	for _, port := range []int64{-1, -2, -3, 0, 65536, math.MaxInt64, math.MinInt64, 1, 65535} {
+		flows = append(flows, flow{role: "client", state: "closed", localOwner: "a", port: port, duration: time.Second, sent: 1})
+	}
+	h.consume("", t0, flows...)
+	h.clock.Advance(10 * time.Second)
+	got := points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second))
+	sent := func(port string) string {
+		return got["flowattr.network.io{flowattr.flow.role=client,flowattr.local.owner.id=a,network.io.direction=transmit"+port+"}@"]
+	}
+	assert.Equal(t, "7", sent(""))
+	assert.Equal(t, "1", sent(",server.port=1"))
+	assert.Equal(t, "1", sent(",server.port=65535"))
+	assert.Len(t, got, 3*4, "three series of four points each")
+}
+
 func mustAddr(t *testing.T, s string) netip.Addr {
 	t.Helper()
 	a, err := netip.ParseAddr(s)
