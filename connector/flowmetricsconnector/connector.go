@@ -324,7 +324,10 @@ func (c *flowMetrics) emit() {
 	}
 	md := build(all, c.cfg.OwnerAttribute, since, now)
 	if err := c.next.ConsumeMetrics(context.Background(), md); err != nil {
-		c.logger.Warn("The flow metrics of an interval were refused downstream", zap.Int("data_points", md.DataPointCount()), zap.Error(err))
+		// The interval is over and its deltas are not kept: they are lost.
+		n := md.DataPointCount()
+		c.tel.ConnectorFlowmetricsDataPointsRefused.Add(context.Background(), int64(n))
+		c.logger.Warn("The flow metrics of an interval were refused downstream", zap.Int("data_points", n), zap.Error(err))
 	}
 }
 

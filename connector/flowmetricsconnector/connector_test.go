@@ -2,6 +2,7 @@ package flowmetricsconnector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -375,6 +376,36 @@ func TestServerPortRange(t *testing.T) {
 	assert.Equal(t, "1", sent(",server.port=1"))
 	assert.Equal(t, "1", sent(",server.port=65535"))
 	assert.Len(t, got, 3*4, "three series of four points each")
+}
+
+// When the next consumer refuses an interval's metrics, the connector
+// counts the lost data points, and the next interval starts afresh.
+func TestDataPointsRefused(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	c := clock.NewManual(t0)
+	conn, err := NewFactoryWithClock(c).CreateLogsToMetrics(context.Background(), metadatatest.NewSettings(tel), createDefaultConfig(), consumertest.NewErr(errors.New("refused")))
+	require.NoError(t, err)
+	require.NoError(t, conn.Start(context.Background(), componenttest.NewNopHost()))
+	send := func(flows ...flow) {
+		ld := plog.NewLogs()
+		lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+		for _, f := range flows {
+			f.put(lrs.AppendEmpty(), c.Now())
+		}
+		require.NoError(t, conn.ConsumeLogs(context.Background(), ld))
+	}
+	// Bytes transmitted and received, retransmits, duration and RTT: five
+	// data points a series.
+	f := flow{state: "closed", status: "attributed", localOwner: "a", peerOwner: "b", duration: time.Second, sent: 1, srtt: 100}
+	g := f
+	g.localOwner = "c"
+	send(f, g)
+	c.Advance(10 * time.Second)
+	metadatatest.AssertEqualConnectorFlowmetricsDataPointsRefused(t, tel, []metricdata.DataPoint[int64]{{Value: 10}}, metricdatatest.IgnoreTimestamp())
+	send(f)
+	require.NoError(t, conn.Shutdown(context.Background()))
+	metadatatest.AssertEqualConnectorFlowmetricsDataPointsRefused(t, tel, []metricdata.DataPoint[int64]{{Value: 15}}, metricdatatest.IgnoreTimestamp())
 }
 
 func mustAddr(t *testing.T, s string) netip.Addr {
