@@ -3,6 +3,7 @@ package flowmetricsconnector // import "github.com/flowattr/flowattr/connector/f
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -43,11 +44,10 @@ var (
 )
 
 // seriesKey tells apart the series a flow record adds to. Empty strings
-// and a negative port stand for absent attributes, which the series then
-// lack.
+// and port 0 stand for absent attributes, which the series then lack.
 type seriesKey struct {
 	host, local, peer, role, status string
-	port                            int64
+	port                            uint16
 	err                             string // only the duration histogram has it
 }
 
@@ -158,12 +158,13 @@ type flowRecord struct {
 	start, srttMicros           int64
 	hasSent, hasReceived        bool
 	hasRetransmits              bool
+	rejected                    int64 // counts left out: negative or not integers
 }
 
 // read takes what the metrics need from a flow record in one pass over its
 // attributes. An attribute of the wrong type counts as absent.
 func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
-	r := flowRecord{key: seriesKey{host: host, port: -1}}
+	r := flowRecord{key: seriesKey{host: host}}
 	attrs.Range(func(k string, v pcommon.Value) bool {
 		switch k {
 		case c.localOwner:
@@ -171,9 +172,7 @@ func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
 		case c.peerOwner:
 			r.key.peer = str(v)
 		case flowschema.AttrServerPort:
-			if v.Type() == pcommon.ValueTypeInt {
-				r.key.port = v.Int()
-			}
+			r.key.port = port(v)
 		case flowschema.AttrFlowRole:
 			r.key.role = str(v)
 		case flowschema.AttrPeerAttributionStatus:
@@ -183,11 +182,11 @@ func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
 		case flowschema.AttrFlowState:
 			r.state = str(v)
 		case flowschema.AttrFlowBytesSent:
-			r.sent, r.hasSent = intValue(v)
+			r.sent, r.hasSent = r.count(v)
 		case flowschema.AttrFlowBytesReceived:
-			r.received, r.hasReceived = intValue(v)
+			r.received, r.hasReceived = r.count(v)
 		case flowschema.AttrFlowRetransmits:
-			r.retransmits, r.hasRetransmits = intValue(v)
+			r.retransmits, r.hasRetransmits = r.count(v)
 		case flowschema.AttrFlowStartTime:
 			r.start, _ = intValue(v)
 		case flowschema.AttrFlowSRTT:
@@ -205,6 +204,17 @@ func str(v pcommon.Value) string {
 	return v.Str()
 }
 
+// port returns v as a port, 0 (none) when it is not one: any other value
+// would make a series of its own that is written without server.port, the
+// same attributes as the series without a port.
+func port(v pcommon.Value) uint16 {
+	p, _ := intValue(v)
+	if p <= 0 || p > 65535 {
+		return 0
+	}
+	return uint16(p)
+}
+
 func intValue(v pcommon.Value) (int64, bool) {
 	if v.Type() != pcommon.ValueTypeInt {
 		return 0, false
@@ -212,11 +222,31 @@ func intValue(v pcommon.Value) (int64, bool) {
 	return v.Int(), true
 }
 
+// count reads a counter for a monotonic sum: a negative one or one of the
+// wrong type would corrupt the sum, so it is absent and counted as rejected.
+func (r *flowRecord) count(v pcommon.Value) (int64, bool) {
+	n, ok := intValue(v)
+	if !ok || n < 0 {
+		r.rejected++
+		return 0, false
+	}
+	return n, true
+}
+
+// addSat returns a+b (both non-negative), saturating at math.MaxInt64: a
+// sum must not wrap to a negative value.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
 // ConsumeLogs adds every final flow record to its series. Interim records
 // (state active) carry a connection's counters so far and are left out,
 // so that no byte is counted twice; other records are not flows.
 func (c *flowMetrics) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
-	var counted, dropped int64
+	var counted, dropped, rejected int64
 	c.mu.Lock()
 	for _, rl := range ld.ResourceLogs().All() {
 		var host string
@@ -243,6 +273,7 @@ func (c *flowMetrics) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 				}
 				s.add(&r, int64(lr.Timestamp()))
 				counted++
+				rejected += r.rejected
 			}
 		}
 	}
@@ -253,20 +284,23 @@ func (c *flowMetrics) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 	if dropped > 0 {
 		c.tel.ConnectorFlowmetricsRecordsDropped.Add(ctx, dropped)
 	}
+	if rejected > 0 {
+		c.tel.ConnectorFlowmetricsValuesRejected.Add(ctx, rejected)
+	}
 	return nil
 }
 
 func (s *series) add(r *flowRecord, end int64) {
 	if r.hasSent {
-		s.sent += r.sent
+		s.sent = addSat(s.sent, r.sent)
 		s.hasSent = true
 	}
 	if r.hasReceived {
-		s.received += r.received
+		s.received = addSat(s.received, r.received)
 		s.hasReceived = true
 	}
 	if r.hasRetransmits {
-		s.retransmits += r.retransmits
+		s.retransmits = addSat(s.retransmits, r.retransmits)
 		s.hasRetransmits = true
 	}
 	if r.start > 0 && end >= r.start {
@@ -290,7 +324,10 @@ func (c *flowMetrics) emit() {
 	}
 	md := build(all, c.cfg.OwnerAttribute, since, now)
 	if err := c.next.ConsumeMetrics(context.Background(), md); err != nil {
-		c.logger.Warn("The flow metrics of an interval were refused downstream", zap.Int("data_points", md.DataPointCount()), zap.Error(err))
+		// The interval is over and its deltas are not kept: they are lost.
+		n := md.DataPointCount()
+		c.tel.ConnectorFlowmetricsDataPointsRefused.Add(context.Background(), int64(n))
+		c.logger.Warn("The flow metrics of an interval were refused downstream", zap.Int("data_points", n), zap.Error(err))
 	}
 }
 
@@ -346,9 +383,9 @@ func build(all map[seriesKey]*series, ownerAttribute string, since, now time.Tim
 // merge adds o's sums and round-trip times, but not its duration, which
 // has a series of its own per error.
 func (s *series) merge(o *series) {
-	s.sent += o.sent
-	s.received += o.received
-	s.retransmits += o.retransmits
+	s.sent = addSat(s.sent, o.sent)
+	s.received = addSat(s.received, o.received)
+	s.retransmits = addSat(s.retransmits, o.retransmits)
 	s.hasSent = s.hasSent || o.hasSent
 	s.hasReceived = s.hasReceived || o.hasReceived
 	s.hasRetransmits = s.hasRetransmits || o.hasRetransmits
@@ -440,8 +477,8 @@ func putAttributes(attrs pcommon.Map, k seriesKey, ownerAttribute string, withEr
 	}
 	put(attrLocalOwner+ownerAttribute, k.local)
 	put(attrPeerOwner+ownerAttribute, k.peer)
-	if k.port >= 0 {
-		attrs.PutInt(flowschema.AttrServerPort, k.port)
+	if k.port != 0 {
+		attrs.PutInt(flowschema.AttrServerPort, int64(k.port))
 	}
 	put(flowschema.AttrFlowRole, k.role)
 	put(flowschema.AttrPeerAttributionStatus, k.status)

@@ -2,7 +2,9 @@ package flowmetricsconnector
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -304,6 +306,106 @@ func TestWrongTypes(t *testing.T) {
 		"flowattr.connection.retransmits{flowattr.local.owner.id=a}@":                  "0",
 		"flowattr.connection.rtt{flowattr.local.owner.id=a}@":                          "1 0.0001 [1 0 0 0 0 0 0 0 0 0 0 0 0 0]",
 	}, points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second)))
+	metadatatest.AssertEqualConnectorFlowmetricsValuesRejected(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+}
+
+// A negative byte or retransmit count would make a monotonic sum go down:
+// it is left out of its metric and counted, and the record still counts
+// in the others.
+func TestNegativeCountsRejected(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	f := flow{state: "closed", status: "attributed", localOwner: "a", peerOwner: "b", duration: time.Second}
+	bad, good := f, f
+	bad.sent, bad.received, bad.retransmits = -1_000_000, 50, -5
+	good.sent, good.received, good.retransmits = 10, 20, 1
+	// A series with only negative byte counts sent has no transmit point.
+	neg := f
+	neg.localOwner, neg.sent = "neg", -1
+	h.consume("", t0, bad, good, neg)
+	h.clock.Advance(10 * time.Second)
+	series := func(local string) string {
+		return "{flowattr.local.owner.id=" + local + ",flowattr.peer.attribution.status=attributed,flowattr.peer.owner.id=b"
+	}
+	got := points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second))
+	assert.Equal(t, "10", got["flowattr.network.io"+series("a")+",network.io.direction=transmit}@"])
+	assert.Equal(t, "70", got["flowattr.network.io"+series("a")+",network.io.direction=receive}@"])
+	assert.Equal(t, "1", got["flowattr.connection.retransmits"+series("a")+"}@"])
+	assert.Equal(t, "2 2 [0 0 0 0 0 0 2 0 0 0 0 0 0 0 0]", got["flowattr.connection.duration"+series("a")+"}@"])
+	assert.NotContains(t, got, "flowattr.network.io"+series("neg")+",network.io.direction=transmit}@")
+	assert.Equal(t, "0", got["flowattr.network.io"+series("neg")+",network.io.direction=receive}@"])
+	metadatatest.AssertEqualConnectorFlowmetricsValuesRejected(t, h.tel, []metricdata.DataPoint[int64]{{Value: 3}}, metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualConnectorFlowmetricsRecords(t, h.tel, []metricdata.DataPoint[int64]{{Value: 3}}, metricdatatest.IgnoreTimestamp())
+}
+
+// Sums saturate at math.MaxInt64 rather than wrap to a negative value,
+// both within a series and where series differing only in error add up.
+func TestCountsSaturate(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	huge := flow{state: "closed", status: "attributed", localOwner: "a", peerOwner: "b", duration: time.Second, received: math.MaxInt64, retransmits: math.MaxInt64}
+	failed := huge
+	failed.localOwner, failed.state, failed.err = "merged", "failed", "ECONNRESET"
+	closed := huge
+	closed.localOwner = "merged"
+	h.consume("", t0, huge, huge, failed, closed)
+	h.clock.Advance(10 * time.Second)
+	got := points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second))
+	maxInt := fmt.Sprint(int64(math.MaxInt64))
+	for _, local := range []string{"a", "merged"} {
+		series := "{flowattr.local.owner.id=" + local + ",flowattr.peer.attribution.status=attributed,flowattr.peer.owner.id=b"
+		assert.Equal(t, maxInt, got["flowattr.network.io"+series+",network.io.direction=receive}@"], local)
+		assert.Equal(t, maxInt, got["flowattr.connection.retransmits"+series+"}@"], local)
+	}
+}
+
+// Only 1..65535 is a port: any other server.port is no port, and its
+// records add to the one series without server.port instead of making
+// series of their own written with the same attributes.
+func TestServerPortRange(t *testing.T) {
+	h := newHarness(t, createDefaultConfig())
+	var flows []flow
+	for _, port := range []int64{-1, -2, -3, 0, 65536, math.MaxInt64, math.MinInt64, 1, 65535} {
+		flows = append(flows, flow{role: "client", state: "closed", localOwner: "a", port: port, duration: time.Second, sent: 1})
+	}
+	h.consume("", t0, flows...)
+	h.clock.Advance(10 * time.Second)
+	got := points(t, h.sink.AllMetrics()[0], t0, t0.Add(10*time.Second))
+	sent := func(port string) string {
+		return got["flowattr.network.io{flowattr.flow.role=client,flowattr.local.owner.id=a,network.io.direction=transmit"+port+"}@"]
+	}
+	assert.Equal(t, "7", sent(""))
+	assert.Equal(t, "1", sent(",server.port=1"))
+	assert.Equal(t, "1", sent(",server.port=65535"))
+	assert.Len(t, got, 3*4, "three series of four points each")
+}
+
+// When the next consumer refuses an interval's metrics, the connector
+// counts the lost data points, and the next interval starts afresh.
+func TestDataPointsRefused(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	c := clock.NewManual(t0)
+	conn, err := NewFactoryWithClock(c).CreateLogsToMetrics(context.Background(), metadatatest.NewSettings(tel), createDefaultConfig(), consumertest.NewErr(errors.New("refused")))
+	require.NoError(t, err)
+	require.NoError(t, conn.Start(context.Background(), componenttest.NewNopHost()))
+	send := func(flows ...flow) {
+		ld := plog.NewLogs()
+		lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+		for _, f := range flows {
+			f.put(lrs.AppendEmpty(), c.Now())
+		}
+		require.NoError(t, conn.ConsumeLogs(context.Background(), ld))
+	}
+	// Bytes transmitted and received, retransmits, duration and RTT: five
+	// data points a series.
+	f := flow{state: "closed", status: "attributed", localOwner: "a", peerOwner: "b", duration: time.Second, sent: 1, srtt: 100}
+	g := f
+	g.localOwner = "c"
+	send(f, g)
+	c.Advance(10 * time.Second)
+	metadatatest.AssertEqualConnectorFlowmetricsDataPointsRefused(t, tel, []metricdata.DataPoint[int64]{{Value: 10}}, metricdatatest.IgnoreTimestamp())
+	send(f)
+	require.NoError(t, conn.Shutdown(context.Background()))
+	metadatatest.AssertEqualConnectorFlowmetricsDataPointsRefused(t, tel, []metricdata.DataPoint[int64]{{Value: 15}}, metricdatatest.IgnoreTimestamp())
 }
 
 func mustAddr(t *testing.T, s string) netip.Addr {

@@ -2,6 +2,8 @@ package flowmapexporter // import "github.com/flowattr/flowattr/exporter/flowmap
 
 import (
 	"cmp"
+	"math"
+	"math/bits"
 	"net/url"
 	"slices"
 	"strings"
@@ -272,9 +274,9 @@ func (a *aggregate) add(cur int64, f *flow) addResult {
 	if f.failed {
 		s.failed++
 	}
-	s.bytesToServer += f.bytesToServer
-	s.bytesToClient += f.bytesToClient
-	s.retransmits += f.retransmits
+	s.bytesToServer = addSat(s.bytesToServer, f.bytesToServer)
+	s.bytesToClient = addSat(s.bytesToClient, f.bytesToClient)
+	s.retransmits = addSat(s.retransmits, f.retransmits)
 	if f.hasRTT {
 		s.rtt[rttBucket(f.rttUS)]++
 	}
@@ -506,16 +508,16 @@ func (a *aggregate) snapshot() (start, end time.Time, nodes []Node, edges []Edge
 		} {
 			if side.selfIsPeerToo {
 				// A self-loop: the server side below counts its flows.
-				side.self.BytesSent += side.sent
-				side.self.BytesReceived += side.recv
+				side.self.BytesSent = addSat(side.self.BytesSent, side.sent)
+				side.self.BytesReceived = addSat(side.self.BytesReceived, side.recv)
 				continue
 			}
 			n := side.self
 			n.Flows += c.flows
 			n.Failed += c.failed
-			n.BytesSent += side.sent
-			n.BytesReceived += side.recv
-			n.Retransmits += c.retransmits
+			n.BytesSent = addSat(n.BytesSent, side.sent)
+			n.BytesReceived = addSat(n.BytesReceived, side.recv)
+			n.Retransmits = addSat(n.Retransmits, c.retransmits)
 			n.rtt.add(&c.rtt)
 			if side.isServer {
 				n.ports.mergePorts(&c)
@@ -548,11 +550,21 @@ func (a *aggregate) snapshot() (start, end time.Time, nodes []Node, edges []Edge
 func (c *counts) merge(o *counts) {
 	c.flows += o.flows
 	c.failed += o.failed
-	c.bytesToServer += o.bytesToServer
-	c.bytesToClient += o.bytesToClient
-	c.retransmits += o.retransmits
+	c.bytesToServer = addSat(c.bytesToServer, o.bytesToServer)
+	c.bytesToClient = addSat(c.bytesToClient, o.bytesToClient)
+	c.retransmits = addSat(c.retransmits, o.retransmits)
 	c.rtt.add(&o.rtt)
 	c.mergePorts(o)
+}
+
+// addSat returns a+b, saturating at math.MaxUint64: a record's counts go
+// up to math.MaxInt64, so a few of them would wrap a total to a small one.
+func addSat(a, b uint64) uint64 {
+	sum, carry := bits.Add64(a, b, 0)
+	if carry != 0 {
+		return math.MaxUint64
+	}
+	return sum
 }
 
 // mergePorts adds o's port counts. A sum, like a slot, keeps apart the

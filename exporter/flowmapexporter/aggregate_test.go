@@ -1,6 +1,7 @@
 package flowmapexporter
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -204,6 +205,45 @@ func TestPortsBeyondMax(t *testing.T) {
 	assert.Len(t, e.Ports, maxPorts)
 	assert.Equal(t, PortFlows{Port: 8000, Flows: 2}, e.Ports[0])
 	assert.Equal(t, uint64(2), e.OtherPortFlows)
+}
+
+// A record's byte and retransmit counts go up to math.MaxInt64; totals of
+// a few of them saturate at math.MaxUint64 instead of wrapping to a small
+// number: in a slot, over the window's slots, and in a node's sums over
+// its edges, self-loops' included.
+func TestTotalsSaturate(t *testing.T) {
+	m := newTestMap(100*time.Second, 100, 100) // slots of 10s
+	const big = math.MaxInt64
+	huge := rec{local: frontend, peer: checkout, sent: big, retransmits: big}
+	m.add(huge, huge, huge) // one slot
+	for range 3 {
+		m.clock.Advance(10 * time.Second)
+		m.add(rec{local: checkout, peer: payments, sent: big, received: big, retransmits: big})
+	}
+	m.add(
+		rec{local: frontend, status: "external", sent: big, retransmits: big},
+		rec{local: frontend, status: "unattributed", sent: big},
+	)
+	// A self-loop adds its bytes to its node in two steps, one per
+	// direction: each is checked on a node of its own, whose other edge
+	// comes first.
+	ledger := workload("ledger-3c", "ledger", "pay")
+	m.add(rec{local: ledger, status: "external", received: big})
+	m.add(
+		rec{local: payments, peer: payments, sent: big}, rec{local: payments, peer: payments, sent: big},
+		rec{local: ledger, peer: ledger, received: big}, rec{local: ledger, peer: ledger, received: big},
+	)
+
+	nodes, edges := m.graph()
+	const saturated = uint64(math.MaxUint64)
+	fc, cp := edges[idFrontend+" -> "+idCheckout], edges[idCheckout+" -> "+idPayments]
+	assert.Equal(t, []uint64{saturated, 0, saturated}, []uint64{fc.BytesToServer, fc.BytesToClient, fc.Retransmits}, "in a slot")
+	assert.Equal(t, []uint64{saturated, saturated, saturated}, []uint64{cp.BytesToServer, cp.BytesToClient, cp.Retransmits}, "over slots")
+	fe := nodes[idFrontend]
+	assert.Equal(t, []uint64{saturated, saturated}, []uint64{fe.BytesSent, fe.Retransmits}, "a node over its edges")
+	assert.Equal(t, saturated, nodes[idCheckout].BytesReceived, "a node over its edges")
+	assert.Equal(t, saturated, nodes[idPayments].BytesSent, "a node with a self-loop")
+	assert.Equal(t, saturated, nodes["w/pay/ledger"].BytesReceived, "a node with a self-loop")
 }
 
 func TestRTTBuckets(t *testing.T) {

@@ -23,11 +23,13 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                              metric.Meter
-	mu                                 sync.Mutex
-	registrations                      []metric.Registration
-	ConnectorFlowmetricsRecords        metric.Int64Counter
-	ConnectorFlowmetricsRecordsDropped metric.Int64Counter
+	meter                                 metric.Meter
+	mu                                    sync.Mutex
+	registrations                         []metric.Registration
+	ConnectorFlowmetricsDataPointsRefused metric.Int64Counter
+	ConnectorFlowmetricsRecords           metric.Int64Counter
+	ConnectorFlowmetricsRecordsDropped    metric.Int64Counter
+	ConnectorFlowmetricsValuesRejected    metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -59,6 +61,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.ConnectorFlowmetricsDataPointsRefused, err = builder.meter.Int64Counter(
+		"otelcol_connector_flowmetrics_data_points_refused",
+		metric.WithDescription("Data points of an interval's metrics that the next consumer refused; they are lost. [Alpha]"),
+		metric.WithUnit("{data_point}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ConnectorFlowmetricsRecords, err = builder.meter.Int64Counter(
 		"otelcol_connector_flowmetrics_records",
 		metric.WithDescription("Final flow records counted in the metrics. [Alpha]"),
@@ -69,6 +77,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_connector_flowmetrics_records_dropped",
 		metric.WithDescription("Final flow records left out of the metrics because their series would have gone beyond max_series in the interval. [Alpha]"),
 		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ConnectorFlowmetricsValuesRejected, err = builder.meter.Int64Counter(
+		"otelcol_connector_flowmetrics_values_rejected",
+		metric.WithDescription("Byte and retransmit counts of final flow records left out of their metric because they were negative or not integers; the record still counts in the other metrics. [Alpha]"),
+		metric.WithUnit("{value}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

@@ -19,12 +19,20 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	tb.ConnectorFlowmetricsDataPointsRefused.Add(context.Background(), 1)
 	tb.ConnectorFlowmetricsRecords.Add(context.Background(), 1)
 	tb.ConnectorFlowmetricsRecordsDropped.Add(context.Background(), 1)
+	tb.ConnectorFlowmetricsValuesRejected.Add(context.Background(), 1)
+	AssertEqualConnectorFlowmetricsDataPointsRefused(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualConnectorFlowmetricsRecords(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualConnectorFlowmetricsRecordsDropped(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualConnectorFlowmetricsValuesRejected(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
