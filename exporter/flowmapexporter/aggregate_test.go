@@ -294,7 +294,9 @@ func TestParseOddValues(t *testing.T) {
 	a.PutInt(flowschema.PrefixPeerOwner+"service.name", 7)
 	p := newParser("service.name", "k8s.namespace.name")
 	var f flow
-	require.Equal(t, outcomeMapped, p.parse(lr, &f))
+	o, rejected := p.parse(lr, &f)
+	require.Equal(t, outcomeMapped, o)
+	assert.Equal(t, 4, rejected, "bytes sent and received, RTT, retransmits")
 	assert.Equal(t, uint16(0), f.serverPort)
 	assert.Zero(t, f.bytesToServer)
 	assert.Zero(t, f.bytesToClient)
@@ -304,6 +306,14 @@ func TestParseOddValues(t *testing.T) {
 	assert.Equal(t, "7", f.server.name, "a non-string owner attribute reads as its text")
 
 	a.PutInt(flowschema.AttrNetworkPeerPort, 70000)
-	require.Equal(t, outcomeMapped, p.parse(lr, &f))
+	a.PutInt(flowschema.AttrFlowBytesSent, 5)
+	a.PutInt(flowschema.AttrFlowBytesReceived, 0)
+	a.PutInt(flowschema.AttrFlowSRTT, 0)
+	a.PutInt(flowschema.AttrFlowRetransmits, 0)
+	o, rejected = p.parse(lr, &f)
+	require.Equal(t, outcomeMapped, o)
+	assert.Zero(t, rejected)
+	assert.Equal(t, uint64(5), f.bytesToServer)
+	assert.True(t, f.hasRTT)
 	assert.Equal(t, uint16(0), f.serverPort, "not a port")
 }

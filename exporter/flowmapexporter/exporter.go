@@ -147,13 +147,16 @@ func (e *flowmap) consume(ctx context.Context, ld plog.Logs) error {
 	flows := slices.Grow(sc.flows[:0], ld.LogRecordCount())[:ld.LogRecordCount()]
 	n := 0
 	var counts [numOutcomes]int64
+	rejected := 0
 	for _, rl := range ld.ResourceLogs().All() {
 		for _, sl := range rl.ScopeLogs().All() {
 			for _, lr := range sl.LogRecords().All() {
-				if o := e.parser.parse(lr, &flows[n]); o != outcomeMapped {
+				o, bad := e.parser.parse(lr, &flows[n])
+				if o != outcomeMapped {
 					counts[o]++
 					continue
 				}
+				rejected += bad
 				n++
 			}
 		}
@@ -183,6 +186,9 @@ func (e *flowmap) consume(ctx context.Context, ld plog.Logs) error {
 		if n > 0 {
 			e.tel.ExporterFlowmapRecords.Add(ctx, n, e.outcomes[o])
 		}
+	}
+	if rejected > 0 {
+		e.tel.ExporterFlowmapValuesRejected.Add(ctx, int64(rejected))
 	}
 	if foldedNodes > 0 {
 		e.tel.ExporterFlowmapFolded.Add(ctx, foldedNodes, e.folded[0])

@@ -258,3 +258,15 @@ func TestGraphSnapshotSharedAndCompressed(t *testing.T) {
 	resp2.Body.Close()
 	assert.Empty(t, resp2.Header.Get("Content-Encoding"))
 }
+
+// A count that is no non-negative integer is read as 0 and counted, not
+// taken in silence.
+func TestExporterCountsRejectedValues(t *testing.T) {
+	exp, _, tel := startExporter(t, clock.NewManual(t0))
+	require.NoError(t, exp.ConsumeLogs(context.Background(), logsOf(
+		rec{local: frontend, peer: checkout, sent: -1, received: 10},
+		rec{local: frontend, peer: checkout, sent: 1, received: 10, retransmits: -2},
+		rec{local: frontend, peer: checkout, sent: 1, received: 10},
+	)))
+	metadatatest.AssertEqualExporterFlowmapValuesRejected(t, tel, []metricdata.DataPoint[int64]{{Value: 2}}, metricdatatest.IgnoreTimestamp(), metricdatatest.IgnoreExemplars())
+}

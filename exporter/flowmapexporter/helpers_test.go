@@ -148,7 +148,7 @@ func (m *testMap) add(recs ...rec) ([]outcome, []addResult) {
 	var flows []flow
 	for i := range lrs.Len() {
 		var f flow
-		outcomes[i] = m.parser.parse(lrs.At(i), &f)
+		outcomes[i], _ = m.parser.parse(lrs.At(i), &f)
 		if outcomes[i] == outcomeMapped {
 			flows = append(flows, f)
 		}

@@ -93,10 +93,13 @@ type fields struct {
 	local, peer         owner
 }
 
-// parse reads lr into f when it is a closed or failed flow record.
-func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
+// parse reads lr into f when it is a closed or failed flow record. It
+// returns, besides, how many of such a record's counts (bytes,
+// retransmits, RTT) were not non-negative integers: each is read as 0, or
+// no RTT.
+func (p *parser) parse(lr plog.LogRecord, f *flow) (_ outcome, rejected int) {
 	if lr.EventName() != flowschema.EventFlow {
-		return outcomeNotFlow
+		return outcomeNotFlow, 0
 	}
 	var r fields
 	attrs := lr.Attributes()
@@ -115,13 +118,15 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 		case flowschema.AttrFlowRole:
 			r.role = v.Str()
 		case flowschema.AttrFlowBytesSent:
-			r.sent = v.Int()
+			r.sent = count(v, &rejected)
 		case flowschema.AttrFlowBytesReceived:
-			r.received = v.Int()
+			r.received = count(v, &rejected)
 		case flowschema.AttrFlowRetransmits:
-			r.retransmits = v.Int()
+			r.retransmits = count(v, &rejected)
 		case flowschema.AttrFlowSRTT:
-			r.srtt, r.hasSRTT = v.Int(), v.Type() == pcommon.ValueTypeInt && v.Int() >= 0
+			bad := rejected
+			r.srtt = count(v, &rejected)
+			r.hasSRTT = rejected == bad
 		case flowschema.AttrFlowError:
 			r.hasError = true
 		default:
@@ -133,13 +138,13 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 		}
 	}
 	if r.state == flowschema.FlowStateActive {
-		return outcomeInterim
+		return outcomeInterim, 0
 	}
 	*f = flow{
 		attrs:       attrs,
 		failed:      r.state == flowschema.FlowStateFailed || r.hasError,
-		retransmits: nonNegative(r.retransmits),
-		rttUS:       nonNegative(r.srtt),
+		retransmits: uint64(r.retransmits),
+		rttUS:       uint64(r.srtt),
 		hasRTT:      r.hasSRTT,
 	}
 
@@ -165,22 +170,25 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) outcome {
 
 	if r.role == flowschema.RoleServer {
 		f.client, f.server = peerEnd, localEnd
-		f.bytesToServer, f.bytesToClient = nonNegative(r.received), nonNegative(r.sent)
+		f.bytesToServer, f.bytesToClient = uint64(r.received), uint64(r.sent)
 		f.serverPort = port(r.localPort)
 	} else {
 		// A client, or a side whose role is unknown: from local to peer.
 		f.client, f.server = localEnd, peerEnd
-		f.bytesToServer, f.bytesToClient = nonNegative(r.sent), nonNegative(r.received)
+		f.bytesToServer, f.bytesToClient = uint64(r.sent), uint64(r.received)
 		f.serverPort = port(r.peerPort)
 	}
-	return outcomeMapped
+	return outcomeMapped, rejected
 }
 
-func nonNegative(v int64) uint64 {
-	if v < 0 {
+// count reads a count: a non-negative integer, else 0, counted in
+// rejected.
+func count(v pcommon.Value, rejected *int) int64 {
+	if v.Type() != pcommon.ValueTypeInt || v.Int() < 0 {
+		*rejected++
 		return 0
 	}
-	return uint64(v)
+	return v.Int()
 }
 
 // port returns p as a port, 0 (unknown) when it is not one.

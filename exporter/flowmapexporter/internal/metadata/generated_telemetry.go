@@ -25,13 +25,14 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                  metric.Meter
-	mu                     sync.Mutex
-	registrations          []metric.Registration
-	ExporterFlowmapEdges   metric.Int64ObservableGauge
-	ExporterFlowmapFolded  metric.Int64Counter
-	ExporterFlowmapNodes   metric.Int64ObservableGauge
-	ExporterFlowmapRecords metric.Int64Counter
+	meter                         metric.Meter
+	mu                            sync.Mutex
+	registrations                 []metric.Registration
+	ExporterFlowmapEdges          metric.Int64ObservableGauge
+	ExporterFlowmapFolded         metric.Int64Counter
+	ExporterFlowmapNodes          metric.Int64ObservableGauge
+	ExporterFlowmapRecords        metric.Int64Counter
+	ExporterFlowmapValuesRejected metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -125,6 +126,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_exporter_flowmap_records",
 		metric.WithDescription("Log records the map received, by what it did with them. [Alpha]"),
 		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ExporterFlowmapValuesRejected, err = builder.meter.Int64Counter(
+		"otelcol_exporter_flowmap_values_rejected",
+		metric.WithDescription("Counts of mapped flow records (bytes, retransmits, RTT) that were not non-negative integers; each was read as 0, or no RTT. [Alpha]"),
+		metric.WithUnit("{value}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs
