@@ -254,8 +254,8 @@ func TestFileSourceRefusesOwnersBeyondLimits(t *testing.T) {
 
 	for _, tc := range []struct{ file, err string }{
 		{
-			"- {prefixes: [10.0.0.1], id: a}\n- {prefixes: [10.0.0.2], id: b, attributes: {service.name: " + strings.Repeat("v", 1<<20) + "}}\n",
-			`entries[1] (line 2): attributes: "service.name": value is 1048576 bytes, more than max_value_length (64)`,
+			"- {prefixes: [10.0.0.1], id: a}\n- {prefixes: [10.0.0.2], id: b, attributes: {service.name: " + strings.Repeat("v", 1<<16) + "}}\n",
+			`entries[1] (line 2): attributes: "service.name": value is 65536 bytes, more than max_value_length (64)`,
 		},
 		{"- {prefixes: [10.0.0.1], id: a, attributes: {a: 1, b: 2, c: 3}}\n", "entries[0] (line 1): attributes: 3 attributes, more than max_attributes (2)"},
 		{"- {prefixes: [10.0.0.1], id: " + strings.Repeat("x", 17) + "}\n", "entries[0] (line 1): id: \"xxxxxxxxxxxxxxxxx\" is 17 bytes, more than max_id_length (16)"},
