@@ -106,6 +106,12 @@ type natResolver struct {
 	max     int
 	pending map[uint64]*list.Element
 	order   list.List
+	// closed holds the cookies of the last max service connections whose
+	// final record went out: an interim report queued before its close can
+	// be taken after it (the ring's events come first), and must neither
+	// ask connection tracking about a 4-tuple that may now be another
+	// connection's nor keep an answer for a socket that is gone.
+	closed recentSet
 }
 
 // pendingNAT is the connect-time answer for a connection: to is valid when
@@ -149,6 +155,13 @@ func (n *natResolver) translated(ev *tracer.Event) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	final := ev.Kind != tracer.KindActive
+	if final {
+		n.closed.add(ev.Cookie, n.max)
+	} else if n.closed.has(ev.Cookie) {
+		// A stale interim report: its connection's final record, which
+		// went out before it, carries the answer.
+		return netip.AddrPort{}
+	}
 	if e, ok := n.pending[ev.Cookie]; ok && ev.Cookie != 0 {
 		to := e.Value.(*pendingNAT).to
 		if final {
@@ -209,6 +222,39 @@ func (n *natResolver) keep(cookie uint64, to netip.AddrPort) {
 		n.evicted()
 	}
 	n.pending[cookie] = n.order.PushBack(&pendingNAT{cookie: cookie, to: to})
+}
+
+// recentSet holds the last cookies added, up to a bound, in a ring.
+type recentSet struct {
+	set  map[uint64]struct{}
+	ring []uint64
+	next int // the oldest in ring once it is full
+}
+
+// add adds cookie (not 0), dropping the oldest beyond limit.
+func (s *recentSet) add(cookie uint64, limit int) {
+	if cookie == 0 {
+		return
+	}
+	if s.set == nil {
+		s.set = make(map[uint64]struct{})
+	}
+	if _, ok := s.set[cookie]; ok {
+		return
+	}
+	if len(s.ring) < limit {
+		s.ring = append(s.ring, cookie)
+	} else {
+		delete(s.set, s.ring[s.next])
+		s.ring[s.next] = cookie
+		s.next = (s.next + 1) % limit
+	}
+	s.set[cookie] = struct{}{}
+}
+
+func (s *recentSet) has(cookie uint64) bool {
+	_, ok := s.set[cookie]
+	return ok && cookie != 0
 }
 
 func (n *natResolver) close() error {

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+	"go.uber.org/zap"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/receiver/ebpfflowreceiver/internal/metadatatest"
@@ -283,4 +284,48 @@ func TestReceiverBoundsPendingTranslations(t *testing.T) {
 		natAtConnect, natTranslated, 3,
 		natAtRecord, natTranslated, 1,
 	), opt)
+}
+
+// An interim report taken after its connection's close (the ring's events
+// go first) asks connection tracking nothing: its 4-tuple may be another
+// connection's by then. Nor does it keep an answer for a socket that is
+// gone, which would push out a live connection's.
+func TestStaleInterimAfterCloseIsNotLookedUp(t *testing.T) {
+	other := netip.MustParseAddrPort("10.244.2.9:8080")
+	ct := &fakeConntrack{entries: map[netip.AddrPort]fakeEntry{local(1001): {to: backend}}}
+	evictions := 0
+	n := newNATResolver([]netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}, ct, 2, zap.NewNop(),
+		func(string, string) {}, func() { evictions++ })
+	ev := func(kind tracer.Kind, port uint16, cookie uint64) *tracer.Event {
+		e := serviceFlow(kind, port, cookie)
+		return &e
+	}
+
+	n.connected(ev(tracer.KindConnected, 1001, 1))
+	assert.Equal(t, backend, n.translated(ev(tracer.KindClosed, 1001, 1)))
+	// The port is taken again at once, by a connection to another backend.
+	ct.entries[local(1001)] = fakeEntry{to: other}
+	n.connected(ev(tracer.KindConnected, 1001, 2))
+	queries := len(ct.queries)
+	assert.False(t, n.translated(ev(tracer.KindActive, 1001, 1)).IsValid(), "connection 1's stale interim report")
+	assert.Len(t, ct.queries, queries, "no lookup for it")
+	assert.NotContains(t, n.pending, uint64(1), "no answer kept for it")
+	assert.Equal(t, other, n.translated(ev(tracer.KindActive, 1001, 2)), "connection 2's own report")
+	n.connected(ev(tracer.KindConnected, 2001, 3))
+	assert.Zero(t, evictions, "two open connections fit")
+}
+
+// The closed connections remembered are the last ones, up to the bound.
+func TestRecentSetKeepsTheLast(t *testing.T) {
+	var s recentSet
+	for c := uint64(1); c <= 5; c++ {
+		s.add(c, 3)
+	}
+	s.add(5, 3) // again: no change
+	s.add(0, 3) // no cookie: not added
+	for c, want := range map[uint64]bool{0: false, 1: false, 2: false, 3: true, 4: true, 5: true} {
+		assert.Equal(t, want, s.has(c), "cookie %d", c)
+	}
+	assert.Len(t, s.ring, 3)
+	assert.Len(t, s.set, 3)
 }
