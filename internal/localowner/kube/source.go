@@ -81,9 +81,12 @@ const initialSyncTimeout = 10 * time.Second
 // that condition false, or without the address. A terminating pod keeps
 // its addresses until then. hostNetwork pods own no address: they share
 // the node's (see Workload). Two pods that list one address at once (the
-// deletion of the one that left is not seen yet) yield the one that got it
-// last, dated from its sandbox, so that the processor sees both owners
-// for the time they overlap rather than the old one for the new one's.
+// deletion of the one that left is not seen yet) yield the one whose
+// sandbox had its network last, also after a relist, so that the processor
+// sees both owners for the time they overlap rather than the old one for
+// the new one's. When that order is not known (sandboxes of the same
+// second, a pod without the condition) neither owns the address until one
+// of them lets it go: the address is unattributed rather than misattributed.
 //
 // A Service owns its cluster IPs from its creation until its deletion.
 //
@@ -131,9 +134,13 @@ type serviceRecord struct {
 
 // heldAddr is an address and when its tenure started.
 type heldAddr struct {
-	addr    netip.Addr
-	since   time.Time
-	refused bool // counted as refused; not in the tenures
+	addr  netip.Addr
+	since time.Time
+	// acquired is when the owner got the address, zero when not known; it
+	// orders owners that list one address, as since cannot: after a relist
+	// every since is the list's time.
+	acquired time.Time
+	refused  bool // counted as refused; not in the tenures
 }
 
 var _ localowner.TimedSource = (*Source)(nil)
@@ -354,8 +361,11 @@ func (s *Source) podRecordLocked(pod *corev1.Pod, now time.Time, fresh bool, pre
 			continue
 		}
 		h := heldAddr{addr: a, since: now}
-		if fresh && sandboxKnown && sandboxSince.Before(now) {
-			h.since = sandboxSince
+		if sandboxKnown {
+			h.acquired = sandboxSince
+			if fresh && sandboxSince.Before(now) {
+				h.since = sandboxSince
+			}
 		}
 		switch {
 		case !ok:
@@ -465,23 +475,31 @@ func (s *Source) publish() {
 // changed, calls onChange after unlocking mu (Source must not hold a lock
 // that Entries takes while calling it).
 func (s *Source) publishLocked() {
+	// Of the owners that list one address, the one that got it last owns
+	// it. When that one is not known (two got it at the same time, or one
+	// at a time not known) none does, and neither when it is refused: an
+	// older owner would keep an address that is no longer its.
 	type candidate struct {
 		owner owners.Owner
-		since time.Time
+		heldAddr
+		listed  int  // owners that list the address
+		unknown bool // when one of them got it is not known
+		tie     bool // another got it when this one did
 	}
 	best := make(map[netip.Prefix]candidate, len(s.tenures))
 	offer := func(o owners.Owner, addrs []heldAddr) {
 		for _, h := range addrs {
-			if h.refused {
-				continue
-			}
 			p := netip.PrefixFrom(h.addr, h.addr.BitLen())
-			c, taken := best[p]
-			// The owner that got the address last wins; ties go to the
-			// greater ID, so that the choice does not depend on map order.
-			if !taken || h.since.After(c.since) || (h.since.Equal(c.since) && o.ID > c.owner.ID) {
-				best[p] = candidate{owner: o, since: h.since}
+			c := best[p]
+			c.listed++
+			c.unknown = c.unknown || h.acquired.IsZero()
+			switch {
+			case c.listed == 1 || h.acquired.After(c.acquired):
+				c.owner, c.heldAddr, c.tie = o, h, false
+			case h.acquired.Equal(c.acquired):
+				c.tie = true
 			}
+			best[p] = c
 		}
 	}
 	for _, rec := range s.pods {
@@ -493,6 +511,9 @@ func (s *Source) publishLocked() {
 	tenures := make(map[netip.Prefix]localowner.Tenure, len(best))
 	entries := make(map[netip.Prefix]owners.Owner, len(best))
 	for p, c := range best {
+		if c.refused || c.listed > 1 && (c.unknown || c.tie) {
+			continue
+		}
 		tenures[p] = localowner.Tenure{Owner: c.owner, Since: c.since}
 		entries[p] = c.owner
 	}

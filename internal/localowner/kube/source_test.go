@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -101,6 +102,77 @@ func TestTheNewerOfTwoPodsWithOneAddressOwnsIt(t *testing.T) {
 	)
 	h.start()
 	assert.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 91}}, h.tenures())
+}
+
+func TestAfterARelistTheNewerOfTwoPodsStillOwnsTheirAddress(t *testing.T) {
+	// uid-z sorts after uid-b: the order is the sandboxes', not the IDs'.
+	h := newHarness(t, Config{},
+		newPod("uid-z", "old", 10, []string{"10.1.0.5"}),
+		newPod("uid-b", "new", 90, []string{"10.1.0.5"}),
+	)
+	h.start()
+	w := h.watch("pods")
+	h.drainChanges()
+	require.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 91}}, h.tenures())
+
+	h.clock.Set(at(200))
+	h.do(func() { w.Stop() })
+	h.do(func() { h.watch("pods") }) // relisted at 200: both tenures start then
+	assert.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 200}}, h.tenures())
+}
+
+func TestAPodSeenAfterARelistTakesTheAddressFromTheOlderOne(t *testing.T) {
+	h := newHarness(t, Config{}, newPod("uid-z", "old", 10, []string{"10.1.0.5"}))
+	h.start()
+	w := h.watch("pods")
+	h.drainChanges()
+	h.clock.Set(at(200))
+	h.do(func() { w.Stop() })
+	h.do(func() { w = h.watch("pods") }) // relisted at 200: uid-z since 200
+
+	// uid-b's sandbox (198) is older than the relist, younger than uid-z's.
+	h.clock.Set(at(201))
+	h.do(func() {
+		w.Add(newPod("uid-b", "new", 197, []string{"10.1.0.5"}))
+		w.Add(newPod("uid-c", "other", 197, []string{"10.1.0.9"})) // a change to publish either way
+	})
+	assert.Equal(t, tenureAt{"uid-b", 198}, h.tenures()["10.1.0.5"])
+}
+
+func TestTwoPodsWithOneAddressInNoKnownOrderOwnNeither(t *testing.T) {
+	noCondition := func(p *corev1.Pod) { p.Status.Conditions = nil }
+	h := newHarness(t, Config{},
+		newPod("uid-a", "a", 40, []string{"10.1.0.5"}),
+		newPod("uid-b", "b", 40.5, []string{"10.1.0.5"}), // the same second
+		newPod("uid-c", "c", 0, []string{"10.1.0.6"}, noCondition),
+		newPod("uid-d", "d", 0, []string{"10.1.0.6"}, noCondition),
+		newPod("uid-e", "e", 0, []string{"10.1.0.7"}, noCondition),
+		newPod("uid-f", "f", 90, []string{"10.1.0.7"}), // uid-e may have got it later
+		newPod("uid-g", "g", 0, []string{"10.1.0.8"}, noCondition),
+	)
+	h.start()
+	w := h.watch("pods")
+	assert.Equal(t, map[string]tenureAt{"10.1.0.8": {"uid-g", 100}}, h.tenures())
+
+	h.clock.Set(at(110))
+	h.do(func() {
+		w.Delete(newPod("uid-a", "a", 40, []string{"10.1.0.5"}))
+	})
+	assert.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 41}, "10.1.0.8": {"uid-g", 100}}, h.tenures(),
+		"once the other lets it go")
+}
+
+func TestAnOlderPodLosesItsAddressToANewerRefusedOne(t *testing.T) {
+	big := func(p *corev1.Pod) {
+		p.Annotations = map[string]string{annotationServiceName: strings.Repeat("x", 2000)}
+	}
+	h := newHarness(t, Config{},
+		newPod("uid-a", "old", 10, []string{"10.1.0.5"}),
+		newPod("uid-b", "new", 90, []string{"10.1.0.5"}, big),
+	)
+	h.start()
+	assert.Empty(t, h.tenures())
+	assert.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge))
 }
 
 func TestWatchGapStopsEveryOwnerUntilListedAgain(t *testing.T) {
