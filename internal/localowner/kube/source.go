@@ -88,7 +88,8 @@ const initialSyncTimeout = 10 * time.Second
 // second, a pod without the condition) neither owns the address until one
 // of them lets it go: the address is unattributed rather than misattributed.
 //
-// A Service owns its cluster IPs from its creation until its deletion.
+// A Service owns its cluster IPs until its deletion: from its creation when
+// the watch shows it created, else from when the source first saw each.
 //
 // The source lists, then watches from the list's resource version. When a
 // watch ends, for whatever reason (the API server restarted or closed it,
@@ -96,7 +97,7 @@ const initialSyncTimeout = 10 * time.Second
 // after: the owners of that resource stop at once, and are published again
 // when it has been listed anew, from then on, however long they held
 // their addresses before. Only the first list after Start dates tenures
-// back to when the sandbox had its network, or the Service was created.
+// back to when the sandbox had its network.
 type Source struct {
 	cfg     Config
 	set     Settings
@@ -245,7 +246,7 @@ func (s *Source) Workload(id uint64) (owners.Owner, bool) {
 // records that replace the current ones once it is whole.
 type listing struct {
 	now      time.Time
-	fresh    bool // the first list since Start: tenures may be dated back
+	fresh    bool // the first list since Start: pod tenures may be dated back
 	pods     map[types.UID]*podRecord
 	services map[types.UID]*serviceRecord
 }
@@ -282,7 +283,7 @@ func (s *Source) addPod(l *listing, pod *corev1.Pod) {
 func (s *Source) addService(l *listing, svc *corev1.Service) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l.services[svc.UID] = s.serviceRecordLocked(svc, l.now, l.fresh, s.services[svc.UID])
+	l.services[svc.UID] = s.serviceRecordLocked(svc, l.now, false, s.services[svc.UID])
 }
 
 // commitList replaces the records of res with l's and publishes them.
@@ -417,14 +418,22 @@ func (s *Source) upsertService(svc *corev1.Service, now time.Time) {
 }
 
 // serviceRecordLocked returns the record of svc at now, given its previous
-// record prev. fresh allows dating a new address back to its creation.
-func (s *Source) serviceRecordLocked(svc *corev1.Service, now time.Time, fresh bool, prev *serviceRecord) *serviceRecord {
+// record prev; watched tells that svc comes from the watch.
+func (s *Source) serviceRecordLocked(svc *corev1.Service, now time.Time, watched bool, prev *serviceRecord) *serviceRecord {
 	owner, ok := s.builder.serviceOwner(svc)
 	rec := &serviceRecord{owner: owner}
 	var prevAddrs []heldAddr
 	if prev != nil {
 		prevAddrs = prev.addrs
 	}
+	// A Service not known in the watch was created after the list the
+	// watch started from, and its first event is the Service as created:
+	// its cluster IPs are those allocated then. A listed Service may have
+	// got one later (ExternalName to ClusterIP, single to dual stack), which
+	// it does not tell, so even the first list dates none back: the other
+	// nodes' collectors, which claim every Service too, cover the time
+	// before. A new address of a known Service is its from now on.
+	datable := watched && prev == nil && !svc.CreationTimestamp.IsZero()
 	created := svc.CreationTimestamp.Add(time.Second).Truncate(time.Second)
 	for _, a := range serviceAddresses(svc) {
 		if h, kept := findAddr(prevAddrs, a); kept {
@@ -432,8 +441,11 @@ func (s *Source) serviceRecordLocked(svc *corev1.Service, now time.Time, fresh b
 			continue
 		}
 		h := heldAddr{addr: a, since: now}
-		if fresh && !svc.CreationTimestamp.IsZero() && created.Before(now) {
-			h.since = created
+		if datable {
+			h.acquired = created
+			if created.Before(now) {
+				h.since = created
+			}
 		}
 		if !ok {
 			h.refused = true

@@ -242,34 +242,60 @@ func TestRestrictToPodCIDRsWithoutTheNodeRefusesAll(t *testing.T) {
 	assert.Equal(t, 1, h.count(h.refused, RefusedOutsidePodCIDRs))
 }
 
-func TestServicesOwnTheirClusterIPs(t *testing.T) {
-	svc := func(uid, name string, created float64, ips ...string) *corev1.Service {
-		s := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: typesUID(uid), CreationTimestamp: metav1.NewTime(at(created))},
-			Spec:       corev1.ServiceSpec{ClusterIPs: ips},
-		}
-		if len(ips) > 0 {
-			s.Spec.ClusterIP = ips[0]
-		}
-		return s
+// newService returns a Service of namespace shop created at created
+// seconds with the given cluster IPs.
+func newService(uid, name string, created float64, ips ...string) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: typesUID(uid), CreationTimestamp: metav1.NewTime(at(created))},
+		Spec:       corev1.ServiceSpec{ClusterIPs: ips},
 	}
-	h := newHarness(t, Config{Services: true}, svc("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"), svc("uid-h", "headless", 20, "None"))
+	if len(ips) > 0 {
+		s.Spec.ClusterIP = ips[0]
+	}
+	return s
+}
+
+func TestServicesOwnTheirClusterIPs(t *testing.T) {
+	h := newHarness(t, Config{Services: true}, newService("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"), newService("uid-h", "headless", 20, "None"))
 	h.start()
 	w := h.watch("services")
-	assert.Equal(t, map[string]tenureAt{"10.96.0.10": {"uid-s", 21}, "fd00:96::10": {"uid-s", 21}}, h.tenures())
+	assert.Equal(t, map[string]tenureAt{"10.96.0.10": {"uid-s", 100}, "fd00:96::10": {"uid-s", 100}}, h.tenures(),
+		"listed: from the list, as the Service may have got them after its creation")
 	o := h.ownerOf("10.96.0.10")
 	assert.Equal(t, "cart", attr(o, attrK8sServiceName))
 	assert.Equal(t, "shop", attr(o, attrNamespaceName))
 
 	h.clock.Set(at(130))
 	h.do(func() {
-		w.Add(svc("uid-t", "pay", 129.2, "10.96.0.11"))
+		w.Add(newService("uid-t", "pay", 129.2, "10.96.0.11"))
 	})
 	assert.Equal(t, tenureAt{"uid-t", 130}, h.tenures()["10.96.0.11"], "seen in the watch: from its creation, rounded up")
 
 	h.clock.Set(at(140))
 	h.do(func() {
-		w.Delete(svc("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"))
+		w.Delete(newService("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"))
 	})
 	assert.Equal(t, map[string]tenureAt{"10.96.0.11": {"uid-t", 130}}, h.tenures())
+}
+
+func TestAClusterIPAServiceGetsLaterIsItsFromThen(t *testing.T) {
+	ext := newService("uid-s", "cart", 20)
+	ext.Spec.Type, ext.Spec.ExternalName = corev1.ServiceTypeExternalName, "cart.example.com"
+	h := newHarness(t, Config{Services: true}, ext)
+	h.start()
+	w := h.watch("services")
+	require.Empty(t, h.tenures())
+
+	h.clock.Set(at(120))
+	h.do(func() {
+		w.Modify(newService("uid-s", "cart", 20, "10.96.0.77")) // ExternalName to ClusterIP
+		w.Add(newService("uid-t", "pay", 109.5, "10.96.0.78"))
+	})
+	assert.Equal(t, map[string]tenureAt{"10.96.0.77": {"uid-s", 120}, "10.96.0.78": {"uid-t", 110}}, h.tenures())
+
+	h.clock.Set(at(130))
+	h.do(func() {
+		w.Modify(newService("uid-t", "pay", 109.5, "10.96.0.78", "fd00:96::78")) // to dual stack
+	})
+	assert.Equal(t, map[string]tenureAt{"10.96.0.77": {"uid-s", 120}, "10.96.0.78": {"uid-t", 110}, "fd00:96::78": {"uid-t", 130}}, h.tenures())
 }
