@@ -41,8 +41,8 @@ const (
 // Telemetry counts what the source refuses, leaves out or misses; the
 // receiver passes its counters. Every field is required.
 type Telemetry struct {
-	// AddressRefused counts an address refused, once per pod or Service
-	// and address, by reason.
+	// AddressRefused counts an address refused, once per pod or Service,
+	// address and reason while it stays refused.
 	AddressRefused func(reason string)
 	// AttributesDropped counts extracted attributes left out of an owner
 	// because it would exceed the owner limits with them.
@@ -141,7 +141,7 @@ type heldAddr struct {
 	// orders owners that list one address, as since cannot: after a relist
 	// every since is the list's time.
 	acquired time.Time
-	refused  bool // counted as refused; not in the tenures
+	refused  string // why it is refused (counted), "" when it is not
 }
 
 var _ localowner.TimedSource = (*Source)(nil)
@@ -357,28 +357,39 @@ func (s *Source) podRecordLocked(pod *corev1.Pod, now time.Time, fresh bool, pre
 		return rec
 	}
 	for _, a := range podAddresses(pod) {
-		if h, kept := findAddr(prevAddrs(prev), a); kept {
-			rec.addrs = append(rec.addrs, h)
-			continue
-		}
-		h := heldAddr{addr: a, since: now}
-		if sandboxKnown {
-			h.acquired = sandboxSince
-			if fresh && sandboxSince.Before(now) {
-				h.since = sandboxSince
+		h, kept := findAddr(prevAddrs(prev), a)
+		if !kept {
+			h = heldAddr{addr: a, since: now}
+			if sandboxKnown {
+				h.acquired = sandboxSince
+				if fresh && sandboxSince.Before(now) {
+					h.since = sandboxSince
+				}
 			}
 		}
+		// Also for a kept address: an update may take the owner beyond
+		// the limits, or back within them.
 		switch {
 		case !ok:
-			h.refused = true
-			s.set.Telemetry.AddressRefused(RefusedOwnerTooLarge)
+			s.refuse(&h, RefusedOwnerTooLarge)
 		case !s.inPodCIDRsLocked(a):
-			h.refused = true
-			s.set.Telemetry.AddressRefused(RefusedOutsidePodCIDRs)
+			s.refuse(&h, RefusedOutsidePodCIDRs)
+		default:
+			s.refuse(&h, "")
 		}
 		rec.addrs = append(rec.addrs, h)
 	}
 	return rec
+}
+
+// refuse sets why h is refused, "" for not, counting a reason h did
+// not have: an address is counted once per owner, address and reason while
+// it stays refused.
+func (s *Source) refuse(h *heldAddr, reason string) {
+	if reason != "" && reason != h.refused {
+		s.set.Telemetry.AddressRefused(reason)
+	}
+	h.refused = reason
 }
 
 func prevAddrs(p *podRecord) []heldAddr {
@@ -435,22 +446,22 @@ func (s *Source) serviceRecordLocked(svc *corev1.Service, now time.Time, watched
 	// before. A new address of a known Service is its from now on.
 	datable := watched && prev == nil && !svc.CreationTimestamp.IsZero()
 	created := svc.CreationTimestamp.Add(time.Second).Truncate(time.Second)
+	reason := ""
+	if !ok {
+		reason = RefusedOwnerTooLarge
+	}
 	for _, a := range serviceAddresses(svc) {
-		if h, kept := findAddr(prevAddrs, a); kept {
-			rec.addrs = append(rec.addrs, h)
-			continue
-		}
-		h := heldAddr{addr: a, since: now}
-		if datable {
-			h.acquired = created
-			if created.Before(now) {
-				h.since = created
+		h, kept := findAddr(prevAddrs, a)
+		if !kept {
+			h = heldAddr{addr: a, since: now}
+			if datable {
+				h.acquired = created
+				if created.Before(now) {
+					h.since = created
+				}
 			}
 		}
-		if !ok {
-			h.refused = true
-			s.set.Telemetry.AddressRefused(RefusedOwnerTooLarge)
-		}
+		s.refuse(&h, reason)
 		rec.addrs = append(rec.addrs, h)
 	}
 	return rec
@@ -523,7 +534,7 @@ func (s *Source) publishLocked() {
 	tenures := make(map[netip.Prefix]localowner.Tenure, len(best))
 	entries := make(map[netip.Prefix]owners.Owner, len(best))
 	for p, c := range best {
-		if c.refused || c.listed > 1 && (c.unknown || c.tie) {
+		if c.refused != "" || c.listed > 1 && (c.unknown || c.tie) {
 			continue
 		}
 		tenures[p] = localowner.Tenure{Owner: c.owner, Since: c.since}

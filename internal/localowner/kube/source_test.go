@@ -163,12 +163,9 @@ func TestTwoPodsWithOneAddressInNoKnownOrderOwnNeither(t *testing.T) {
 }
 
 func TestAnOlderPodLosesItsAddressToANewerRefusedOne(t *testing.T) {
-	big := func(p *corev1.Pod) {
-		p.Annotations = map[string]string{annotationServiceName: strings.Repeat("x", 2000)}
-	}
 	h := newHarness(t, Config{},
 		newPod("uid-a", "old", 10, []string{"10.1.0.5"}),
-		newPod("uid-b", "new", 90, []string{"10.1.0.5"}, big),
+		newPod("uid-b", "new", 90, []string{"10.1.0.5"}, withOversizedServiceName),
 	)
 	h.start()
 	assert.Empty(t, h.tenures())
@@ -233,6 +230,49 @@ func TestRestrictToPodCIDRs(t *testing.T) {
 		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
 	})
 	assert.Equal(t, 2, h.count(h.refused, RefusedOutsidePodCIDRs), "an address is refused once, not at every update")
+}
+
+// withOversizedServiceName gives the pod a service.name beyond the default
+// owner limits.
+func withOversizedServiceName(p *corev1.Pod) {
+	p.Annotations = map[string]string{annotationServiceName: strings.Repeat("x", 2000)}
+}
+
+func TestAPodWhoseOwnerOutgrowsTheLimitsLosesItsAddresses(t *testing.T) {
+	h := newHarness(t, Config{}, newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
+	h.start()
+	w := h.watch("pods")
+	require.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-a", 11}}, h.tenures())
+
+	h.clock.Set(at(110))
+	h.do(func() {
+		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}, withOversizedServiceName))
+	})
+	assert.Empty(t, h.tenures(), "never an owner with no ID")
+	assert.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge))
+
+	h.clock.Set(at(111))
+	h.do(func() {
+		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}, withOversizedServiceName, withLabels("x", "y")))
+		w.Add(newPod("uid-c", "c", 10, []string{"10.1.0.9"})) // a change to publish
+	})
+	assert.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge), "counted once while refused")
+}
+
+func TestAPodWhoseOwnerFitsAgainClaimsItsAddresses(t *testing.T) {
+	h := newHarness(t, Config{}, newPod("uid-a", "a", 10, []string{"10.1.0.5"}, withOversizedServiceName))
+	h.start()
+	w := h.watch("pods")
+	require.Empty(t, h.tenures())
+	require.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge))
+
+	h.clock.Set(at(110))
+	h.do(func() {
+		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
+		w.Add(newPod("uid-c", "c", 10, []string{"10.1.0.9"})) // a change to publish either way
+	})
+	assert.Equal(t, tenureAt{"uid-a", 11}, h.tenures()["10.1.0.5"], "held since its sandbox")
+	assert.Equal(t, "a", attr(h.ownerOf("10.1.0.5"), attrServiceName))
 }
 
 func TestRestrictToPodCIDRsWithoutTheNodeRefusesAll(t *testing.T) {
