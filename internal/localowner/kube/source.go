@@ -41,8 +41,8 @@ const (
 // Telemetry counts what the source refuses, leaves out or misses; the
 // receiver passes its counters. Every field is required.
 type Telemetry struct {
-	// AddressRefused counts an address refused, once per pod or Service
-	// and address, by reason.
+	// AddressRefused counts an address refused, once per pod or Service,
+	// address and reason while it stays refused.
 	AddressRefused func(reason string)
 	// AttributesDropped counts extracted attributes left out of an owner
 	// because it would exceed the owner limits with them.
@@ -81,11 +81,15 @@ const initialSyncTimeout = 10 * time.Second
 // that condition false, or without the address. A terminating pod keeps
 // its addresses until then. hostNetwork pods own no address: they share
 // the node's (see Workload). Two pods that list one address at once (the
-// deletion of the one that left is not seen yet) yield the one that got it
-// last, dated from its sandbox, so that the processor sees both owners
-// for the time they overlap rather than the old one for the new one's.
+// deletion of the one that left is not seen yet) yield the one whose
+// sandbox had its network last, also after a relist, so that the processor
+// sees both owners for the time they overlap rather than the old one for
+// the new one's. When that order is not known (sandboxes of the same
+// second, a pod without the condition) neither owns the address until one
+// of them lets it go: the address is unattributed rather than misattributed.
 //
-// A Service owns its cluster IPs from its creation until its deletion.
+// A Service owns its cluster IPs until its deletion: from its creation when
+// the watch shows it created, else from when the source first saw each.
 //
 // The source lists, then watches from the list's resource version. When a
 // watch ends, for whatever reason (the API server restarted or closed it,
@@ -93,7 +97,7 @@ const initialSyncTimeout = 10 * time.Second
 // after: the owners of that resource stop at once, and are published again
 // when it has been listed anew, from then on, however long they held
 // their addresses before. Only the first list after Start dates tenures
-// back to when the sandbox had its network, or the Service was created.
+// back to when the sandbox had its network.
 type Source struct {
 	cfg     Config
 	set     Settings
@@ -131,9 +135,13 @@ type serviceRecord struct {
 
 // heldAddr is an address and when its tenure started.
 type heldAddr struct {
-	addr    netip.Addr
-	since   time.Time
-	refused bool // counted as refused; not in the tenures
+	addr  netip.Addr
+	since time.Time
+	// acquired is when the owner got the address, zero when not known; it
+	// orders owners that list one address, as since cannot: after a relist
+	// every since is the list's time.
+	acquired time.Time
+	refused  string // why it is refused (counted), "" when it is not
 }
 
 var _ localowner.TimedSource = (*Source)(nil)
@@ -238,7 +246,7 @@ func (s *Source) Workload(id uint64) (owners.Owner, bool) {
 // records that replace the current ones once it is whole.
 type listing struct {
 	now      time.Time
-	fresh    bool // the first list since Start: tenures may be dated back
+	fresh    bool // the first list since Start: pod tenures may be dated back
 	pods     map[types.UID]*podRecord
 	services map[types.UID]*serviceRecord
 }
@@ -275,7 +283,7 @@ func (s *Source) addPod(l *listing, pod *corev1.Pod) {
 func (s *Source) addService(l *listing, svc *corev1.Service) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l.services[svc.UID] = s.serviceRecordLocked(svc, l.now, l.fresh, s.services[svc.UID])
+	l.services[svc.UID] = s.serviceRecordLocked(svc, l.now, false, s.services[svc.UID])
 }
 
 // commitList replaces the records of res with l's and publishes them.
@@ -349,25 +357,39 @@ func (s *Source) podRecordLocked(pod *corev1.Pod, now time.Time, fresh bool, pre
 		return rec
 	}
 	for _, a := range podAddresses(pod) {
-		if h, kept := findAddr(prevAddrs(prev), a); kept {
-			rec.addrs = append(rec.addrs, h)
-			continue
+		h, kept := findAddr(prevAddrs(prev), a)
+		if !kept {
+			h = heldAddr{addr: a, since: now}
+			if sandboxKnown {
+				h.acquired = sandboxSince
+				if fresh && sandboxSince.Before(now) {
+					h.since = sandboxSince
+				}
+			}
 		}
-		h := heldAddr{addr: a, since: now}
-		if fresh && sandboxKnown && sandboxSince.Before(now) {
-			h.since = sandboxSince
-		}
+		// Also for a kept address: an update may take the owner beyond
+		// the limits, or back within them.
 		switch {
 		case !ok:
-			h.refused = true
-			s.set.Telemetry.AddressRefused(RefusedOwnerTooLarge)
+			s.refuse(&h, RefusedOwnerTooLarge)
 		case !s.inPodCIDRsLocked(a):
-			h.refused = true
-			s.set.Telemetry.AddressRefused(RefusedOutsidePodCIDRs)
+			s.refuse(&h, RefusedOutsidePodCIDRs)
+		default:
+			s.refuse(&h, "")
 		}
 		rec.addrs = append(rec.addrs, h)
 	}
 	return rec
+}
+
+// refuse sets why h is refused, "" for not, counting a reason h did
+// not have: an address is counted once per owner, address and reason while
+// it stays refused.
+func (s *Source) refuse(h *heldAddr, reason string) {
+	if reason != "" && reason != h.refused {
+		s.set.Telemetry.AddressRefused(reason)
+	}
+	h.refused = reason
 }
 
 func prevAddrs(p *podRecord) []heldAddr {
@@ -407,28 +429,39 @@ func (s *Source) upsertService(svc *corev1.Service, now time.Time) {
 }
 
 // serviceRecordLocked returns the record of svc at now, given its previous
-// record prev. fresh allows dating a new address back to its creation.
-func (s *Source) serviceRecordLocked(svc *corev1.Service, now time.Time, fresh bool, prev *serviceRecord) *serviceRecord {
+// record prev; watched tells that svc comes from the watch.
+func (s *Source) serviceRecordLocked(svc *corev1.Service, now time.Time, watched bool, prev *serviceRecord) *serviceRecord {
 	owner, ok := s.builder.serviceOwner(svc)
 	rec := &serviceRecord{owner: owner}
 	var prevAddrs []heldAddr
 	if prev != nil {
 		prevAddrs = prev.addrs
 	}
+	// A Service not known in the watch was created after the list the
+	// watch started from, and its first event is the Service as created:
+	// its cluster IPs are those allocated then. A listed Service may have
+	// got one later (ExternalName to ClusterIP, single to dual stack), which
+	// it does not tell, so even the first list dates none back: the other
+	// nodes' collectors, which claim every Service too, cover the time
+	// before. A new address of a known Service is its from now on.
+	datable := watched && prev == nil && !svc.CreationTimestamp.IsZero()
 	created := svc.CreationTimestamp.Add(time.Second).Truncate(time.Second)
+	reason := ""
+	if !ok {
+		reason = RefusedOwnerTooLarge
+	}
 	for _, a := range serviceAddresses(svc) {
-		if h, kept := findAddr(prevAddrs, a); kept {
-			rec.addrs = append(rec.addrs, h)
-			continue
+		h, kept := findAddr(prevAddrs, a)
+		if !kept {
+			h = heldAddr{addr: a, since: now}
+			if datable {
+				h.acquired = created
+				if created.Before(now) {
+					h.since = created
+				}
+			}
 		}
-		h := heldAddr{addr: a, since: now}
-		if fresh && !svc.CreationTimestamp.IsZero() && created.Before(now) {
-			h.since = created
-		}
-		if !ok {
-			h.refused = true
-			s.set.Telemetry.AddressRefused(RefusedOwnerTooLarge)
-		}
+		s.refuse(&h, reason)
 		rec.addrs = append(rec.addrs, h)
 	}
 	return rec
@@ -465,23 +498,31 @@ func (s *Source) publish() {
 // changed, calls onChange after unlocking mu (Source must not hold a lock
 // that Entries takes while calling it).
 func (s *Source) publishLocked() {
+	// Of the owners that list one address, the one that got it last owns
+	// it. When that one is not known (two got it at the same time, or one
+	// at a time not known) none does, and neither when it is refused: an
+	// older owner would keep an address that is no longer its.
 	type candidate struct {
 		owner owners.Owner
-		since time.Time
+		heldAddr
+		listed  int  // owners that list the address
+		unknown bool // when one of them got it is not known
+		tie     bool // another got it when this one did
 	}
 	best := make(map[netip.Prefix]candidate, len(s.tenures))
 	offer := func(o owners.Owner, addrs []heldAddr) {
 		for _, h := range addrs {
-			if h.refused {
-				continue
-			}
 			p := netip.PrefixFrom(h.addr, h.addr.BitLen())
-			c, taken := best[p]
-			// The owner that got the address last wins; ties go to the
-			// greater ID, so that the choice does not depend on map order.
-			if !taken || h.since.After(c.since) || (h.since.Equal(c.since) && o.ID > c.owner.ID) {
-				best[p] = candidate{owner: o, since: h.since}
+			c := best[p]
+			c.listed++
+			c.unknown = c.unknown || h.acquired.IsZero()
+			switch {
+			case c.listed == 1 || h.acquired.After(c.acquired):
+				c.owner, c.heldAddr, c.tie = o, h, false
+			case h.acquired.Equal(c.acquired):
+				c.tie = true
 			}
+			best[p] = c
 		}
 	}
 	for _, rec := range s.pods {
@@ -493,6 +534,9 @@ func (s *Source) publishLocked() {
 	tenures := make(map[netip.Prefix]localowner.Tenure, len(best))
 	entries := make(map[netip.Prefix]owners.Owner, len(best))
 	for p, c := range best {
+		if c.refused != "" || c.listed > 1 && (c.unknown || c.tie) {
+			continue
+		}
 		tenures[p] = localowner.Tenure{Owner: c.owner, Since: c.since}
 		entries[p] = c.owner
 	}

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -103,6 +104,74 @@ func TestTheNewerOfTwoPodsWithOneAddressOwnsIt(t *testing.T) {
 	assert.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 91}}, h.tenures())
 }
 
+func TestAfterARelistTheNewerOfTwoPodsStillOwnsTheirAddress(t *testing.T) {
+	// uid-z sorts after uid-b: the order is the sandboxes', not the IDs'.
+	h := newHarness(t, Config{},
+		newPod("uid-z", "old", 10, []string{"10.1.0.5"}),
+		newPod("uid-b", "new", 90, []string{"10.1.0.5"}),
+	)
+	h.start()
+	w := h.watch("pods")
+	h.drainChanges()
+	require.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 91}}, h.tenures())
+
+	h.clock.Set(at(200))
+	h.do(func() { w.Stop() })
+	h.do(func() { h.watch("pods") }) // relisted at 200: both tenures start then
+	assert.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 200}}, h.tenures())
+}
+
+func TestAPodSeenAfterARelistTakesTheAddressFromTheOlderOne(t *testing.T) {
+	h := newHarness(t, Config{}, newPod("uid-z", "old", 10, []string{"10.1.0.5"}))
+	h.start()
+	w := h.watch("pods")
+	h.drainChanges()
+	h.clock.Set(at(200))
+	h.do(func() { w.Stop() })
+	h.do(func() { w = h.watch("pods") }) // relisted at 200: uid-z since 200
+
+	// uid-b's sandbox (198) is older than the relist, younger than uid-z's.
+	h.clock.Set(at(201))
+	h.do(func() {
+		w.Add(newPod("uid-b", "new", 197, []string{"10.1.0.5"}))
+		w.Add(newPod("uid-c", "other", 197, []string{"10.1.0.9"})) // a change to publish either way
+	})
+	assert.Equal(t, tenureAt{"uid-b", 198}, h.tenures()["10.1.0.5"])
+}
+
+func TestTwoPodsWithOneAddressInNoKnownOrderOwnNeither(t *testing.T) {
+	noCondition := func(p *corev1.Pod) { p.Status.Conditions = nil }
+	h := newHarness(t, Config{},
+		newPod("uid-a", "a", 40, []string{"10.1.0.5"}),
+		newPod("uid-b", "b", 40.5, []string{"10.1.0.5"}), // the same second
+		newPod("uid-c", "c", 0, []string{"10.1.0.6"}, noCondition),
+		newPod("uid-d", "d", 0, []string{"10.1.0.6"}, noCondition),
+		newPod("uid-e", "e", 0, []string{"10.1.0.7"}, noCondition),
+		newPod("uid-f", "f", 90, []string{"10.1.0.7"}), // uid-e may have got it later
+		newPod("uid-g", "g", 0, []string{"10.1.0.8"}, noCondition),
+	)
+	h.start()
+	w := h.watch("pods")
+	assert.Equal(t, map[string]tenureAt{"10.1.0.8": {"uid-g", 100}}, h.tenures())
+
+	h.clock.Set(at(110))
+	h.do(func() {
+		w.Delete(newPod("uid-a", "a", 40, []string{"10.1.0.5"}))
+	})
+	assert.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-b", 41}, "10.1.0.8": {"uid-g", 100}}, h.tenures(),
+		"once the other lets it go")
+}
+
+func TestAnOlderPodLosesItsAddressToANewerRefusedOne(t *testing.T) {
+	h := newHarness(t, Config{},
+		newPod("uid-a", "old", 10, []string{"10.1.0.5"}),
+		newPod("uid-b", "new", 90, []string{"10.1.0.5"}, withOversizedServiceName),
+	)
+	h.start()
+	assert.Empty(t, h.tenures())
+	assert.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge))
+}
+
 func TestWatchGapStopsEveryOwnerUntilListedAgain(t *testing.T) {
 	h := newHarness(t, Config{}, newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
 	h.start()
@@ -163,6 +232,49 @@ func TestRestrictToPodCIDRs(t *testing.T) {
 	assert.Equal(t, 2, h.count(h.refused, RefusedOutsidePodCIDRs), "an address is refused once, not at every update")
 }
 
+// withOversizedServiceName gives the pod a service.name beyond the default
+// owner limits.
+func withOversizedServiceName(p *corev1.Pod) {
+	p.Annotations = map[string]string{annotationServiceName: strings.Repeat("x", 2000)}
+}
+
+func TestAPodWhoseOwnerOutgrowsTheLimitsLosesItsAddresses(t *testing.T) {
+	h := newHarness(t, Config{}, newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
+	h.start()
+	w := h.watch("pods")
+	require.Equal(t, map[string]tenureAt{"10.1.0.5": {"uid-a", 11}}, h.tenures())
+
+	h.clock.Set(at(110))
+	h.do(func() {
+		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}, withOversizedServiceName))
+	})
+	assert.Empty(t, h.tenures(), "never an owner with no ID")
+	assert.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge))
+
+	h.clock.Set(at(111))
+	h.do(func() {
+		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}, withOversizedServiceName, withLabels("x", "y")))
+		w.Add(newPod("uid-c", "c", 10, []string{"10.1.0.9"})) // a change to publish
+	})
+	assert.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge), "counted once while refused")
+}
+
+func TestAPodWhoseOwnerFitsAgainClaimsItsAddresses(t *testing.T) {
+	h := newHarness(t, Config{}, newPod("uid-a", "a", 10, []string{"10.1.0.5"}, withOversizedServiceName))
+	h.start()
+	w := h.watch("pods")
+	require.Empty(t, h.tenures())
+	require.Equal(t, 1, h.count(h.refused, RefusedOwnerTooLarge))
+
+	h.clock.Set(at(110))
+	h.do(func() {
+		w.Modify(newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
+		w.Add(newPod("uid-c", "c", 10, []string{"10.1.0.9"})) // a change to publish either way
+	})
+	assert.Equal(t, tenureAt{"uid-a", 11}, h.tenures()["10.1.0.5"], "held since its sandbox")
+	assert.Equal(t, "a", attr(h.ownerOf("10.1.0.5"), attrServiceName))
+}
+
 func TestRestrictToPodCIDRsWithoutTheNodeRefusesAll(t *testing.T) {
 	h := newHarness(t, Config{RestrictToPodCIDRs: true}, newPod("uid-a", "a", 10, []string{"10.1.0.5"}))
 	h.start()
@@ -170,34 +282,60 @@ func TestRestrictToPodCIDRsWithoutTheNodeRefusesAll(t *testing.T) {
 	assert.Equal(t, 1, h.count(h.refused, RefusedOutsidePodCIDRs))
 }
 
-func TestServicesOwnTheirClusterIPs(t *testing.T) {
-	svc := func(uid, name string, created float64, ips ...string) *corev1.Service {
-		s := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: typesUID(uid), CreationTimestamp: metav1.NewTime(at(created))},
-			Spec:       corev1.ServiceSpec{ClusterIPs: ips},
-		}
-		if len(ips) > 0 {
-			s.Spec.ClusterIP = ips[0]
-		}
-		return s
+// newService returns a Service of namespace shop created at created
+// seconds with the given cluster IPs.
+func newService(uid, name string, created float64, ips ...string) *corev1.Service {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: typesUID(uid), CreationTimestamp: metav1.NewTime(at(created))},
+		Spec:       corev1.ServiceSpec{ClusterIPs: ips},
 	}
-	h := newHarness(t, Config{Services: true}, svc("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"), svc("uid-h", "headless", 20, "None"))
+	if len(ips) > 0 {
+		s.Spec.ClusterIP = ips[0]
+	}
+	return s
+}
+
+func TestServicesOwnTheirClusterIPs(t *testing.T) {
+	h := newHarness(t, Config{Services: true}, newService("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"), newService("uid-h", "headless", 20, "None"))
 	h.start()
 	w := h.watch("services")
-	assert.Equal(t, map[string]tenureAt{"10.96.0.10": {"uid-s", 21}, "fd00:96::10": {"uid-s", 21}}, h.tenures())
+	assert.Equal(t, map[string]tenureAt{"10.96.0.10": {"uid-s", 100}, "fd00:96::10": {"uid-s", 100}}, h.tenures(),
+		"listed: from the list, as the Service may have got them after its creation")
 	o := h.ownerOf("10.96.0.10")
 	assert.Equal(t, "cart", attr(o, attrK8sServiceName))
 	assert.Equal(t, "shop", attr(o, attrNamespaceName))
 
 	h.clock.Set(at(130))
 	h.do(func() {
-		w.Add(svc("uid-t", "pay", 129.2, "10.96.0.11"))
+		w.Add(newService("uid-t", "pay", 129.2, "10.96.0.11"))
 	})
 	assert.Equal(t, tenureAt{"uid-t", 130}, h.tenures()["10.96.0.11"], "seen in the watch: from its creation, rounded up")
 
 	h.clock.Set(at(140))
 	h.do(func() {
-		w.Delete(svc("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"))
+		w.Delete(newService("uid-s", "cart", 20, "10.96.0.10", "fd00:96::10"))
 	})
 	assert.Equal(t, map[string]tenureAt{"10.96.0.11": {"uid-t", 130}}, h.tenures())
+}
+
+func TestAClusterIPAServiceGetsLaterIsItsFromThen(t *testing.T) {
+	ext := newService("uid-s", "cart", 20)
+	ext.Spec.Type, ext.Spec.ExternalName = corev1.ServiceTypeExternalName, "cart.example.com"
+	h := newHarness(t, Config{Services: true}, ext)
+	h.start()
+	w := h.watch("services")
+	require.Empty(t, h.tenures())
+
+	h.clock.Set(at(120))
+	h.do(func() {
+		w.Modify(newService("uid-s", "cart", 20, "10.96.0.77")) // ExternalName to ClusterIP
+		w.Add(newService("uid-t", "pay", 109.5, "10.96.0.78"))
+	})
+	assert.Equal(t, map[string]tenureAt{"10.96.0.77": {"uid-s", 120}, "10.96.0.78": {"uid-t", 110}}, h.tenures())
+
+	h.clock.Set(at(130))
+	h.do(func() {
+		w.Modify(newService("uid-t", "pay", 109.5, "10.96.0.78", "fd00:96::78")) // to dual stack
+	})
+	assert.Equal(t, map[string]tenureAt{"10.96.0.77": {"uid-s", 120}, "10.96.0.78": {"uid-t", 110}, "fd00:96::78": {"uid-t", 130}}, h.tenures())
 }
