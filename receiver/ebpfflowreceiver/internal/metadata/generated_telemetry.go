@@ -220,7 +220,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EbpfflowKubernetesAddressesRefused, err = builder.meter.Int64Counter(
 		"otelcol_ebpfflow_kubernetes_addresses_refused",
-		metric.WithDescription("Addresses the kubernetes ownership source refused to name an owner for, once per pod or Service and address, by reason (outside_pod_cidrs for a pod address outside the node's spec.podCIDRs with restrict_to_pod_cidrs, owner_too_large for a pod or Service beyond ownership.owner_limits without any extracted attribute). [Alpha]"),
+		metric.WithDescription("Addresses the kubernetes ownership source refused to name an owner for, counted when a pod's or Service's address becomes refused or its reason changes, by reason (outside_pod_cidrs for a pod address outside the node's spec.podCIDRs with restrict_to_pod_cidrs, owner_too_large for a pod or Service beyond ownership.owner_limits without any extracted attribute). [Alpha]"),
 		metric.WithUnit("{address}"),
 	)
 	errs = errors.Join(errs, err)

@@ -152,7 +152,7 @@ func AssertEqualEbpfflowKernelRecursionMisses(t *testing.T, tt *componenttest.Te
 func AssertEqualEbpfflowKubernetesAddressesRefused(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_ebpfflow_kubernetes_addresses_refused",
-		Description: "Addresses the kubernetes ownership source refused to name an owner for, once per pod or Service and address, by reason (outside_pod_cidrs for a pod address outside the node's spec.podCIDRs with restrict_to_pod_cidrs, owner_too_large for a pod or Service beyond ownership.owner_limits without any extracted attribute). [Alpha]",
+		Description: "Addresses the kubernetes ownership source refused to name an owner for, counted when a pod's or Service's address becomes refused or its reason changes, by reason (outside_pod_cidrs for a pod address outside the node's spec.podCIDRs with restrict_to_pod_cidrs, owner_too_large for a pod or Service beyond ownership.owner_limits without any extracted attribute). [Alpha]",
 		Unit:        "{address}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
