@@ -360,6 +360,12 @@ func TestChartNodeConfig(t *testing.T) {
 	assert.Equal(t, "none", procs["ownership"].(map[string]any)["sender_identity"])
 	assert.Equal(t, "certificate", procs["ownership/peers"].(map[string]any)["sender_identity"])
 	assert.Equal(t, "ownership", procs["ownership/peers"].(map[string]any)["store"])
+	// The workload ranges are store-level settings: in both processors of
+	// the store, so that a peer outside them is external at once.
+	for _, p := range []string{"ownership", "ownership/peers"} {
+		assert.Equal(t, defaultWorkloadCIDRs, procs[p].(map[string]any)["workload_cidrs"], p)
+		assert.Equal(t, true, procs[p].(map[string]any)["workload_host_addresses"], p)
+	}
 
 	exps := cfg["exporters"].(map[string]any)
 	for i, peer := range []string{"10.0.0.1:14317", "10.0.0.2:14317"} {
@@ -374,6 +380,31 @@ func TestChartNodeConfig(t *testing.T) {
 	cfg = agentConfig(t, render(t, nodeDefault))
 	assert.NotContains(t, cfg["receivers"], "otlp/claims")
 	assert.Equal(t, []any{"debug"}, cfg["service"].(map[string]any)["pipelines"].(map[string]any)["logs/flows"].(map[string]any)["exporters"])
+}
+
+// defaultWorkloadCIDRs is ownership.workloadCIDRs' default: the private
+// ranges of config/default.yaml.
+var defaultWorkloadCIDRs = []any{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
+
+// TestChartGatewayConfig: the gateways' two processors sharing the store
+// get the same workload ranges, and ownership.workloadCIDRs replaces them.
+func TestChartGatewayConfig(t *testing.T) {
+	procs := func(sets []string) map[string]any {
+		var cm corev1.ConfigMap
+		render(t, sets).get(t, "ConfigMap", release+"-flowattr-gateway", &cm)
+		var cfg map[string]any
+		require.NoError(t, yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg))
+		return cfg["processors"].(map[string]any)
+	}
+	p := procs(gatewayKafka)
+	for _, name := range []string{"ownership", "ownership/topic"} {
+		assert.Equal(t, defaultWorkloadCIDRs, p[name].(map[string]any)["workload_cidrs"], name)
+	}
+	p = procs(append(slices.Clone(gatewayKafka), "ownership.workloadCIDRs={10.0.0.0/8,203.0.113.0/24}", "ownership.workloadHostAddresses=false"))
+	for _, name := range []string{"ownership", "ownership/topic"} {
+		assert.Equal(t, []any{"10.0.0.0/8", "203.0.113.0/24"}, p[name].(map[string]any)["workload_cidrs"], name)
+		assert.Equal(t, false, p[name].(map[string]any)["workload_host_addresses"], name)
+	}
 }
 
 // TestChartRefusesBadValues: values that cannot work fail the install with

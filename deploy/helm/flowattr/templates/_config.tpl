@@ -100,6 +100,11 @@ merge_gap: {{ .Values.ownership.mergeGap }}
 clock_skew: {{ .Values.ownership.clockSkew }}
 retention: {{ .Values.ownership.retention }}
 max_keys: {{ .Values.ownership.maxKeys }}
+{{- with .Values.ownership.workloadCIDRs }}
+workload_cidrs:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+workload_host_addresses: {{ .Values.ownership.workloadHostAddresses }}
 {{- with .Values.ownership.senders }}
 senders:
   {{- toYaml . | nindent 2 }}
