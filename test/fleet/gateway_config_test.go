@@ -2,10 +2,12 @@ package fleet
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/owners"
 )
 
 // TestGatewayExternalPeerNotHeld: gateway.yaml's workload_cidrs are the
@@ -32,5 +34,44 @@ processors:
 	}
 	if took >= 20*time.Second {
 		t.Errorf("the flow came out after %s, max_wait: it was held", took)
+	}
+}
+
+// TestGatewaySendersAsDocumented: senders as values.yaml and
+// docs/kubernetes.md show them, each node its pod CIDR, the Service CIDR
+// and its own address, accept the claims a node makes for a Service's
+// cluster IP and for its own address, so flows to both are attributed.
+// (After the review's TestReviewSendersPodCIDRRejectsServiceClaims.)
+func TestGatewaySendersAsDocumented(t *testing.T) {
+	senders := `
+    senders:
+      agent-a: [10.244.1.0/24, 10.96.0.0/12, 192.168.10.11/32]
+`
+	tier := startGatewayTier(t, `
+processors:
+  ownership:
+    max_wait: 5s`+senders+`
+  ownership/topic:
+    max_wait: 5s`+senders+`
+  ownership/claims-out:`+senders, "gateway-1")
+	g1 := tier.gateways[0]
+	to := dialAgent(t, g1.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-a")))
+	ctx := context.Background()
+	now := time.Now()
+	svc, node := netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("192.168.10.11")
+	must(t, to.send(ctx, claims(
+		flowschema.Claim{Address: svc, Owner: owners.Owner{ID: "svc-uid"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-a"},
+		flowschema.Claim{Address: node, Owner: owners.Owner{ID: "node-a"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-a"},
+	)), "claims")
+	must(t, to.send(ctx, flows(
+		syntheticFlow{name: "to-svc", local: "10.244.1.5", localOwner: "frontend", peer: svc.String(), start: now.Add(-5 * time.Second)},
+		syntheticFlow{name: "to-node", local: "10.244.1.5", localOwner: "frontend", peer: node.String(), start: now.Add(-5 * time.Second)},
+	)), "flows")
+	got := waitForCases(t, tier.sink, 30*time.Second, "to-svc", "to-node")
+	for name, want := range map[string]string{"to-svc": "svc-uid", "to-node": "node-a"} {
+		r := got[name]
+		if st, id := r.Str(flowschema.AttrPeerAttributionStatus), r.Str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix); st != "attributed" || id != want {
+			t.Errorf("%s: status %q owner %q (reason %q), want attributed to %q", name, st, id, r.Str(flowschema.AttrPeerAttributionReason), want)
+		}
 	}
 }

@@ -73,7 +73,7 @@ var (
 		"node.peers={10.0.0.1:14317,10.0.0.2:14317}", "tls.secretName=flowattr-tls",
 		"flows.endpoint=otel-gateway.observability:4317", "flows.tls.insecure=true",
 		"receiver.nat.serviceCIDRs={10.96.0.0/12}", "receiver.kubernetes.extract.labels[0].key=team",
-		"ownership.senders.node-a={10.244.1.0/24}",
+		"ownership.senders.node-a={10.244.1.0/24,10.96.0.0/12,192.168.10.11/32}",
 	}
 	nodeMinimalRBAC = []string{"receiver.kubernetes.services=false", "receiver.kubernetes.restrictToPodCIDRs=false"}
 	gatewayKafka    = []string{
