@@ -354,7 +354,11 @@ func TestChartNodeConfig(t *testing.T) {
 	assert.Equal(t, true, kube["enabled"])
 	assert.Equal(t, "/host/sys/fs/cgroup", kube["cgroup_root"])
 	assert.Equal(t, []any{"10.96.0.0/12"}, ebpf["nat"].(map[string]any)["service_cidrs"])
-	assert.Equal(t, "${env:K8S_POD_IP}:14317", recv["otlp/claims"].(map[string]any)["protocols"].(map[string]any)["grpc"].(map[string]any)["endpoint"])
+	grpc := recv["otlp/claims"].(map[string]any)["protocols"].(map[string]any)["grpc"].(map[string]any)
+	assert.Equal(t, "${env:K8S_POD_IP}:14317", grpc["endpoint"])
+	// Rotated certificates and CA are read again.
+	assert.Equal(t, "1m", grpc["tls"].(map[string]any)["reload_interval"])
+	assert.Equal(t, true, grpc["tls"].(map[string]any)["client_ca_file_reload"])
 
 	procs := cfg["processors"].(map[string]any)
 	assert.Equal(t, "none", procs["ownership"].(map[string]any)["sender_identity"])
@@ -372,6 +376,7 @@ func TestChartNodeConfig(t *testing.T) {
 		e := exps["otlp_grpc/peer-"+string(rune('1'+i))].(map[string]any)
 		assert.Equal(t, peer, e["endpoint"])
 		assert.Equal(t, "/etc/flowattr/tls/tls.crt", e["tls"].(map[string]any)["cert_file"])
+		assert.Equal(t, "1m", e["tls"].(map[string]any)["reload_interval"])
 	}
 	pipes := cfg["service"].(map[string]any)["pipelines"].(map[string]any)
 	assert.Equal(t, []any{"otlp_grpc/peer-1", "otlp_grpc/peer-2"}, pipes["logs/claims-out"].(map[string]any)["exporters"])

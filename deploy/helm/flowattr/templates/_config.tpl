@@ -5,18 +5,30 @@ The collector configurations, after testdata/fleet/{node,agent,gateway}.yaml
 
 {{- define "flowattr.tlsDir" -}}/etc/flowattr/tls{{- end }}
 
-{{/* The TLS settings of a client that presents this collector's certificate. */}}
+{{/*
+The TLS settings of a client that presents this collector's certificate.
+The certificate and key are read again every tls.reloadInterval, at the
+next handshake, so that rotated files are used; ca_file is read once.
+*/}}
 {{- define "flowattr.tlsClient" -}}
 ca_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.caFile | quote }}
 cert_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.certFile | quote }}
 key_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.keyFile | quote }}
+reload_interval: {{ .Values.tls.reloadInterval }}
 {{- end }}
 
-{{/* The TLS settings of a server that requires a client certificate from the CA. */}}
+{{/*
+The TLS settings of a server that requires a client certificate from the
+CA. The certificate and key are read again every tls.reloadInterval, and
+the CA file whenever it changes (checked at most once a second, at
+handshakes).
+*/}}
 {{- define "flowattr.tlsServer" -}}
 cert_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.certFile | quote }}
 key_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.keyFile | quote }}
+reload_interval: {{ .Values.tls.reloadInterval }}
 client_ca_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.caFile | quote }}
+client_ca_file_reload: true
 {{- end }}
 
 {{- define "flowattr.healthCheck" -}}
