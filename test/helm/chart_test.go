@@ -385,6 +385,8 @@ func TestChartNodeConfig(t *testing.T) {
 	cfg = agentConfig(t, render(t, nodeDefault))
 	assert.NotContains(t, cfg["receivers"], "otlp/claims")
 	assert.Equal(t, []any{"debug"}, cfg["service"].(map[string]any)["pipelines"].(map[string]any)["logs/flows"].(map[string]any)["exporters"])
+	// normal: one line per record with its attributes, as NOTES.txt says.
+	assert.Equal(t, "normal", cfg["exporters"].(map[string]any)["debug"].(map[string]any)["verbosity"])
 }
 
 // defaultWorkloadCIDRs is ownership.workloadCIDRs' default: the private

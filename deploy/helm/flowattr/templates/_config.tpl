@@ -69,8 +69,9 @@ otlp_grpc/flows:
   retry_on_failure:
     enabled: true
 {{- else }}
+# One line per flow record: its attributes, the peer's owner among them.
 debug:
-  verbosity: basic
+  verbosity: normal
 {{- end }}
 {{- end }}
 
