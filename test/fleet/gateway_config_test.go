@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
+	"github.com/flowattr/flowattr/test/internal/collectortest"
 )
 
 // TestGatewayExternalPeerNotHeld: gateway.yaml's workload_cidrs are the
@@ -113,5 +115,75 @@ receivers:
 	}
 	if !eventually(10*time.Second, 200*time.Millisecond, func() bool { return bytes.Equal(served(), blk.Bytes) }) {
 		t.Errorf("the gateway still serves the certificate it loaded at start 10 s after the files were rotated")
+	}
+}
+
+// TestGatewayRestartReplaysTopic: a gateway that restarts under the same
+// name (a restarted container of the same pod) consumes the topic in a new
+// consumer group (gateway.yaml's group_id ends in a UUID read at start),
+// so it reads the topic from the earliest offset and attributes a flow
+// towards an address claimed before the restart. With a group that
+// committed offsets it would resume after them, and the claim would be
+// missing. (After the review's TestReviewGatewayRestartReplaysTopic.)
+func TestGatewayRestartReplaysTopic(t *testing.T) {
+	overlay := `
+processors:
+  ownership:
+    max_wait: 5s
+  ownership/topic:
+    max_wait: 5s
+`
+	tier := startGatewayTier(t, overlay, "gateway-1")
+	g1 := tier.gateways[0]
+	ctx := context.Background()
+	now := time.Now()
+	checkout := netip.MustParseAddr("10.1.0.7")
+	to := dialAgent(t, g1.agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-a")))
+	must(t, to.send(ctx, claims(flowschema.Claim{Address: checkout, Owner: owners.Owner{ID: "checkout"}, Start: now.Add(-10 * time.Second), End: now, Sender: "agent-a"})), "claim")
+	// Applied by logs/flows and logs/claims-out, then read back from the
+	// topic (logs/claims-in), whose offset the receiver then commits.
+	if !eventually(30*time.Second, 200*time.Millisecond, func() bool {
+		return collectortest.MetricSum(g1.col.Metrics(t, g1.metricsAddr), "otelcol_processor_ownership_claims_applied") >= 3
+	}) {
+		t.Fatalf("claim never read back from the topic")
+	}
+	time.Sleep(2 * time.Second)
+	g1.col.Stop(t)
+
+	// The same name, as a restarted container of the same pod has.
+	overlayFile := filepath.Join(t.TempDir(), "overlay.yaml")
+	must(t, os.WriteFile(overlayFile, []byte(overlay), 0o600), "overlay")
+	cert := tier.ca.Issue(t, "gateway-1", net.ParseIP("127.0.0.1"))
+	health := loopbackAddr(collectortest.FreePort(t))
+	metrics := loopbackAddr(collectortest.FreePort(t))
+	_, metricsPort, _ := net.SplitHostPort(metrics)
+	agentAddr := loopbackAddr(collectortest.FreePort(t))
+	col := collectortest.Start(t, collectortest.Options{
+		Name:    "gateway-1 restarted",
+		Configs: []string{configPath(t, "gateway.yaml"), overlayFile},
+		Env: map[string]string{
+			"FLOWATTR_GATEWAY_NAME":    "gateway-1",
+			"FLOWATTR_AGENT_ENDPOINT":  agentAddr,
+			"FLOWATTR_KAFKA_BROKERS":   tier.kafka.ListenAddrs()[0],
+			"FLOWATTR_TLS_CA":          tier.ca.File,
+			"FLOWATTR_TLS_CERT":        cert.CertFile,
+			"FLOWATTR_TLS_KEY":         cert.KeyFile,
+			"FLOWATTR_FLOWS_ENDPOINT":  tier.sink.Addr.String(),
+			"FLOWATTR_HEALTH_ENDPOINT": health,
+			"FLOWATTR_METRICS_PORT":    metricsPort,
+		},
+	})
+	col.WaitReady(t, health)
+	if !eventually(30*time.Second, 200*time.Millisecond, func() bool {
+		return collectortest.MetricSum(col.Metrics(t, metrics), "otelcol_processor_ownership_claims_applied") >= 1
+	}) {
+		t.Errorf("the restarted gateway applied no claim from the topic")
+	}
+
+	toB := dialAgent(t, agentAddr, tier.ca.ClientTLS(tier.ca.Issue(t, "agent-b")))
+	must(t, toB.send(ctx, flows(syntheticFlow{name: "to-checkout", local: "10.2.0.9", localOwner: "frontend", peer: checkout.String(), start: now.Add(-5 * time.Second)})), "flow")
+	r := waitForCases(t, tier.sink, 30*time.Second, "to-checkout")["to-checkout"]
+	if st, id := r.Str(flowschema.AttrPeerAttributionStatus), r.Str(flowschema.PrefixPeerOwner+flowschema.OwnerIDSuffix); st != "attributed" || id != "checkout" {
+		t.Errorf("after the restart: status %q owner %q (reason %q), want attributed to checkout from the replayed topic", st, id, r.Str(flowschema.AttrPeerAttributionReason))
 	}
 }

@@ -393,16 +393,23 @@ func TestChartNodeConfig(t *testing.T) {
 // ranges of config/default.yaml.
 var defaultWorkloadCIDRs = []any{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
 
-// TestChartGatewayConfig: the gateways' two processors sharing the store
-// get the same workload ranges, and ownership.workloadCIDRs replaces them.
+// TestChartGatewayConfig: the gateways consume the topic in a consumer
+// group new at every start; their two processors sharing the store get
+// the same workload ranges, and ownership.workloadCIDRs replaces them.
 func TestChartGatewayConfig(t *testing.T) {
-	procs := func(sets []string) map[string]any {
+	config := func(sets []string) map[string]any {
 		var cm corev1.ConfigMap
 		render(t, sets).get(t, "ConfigMap", release+"-flowattr-gateway", &cm)
 		var cfg map[string]any
 		require.NoError(t, yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg))
-		return cfg["processors"].(map[string]any)
+		return cfg
 	}
+	procs := func(sets []string) map[string]any { return config(sets)["processors"].(map[string]any) }
+	// A consumer group new at every start: the topic is read from the
+	// earliest offset after a container restart too.
+	kafka := config(gatewayKafka)["receivers"].(map[string]any)["kafka/claims"].(map[string]any)
+	assert.Equal(t, "flowattr-${env:K8S_POD_NAME}-${file:/proc/sys/kernel/random/uuid}", kafka["group_id"])
+	assert.Equal(t, "earliest", kafka["initial_offset"])
 	p := procs(gatewayKafka)
 	for _, name := range []string{"ownership", "ownership/topic"} {
 		assert.Equal(t, defaultWorkloadCIDRs, p[name].(map[string]any)["workload_cidrs"], name)

@@ -257,13 +257,21 @@ receivers:
         endpoint: {{ printf "%s:%v" .Values.listenHost .Values.gateway.port | quote }}
         tls:
           {{- include "flowattr.tlsServer" . | nindent 10 }}
-  # Every gateway reads the whole topic in a consumer group of its own
-  # (its pod name), from the earliest message, committing nothing: a
-  # gateway that starts rebuilds its store from the topic.
+  # Every gateway reads the whole topic in a consumer group of its own,
+  # new at every start of the process: flowattr-<pod name>-<UUID>, the
+  # UUID read from /proc/sys/kernel/random/uuid when the configuration is
+  # loaded (the file provider keeps its trailing newline, which ends the
+  # group's name). A new group has no committed offset, so the gateway
+  # reads from the earliest message and a gateway that starts, or whose
+  # container restarts, rebuilds its store from the topic. Each start
+  # leaves its group behind, empty; Kafka drops its offsets after
+  # offsets.retention.minutes. The offsets committed after each fetch let
+  # a consumer that rejoins its group (after a broker outage) go on where
+  # it was.
   kafka/claims:
     brokers:
       {{- toYaml $kafka.brokers | nindent 6 }}
-    group_id: flowattr-${env:K8S_POD_NAME}
+    group_id: flowattr-${env:K8S_POD_NAME}-${file:/proc/sys/kernel/random/uuid}
     client_id: flowattr-${env:K8S_POD_NAME}
     initial_offset: earliest
     autocommit:
