@@ -73,7 +73,7 @@ var (
 		"node.peers={10.0.0.1:14317,10.0.0.2:14317}", "tls.secretName=flowattr-tls",
 		"flows.endpoint=otel-gateway.observability:4317", "flows.tls.insecure=true",
 		"receiver.nat.serviceCIDRs={10.96.0.0/12}", "receiver.kubernetes.extract.labels[0].key=team",
-		"ownership.senders.node-a={10.244.1.0/24}",
+		"ownership.senders.node-a={10.244.1.0/24,10.96.0.0/12,192.168.10.11/32}",
 	}
 	nodeMinimalRBAC = []string{"receiver.kubernetes.services=false", "receiver.kubernetes.restrictToPodCIDRs=false"}
 	gatewayKafka    = []string{
@@ -354,18 +354,29 @@ func TestChartNodeConfig(t *testing.T) {
 	assert.Equal(t, true, kube["enabled"])
 	assert.Equal(t, "/host/sys/fs/cgroup", kube["cgroup_root"])
 	assert.Equal(t, []any{"10.96.0.0/12"}, ebpf["nat"].(map[string]any)["service_cidrs"])
-	assert.Equal(t, "${env:K8S_POD_IP}:14317", recv["otlp/claims"].(map[string]any)["protocols"].(map[string]any)["grpc"].(map[string]any)["endpoint"])
+	grpc := recv["otlp/claims"].(map[string]any)["protocols"].(map[string]any)["grpc"].(map[string]any)
+	assert.Equal(t, "${env:K8S_POD_IP}:14317", grpc["endpoint"])
+	// Rotated certificates and CA are read again.
+	assert.Equal(t, "1m", grpc["tls"].(map[string]any)["reload_interval"])
+	assert.Equal(t, true, grpc["tls"].(map[string]any)["client_ca_file_reload"])
 
 	procs := cfg["processors"].(map[string]any)
 	assert.Equal(t, "none", procs["ownership"].(map[string]any)["sender_identity"])
 	assert.Equal(t, "certificate", procs["ownership/peers"].(map[string]any)["sender_identity"])
 	assert.Equal(t, "ownership", procs["ownership/peers"].(map[string]any)["store"])
+	// The workload ranges are store-level settings: in both processors of
+	// the store, so that a peer outside them is external at once.
+	for _, p := range []string{"ownership", "ownership/peers"} {
+		assert.Equal(t, defaultWorkloadCIDRs, procs[p].(map[string]any)["workload_cidrs"], p)
+		assert.Equal(t, true, procs[p].(map[string]any)["workload_host_addresses"], p)
+	}
 
 	exps := cfg["exporters"].(map[string]any)
 	for i, peer := range []string{"10.0.0.1:14317", "10.0.0.2:14317"} {
 		e := exps["otlp_grpc/peer-"+string(rune('1'+i))].(map[string]any)
 		assert.Equal(t, peer, e["endpoint"])
 		assert.Equal(t, "/etc/flowattr/tls/tls.crt", e["tls"].(map[string]any)["cert_file"])
+		assert.Equal(t, "1m", e["tls"].(map[string]any)["reload_interval"])
 	}
 	pipes := cfg["service"].(map[string]any)["pipelines"].(map[string]any)
 	assert.Equal(t, []any{"otlp_grpc/peer-1", "otlp_grpc/peer-2"}, pipes["logs/claims-out"].(map[string]any)["exporters"])
@@ -374,6 +385,40 @@ func TestChartNodeConfig(t *testing.T) {
 	cfg = agentConfig(t, render(t, nodeDefault))
 	assert.NotContains(t, cfg["receivers"], "otlp/claims")
 	assert.Equal(t, []any{"debug"}, cfg["service"].(map[string]any)["pipelines"].(map[string]any)["logs/flows"].(map[string]any)["exporters"])
+	// normal: one line per record with its attributes, as NOTES.txt says.
+	assert.Equal(t, "normal", cfg["exporters"].(map[string]any)["debug"].(map[string]any)["verbosity"])
+}
+
+// defaultWorkloadCIDRs is ownership.workloadCIDRs' default: the private
+// ranges of config/default.yaml.
+var defaultWorkloadCIDRs = []any{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"}
+
+// TestChartGatewayConfig: the gateways consume the topic in a consumer
+// group new at every start; their two processors sharing the store get
+// the same workload ranges, and ownership.workloadCIDRs replaces them.
+func TestChartGatewayConfig(t *testing.T) {
+	config := func(sets []string) map[string]any {
+		var cm corev1.ConfigMap
+		render(t, sets).get(t, "ConfigMap", release+"-flowattr-gateway", &cm)
+		var cfg map[string]any
+		require.NoError(t, yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg))
+		return cfg
+	}
+	procs := func(sets []string) map[string]any { return config(sets)["processors"].(map[string]any) }
+	// A consumer group new at every start: the topic is read from the
+	// earliest offset after a container restart too.
+	kafka := config(gatewayKafka)["receivers"].(map[string]any)["kafka/claims"].(map[string]any)
+	assert.Equal(t, "flowattr-${env:K8S_POD_NAME}-${file:/proc/sys/kernel/random/uuid}", kafka["group_id"])
+	assert.Equal(t, "earliest", kafka["initial_offset"])
+	p := procs(gatewayKafka)
+	for _, name := range []string{"ownership", "ownership/topic"} {
+		assert.Equal(t, defaultWorkloadCIDRs, p[name].(map[string]any)["workload_cidrs"], name)
+	}
+	p = procs(append(slices.Clone(gatewayKafka), "ownership.workloadCIDRs={10.0.0.0/8,203.0.113.0/24}", "ownership.workloadHostAddresses=false"))
+	for _, name := range []string{"ownership", "ownership/topic"} {
+		assert.Equal(t, []any{"10.0.0.0/8", "203.0.113.0/24"}, p[name].(map[string]any)["workload_cidrs"], name)
+		assert.Equal(t, false, p[name].(map[string]any)["workload_host_addresses"], name)
+	}
 }
 
 // TestChartRefusesBadValues: values that cannot work fail the install with

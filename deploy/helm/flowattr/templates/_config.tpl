@@ -5,18 +5,30 @@ The collector configurations, after testdata/fleet/{node,agent,gateway}.yaml
 
 {{- define "flowattr.tlsDir" -}}/etc/flowattr/tls{{- end }}
 
-{{/* The TLS settings of a client that presents this collector's certificate. */}}
+{{/*
+The TLS settings of a client that presents this collector's certificate.
+The certificate and key are read again every tls.reloadInterval, at the
+next handshake, so that rotated files are used; ca_file is read once.
+*/}}
 {{- define "flowattr.tlsClient" -}}
 ca_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.caFile | quote }}
 cert_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.certFile | quote }}
 key_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.keyFile | quote }}
+reload_interval: {{ .Values.tls.reloadInterval }}
 {{- end }}
 
-{{/* The TLS settings of a server that requires a client certificate from the CA. */}}
+{{/*
+The TLS settings of a server that requires a client certificate from the
+CA. The certificate and key are read again every tls.reloadInterval, and
+the CA file whenever it changes (checked at most once a second, at
+handshakes).
+*/}}
 {{- define "flowattr.tlsServer" -}}
 cert_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.certFile | quote }}
 key_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.keyFile | quote }}
+reload_interval: {{ .Values.tls.reloadInterval }}
 client_ca_file: {{ printf "%s/%s" (include "flowattr.tlsDir" .) .Values.tls.caFile | quote }}
+client_ca_file_reload: true
 {{- end }}
 
 {{- define "flowattr.healthCheck" -}}
@@ -57,8 +69,9 @@ otlp_grpc/flows:
   retry_on_failure:
     enabled: true
 {{- else }}
+# One line per flow record: its attributes, the peer's owner among them.
 debug:
-  verbosity: basic
+  verbosity: normal
 {{- end }}
 {{- end }}
 
@@ -100,6 +113,11 @@ merge_gap: {{ .Values.ownership.mergeGap }}
 clock_skew: {{ .Values.ownership.clockSkew }}
 retention: {{ .Values.ownership.retention }}
 max_keys: {{ .Values.ownership.maxKeys }}
+{{- with .Values.ownership.workloadCIDRs }}
+workload_cidrs:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+workload_host_addresses: {{ .Values.ownership.workloadHostAddresses }}
 {{- with .Values.ownership.senders }}
 senders:
   {{- toYaml . | nindent 2 }}
@@ -239,13 +257,21 @@ receivers:
         endpoint: {{ printf "%s:%v" .Values.listenHost .Values.gateway.port | quote }}
         tls:
           {{- include "flowattr.tlsServer" . | nindent 10 }}
-  # Every gateway reads the whole topic in a consumer group of its own
-  # (its pod name), from the earliest message, committing nothing: a
-  # gateway that starts rebuilds its store from the topic.
+  # Every gateway reads the whole topic in a consumer group of its own,
+  # new at every start of the process: flowattr-<pod name>-<UUID>, the
+  # UUID read from /proc/sys/kernel/random/uuid when the configuration is
+  # loaded (the file provider keeps its trailing newline, which ends the
+  # group's name). A new group has no committed offset, so the gateway
+  # reads from the earliest message and a gateway that starts, or whose
+  # container restarts, rebuilds its store from the topic. Each start
+  # leaves its group behind, empty; Kafka drops its offsets after
+  # offsets.retention.minutes. The offsets committed after each fetch let
+  # a consumer that rejoins its group (after a broker outage) go on where
+  # it was.
   kafka/claims:
     brokers:
       {{- toYaml $kafka.brokers | nindent 6 }}
-    group_id: flowattr-${env:K8S_POD_NAME}
+    group_id: flowattr-${env:K8S_POD_NAME}-${file:/proc/sys/kernel/random/uuid}
     client_id: flowattr-${env:K8S_POD_NAME}
     initial_offset: earliest
     autocommit:
