@@ -443,3 +443,42 @@ func TestChartRefusesBadValues(t *testing.T) {
 		})
 	}
 }
+
+// TestChartExtraEnv: a secret for the flows' headers comes from a Secret
+// through extraEnv, into the node DaemonSet and the gateways, and the
+// ConfigMap holds only the reference to it.
+func TestChartExtraEnv(t *testing.T) {
+	secretEnv := []string{
+		"flows.headers.api-key=${env:FLOWATTR_API_KEY}",
+		"extraEnv[0].name=FLOWATTR_API_KEY",
+		"extraEnv[0].valueFrom.secretKeyRef.name=backend-credentials",
+		"extraEnv[0].valueFrom.secretKeyRef.key=api-key",
+	}
+	hasSecretEnv := func(t *testing.T, c corev1.Container) {
+		t.Helper()
+		for _, e := range c.Env {
+			if e.Name == "FLOWATTR_API_KEY" {
+				require.NotNil(t, e.ValueFrom)
+				require.NotNil(t, e.ValueFrom.SecretKeyRef)
+				assert.Equal(t, "backend-credentials", e.ValueFrom.SecretKeyRef.Name)
+				assert.Equal(t, "api-key", e.ValueFrom.SecretKeyRef.Key)
+				return
+			}
+		}
+		t.Errorf("container %s has no FLOWATTR_API_KEY", c.Name)
+	}
+
+	objs := render(t, append(slices.Clone(nodePeers), secretEnv...))
+	var ds appsv1.DaemonSet
+	objs.get(t, "DaemonSet", release+"-flowattr", &ds)
+	hasSecretEnv(t, ds.Spec.Template.Spec.Containers[0])
+	headers := agentConfig(t, objs)["exporters"].(map[string]any)["otlp_grpc/flows"].(map[string]any)["headers"]
+	assert.Equal(t, map[string]any{"api-key": "${env:FLOWATTR_API_KEY}"}, headers)
+
+	objs = render(t, append(slices.Clone(gatewayKafka), secretEnv...))
+	var dep appsv1.Deployment
+	objs.get(t, "Deployment", release+"-flowattr-gateway", &dep)
+	hasSecretEnv(t, dep.Spec.Template.Spec.Containers[0])
+	objs.get(t, "DaemonSet", release+"-flowattr", &ds)
+	hasSecretEnv(t, ds.Spec.Template.Spec.Containers[0])
+}
