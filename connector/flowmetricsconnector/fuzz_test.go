@@ -2,7 +2,6 @@ package flowmetricsconnector
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -17,27 +16,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/testutil/fuzzbytes"
 )
-
-// byteSource hands out fuzz bytes as choices; it yields zeros when exhausted.
-type byteSource struct{ b []byte }
-
-func (s *byteSource) next() byte {
-	if len(s.b) == 0 {
-		return 0
-	}
-	c := s.b[0]
-	s.b = s.b[1:]
-	return c
-}
-
-func (s *byteSource) int64() int64 {
-	var buf [8]byte
-	for i := range buf {
-		buf[i] = s.next()
-	}
-	return int64(binary.LittleEndian.Uint64(buf[:]))
-}
 
 var fuzzStrs = []string{"", "a", "b", "attributed", "closed", "failed", "active", "client", "server"}
 
@@ -50,21 +30,21 @@ var fuzzKeys = []string{
 	flowschema.PrefixLocalOwner + "id", flowschema.PrefixPeerOwner + "id",
 }
 
-func (s *byteSource) putValue(m pcommon.Map, k string) {
-	switch s.next() % 7 {
+func putValue(s *fuzzbytes.Source, m pcommon.Map, k string) {
+	switch s.Byte() % 7 {
 	case 0:
 	case 1:
-		m.PutStr(k, fuzzStrs[int(s.next())%len(fuzzStrs)])
+		m.PutStr(k, fuzzStrs[int(s.Byte())%len(fuzzStrs)])
 	case 2:
-		m.PutInt(k, s.int64())
+		m.PutInt(k, s.Int64())
 	case 3:
-		m.PutInt(k, int64(s.next()))
+		m.PutInt(k, int64(s.Byte()))
 	case 4:
-		m.PutDouble(k, float64(s.int64()))
+		m.PutDouble(k, float64(s.Int64()))
 	case 5:
 		m.PutEmptyMap(k).PutStr("x", "y")
 	case 6:
-		m.PutInt(k, t0.UnixNano()-int64(s.next())*int64(time.Second))
+		m.PutInt(k, t0.UnixNano()-int64(s.Byte())*int64(time.Second))
 	}
 }
 
@@ -80,24 +60,24 @@ func FuzzConsumeLogs(f *testing.F) {
 	f.Add([]byte("0002000000000A0000000\xed0000A00000000000010000001100000000010000000"))
 	f.Add([]byte("0007" + strings.Repeat("0", 183)))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		src := &byteSource{b: data}
+		src := fuzzbytes.New(data)
 		cfg := createDefaultConfig()
 		cfg.MaxSeries = 3
 		h := newHarness(t, cfg)
 		var final int64
-		for range int(src.next()%3) + 1 {
+		for range int(src.Byte()%3) + 1 {
 			ld := plog.NewLogs()
 			rl := ld.ResourceLogs().AppendEmpty()
-			src.putValue(rl.Resource().Attributes(), "host.name")
+			putValue(src, rl.Resource().Attributes(), "host.name")
 			lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
-			for range int(src.next() % 16) {
+			for range int(src.Byte() % 16) {
 				lr := lrs.AppendEmpty()
-				if src.next()%5 != 0 {
+				if src.Byte()%5 != 0 {
 					lr.SetEventName(flowschema.EventFlow)
 				}
-				lr.SetTimestamp(pcommon.Timestamp(uint64(src.int64())))
+				lr.SetTimestamp(pcommon.Timestamp(uint64(src.Int64())))
 				for _, k := range fuzzKeys {
-					src.putValue(lr.Attributes(), k)
+					putValue(src, lr.Attributes(), k)
 				}
 				state, ok := lr.Attributes().Get(flowschema.AttrFlowState)
 				if lr.EventName() == flowschema.EventFlow && (!ok || state.AsString() != flowschema.FlowStateActive) {
@@ -105,7 +85,7 @@ func FuzzConsumeLogs(f *testing.F) {
 				}
 			}
 			require.NoError(t, h.conn.ConsumeLogs(context.Background(), ld))
-			h.clock.Advance(time.Duration(src.next()) * time.Second)
+			h.clock.Advance(time.Duration(src.Byte()) * time.Second)
 		}
 		require.NoError(t, h.conn.Shutdown(context.Background()))
 		assert.Equal(t, final, counter(t, h.tel, "otelcol_connector_flowmetrics_records")+counter(t, h.tel, "otelcol_connector_flowmetrics_records_dropped"))

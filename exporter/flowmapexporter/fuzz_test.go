@@ -2,7 +2,6 @@ package flowmapexporter
 
 import (
 	"context"
-	"encoding/binary"
 	"testing"
 	"time"
 
@@ -16,27 +15,8 @@ import (
 	"github.com/flowattr/flowattr/exporter/flowmapexporter/internal/metadatatest"
 	"github.com/flowattr/flowattr/internal/clock"
 	"github.com/flowattr/flowattr/internal/flowschema"
+	"github.com/flowattr/flowattr/internal/testutil/fuzzbytes"
 )
-
-// byteSource hands out fuzz bytes as choices; it yields zeros when exhausted.
-type byteSource struct{ b []byte }
-
-func (s *byteSource) next() byte {
-	if len(s.b) == 0 {
-		return 0
-	}
-	c := s.b[0]
-	s.b = s.b[1:]
-	return c
-}
-
-func (s *byteSource) int64() int64 {
-	var buf [8]byte
-	for i := range buf {
-		buf[i] = s.next()
-	}
-	return int64(binary.LittleEndian.Uint64(buf[:]))
-}
 
 var fuzzStrs = []string{"", "a", "b", "attributed", "external", "conflict", "uncertain", "closed", "failed", "active", "client", "server", string(make([]byte, 2000))}
 
@@ -51,17 +31,17 @@ var fuzzKeys = []string{
 	flowschema.PrefixPeerOwner + "x",
 }
 
-func (s *byteSource) putValue(m pcommon.Map, k string) {
-	switch s.next() % 8 {
+func putValue(s *fuzzbytes.Source, m pcommon.Map, k string) {
+	switch s.Byte() % 8 {
 	case 0:
 	case 1:
-		m.PutStr(k, fuzzStrs[int(s.next())%len(fuzzStrs)])
+		m.PutStr(k, fuzzStrs[int(s.Byte())%len(fuzzStrs)])
 	case 2:
-		m.PutInt(k, s.int64())
+		m.PutInt(k, s.Int64())
 	case 3:
-		m.PutInt(k, int64(s.next()))
+		m.PutInt(k, int64(s.Byte()))
 	case 4:
-		m.PutDouble(k, float64(s.int64()))
+		m.PutDouble(k, float64(s.Int64()))
 	case 5:
 		m.PutBool(k, true)
 	case 6:
@@ -82,7 +62,7 @@ func FuzzConsumeLogs(f *testing.F) {
 	// An input the fuzzer found: byte counts whose node sums wrap.
 	f.Add([]byte("070000010200000000000200000000100100200000000101000200000000C011020000000X0010001010000000000020000000x"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		src := &byteSource{b: data}
+		src := fuzzbytes.New(data)
 		tel := componenttest.NewTelemetry()
 		defer func() { require.NoError(t, tel.Shutdown(context.Background())) }()
 		c := clock.NewManual(t0)
@@ -92,22 +72,22 @@ func FuzzConsumeLogs(f *testing.F) {
 		require.NoError(t, err)
 		defer e.tel.Shutdown()
 		var records int64
-		for range int(src.next()%4) + 1 {
+		for range int(src.Byte()%4) + 1 {
 			ld := plog.NewLogs()
 			lrs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
-			for range int(src.next() % 16) {
+			for range int(src.Byte() % 16) {
 				lr := lrs.AppendEmpty()
-				if src.next()%5 != 0 {
+				if src.Byte()%5 != 0 {
 					lr.SetEventName(flowschema.EventFlow)
 				}
 				for _, k := range fuzzKeys {
-					src.putValue(lr.Attributes(), k)
+					putValue(src, lr.Attributes(), k)
 				}
 			}
 			require.NoError(t, e.consume(context.Background(), ld))
 			records += int64(lrs.Len())
 			assert.Equal(t, records, recordsCounted(tel), "records counted by outcome")
-			c.Advance(time.Duration(src.next()) * time.Second)
+			c.Advance(time.Duration(src.Byte()) * time.Second)
 			checkMap(t, e.agg, cfg)
 		}
 	})

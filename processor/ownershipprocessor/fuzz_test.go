@@ -2,7 +2,6 @@ package ownershipprocessor
 
 import (
 	"context"
-	"encoding/binary"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/flowattr/flowattr/internal/flowschema"
 	"github.com/flowattr/flowattr/internal/owners"
+	"github.com/flowattr/flowattr/internal/testutil/fuzzbytes"
 	"github.com/flowattr/flowattr/processor/ownershipprocessor/internal/metadata"
 )
 
@@ -37,43 +37,23 @@ var knownKeys = []string{
 
 var fuzzAddrs = []string{"10.0.0.2", "10.0.0.3", "::ffff:10.0.0.2", "fe80::1%eth0", "203.0.113.9", "198.51.100.1", "10.0.0.300", "", "fd00::1"}
 
-// byteSource hands out fuzz bytes as choices; it yields zeros when exhausted.
-type byteSource struct{ b []byte }
-
-func (s *byteSource) next() byte {
-	if len(s.b) == 0 {
-		return 0
-	}
-	c := s.b[0]
-	s.b = s.b[1:]
-	return c
-}
-
-func (s *byteSource) int64() int64 {
-	var buf [8]byte
-	for i := range buf {
-		buf[i] = s.next()
-	}
-	return int64(binary.LittleEndian.Uint64(buf[:]))
-}
-
-func (s *byteSource) putValue(attrs pcommon.Map, key string) {
-	near := t0.Add(time.Duration(int8(s.next())) * 10 * time.Second).UnixNano()
-	switch s.next() % 10 {
+func putValue(s *fuzzbytes.Source, attrs pcommon.Map, key string) {
+	near := t0.Add(time.Duration(int8(s.Byte())) * 10 * time.Second).UnixNano()
+	switch s.Byte() % 10 {
 	case 0:
 		return
 	case 1:
-		attrs.PutStr(key, fuzzAddrs[int(s.next())%len(fuzzAddrs)])
+		attrs.PutStr(key, fuzzAddrs[int(s.Byte())%len(fuzzAddrs)])
 	case 2:
 		attrs.PutInt(key, near)
 	case 3:
-		attrs.PutInt(key, s.int64())
+		attrs.PutInt(key, s.Int64())
 	case 4:
-		attrs.PutDouble(key, float64(s.int64()))
+		attrs.PutDouble(key, float64(s.Int64()))
 	case 5:
-		attrs.PutBool(key, s.next()%2 == 0)
+		attrs.PutBool(key, s.Byte()%2 == 0)
 	case 6:
-		attrs.PutEmptyBytes(key).FromRaw([]byte{s.next()})
+		attrs.PutEmptyBytes(key).FromRaw([]byte{s.Byte()})
 	case 7:
 		attrs.PutEmptyMap(key).PutStr("x", "y")
 	case 8:
@@ -86,15 +66,15 @@ func (s *byteSource) putValue(attrs pcommon.Map, key string) {
 // synthesize builds records of every kind with random attribute types for
 // the keys the processor reads.
 func synthesize(data []byte) plog.Logs {
-	src := &byteSource{b: data}
+	src := fuzzbytes.New(data)
 	ld := plog.NewLogs()
-	for range int(src.next()%3) + 1 {
+	for range int(src.Byte()%3) + 1 {
 		rl := ld.ResourceLogs().AppendEmpty()
-		for range int(src.next() % 3) {
+		for range int(src.Byte() % 3) {
 			sl := rl.ScopeLogs().AppendEmpty()
-			for range int(src.next() % 8) {
+			for range int(src.Byte() % 8) {
 				lr := sl.LogRecords().AppendEmpty()
-				switch src.next() % 4 {
+				switch src.Byte() % 4 {
 				case 0:
 					lr.SetEventName(flowschema.EventFlow)
 				case 1:
@@ -102,13 +82,13 @@ func synthesize(data []byte) plog.Logs {
 				case 2:
 					lr.SetEventName("other")
 				}
-				if src.next()%2 == 0 {
-					lr.SetTimestamp(pcommon.Timestamp(t0.Add(time.Duration(int8(src.next())) * 10 * time.Second).UnixNano()))
+				if src.Byte()%2 == 0 {
+					lr.SetTimestamp(pcommon.Timestamp(t0.Add(time.Duration(int8(src.Byte())) * 10 * time.Second).UnixNano()))
 				} else {
-					lr.SetTimestamp(pcommon.Timestamp(uint64(src.int64())))
+					lr.SetTimestamp(pcommon.Timestamp(uint64(src.Int64())))
 				}
 				for _, k := range knownKeys {
-					src.putValue(lr.Attributes(), k)
+					putValue(src, lr.Attributes(), k)
 				}
 			}
 		}
