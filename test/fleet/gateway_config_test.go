@@ -19,8 +19,7 @@ import (
 
 // TestGatewayExternalPeerNotHeld: gateway.yaml's workload_cidrs are the
 // private ranges, so a flow to an internet address is not held for a
-// claim nobody sends: it comes out at once, external. (After the review's
-// TestReviewExternalPeerIsHeld.)
+// claim nobody sends: it comes out at once, external.
 func TestGatewayExternalPeerNotHeld(t *testing.T) {
 	tier := startGatewayTier(t, `
 processors:
@@ -48,7 +47,6 @@ processors:
 // docs/kubernetes.md show them, each node its pod CIDR, the Service CIDR
 // and its own address, accept the claims a node makes for a Service's
 // cluster IP and for its own address, so flows to both are attributed.
-// (After the review's TestReviewSendersPodCIDRRejectsServiceClaims.)
 func TestGatewaySendersAsDocumented(t *testing.T) {
 	senders := `
     senders:
@@ -86,7 +84,6 @@ processors:
 // TestGatewayServesRotatedCertificate: a Secret or CSI volume rotates the
 // TLS files in place; gateway.yaml's reload_interval (shortened to 1s
 // here from 1m) makes the running gateway serve the new certificate.
-// (After the review's TestReviewRotatedCertificateNotServed.)
 func TestGatewayServesRotatedCertificate(t *testing.T) {
 	tier := startGatewayTier(t, `
 receivers:
@@ -124,7 +121,7 @@ receivers:
 // so it reads the topic from the earliest offset and attributes a flow
 // towards an address claimed before the restart. With a group that
 // committed offsets it would resume after them, and the claim would be
-// missing. (After the review's TestReviewGatewayRestartReplaysTopic.)
+// missing.
 func TestGatewayRestartReplaysTopic(t *testing.T) {
 	overlay := `
 processors:
