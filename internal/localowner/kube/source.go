@@ -96,8 +96,9 @@ const initialSyncTimeout = 10 * time.Second
 // 410 Gone, a broken connection), the source has not observed what came
 // after: the owners of that resource stop at once, and are published again
 // when it has been listed anew, from then on, however long they held
-// their addresses before. Only the first list after Start dates tenures
-// back to when the sandbox had its network.
+// their addresses before. Only a pod seen new, on the first list after
+// Start or in a watch, has its tenures dated back to when its sandbox had
+// its network.
 type Source struct {
 	cfg     Config
 	set     Settings
