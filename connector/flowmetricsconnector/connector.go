@@ -172,7 +172,7 @@ func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
 		case c.peerOwner:
 			r.key.peer = str(v)
 		case flowschema.AttrServerPort:
-			r.key.port = port(v)
+			r.key.port = flowschema.Port(v)
 		case flowschema.AttrFlowRole:
 			r.key.role = str(v)
 		case flowschema.AttrPeerAttributionStatus:
@@ -204,17 +204,6 @@ func str(v pcommon.Value) string {
 	return v.Str()
 }
 
-// port returns v as a port, 0 (none) when it is not one: any other value
-// would make a series of its own that is written without server.port, the
-// same attributes as the series without a port.
-func port(v pcommon.Value) uint16 {
-	p, _ := intValue(v)
-	if p <= 0 || p > 65535 {
-		return 0
-	}
-	return uint16(p)
-}
-
 func intValue(v pcommon.Value) (int64, bool) {
 	if v.Type() != pcommon.ValueTypeInt {
 		return 0, false
@@ -225,8 +214,8 @@ func intValue(v pcommon.Value) (int64, bool) {
 // count reads a counter for a monotonic sum: a negative one or one of the
 // wrong type would corrupt the sum, so it is absent and counted as rejected.
 func (r *flowRecord) count(v pcommon.Value) (int64, bool) {
-	n, ok := intValue(v)
-	if !ok || n < 0 {
+	n, ok := flowschema.Count(v)
+	if !ok {
 		r.rejected++
 		return 0, false
 	}

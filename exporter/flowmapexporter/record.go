@@ -86,7 +86,7 @@ func (o *owner) endpoint(peer bool) endpoint {
 // fields are the attributes of a flow record that the map reads.
 type fields struct {
 	state, role, status string
-	localPort, peerPort int64
+	localPort, peerPort uint16
 	sent, received      int64
 	retransmits, srtt   int64
 	hasSRTT, hasError   bool
@@ -108,9 +108,9 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) (_ outcome, rejected int) {
 		// record's attributes match none of these.
 		switch k {
 		case flowschema.AttrNetworkLocalPort:
-			r.localPort = v.Int()
+			r.localPort = flowschema.Port(v)
 		case flowschema.AttrNetworkPeerPort:
-			r.peerPort = v.Int()
+			r.peerPort = flowschema.Port(v)
 		case flowschema.AttrPeerAttributionStatus:
 			r.status = v.Str()
 		case flowschema.AttrFlowState:
@@ -171,12 +171,12 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) (_ outcome, rejected int) {
 	if r.role == flowschema.RoleServer {
 		f.client, f.server = peerEnd, localEnd
 		f.bytesToServer, f.bytesToClient = uint64(r.received), uint64(r.sent)
-		f.serverPort = port(r.localPort)
+		f.serverPort = r.localPort
 	} else {
 		// A client, or a side whose role is unknown: from local to peer.
 		f.client, f.server = localEnd, peerEnd
 		f.bytesToServer, f.bytesToClient = uint64(r.sent), uint64(r.received)
-		f.serverPort = port(r.peerPort)
+		f.serverPort = r.peerPort
 	}
 	return outcomeMapped, rejected
 }
@@ -184,17 +184,9 @@ func (p *parser) parse(lr plog.LogRecord, f *flow) (_ outcome, rejected int) {
 // count reads a count: a non-negative integer, else 0, counted in
 // rejected.
 func count(v pcommon.Value, rejected *int) int64 {
-	if v.Type() != pcommon.ValueTypeInt || v.Int() < 0 {
+	n, ok := flowschema.Count(v)
+	if !ok {
 		*rejected++
-		return 0
 	}
-	return v.Int()
-}
-
-// port returns p as a port, 0 (unknown) when it is not one.
-func port(p int64) uint16 {
-	if p <= 0 || p > 65535 {
-		return 0
-	}
-	return uint16(p)
+	return n
 }
