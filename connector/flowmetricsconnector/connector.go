@@ -188,9 +188,9 @@ func (c *flowMetrics) read(attrs pcommon.Map, host string) flowRecord {
 		case flowschema.AttrFlowRetransmits:
 			r.retransmits, r.hasRetransmits = r.count(v)
 		case flowschema.AttrFlowStartTime:
-			r.start, _ = intValue(v)
+			r.start = intValue(v)
 		case flowschema.AttrFlowSRTT:
-			r.srttMicros, _ = intValue(v)
+			r.srttMicros = intValue(v)
 		}
 		return true
 	})
@@ -204,11 +204,12 @@ func str(v pcommon.Value) string {
 	return v.Str()
 }
 
-func intValue(v pcommon.Value) (int64, bool) {
+// intValue returns v's integer, 0 (absent) when v is of another type.
+func intValue(v pcommon.Value) int64 {
 	if v.Type() != pcommon.ValueTypeInt {
-		return 0, false
+		return 0
 	}
-	return v.Int(), true
+	return v.Int()
 }
 
 // count reads a counter for a monotonic sum: a negative one or one of the
